@@ -1,0 +1,38 @@
+# recfx: `make demo` runs the main job, `make test` runs the tests. Both set up .venv on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.recfx-installed
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+TORCH_CPU := torch==2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: demo test install typecheck lint clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+ifeq ($(HAS_GPU),)
+	$(PY) -m pip install -q $(TORCH_CPU)
+endif
+	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps tensorrt-stubs
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/recfx demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --timeout 900 $(PYTEST_ARGS)
+
+typecheck: $(STAMP)
+	$(PY) -m mypy recfx
+
+lint: $(STAMP)
+	$(PY) -m ruff check recfx tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache recfx_dumps

@@ -1,0 +1,20 @@
+"""recfx: a compiler for generative-recommender and long-context attention models.
+
+    >>> import recfx
+    >>> sorted(recfx.backends.BACKENDS.names())[:2]
+    ['eager', 'inductor']
+"""
+
+from recfx import backends, frontend, models, passes, runtime
+from recfx._version import __version__
+from recfx.api import compile
+from recfx.compile_config import CompileConfig
+from recfx.errors import BackendUnavailableError, CaptureError, PassError, RecfxError, UnknownKeyError
+from recfx.passes import Placement, register_pass
+from recfx.runtime import CompiledModule, CompileReport
+
+__all__ = [
+    "BackendUnavailableError", "CaptureError", "CompileConfig", "CompileReport", "CompiledModule", "PassError",
+    "Placement", "RecfxError", "UnknownKeyError", "__version__", "backends", "compile", "frontend", "models",
+    "passes", "register_pass", "runtime",
+]

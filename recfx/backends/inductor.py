@@ -1,0 +1,44 @@
+"""``inductor``: ``torch.compile`` (TorchInductor) of the optimised graph module."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.fx import GraphModule
+
+from recfx.backends.base import Availability, Backend, register_backend
+from recfx.passes.base import PassContext
+
+_INDUCTOR_OPTIONS = ("mode", "options", "dynamic", "fullgraph")
+
+
+def inductor_availability() -> Availability:
+    if torch.cuda.is_available():
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return Availability(False, "CUDA is present but triton is not installed (pip install 'recfx[gpu]')")
+        return Availability(True)
+    if not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")):
+        return Availability(False, "no C++ compiler (g++/clang++) for Inductor's CPU code generation")
+    return Availability(True)
+
+
+@register_backend("inductor")
+class InductorBackend(Backend):
+    priority = 10
+    description = "torch.compile (TorchInductor) of the optimised graph: fused Triton (GPU) or C++ (CPU) kernels"
+
+    def availability(self) -> Availability:
+        return inductor_availability()
+
+    def compile(self, gm: GraphModule, ctx: PassContext) -> Callable[..., Any]:
+        options = dict(ctx.config.backend_options) if ctx.config is not None else {}
+        unknown = sorted(set(options) - set(_INDUCTOR_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown inductor backend_options {unknown}; allowed: {list(_INDUCTOR_OPTIONS)}")
+        dynamic = options.pop("dynamic", bool(ctx.extras.get("dynamic_dims")))
+        return torch.compile(gm, backend="inductor", dynamic=dynamic, **options)

@@ -1,0 +1,69 @@
+"""``CompileConfig``: everything ``recfx.compile`` can be told, in one frozen, validated object."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+from recfx.config import ConfigBase
+from recfx.passes.manager import Placement
+
+
+def debug_enabled() -> bool:
+    """``RECFX_DEBUG=1`` turns on invariant checks after every pass (tests always do)."""
+    return os.environ.get("RECFX_DEBUG", "") not in ("", "0", "false", "False")
+
+
+@dataclasses.dataclass(frozen=True)
+class CompileConfig(ConfigBase):
+    """Options of :func:`recfx.compile`.
+
+    Attributes:
+        dynamic_batch: dim 0 of every input is dynamic.
+        dynamic_dims: more dynamic dims by input name: ``{"tokens": {1: "seq"}}``.
+        passes: the canonicalisation pipeline by pass name (``None``: the default ``CANONICAL_PASSES``).
+        user_passes: registered passes to insert at named points (:class:`~recfx.passes.Placement`).
+        check_invariants: lint + stage invariants after every pass (also on with ``RECFX_DEBUG=1``).
+        dump_after: pass names (or ``"all"``, ``"capture"``) after which to write the graph as text and a picture.
+        dump_dir / dump_format: where and how (``png``, ``svg`` or ``None`` for text only).
+        check_numerics: compare the compiled module with the original model on the example inputs.
+        backend_options: options for the backend (e.g. ``{"mode": "max-autotune"}`` for inductor).
+    """
+
+    dynamic_batch: bool = True
+    dynamic_dims: dict[str, dict[int, str]] = dataclasses.field(default_factory=dict)
+    passes: tuple[str, ...] | None = None
+    user_passes: tuple[Placement, ...] = ()
+    check_invariants: bool = False
+    dump_after: tuple[str, ...] = ()
+    dump_dir: str = "recfx_dumps"
+    dump_format: str | None = "png"
+    check_numerics: bool = True
+    backend_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    def validate(self) -> None:
+        if self.dump_format not in (None, "png", "svg"):
+            raise ValueError(f"dump_format must be 'png', 'svg' or None, got {self.dump_format!r}")
+        if not isinstance(self.dynamic_dims, dict):
+            raise TypeError(f"dynamic_dims must be a dict like {{'tokens': {{1: 'seq'}}}}, got {self.dynamic_dims!r}")
+        for name, dims in self.dynamic_dims.items():
+            if not isinstance(dims, dict) or not all(isinstance(d, int) and isinstance(s, str) for d, s in dims.items()):
+                raise TypeError(f"dynamic_dims[{name!r}] must map dim index (int) to a symbol name (str), got {dims!r}")
+        for field in ("passes", "dump_after"):
+            value = getattr(self, field)
+            if value is not None and (isinstance(value, str) or not all(isinstance(v, str) for v in value)):
+                raise TypeError(f"{field} must be a tuple of pass names, got {value!r}")
+        if not all(isinstance(p, Placement) for p in self.user_passes):
+            raise TypeError("user_passes must hold recfx.passes.Placement objects")
+
+    @property
+    def invariants_on(self) -> bool:
+        return self.check_invariants or debug_enabled()
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CompileConfig:
+        data = dict(data)
+        if "dynamic_dims" in data:  # JSON turns int keys into strings
+            data["dynamic_dims"] = {k: {int(d): s for d, s in v.items()} for k, v in data["dynamic_dims"].items()}
+        return super().from_dict(data)

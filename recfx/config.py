@@ -1,0 +1,78 @@
+"""Frozen, self-validating configuration dataclasses that round-trip to plain dicts."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import types
+import typing
+from typing import Any, TypeVar
+
+C = TypeVar("C", bound="ConfigBase")
+
+
+@dataclasses.dataclass(frozen=True)
+class ConfigBase:
+    """Base of recfx configs: subclasses validate in ``validate`` and never rewrite themselves.
+
+    ``to_dict`` produces JSON-friendly values (tuples become lists, enums their values, nested configs dicts);
+    ``from_dict`` rebuilds the config and rejects unknown keys.
+    """
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ``ValueError``/``TypeError`` if a field is out of range; subclasses extend it."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: _to_plain(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any]) -> C:
+        if not isinstance(data, dict):
+            raise TypeError(f"{cls.__name__}.from_dict expects a dict, got {type(data).__name__}")
+        fields = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(fields))
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys: {sorted(fields)}")
+        hints = typing.get_type_hints(cls)
+        kwargs = {name: _from_plain(hints[name], value) for name, value in data.items()}
+        return cls(**kwargs)
+
+    def replace(self: C, **changes: Any) -> C:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+
+def _to_plain(value: Any) -> Any:
+    if isinstance(value, ConfigBase):
+        return value.to_dict()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if isinstance(value, (tuple, list)):
+        return [_to_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _to_plain(v) for k, v in value.items()}
+    return value
+
+
+def _from_plain(hint: Any, value: Any) -> Any:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        non_none = [a for a in args if a is not type(None)]
+        return _from_plain(non_none[0], value) if len(non_none) == 1 else value
+    if isinstance(hint, type) and issubclass(hint, ConfigBase) and isinstance(value, dict):
+        return hint.from_dict(value)
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return hint(value)
+    if origin is tuple and isinstance(value, (list, tuple)):
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_from_plain(args[0], v) for v in value)
+        if args:
+            return tuple(_from_plain(a, v) for a, v in zip(args, value))
+        return tuple(value)
+    return value

@@ -1,0 +1,5 @@
+"""Frontend: capture a PyTorch model into an aten-level FX graph with ``torch.export``."""
+
+from recfx.frontend.capture import CapturedGraph, TensorSpec, capture
+
+__all__ = ["CapturedGraph", "TensorSpec", "capture"]

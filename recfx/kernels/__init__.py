@@ -1,0 +1,1 @@
+"""Triton kernels: each module holds a kernel, its launcher and its reference."""

@@ -1,0 +1,28 @@
+"""Graph passes over the captured aten graph, and the pass manager that runs them.
+
+Importing this package registers the built-in passes. The default pipeline is :data:`CANONICAL_PASSES`; backends
+append their own stages (quantization, fusion, lowering).
+"""
+
+from recfx.passes import constant_folding, cse, dce, matmul_to_linear, remove_noops  # noqa: F401  (registration)
+from recfx.passes.base import PASSES, STAGES, PassContext, PassResult, PassSpec, register_pass
+from recfx.passes.graph_view import dominators, isolate, post_dominators, to_networkx, users
+from recfx.passes.invariants import register_invariant
+from recfx.passes.manager import PassManager, PassRecord, Placement, insert_placements
+from recfx.passes.rewrite import Match, Rewrite
+
+#: Canonicalisation, in order: drop no-ops first so that CSE and the linear rewrite see through them.
+CANONICAL_PASSES: tuple[str, ...] = ("remove_noops", "dce", "cse", "matmul_to_linear", "constant_folding", "dce_final")
+
+
+@register_pass("dce_final", stage="canonicalize", postcondition=dce._dead_nodes)
+def _dce_final(gm):  # type: ignore[no-untyped-def]
+    """Every remaining pure node is used (run again after the rewrites of the stage)."""
+    return dce.dead_code_elimination(gm)
+
+
+__all__ = [
+    "CANONICAL_PASSES", "PASSES", "STAGES", "Match", "PassContext", "PassManager", "PassRecord", "PassResult",
+    "PassSpec", "Placement", "Rewrite", "dominators", "insert_placements", "isolate", "post_dominators",
+    "register_invariant", "register_pass", "to_networkx", "users",
+]

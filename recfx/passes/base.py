@@ -1,0 +1,109 @@
+"""The pass interface: ``GraphModule -> PassResult``, and the registry that names passes and their stages."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import logging
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import torch
+
+from recfx.registry import Registry
+
+log = logging.getLogger(__name__)
+
+#: Pipeline stages in order. Invariants of a stage hold after it and in every later stage.
+STAGES: tuple[str, ...] = ("canonicalize", "quantize", "fuse", "lower", "finalize")
+
+
+@dataclasses.dataclass
+class PassResult:
+    """What a pass returns: the (possibly new) graph module and whether it changed the graph.
+
+    ``changed_nodes`` counts the nodes the pass rewrote, for the report and the logs.
+    """
+
+    graph_module: torch.fx.GraphModule
+    modified: bool
+    changed_nodes: int = 0
+    detail: str = ""
+
+
+class GraphPass(Protocol):
+    def __call__(self, gm: torch.fx.GraphModule) -> PassResult: ...
+
+
+@dataclasses.dataclass
+class PassContext:
+    """What a configurable pass may need beyond the graph: the compile config and the user's data.
+
+    Passes that need nothing take only the graph; a pass class registered with :func:`register_pass` is
+    constructed with this context once per pipeline.
+    """
+
+    config: Any = None
+    example_inputs: tuple[torch.Tensor, ...] = ()
+    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class PassSpec:
+    """A registered pass: its name, stage, how to build it from a :class:`PassContext`, and its invariant line."""
+
+    name: str
+    stage: str
+    build: Callable[[PassContext], GraphPass]
+    doc: str
+    postcondition: Callable[[torch.fx.GraphModule], list[str]] | None = None
+
+    def instantiate(self, ctx: PassContext) -> GraphPass:
+        return self.build(ctx)
+
+
+PASSES: Registry[PassSpec] = Registry("pass")
+
+
+def register_pass(
+    name: str,
+    *,
+    stage: str,
+    postcondition: Callable[[torch.fx.GraphModule], list[str]] | None = None,
+) -> Callable[[Any], Any]:
+    """Register a graph pass under ``name`` in ``stage``.
+
+    Decorates either a function ``gm -> PassResult`` or a class whose ``__init__`` takes a :class:`PassContext` and
+    whose instances are such functions. ``postcondition(gm)`` returns the violations of what the pass establishes;
+    the pass manager checks it after the pass when invariant checking is on.
+
+    Example:
+        >>> from recfx.passes import PassResult, register_pass, PASSES
+        >>> @register_pass("doc_example_noop", stage="canonicalize")
+        ... def noop(gm):
+        ...     "Changes nothing."
+        ...     return PassResult(gm, modified=False)
+        >>> PASSES.get("doc_example_noop").stage
+        'canonicalize'
+        >>> _ = PASSES.remove("doc_example_noop")
+    """
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r} for pass {name!r}; stages: {', '.join(STAGES)}")
+
+    def deco(obj: Any) -> Any:
+        doc = (inspect.getdoc(obj) or "").splitlines()
+        if inspect.isclass(obj):
+            build: Callable[[PassContext], GraphPass] = obj
+        else:
+            build = _constant_builder(obj)
+        PASSES.add(name, PassSpec(name, stage, build, doc[0] if doc else "", postcondition))
+        return obj
+
+    return deco
+
+
+def _constant_builder(fn: GraphPass) -> Callable[[PassContext], GraphPass]:
+    def build(ctx: PassContext) -> GraphPass:
+        return fn
+
+    return build

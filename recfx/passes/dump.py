@@ -1,0 +1,66 @@
+"""Write a graph module as readable text and as a picture (networkx layout, matplotlib rendering)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import networkx as nx
+from torch.fx import GraphModule
+
+from recfx._io import atomic_path, atomic_write_text
+from recfx.passes.graph_view import layers, to_networkx
+
+_COLORS = {"placeholder": "#8fd694", "get_attr": "#d9d9d9", "output": "#f4a261", "call_function": "#a8c5e8"}
+_MAX_DRAWN_NODES = 2000
+
+
+def graph_text(gm: GraphModule) -> str:
+    """The graph as readable code with shapes (``print_readable``) followed by the node table."""
+    return gm.print_readable(print_output=False, include_stride=False, include_device=False)
+
+
+def dump_graph(gm: GraphModule, stem: str | Path, fmt: str | None = "png") -> list[Path]:
+    """Write ``<stem>.txt`` and, if ``fmt`` is ``png`` or ``svg``, ``<stem>.<fmt>``; returns the paths written.
+
+    Files are written atomically (temporary file, then rename). Graphs over 2000 nodes get text only.
+    """
+    if fmt not in (None, "png", "svg"):
+        raise ValueError(f"dump format must be 'png', 'svg' or None, got {fmt!r}")
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = [stem.with_suffix(".txt")]
+    atomic_write_text(paths[0], graph_text(gm))
+    if fmt is not None and len(gm.graph.nodes) <= _MAX_DRAWN_NODES:
+        path = stem.with_suffix(f".{fmt}")
+        draw(gm, path)
+        paths.append(path)
+    return paths
+
+
+def draw(gm: GraphModule, path: str | Path) -> None:
+    """Render the graph top-down by topological generation (PNG or SVG by the file suffix)."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    g = to_networkx(gm)
+    gen = layers(g)
+    nx.set_node_attributes(g, gen, "layer")
+    pos = nx.multipartite_layout(g, subset_key="layer", align="horizontal", scale=1.0)
+    pos = {v: (x, -y) for v, (x, y) in pos.items()}  # generation 0 at the top
+    depth = max(gen.values(), default=0) + 1
+    width = max(sum(1 for v in gen.values() if v == d) for d in range(depth)) if gen else 1
+    fig, ax = plt.subplots(figsize=(min(4 + 1.6 * width, 60), min(2 + 0.6 * depth, 120)))
+    colors = [_COLORS.get(g.nodes[v]["op"], "#e9c46a") for v in g.nodes]
+    labels = {v: f"{v}\n{g.nodes[v]['target']}" for v in g.nodes}
+    nx.draw_networkx(g, pos, ax=ax, labels=labels, node_color=colors, node_size=900, font_size=6,
+                     arrowsize=8, node_shape="s")
+    ax.set_axis_off()
+    fig.tight_layout()
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=path.suffix.lstrip("."))
+    finally:
+        plt.close(fig)

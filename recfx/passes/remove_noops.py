@@ -1,0 +1,138 @@
+"""Removal of operations that do nothing at inference time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+import torch
+from torch.fx import GraphModule, Node
+
+from recfx.passes.base import PassResult, register_pass
+from recfx.passes.utils import finish, same_shape, static_shape, tensor_meta
+
+log = logging.getLogger(__name__)
+aten = torch.ops.aten
+_INT64_MAX = 2**63 - 1
+
+
+def _arg(node: Node, i: int, name: str, default: object = None) -> object:
+    if len(node.args) > i:
+        return node.args[i]
+    return node.kwargs.get(name, default)
+
+
+def _dropout_noop(node: Node) -> bool:
+    return _arg(node, 2, "train", True) is False or _arg(node, 1, "p", 0.5) == 0
+
+
+def _same_shape_as_input(node: Node) -> bool:
+    return same_shape(node, node.args[0])
+
+
+def _identity_permute(node: Node) -> bool:
+    dims = list(_arg(node, 1, "dims"))  # type: ignore[arg-type]
+    rank = len(dims)
+    return [d % rank for d in dims] == list(range(rank))
+
+
+def _full_slice(node: Node) -> bool:
+    dim = _arg(node, 1, "dim", 0)
+    start, end, step = _arg(node, 2, "start", None), _arg(node, 3, "end", None), _arg(node, 4, "step", 1)
+    if step != 1 or start not in (None, 0):
+        return False
+    if end is None or end == _INT64_MAX:
+        return True
+    shape = static_shape(node.args[0])
+    return shape is not None and isinstance(end, int) and isinstance(dim, int) and end >= shape[dim]
+
+
+def _same_dtype_copy(node: Node) -> bool:
+    src, out = tensor_meta(node.args[0]), tensor_meta(node)
+    if src is None or out is None:
+        return False
+    if node.kwargs.get("memory_format") not in (None, torch.preserve_format):
+        return False
+    return src.dtype == out.dtype and src.device == out.device and same_shape(node, node.args[0])
+
+
+def _neutral_scalar(value: float) -> Callable[[Node], bool]:
+    def check(node: Node) -> bool:
+        other = node.args[1] if len(node.args) > 1 else None
+        if isinstance(other, Node) or other != value or node.kwargs.get("alpha", 1) != 1:
+            return False
+        src, out = tensor_meta(node.args[0]), tensor_meta(node)
+        return src is not None and out is not None and src.dtype == out.dtype and same_shape(node, node.args[0])
+
+    return check
+
+
+def _always(node: Node) -> bool:
+    return True
+
+
+def _transpose_same_dim(node: Node) -> bool:
+    return _arg(node, 1, "dim0") == _arg(node, 2, "dim1")
+
+
+def _t_of_vector(node: Node) -> bool:
+    val = tensor_meta(node.args[0])
+    return val is not None and val.dim() < 2
+
+
+#: op -> the condition under which it returns its first argument unchanged.
+NOOP_RULES: dict[object, Callable[[Node], bool]] = {
+    aten.dropout.default: _dropout_noop,
+    aten.feature_dropout.default: _dropout_noop,
+    aten.alpha_dropout.default: _dropout_noop,
+    aten.alias.default: _always,
+    aten.clone.default: _always,
+    aten.contiguous.default: _always,
+    aten.lift_fresh_copy.default: _always,
+    aten.detach.default: _always,
+    aten.view.default: _same_shape_as_input,
+    aten.reshape.default: _same_shape_as_input,
+    aten._unsafe_view.default: _same_shape_as_input,
+    aten.expand.default: _same_shape_as_input,
+    aten.flatten.using_ints: _same_shape_as_input,
+    aten.permute.default: _identity_permute,
+    aten.transpose.int: _transpose_same_dim,
+    aten.t.default: _t_of_vector,
+    aten.slice.Tensor: _full_slice,
+    aten._to_copy.default: _same_dtype_copy,
+    aten.to.dtype: _same_dtype_copy,
+    aten.type_as.default: _same_dtype_copy,
+    aten.mul.Tensor: _neutral_scalar(1),
+    aten.mul.Scalar: _neutral_scalar(1),
+    aten.div.Tensor: _neutral_scalar(1),
+    aten.div.Scalar: _neutral_scalar(1),
+    aten.add.Tensor: _neutral_scalar(0),
+    aten.add.Scalar: _neutral_scalar(0),
+    aten.sub.Tensor: _neutral_scalar(0),
+    aten.sub.Scalar: _neutral_scalar(0),
+}
+
+
+def _returns_input_alias(node: Node) -> bool:
+    """Removing the node would make a graph output the very tensor the caller passed in."""
+    src = node.args[0]
+    return isinstance(src, Node) and src.op == "placeholder" and any(u.op == "output" for u in node.users)
+
+
+@register_pass("remove_noops", stage="canonicalize")
+def remove_noops(gm: GraphModule) -> PassResult:
+    """No eval-mode dropout, alias, redundant clone/contiguous/copy, identity view/slice/permute or x*1, x+0 remains."""
+    removed = 0
+    for node in list(gm.graph.nodes):
+        rule = NOOP_RULES.get(node.target) if node.op == "call_function" else None
+        if rule is None or not node.args or not isinstance(node.args[0], Node):
+            continue
+        if not rule(node) or _returns_input_alias(node):
+            continue
+        node.replace_all_uses_with(node.args[0])
+        gm.graph.erase_node(node)
+        removed += 1
+    if removed:
+        finish(gm)
+    log.debug("remove_noops removed %d nodes", removed)
+    return PassResult(gm, modified=removed > 0, changed_nodes=removed)

@@ -1,0 +1,161 @@
+"""Small graph helpers shared by the passes: purity, constants, fake-tensor metadata."""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch._guards import detect_fake_mode
+from torch.fx import GraphModule, Node
+
+aten = torch.ops.aten
+
+#: Ops that must never be removed, merged or folded (randomness, side effects, runtime checks).
+_IMPURE_NAMES = ("_assert", "sym_constrain", "rand", "bernoulli", "normal", "uniform", "print", "copy_", "_guards")
+
+
+def op_name(node: Node) -> str:
+    """A readable name of what a node does: ``aten.linear.default``, ``get_attr``, ``placeholder``..."""
+    if node.op == "call_function":
+        target = node.target
+        if isinstance(target, torch._ops.OpOverload):
+            return f"{target.namespace}.{target._schema.name.split('::')[-1]}.{target._overloadname}"
+        return getattr(target, "__name__", str(target))
+    if node.op in ("call_module", "call_method"):
+        return f"{node.op}:{node.target}"
+    return node.op
+
+
+def is_impure(node: Node) -> bool:
+    """True for nodes with side effects or randomness (never removed, deduplicated or folded)."""
+    if node.op in ("placeholder", "output"):
+        return True
+    if node.op == "call_module":
+        return True
+    if node.op != "call_function":
+        return False
+    if node.is_impure():
+        return True
+    target = node.target
+    if isinstance(target, torch._ops.OpOverload):
+        if target._schema.is_mutable:
+            return True
+        if torch.Tag.nondeterministic_seeded in getattr(target, "tags", ()):
+            return True
+    name = op_name(node)
+    return any(k in name for k in _IMPURE_NAMES)
+
+
+def fake_mode_of(gm: GraphModule) -> Any:
+    """The FakeTensorMode the graph's ``meta['val']`` tensors belong to (None when the graph has no metadata)."""
+    vals = [n.meta["val"] for n in gm.graph.nodes if "val" in n.meta]
+    return detect_fake_mode(vals)
+
+
+def fill_meta(gm: GraphModule, nodes: Iterable[Node] | None = None) -> int:
+    """Compute ``meta['val']`` (a fake tensor) for nodes that lack it, from their inputs' metadata.
+
+    Passes that create nodes call this so that later passes can read shapes and dtypes. Returns how many nodes got
+    metadata.
+    """
+    mode = fake_mode_of(gm)
+    if mode is None:
+        return 0
+    todo = [n for n in (nodes if nodes is not None else gm.graph.nodes) if "val" not in n.meta]
+    filled = 0
+    for node in todo:
+        if node.op == "get_attr":
+            attr = fetch_attr(gm, str(node.target))
+            if isinstance(attr, torch.Tensor):
+                node.meta["val"] = mode.from_tensor(attr, static_shapes=True)
+                filled += 1
+        elif node.op == "call_function":
+            args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), _val)
+            with mode:
+                node.meta["val"] = node.target(*args, **kwargs)
+            filled += 1
+    return filled
+
+
+def _val(n: Node) -> Any:
+    if "val" not in n.meta:
+        raise ValueError(f"node {n.name} has no meta['val']; compute it before its users")
+    return n.meta["val"]
+
+
+def fetch_attr(gm: torch.nn.Module, target: str) -> Any:
+    """Resolve a dotted ``get_attr`` target on a module."""
+    obj: Any = gm
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def tensor_meta(node: Any) -> torch.Tensor | None:
+    """The fake tensor of a node (None for non-nodes and nodes without tensor metadata)."""
+    if isinstance(node, Node):
+        val = node.meta.get("val")
+        if isinstance(val, torch.Tensor):
+            return val
+    return None
+
+
+def static_shape(node: Any) -> tuple[int, ...] | None:
+    """The node's shape if every dim is a plain integer, else None."""
+    val = tensor_meta(node)
+    if val is None:
+        return None
+    try:
+        return tuple(int(s) for s in val.shape)
+    except (TypeError, RuntimeError):
+        return None
+
+
+def same_shape(a: Any, b: Any) -> bool:
+    """True when two nodes (or a node and a shape) provably have the same shape, symbolic dims included."""
+    sa = tensor_meta(a).shape if tensor_meta(a) is not None else None
+    sb = tensor_meta(b).shape if isinstance(b, Node) and tensor_meta(b) is not None else b
+    if sa is None or sb is None or len(sa) != len(sb):
+        return False
+    return all(_same_dim(x, y) for x, y in zip(sa, sb))
+
+
+def _same_dim(x: Any, y: Any) -> bool:
+    if isinstance(x, int) and isinstance(y, int):
+        return x == y
+    try:
+        return bool(torch.fx.experimental.symbolic_shapes.statically_known_true(x == y))
+    except Exception:  # symbolic comparison of unrelated objects
+        return str(x) == str(y)
+
+
+def replace_node(old: Node, new: Any) -> None:
+    """Point every user of ``old`` to ``new`` and erase ``old``."""
+    old.replace_all_uses_with(new)
+    old.graph.erase_node(old)
+
+
+def getitem_users(node: Node) -> list[Node]:
+    return [u for u in node.users if u.op == "call_function" and u.target is operator.getitem]
+
+
+def node_count(gm: GraphModule) -> int:
+    return len(gm.graph.nodes)
+
+
+def op_histogram(gm: GraphModule) -> dict[str, int]:
+    """How many call_function nodes of each op the graph holds."""
+    hist: dict[str, int] = {}
+    for n in gm.graph.nodes:
+        if n.op == "call_function":
+            hist[op_name(n)] = hist.get(op_name(n), 0) + 1
+    return dict(sorted(hist.items()))
+
+
+def finish(gm: GraphModule) -> GraphModule:
+    """Lint and regenerate code after an in-place rewrite."""
+    gm.graph.lint()
+    gm.recompile()
+    return gm

@@ -1,0 +1,37 @@
+"""Helpers shared by CLI commands: resolving a model by registry name or ``package.module:factory``."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+import torch
+
+from recfx.models import MODELS, ModelSpec
+
+
+def resolve_model(ref: str, *, batch: int = 2, dtype: torch.dtype = torch.float32, device: str = "cpu",
+                  seed: int = 0) -> tuple[str, torch.nn.Module, tuple[torch.Tensor, ...], ModelSpec | None]:
+    """A model and example inputs from a registry name, or ``module:factory`` returning ``(model, inputs)``.
+
+    Raises:
+        ValueError: the reference is neither a known model nor an importable ``module:factory``.
+    """
+    if ref in MODELS:
+        spec = MODELS.get(ref)
+        return ref, spec.build(seed=seed, dtype=dtype, device=device), spec.example_inputs(
+            batch, seed=seed, device=device, dtype=dtype), spec
+    if ":" not in ref:
+        raise ValueError(f"unknown model {ref!r}: use a registered name ({', '.join(MODELS.names())}) "
+                         "or 'package.module:factory' where factory() returns (model, example_inputs)")
+    mod_name, _, attr = ref.partition(":")
+    try:
+        factory = getattr(importlib.import_module(mod_name), attr)
+    except (ImportError, AttributeError) as err:
+        raise ValueError(f"cannot load {ref!r}: {err}") from None
+    result: Any = factory()
+    if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module)):
+        raise ValueError(f"{ref} must return (model, example_inputs), got {type(result).__name__}")
+    model, inputs = result
+    inputs = (inputs,) if isinstance(inputs, torch.Tensor) else tuple(inputs)
+    return ref, model.to(device=device).eval(), tuple(x.to(device) for x in inputs), None

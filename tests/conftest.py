@@ -1,0 +1,21 @@
+"""Test-wide settings: invariant checks on, Triton's interpreter without a GPU, deterministic seeds."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("RECFX_DEBUG", "1")  # lint + stage invariants after every pass
+try:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # must be set before any Triton kernel is defined
+except ImportError:  # torch missing: the collection error below says what to install
+    pass
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True)
+def _seed() -> None:
+    torch.manual_seed(0)
