@@ -4,7 +4,10 @@ Importing this package registers the built-in passes. The default pipeline is :d
 append their own stages (quantization, fusion, lowering).
 """
 
-from recfx.passes import constant_folding, cse, dce, matmul_to_linear, remove_noops  # noqa: F401  (registration)
+import sys as _sys
+
+from recfx._plugins import import_submodules as _import_submodules
+from recfx.passes import dce
 from recfx.passes.base import PASSES, STAGES, PassContext, PassResult, PassSpec, register_pass
 from recfx.passes.graph_view import dominators, isolate, post_dominators, to_networkx, users
 from recfx.passes.invariants import register_invariant
@@ -20,6 +23,8 @@ def _dce_final(gm):  # type: ignore[no-untyped-def]
     """Every remaining pure node is used (run again after the rewrites of the stage)."""
     return dce.dead_code_elimination(gm)
 
+
+_import_submodules(_sys.modules[__name__])  # registers every pass module (and subpackages such as quant)
 
 __all__ = [
     "CANONICAL_PASSES", "PASSES", "STAGES", "Match", "PassContext", "PassManager", "PassRecord", "PassResult",

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
-import pkgutil
 import sys
 
+from recfx._plugins import import_submodules
 from recfx._version import __version__
 from recfx.errors import RecfxError, UnknownKeyError
 from recfx.tools.commands import COMMANDS
@@ -18,9 +17,7 @@ _NOT_COMMANDS = {"cli", "commands", "common"}
 def _load_commands() -> None:
     import recfx.tools as pkg
 
-    for info in pkgutil.iter_modules(pkg.__path__):
-        if info.name not in _NOT_COMMANDS and not info.name.startswith("_"):
-            importlib.import_module(f"recfx.tools.{info.name}")
+    import_submodules(pkg, skip=frozenset(_NOT_COMMANDS))
 
 
 def build_parser() -> argparse.ArgumentParser:
