@@ -15,7 +15,7 @@ import torch
 from torch.fx import GraphModule
 
 from recfx.errors import BackendUnavailableError
-from recfx.passes.base import PassContext
+from recfx.passes.base import DEFAULT_FUSIONS, PASSES, PassContext
 from recfx.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,7 @@ class Backend:
             from recfx.passes.quant import fp8_pipeline
 
             names += fp8_pipeline(ctx)
+        names += [n for n in DEFAULT_FUSIONS if n in PASSES]
         return names
 
     def compile(self, gm: GraphModule, ctx: PassContext) -> Callable[..., Any]:

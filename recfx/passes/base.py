@@ -17,6 +17,9 @@ log = logging.getLogger(__name__)
 #: Pipeline stages in order. Invariants of a stage hold after it and in every later stage.
 STAGES: tuple[str, ...] = ("canonicalize", "quantize", "fuse", "lower", "finalize")
 
+#: Fusions every backend runs after quantization, when registered (the op they produce has an eager reference).
+DEFAULT_FUSIONS: tuple[str, ...] = ("fuse_ksa",)
+
 
 @dataclasses.dataclass
 class PassResult:
