@@ -37,23 +37,27 @@ def users(gm: GraphModule, node: Node | str) -> list[str]:
     return sorted(to_networkx(gm).successors(name))
 
 
+def _rooted(gm: GraphModule, reverse: bool) -> nx.DiGraph:
+    """The bare edge structure (no attributes), optionally reversed, with a virtual root feeding every source."""
+    g = nx.DiGraph()
+    g.add_nodes_from(n.name for n in gm.graph.nodes)
+    for n in gm.graph.nodes:
+        for inp in n.all_input_nodes:
+            g.add_edge(*((n.name, inp.name) if reverse else (inp.name, n.name)))
+    sources = [v for v in g.nodes if g.in_degree(v) == 0]
+    g.add_edges_from((_ROOT, v) for v in sources)
+    return g
+
+
 def dominators(gm: GraphModule) -> dict[str, str]:
     """Immediate dominator of every node, from a virtual root feeding all sources (inputs, attributes, constants)."""
-    g = to_networkx(gm)
-    g.add_node(_ROOT)
-    for v in [v for v in g.nodes if v != _ROOT and g.in_degree(v) == 0]:
-        g.add_edge(_ROOT, v)
-    idom = nx.immediate_dominators(g, _ROOT)
+    idom = nx.immediate_dominators(_rooted(gm, reverse=False), _ROOT)
     return {v: d for v, d in idom.items() if v != _ROOT}
 
 
 def post_dominators(gm: GraphModule) -> dict[str, str]:
     """Immediate post-dominator of every node (the node all of its paths to the output pass through)."""
-    g = to_networkx(gm).reverse(copy=True)
-    g.add_node(_ROOT)
-    for v in [v for v in g.nodes if v != _ROOT and g.in_degree(v) == 0]:
-        g.add_edge(_ROOT, v)
-    ipdom = nx.immediate_dominators(g, _ROOT)
+    ipdom = nx.immediate_dominators(_rooted(gm, reverse=True), _ROOT)
     return {v: d for v, d in ipdom.items() if v != _ROOT}
 
 

@@ -1,0 +1,91 @@
+import pytest
+import torch
+from torch import nn
+
+from recfx.errors import CaptureError
+from recfx.frontend import capture
+
+
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return self.proj(torch.cat([x, y], dim=1)).sum(1)
+
+
+def test_capture_returns_graph_specs_and_state():
+    model = nn.Linear(4, 2).eval()
+    g = capture(model, (torch.randn(3, 4),))
+    assert g.dynamic_dims == {"input": {0: "batch"}}
+    assert str(g.input_specs[0]) == "input: float32[batch, 4]"
+    assert str(g.output_specs[0]) == "output_0: float32[batch, 2]"
+    assert set(g.parameters) == {"weight", "bias"}
+    assert any(n.op == "get_attr" for n in g.graph_module.graph.nodes)
+    x = torch.randn(7, 4)
+    torch.testing.assert_close(g.graph_module(x), model(x))
+
+
+def test_named_dynamic_dims_and_shared_batch_symbol():
+    g = capture(TwoInputs().eval(), (torch.randn(3, 2, 4), torch.randn(3, 5, 4)), dynamic_dims={"x": {1: "seq"}})
+    assert g.dynamic_dims == {"x": {0: "batch", 1: "seq"}, "y": {0: "batch"}}
+    out = g.graph_module(torch.randn(2, 6, 4), torch.randn(2, 5, 4))
+    assert out.shape == (2, 3)
+
+
+def test_static_capture_when_batch_not_dynamic():
+    g = capture(nn.Linear(4, 2).eval(), (torch.randn(3, 4),), dynamic_batch=False)
+    assert g.dynamic_dims == {}
+    assert g.input_specs[0].shape == (3, 4)
+
+
+def test_training_mode_is_rejected():
+    with pytest.raises(ValueError, match=r"training mode.*model.eval\(\)"):
+        capture(nn.Linear(4, 2), (torch.randn(3, 4),))
+
+
+@pytest.mark.parametrize("inputs, match", [
+    ((torch.randn(3, 4), 2.0), r"#1 is float"),
+    ({"x": torch.randn(3, 4)}, "tuple of tensors"),
+    ((torch.randn(3, 4), torch.randn(3, 4), torch.randn(3, 4)), r"do not fit .*Got 3 tensor"),
+])
+def test_bad_example_inputs_are_user_errors(inputs, match):
+    with pytest.raises(TypeError, match=match):
+        capture(TwoInputs().eval(), inputs)
+
+
+def test_dynamic_dim_with_example_size_one_says_what_to_do():
+    with pytest.raises(ValueError, match="example size >= 2"):
+        capture(nn.Linear(4, 2).eval(), (torch.randn(1, 4),))
+
+
+def test_unknown_dynamic_dim_input_name():
+    with pytest.raises(ValueError, match=r"the inputs are \['x', 'y'\]"):
+        capture(TwoInputs().eval(), (torch.randn(3, 2, 4), torch.randn(3, 2, 4)), dynamic_dims={"z": {1: "s"}})
+
+
+class DataDependent(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.sum() > 0:  # branch on a value: not exportable
+            return x * 2
+        return x
+
+
+def test_export_failure_names_operation_line_and_fix():
+    with pytest.raises(CaptureError) as info:
+        capture(DataDependent().eval(), (torch.randn(3, 4),))
+    text = str(info.value)
+    assert "DataDependent" in text
+    assert "test_capture.py" in text and "if x.sum() > 0" in text  # the user's source line
+    assert "torch.where" in text or "torch.cond" in text  # what to do
+
+
+class FixedReshape(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(3, -1)  # forces the batch to 3
+
+
+def test_specialised_dynamic_dim_error_suggests_fix():
+    with pytest.raises(CaptureError, match="Mark fewer dims dynamic"):
+        capture(FixedReshape().eval(), (torch.randn(3, 4),))

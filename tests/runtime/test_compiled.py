@@ -1,0 +1,88 @@
+import pytest
+import torch
+from torch import nn
+
+import recfx
+from recfx.runtime import compare_outputs, cosine
+
+
+class Two(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 3)
+
+    def forward(self, x, ids):
+        return self.lin(x).sum(-1) + ids.float(), ids * 2
+
+
+@pytest.fixture(scope="module")
+def compiled():
+    model = Two().eval()
+    return recfx.compile(model, (torch.randn(3, 4), torch.arange(3)), backend="eager")
+
+
+def test_report_lists_passes_timings_nodes_and_numerics(compiled):
+    rep = compiled.report
+    assert [r.name for r in rep.passes][:3] == ["remove_noops", "dce", "cse"]
+    assert rep.nodes_captured >= rep.nodes_final > 0
+    assert rep.total_seconds > 0 and rep.backend == "eager" and "requested 'eager'" in rep.backend_reason
+    assert rep.numerics[0].cosine == pytest.approx(1.0) and rep.numerics[1].exact == 1.0
+    text = str(rep)
+    for word in ("remove_noops", "matmul_to_linear", "captured", "cosine", "x: float32[batch, 4]"):
+        assert word in text
+    assert rep.to_dict()["backend"] == "eager"
+
+
+@pytest.mark.parametrize("args, exc, match", [
+    ((torch.randn(3, 4),), TypeError, "expected 2 tensor inputs"),
+    ((torch.randn(3, 4), [1, 2, 3]), TypeError, "'ids' must be a tensor"),
+    ((torch.randn(3, 4, dtype=torch.float64), torch.arange(3)), TypeError, "'x' must be torch.float32"),
+    ((torch.randn(3, 5), torch.arange(3)), ValueError, r"dim 1 must be 4 .*dynamic_dims"),
+    ((torch.randn(3), torch.arange(3)), ValueError, "must have 2 dims"),
+])
+def test_bad_call_inputs_get_clear_errors(compiled, args, exc, match):
+    with pytest.raises(exc, match=match):
+        compiled(*args)
+
+
+def test_dynamic_batch_runs(compiled):
+    out, ids = compiled(torch.randn(5, 4), torch.arange(5))
+    assert out.shape == (5,) and torch.equal(ids, torch.arange(5) * 2)
+
+
+def test_compare_outputs_and_cosine():
+    a = torch.randn(100, dtype=torch.float64)
+    checks = compare_outputs((a, torch.arange(4)), (a + 1e-3, torch.tensor([0, 1, 2, 4])))
+    assert checks[0].max_abs_err == pytest.approx(1e-3)
+    assert checks[1].exact == 0.75
+    assert cosine(torch.zeros(3), torch.zeros(3)) == 1.0 and cosine(torch.zeros(3), torch.ones(3)) == 0.0
+    assert cosine(a, -a) == pytest.approx(-1.0)
+    with pytest.raises(ValueError, match="shape"):
+        compare_outputs(torch.zeros(2), torch.zeros(3))
+    with pytest.raises(ValueError, match="1 output tensors"):
+        compare_outputs(torch.zeros(2), (torch.zeros(2), torch.zeros(2)))
+
+
+def test_compile_dumps_graphs_on_request(tmp_path):
+    cfg = recfx.CompileConfig(dump_after=("capture", "dce_final"), dump_dir=str(tmp_path), dump_format=None)
+    recfx.compile(Two().eval(), (torch.randn(3, 4), torch.arange(3)), backend="eager", config=cfg)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["00_capture.txt", "06_dce_final.txt"]
+
+
+def test_user_pass_runs_inside_compile():
+    from recfx.passes import PASSES, PassResult, Placement, register_pass
+
+    calls = []
+
+    @register_pass("test_counting_pass", stage="canonicalize")
+    def counting(gm):
+        calls.append(len(gm.graph.nodes))
+        return PassResult(gm, modified=False)
+
+    try:
+        cfg = recfx.CompileConfig(user_passes=(Placement("test_counting_pass", after="cse"),))
+        c = recfx.compile(Two().eval(), (torch.randn(3, 4), torch.arange(3)), backend="eager", config=cfg)
+    finally:
+        PASSES.remove("test_counting_pass")
+    assert len(calls) == 1
+    assert [r.name for r in c.report.passes].index("test_counting_pass") == 3
