@@ -36,9 +36,17 @@ def text_positions(n: int, chunk: int, summaries: int, device: torch.device | st
 def ksa_mask(length: int, chunk: int, summaries: int, window: int,
              device: torch.device | str | None = None) -> torch.Tensor:
     """(L, L) bool visibility of the spec's §2 (True = query row may attend key column)."""
-    block = chunk + summaries
     q = torch.arange(length, device=device)[:, None]
     j = torch.arange(length, device=device)[None, :]
+    return ksa_visibility(q, j, chunk, summaries, window)
+
+
+def ksa_visibility(q: torch.Tensor, j: torch.Tensor, chunk: int, summaries: int, window: int) -> torch.Tensor:
+    """The spec's §2 rule for interleaved query positions ``q`` and key positions ``j`` (broadcast together).
+
+    ``ksa_mask`` is this rule over all pairs; references use it for a subset of query rows.
+    """
+    block = chunk + summaries
     qc, kc = q // block, j // block
     q_sum, k_sum = q % block >= chunk, j % block >= chunk
     causal = j <= q

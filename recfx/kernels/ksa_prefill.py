@@ -1,0 +1,247 @@
+"""Triton prefill kernel of ``recfx::ksa_attention`` (``../shared/specs/ksa.md`` §4), launcher and reference.
+
+Layout: interleaved [B, L, H, D] (text chunks of k, each followed by S summaries), GQA-aware. Each program owns
+BLOCK_M consecutive *text* queries of one head and walks two key ranges, both contiguous in their own index space:
+
+- the summary prefix: summary j (in time order) is visible to text rows of chunk c iff j < (c - W) * S;
+- the text band: text token i is visible to text row t of chunk c iff (c - W) * k <= i <= t.
+
+Key addresses are computed from those indices (``_key_positions``), so gathering the summaries into a dense prefix
+costs no copy. Tiles entirely inside both bounds of every row run without a mask; only the boundary tiles are
+masked; tiles outside are never visited. The summary rows of the chunks that end in the tile follow (their keys
+are their own chunk, a contiguous span of the interleaved sequence). Accumulation is float32; the kernel returns
+the natural log-sum-exp of every row.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+from recfx.kernels.ksa_reference import prefill_reference as reference
+from recfx.kernels.ksa_reference import split_length
+
+__all__ = ["ksa_prefill", "reference"]
+
+LOG2E = math.log2(math.e)
+#: key index spaces of one inner loop
+PREFIX_KEYS = tl.constexpr(0)  # j-th summary in time order
+TEXT_KEYS = tl.constexpr(1)  # i-th text token
+SEQ_KEYS = tl.constexpr(2)  # interleaved position
+#: summary query rows handled per step (the smallest tl.dot tile)
+SUMMARY_ROWS = tl.constexpr(16)
+LN2 = tl.constexpr(0.6931471805599453)
+#: offsets are 32-bit inside the kernel (the batch/head base is 64-bit)
+MAX_INT32 = 2**31 - 1
+
+
+def _configs() -> list[triton.Config]:
+    """Block sizes for the H200 (D = 128); one small config under the Triton interpreter (CPU tests)."""
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1, num_stages=1)]
+    shapes = [(128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 2), (128, 128, 8, 3), (128, 32, 4, 4),
+              (64, 64, 4, 3), (64, 128, 4, 3)]
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
+
+
+@triton.jit
+def _key_positions(idx, KEYS: tl.constexpr, CHUNK: tl.constexpr, SUMMARIES: tl.constexpr):
+    """Interleaved positions of key indices in the ``KEYS`` index space."""
+    if KEYS == PREFIX_KEYS:
+        pos = (idx // SUMMARIES) * (CHUNK + SUMMARIES) + CHUNK + idx % SUMMARIES
+    elif KEYS == TEXT_KEYS:
+        pos = (idx // CHUNK) * (CHUNK + SUMMARIES) + idx % CHUNK
+    else:
+        pos = idx
+    return pos
+
+
+@triton.jit
+def _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, lo, hi, row_lo, row_hi, key_end, qk_scale,
+            KEYS: tl.constexpr, MASKED: tl.constexpr, CHUNK: tl.constexpr, SUMMARIES: tl.constexpr,
+            HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Online-softmax update over key indices [lo, hi); with MASKED, row r sees index i iff row_lo[r] <= i <= row_hi[r]
+    (and i < key_end); without, every row sees every key of the range."""
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    for start in tl.range(lo, hi, BLOCK_N):
+        idx = start + offs_n
+        pos = _key_positions(idx, KEYS, CHUNK, SUMMARIES)
+        k_ptrs = k_base + pos[:, None] * stride_kl + offs_d[None, :]
+        v_ptrs = v_base + pos[:, None] * stride_vl + offs_d[None, :]
+        if MASKED:
+            ld = (idx < key_end)[:, None] & d_ok[None, :]
+            k = tl.load(k_ptrs, mask=ld, other=0.0)
+        elif BLOCK_D == HEAD_DIM:
+            k = tl.load(k_ptrs)
+        else:
+            k = tl.load(k_ptrs, mask=d_ok[None, :], other=0.0)
+        qk = tl.dot(q, tl.trans(k))
+        if MASKED:
+            ok = (idx[None, :] >= row_lo[:, None]) & (idx[None, :] <= row_hi[:, None])
+            qk = tl.where(ok, qk * qk_scale, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet stay at zero
+        else:
+            qk = qk * qk_scale
+            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            m_use = m_new
+        p = tl.math.exp2(qk - m_use[:, None])
+        alpha = tl.math.exp2(m_i - m_use)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if MASKED:
+            v = tl.load(v_ptrs, mask=ld, other=0.0)
+        elif BLOCK_D == HEAD_DIM:
+            v = tl.load(v_ptrs)
+        else:
+            v = tl.load(v_ptrs, mask=d_ok[None, :], other=0.0)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
+def _store_rows(acc, l_i, m_i, pos, row_ok, o_base, lse_base, stride_ol, HEAD_DIM: tl.constexpr,
+                BLOCK_D: tl.constexpr):
+    offs_d = tl.arange(0, BLOCK_D)
+    l_i = tl.where(row_ok, l_i, 1.0)  # padding rows saw nothing
+    out = acc / l_i[:, None]
+    o_ptrs = o_base + pos[:, None] * stride_ol + offs_d[None, :]
+    tl.store(o_ptrs, out.to(o_base.dtype.element_ty), mask=row_ok[:, None] & (offs_d < HEAD_DIM)[None, :])
+    tl.store(lse_base + pos, (m_i + tl.math.log2(l_i)) * LN2, mask=row_ok)
+
+
+@triton.autotune(configs=_configs(), key=["HEAD_DIM", "CHUNK", "SUMMARIES", "window", "GROUPS", "seq_bucket"])
+@triton.jit
+def _ksa_prefill_kernel(Q, K, V, Out, Lse,
+                        stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh,
+                        stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
+                        heads, length, n_text, n_sum, window, qk_scale, seq_bucket,
+                        GROUPS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
+                        CHUNK: tl.constexpr, SUMMARIES: tl.constexpr,
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # tiles late in the sequence (longest prefix) first
+    pid_bh = tl.program_id(1)
+    b = (pid_bh // heads).to(tl.int64)
+    h = pid_bh % heads
+    hk = h // GROUPS
+    q_base = Q + b * stride_qb + h * stride_qh
+    k_base = K + b * stride_kb + hk * stride_kh
+    v_base = V + b * stride_vb + hk * stride_vh
+    o_base = Out + b * stride_ob + h * stride_oh
+    lse_base = Lse + b * stride_lb + h * stride_lh
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    BLOCK: tl.constexpr = CHUNK + SUMMARIES
+
+    # ---- text queries t0 .. t_last (chunks c0 .. c1)
+    t0 = pid_m * BLOCK_M
+    t = t0 + tl.arange(0, BLOCK_M)
+    t_ok = t < n_text
+    c = t // CHUNK
+    q_pos = c * BLOCK + t % CHUNK
+    q = tl.load(q_base + q_pos[:, None] * stride_ql + offs_d[None, :], mask=t_ok[:, None] & d_ok[None, :], other=0.0)
+    t_last = tl.minimum(t0 + BLOCK_M, n_text) - 1
+    c0 = t0 // CHUNK
+    c1 = t_last // CHUNK
+    m_i = tl.full([BLOCK_M], float("-inf"), tl.float32)
+    l_i = tl.zeros([BLOCK_M], tl.float32)
+    acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
+    zero = tl.zeros([BLOCK_M], tl.int32)
+
+    # summaries of the chunks older than the window: prefix indices [0, (c - W) * S)
+    pre_hi = tl.maximum(c - window, 0) * SUMMARIES - 1
+    pre_full = tl.maximum(c0 - window, 0) * SUMMARIES // BLOCK_N * BLOCK_N
+    pre_end = tl.maximum(c1 - window, 0) * SUMMARIES
+    acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, 0, pre_full, zero, pre_hi,
+                            n_sum, qk_scale, PREFIX_KEYS, False, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+    acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, pre_full, pre_end, zero, pre_hi,
+                            n_sum, qk_scale, PREFIX_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+
+    # text of the own chunk (causally) and of the W previous chunks: text indices [(c - W) * k, t]
+    band_lo = tl.maximum(c - window, 0) * CHUNK
+    first = tl.maximum(c0 - window, 0) * CHUNK // BLOCK_N * BLOCK_N
+    full_lo = tl.cdiv(tl.maximum(c1 - window, 0) * CHUNK, BLOCK_N) * BLOCK_N  # keys >= this: above every row's start
+    full_hi = (t0 + 1) // BLOCK_N * BLOCK_N  # keys < this: causal for every row
+    empty = full_lo >= full_hi
+    full_lo = tl.where(empty, first, full_lo)
+    full_hi = tl.where(empty, first, full_hi)
+    acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, first, full_lo, band_lo, t,
+                            n_text, qk_scale, TEXT_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+    acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, full_lo, full_hi, band_lo, t,
+                            n_text, qk_scale, TEXT_KEYS, False, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+    acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, full_hi, t_last + 1, band_lo, t,
+                            n_text, qk_scale, TEXT_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+    _store_rows(acc, l_i, m_i, q_pos, t_ok, o_base, lse_base, stride_ol, HEAD_DIM, BLOCK_D)
+
+    # ---- summary queries of the chunks whose last text token is in this tile: own chunk, causally
+    c_lo = t0 // CHUNK
+    c_hi = tl.minimum((t0 + BLOCK_M) // CHUNK, n_text // CHUNK)
+    r = tl.arange(0, SUMMARY_ROWS)
+    for r0 in tl.range(0, (c_hi - c_lo) * SUMMARIES, SUMMARY_ROWS):
+        sc = c_lo + (r0 + r) // SUMMARIES
+        s_pos = sc * BLOCK + CHUNK + (r0 + r) % SUMMARIES
+        s_ok = (sc < c_hi) & (s_pos < length)
+        sq = tl.load(q_base + s_pos[:, None] * stride_ql + offs_d[None, :], mask=s_ok[:, None] & d_ok[None, :],
+                     other=0.0)
+        s_m = tl.full([SUMMARY_ROWS], float("-inf"), tl.float32)
+        s_l = tl.zeros([SUMMARY_ROWS], tl.float32)
+        s_acc = tl.zeros([SUMMARY_ROWS, BLOCK_D], tl.float32)
+        key_lo = (c_lo + r0 // SUMMARIES) * BLOCK
+        key_hi = tl.minimum(tl.minimum(c_lo + (r0 + SUMMARY_ROWS - 1) // SUMMARIES + 1, c_hi) * BLOCK, length)
+        s_acc, s_l, s_m = _attend(s_acc, s_l, s_m, sq, k_base, v_base, stride_kl, stride_vl, key_lo, key_hi,
+                                  sc * BLOCK, s_pos, length, qk_scale, SEQ_KEYS, True, CHUNK, SUMMARIES,
+                                  HEAD_DIM, BLOCK_D, BLOCK_N)
+        _store_rows(s_acc, s_l, s_m, s_pos, s_ok, o_base, lse_base, stride_ol, HEAD_DIM, BLOCK_D)
+
+
+def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int, summaries: int, window: int,
+                scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Launch the prefill kernel: q (B, L, H, D), k/v (B, L, Hkv, D) -> (out (B, L, H, D), lse (B, H, L) float32).
+
+    Raises:
+        ValueError: tensors not on a CUDA device (outside the Triton interpreter), not bf16/fp16/fp32, head dim
+            over 256, or offsets that do not fit 32 bits.
+
+    Example (GPU, or ``TRITON_INTERPRET=1`` on the CPU):
+        >>> q = torch.randn(1, 12, 2, 16, dtype=torch.float16); kv = torch.randn(1, 12, 1, 16, dtype=torch.float16)
+        >>> out, lse = ksa_prefill(q, kv, kv, 4, 1, 1, 0.25)  # doctest: +SKIP
+    """
+    interpreting = os.environ.get("TRITON_INTERPRET") == "1"
+    if not (q.is_cuda or interpreting):
+        raise ValueError(f"ksa_prefill runs on CUDA tensors (or under TRITON_INTERPRET=1); got device {q.device}")
+    if q.dtype not in (torch.bfloat16, torch.float16, torch.float32):
+        raise ValueError(f"ksa_prefill takes bf16/fp16/fp32 tensors, got {q.dtype}")
+    b, length, heads, head_dim = q.shape
+    kv_heads = k.shape[2]
+    if head_dim > 256:
+        raise ValueError(f"ksa_prefill supports head dims up to 256, got {head_dim}")
+    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    if max(length * x.stride(1) + x.shape[2] * x.stride(2) for x in (q, k, v)) > MAX_INT32:
+        raise ValueError(f"sequence of {length} positions is too long for 32-bit offsets per batch row")
+    out = torch.empty(q.shape, dtype=q.dtype, device=q.device)
+    lse = torch.empty((b, heads, length), dtype=torch.float32, device=q.device)
+    if length == 0 or b == 0:
+        return out, lse
+    n_text, n_sum = split_length(length, chunk_size, summaries)
+    window = min(window, n_text // chunk_size + 1)  # a wider window sees the same keys
+
+    def grid(meta: dict[str, int]) -> tuple[int, int]:
+        return (triton.cdiv(n_text, meta["BLOCK_M"]), b * heads)
+
+    _ksa_prefill_kernel[grid](
+        q, k, v, out, lse,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), lse.stride(0),
+        lse.stride(1),
+        heads, length, n_text, n_sum, window, scale * LOG2E, length.bit_length(),
+        GROUPS=heads // kv_heads, HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
+        CHUNK=chunk_size, SUMMARIES=summaries,
+    )
+    return out, lse

@@ -1,0 +1,62 @@
+"""The Triton prefill kernel against the float64 reference (TRITON_INTERPRET=1 on the CPU, tiny shapes).
+
+Interpreter runs use fp16 and fp32: Triton's interpreter mis-computes ``tl.dot`` on bf16 operands (seen with
+triton 3.9), so bf16 is checked on the GPU (``bench/ksa.py``). Sizes cross tile (16), chunk and window boundaries.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+from recfx.kernels.ksa_prefill import ksa_prefill, reference
+
+#: |out - ref| bound for fp16 outputs of magnitude ~1 (fp16 rounding of p and of the output: ~1e-3)
+FP16_OUT_ATOL = 3e-3
+#: the log-sum-exp accumulates in float32 over exact fp16 products
+LSE_ATOL = 1e-4
+
+
+def _run(length: int, chunk: int, summaries: int, window: int, heads: int, groups: int, head_dim: int,
+         dtype: torch.dtype, batch: int = 1) -> tuple[float, float]:
+    q = torch.randn(batch, length, heads, head_dim).to(dtype)
+    k, v = (torch.randn(batch, length, heads // groups, head_dim).to(dtype) for _ in range(2))
+    out, lse = ksa_prefill(q, k, v, chunk, summaries, window, head_dim**-0.5)
+    ref_out, ref_lse = reference(q.double(), k.double(), v.double(), chunk, summaries, window, head_dim**-0.5)
+    assert out.shape == q.shape and lse.shape == (batch, heads, length)
+    assert torch.isfinite(out).all() and torch.isfinite(lse).all()
+    return (out.double() - ref_out).abs().max().item(), (lse.double() - ref_lse).abs().max().item()
+
+
+@pytest.mark.parametrize("summaries", [1, 2])
+@pytest.mark.parametrize("window", [0, 1, 3])
+@pytest.mark.parametrize("groups", [1, 4])
+def test_prefill_matches_reference(summaries: int, window: int, groups: int) -> None:
+    chunk = 4 if summaries == 1 else 3
+    length = 47 if summaries == 1 else 53  # several 16-row tiles, a trailing incomplete chunk
+    out_err, lse_err = _run(length, chunk, summaries, window, heads=4, groups=groups, head_dim=16,
+                            dtype=torch.float16)
+    assert out_err < FP16_OUT_ATOL
+    assert lse_err < LSE_ATOL
+
+
+@pytest.mark.parametrize("length", [1, 5, 23, 40])
+def test_prefill_edge_lengths(length: int) -> None:
+    """One token; exactly one block; a length that ends inside a chunk's summary slots (23 = 3 x 6 + 5)."""
+    out_err, lse_err = _run(length, chunk=4, summaries=2, window=1, heads=2, groups=1, head_dim=16,
+                            dtype=torch.float16, batch=2)
+    assert out_err < FP16_OUT_ATOL and lse_err < LSE_ATOL
+
+
+def test_prefill_fp32_and_odd_head_dim() -> None:
+    """fp32 inputs (tf32-free interpreter: exact to ~1e-6) with a head dim that is not a power of two."""
+    out_err, lse_err = _run(38, chunk=2, summaries=1, window=2, heads=2, groups=2, head_dim=24, dtype=torch.float32)
+    assert out_err < 1e-5 and lse_err < 1e-5
+
+
+def test_prefill_rejects_bad_input() -> None:
+    q = torch.randn(1, 8, 2, 16, dtype=torch.float64)
+    with pytest.raises(ValueError, match="bf16/fp16/fp32"):
+        ksa_prefill(q, q, q, 4, 1, 1, 0.25)
