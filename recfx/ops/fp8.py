@@ -60,7 +60,8 @@ def scale_from_amax(amax: Tensor) -> Tensor:
         >>> scale_from_amax(torch.tensor([448.0, 0.0]))
         tensor([1.0000e+00, 2.2321e-15])
     """
-    return amax.float().clamp(min=AMAX_FLOOR) / E4M3_MAX
+    # float64 division rounded once to float32: the same bits on every device (CUDA divides by a reciprocal)
+    return (amax.double().clamp(min=AMAX_FLOOR) / E4M3_MAX).float()
 
 
 def round_to_e4m3(v: Tensor) -> Tensor:

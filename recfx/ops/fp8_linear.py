@@ -2,7 +2,7 @@
 
 Both compute ``y = x @ w.T (+ bias)`` with FP8 x FP8 products, FP32 accumulation and an epilogue that applies
 ``s_x[m] * s_w[n]`` (+ bias) before casting to ``out_dtype``. The reference implementation calls
-``torch._scaled_mm`` (CPU and GPU). On CUDA, shapes ``_scaled_mm`` cannot take (K or N not a multiple of 16, or a
+``torch._scaled_mm`` (CPU and GPU) with unit scales and float32 output, then applies the scales in float32. On CUDA, shapes ``_scaled_mm`` cannot take (K or N not a multiple of 16, or a
 GPU without FP8 support) are computed as ``dequantize(x_q) @ dequantize(w_q).T`` in float32: the same numbers up to
 the accumulation order.
 """
@@ -50,10 +50,9 @@ def scaled_mm(a: Tensor, b: Tensor, scale_a: Tensor, scale_b: Tensor) -> Tensor:
     """
     if not _scaled_mm_ok(a, b):
         return (a.float() * scale_a) @ (b.float() * scale_b.t()).t()
-    if a.device.type == "cpu":  # the CPU build takes row-wise scales with any output dtype
-        return torch._scaled_mm(a.contiguous(), b.t(), scale_a=scale_a.contiguous(), scale_b=scale_b.contiguous(),
-                                out_dtype=torch.float32)
-    one = torch.ones((), dtype=torch.float32, device=a.device)  # CUDA row-wise scaling only emits bf16
+    # Unit scales + a float32 epilogue: the one configuration every build accepts with a float32 output (torch 2.11's
+    # CPU build takes only tensor-wise scales, CUDA row-wise scaling only emits bf16).
+    one = torch.ones((), dtype=torch.float32, device=a.device)
     acc = torch._scaled_mm(a.contiguous(), b.t(), scale_a=one, scale_b=one, out_dtype=torch.float32)
     return acc * scale_a * scale_b
 
