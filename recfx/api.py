@@ -67,7 +67,7 @@ def compile(  # noqa: A001  (mirrors torch.compile)
 
     t0 = time.perf_counter()
     captured = capture(model, example_inputs, dynamic_batch=config.dynamic_batch,
-                       dynamic_dims=config.dynamic_dims or None)
+                       dynamic_dims=dict(config.dynamic_dims) or None)  # type: ignore[arg-type]
     t1 = time.perf_counter()
     ctx = PassContext(config=config, example_inputs=captured.example_inputs,
                       extras={"calibration": calibration, "quant": quant, "captured": captured, "model": model,

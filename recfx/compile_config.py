@@ -48,7 +48,8 @@ class CompileConfig(ConfigBase):
         if not isinstance(self.dynamic_dims, dict):
             raise TypeError(f"dynamic_dims must be a dict like {{'tokens': {{1: 'seq'}}}}, got {self.dynamic_dims!r}")
         for name, dims in self.dynamic_dims.items():
-            if not isinstance(dims, dict) or not all(isinstance(d, int) and isinstance(s, str) for d, s in dims.items()):
+            ok = isinstance(dims, dict) and all(isinstance(d, int) and isinstance(s, str) for d, s in dims.items())
+            if not ok:
                 raise TypeError(f"dynamic_dims[{name!r}] must map dim index (int) to a symbol name (str), got {dims!r}")
         for field in ("passes", "dump_after"):
             value = getattr(self, field)

@@ -118,7 +118,7 @@ def resolve_backend(name: str) -> tuple[Backend, str]:
     if name in AUTO_NAMES:
         want_fp8 = name == "auto-fp8"
         candidates = sorted((BACKENDS.get(n)() for n in BACKENDS.names()), key=lambda b: -b.priority)
-        skipped = []
+        skipped: list[str] = []
         for be in candidates:
             if be.fp8 != want_fp8:
                 continue

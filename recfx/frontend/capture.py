@@ -147,7 +147,8 @@ def _dynamic_dims(
         i = _input_index(key, names)
         for d, sym in spec.items():
             if not -inputs[i].dim() <= d < inputs[i].dim():
-                raise ValueError(f"dynamic dim {d} of input {names[i]!r} is out of range for shape {tuple(inputs[i].shape)}")
+                raise ValueError(f"dynamic dim {d} of input {names[i]!r} is out of range for shape "
+                                 f"{tuple(inputs[i].shape)}")
             dims[i][d % inputs[i].dim()] = sym
     for i, spec in dims.items():
         for d, sym in spec.items():
@@ -182,7 +183,8 @@ def _to_export_spec(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...],
         if p.kind is inspect.Parameter.VAR_POSITIONAL:
             spec.append(tuple(flat[len(spec):]))
             break
-        if p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD) and len(spec) < len(flat):
+        positional = p.kind in (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        if positional and len(spec) < len(flat):
             spec.append(flat[len(spec)])
     return tuple(spec)
 

@@ -34,14 +34,14 @@ KSA_CONFIGS = {
                         chunk=8, summaries=1, window=128),
 }
 
-for _name, _cfg in ONEREC_CONFIGS.items():
-    register_model(ModelSpec(_name, "onerec", _cfg, OneRecModel, onerec_inputs,
+for _name, _ocfg in ONEREC_CONFIGS.items():
+    register_model(ModelSpec(_name, "onerec", _ocfg, OneRecModel, onerec_inputs,
                              description=f"OneRec-V2-like generative recommender, one request = context + "
-                                         f"{_cfg.levels} beam steps (beam {_cfg.beam})"))
-for _name, _cfg in KSA_CONFIGS.items():
-    register_model(ModelSpec(_name, "ksa", _cfg, KSAModel, ksa_inputs,
-                             description=f"KSA transformer, k={_cfg.chunk} S={_cfg.summaries} W={_cfg.window}, "
-                                         f"{_cfg.n_layers} layers (3:1 hybrid)"))
+                                         f"{_ocfg.levels} beam steps (beam {_ocfg.beam})"))
+for _name, _kcfg in KSA_CONFIGS.items():
+    register_model(ModelSpec(_name, "ksa", _kcfg, KSAModel, ksa_inputs,
+                             description=f"KSA transformer, k={_kcfg.chunk} S={_kcfg.summaries} W={_kcfg.window}, "
+                                         f"{_kcfg.n_layers} layers (3:1 hybrid)"))
 register_model(ModelSpec("dlrm-small", "dlrm", DLRMConfig(), DLRM, dlrm_inputs,
                          description="DLRM-style CTR model: 8 tables x 16, dot interaction"))
 

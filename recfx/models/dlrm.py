@@ -53,7 +53,8 @@ class DLRM(nn.Module):
         embs = [table(sparse[:, i]) for i, table in enumerate(self.tables)]
         feats = torch.stack([x, *embs], dim=1)  # (B, F, E)
         inter = feats @ feats.transpose(1, 2)  # (B, F, F)
-        pairs = inter[:, self.pair_rows, self.pair_cols]  # (B, F*(F-1)/2)
+        rows, cols = self.get_buffer("pair_rows"), self.get_buffer("pair_cols")
+        pairs = inter[:, rows, cols]  # (B, F*(F-1)/2)
         return torch.sigmoid(self.top(torch.cat([x, pairs], dim=1)))
 
 

@@ -95,8 +95,9 @@ def register_pass(
 
     def deco(obj: Any) -> Any:
         doc = (inspect.getdoc(obj) or "").splitlines()
+        build: Callable[[PassContext], GraphPass]
         if inspect.isclass(obj):
-            build: Callable[[PassContext], GraphPass] = obj
+            build = obj  # type: ignore[assignment]  # classes are built with the PassContext
         else:
             build = _constant_builder(obj)
         PASSES.add(name, PassSpec(name, stage, build, doc[0] if doc else "", postcondition))

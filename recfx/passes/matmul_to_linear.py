@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 
 import torch
@@ -33,34 +34,51 @@ def _exact(transposed: bool, with_bias: bool):  # type: ignore[no-untyped-def]
     return check
 
 
+def _w(w: torch.Tensor, transposed: bool) -> torch.Tensor:
+    """The weight as the matmul sees it: stored [N, K] and transposed, or stored [K, N]."""
+    return w.t() if transposed else w
+
+
+def _matmul_bias(x, w, b, *, transposed):  # type: ignore[no-untyped-def]
+    return x @ _w(w, transposed) + b
+
+
+def _bias_matmul(x, w, b, *, transposed):  # type: ignore[no-untyped-def]
+    return b + x @ _w(w, transposed)
+
+
+def _matmul(x, w, *, transposed):  # type: ignore[no-untyped-def]
+    return x @ _w(w, transposed)
+
+
+def _linear_bias(x, w, b, *, transposed):  # type: ignore[no-untyped-def]
+    return F.linear(x, w.t() if not transposed else w, b)
+
+
+def _linear(x, w, *, transposed):  # type: ignore[no-untyped-def]
+    return F.linear(x, w.t() if not transposed else w)
+
+
+def _linear_then_add(x, w, b):  # type: ignore[no-untyped-def]
+    return F.linear(x, w) + b
+
+
 def _rewrites() -> list[Rewrite]:
-    """One pattern family, parametrised by weight layout (w is [N, K] under .t(), or [K, N]) and bias position."""
+    """One pattern family parametrised by weight layout ([N, K] under .t(), or [K, N]) and bias position.
+
+    Biased forms come first so that a bare matmul never splits a matmul + bias pair.
+    """
     out = []
     for transposed in (True, False):
-        w_ex = _W if transposed else _W.t().contiguous()
-
-        def mm(x, w, transposed=transposed):  # type: ignore[no-untyped-def]
-            return x @ (w.t() if transposed else w)
-
-        def lin_w(w, transposed=transposed):  # type: ignore[no-untyped-def]
-            return w if transposed else w.t()
-
-        variants = {
-            "matmul+bias": (lambda x, w, b, mm=mm: mm(x, w) + b, True),
-            "bias+matmul": (lambda x, w, b, mm=mm: b + mm(x, w), True),
-            "matmul": (lambda x, w, mm=mm: mm(x, w), False),
-        }
-        for name, (pattern, with_bias) in variants.items():
-            if with_bias:
-                repl = lambda x, w, b, lw=lin_w: F.linear(x, lw(w), b)  # noqa: E731
-                args: tuple[torch.Tensor, ...] = (_X, w_ex, _B)
-            else:
-                repl = lambda x, w, lw=lin_w: F.linear(x, lw(w))  # noqa: E731
-                args = (_X, w_ex)
-            tag = f"{name}{'' if transposed else ' (w not transposed)'}"
-            out.append(Rewrite(tag, pattern, repl, args, _exact(transposed, with_bias)))
-    # a linear without bias followed by a bias add
-    out.append(Rewrite("linear+bias", lambda x, w, b: F.linear(x, w) + b, lambda x, w, b: F.linear(x, w, b),
+        w = _W if transposed else _W.t().contiguous()
+        layout = "" if transposed else " (w stored [K, N])"
+        for pattern, with_bias in ((_matmul_bias, True), (_bias_matmul, True), (_matmul, False)):
+            repl = _linear_bias if with_bias else _linear
+            args = (_X, w, _B) if with_bias else (_X, w)
+            out.append(Rewrite(f"{pattern.__name__.strip('_')}{layout}",
+                               functools.partial(pattern, transposed=transposed),
+                               functools.partial(repl, transposed=transposed), args, _exact(transposed, with_bias)))
+    out.append(Rewrite("linear+bias", _linear_then_add, functools.partial(_linear_bias, transposed=True),
                        (_X, _W, _B), _exact(True, True)))
     return out
 

@@ -31,7 +31,9 @@ def _same_shape_as_input(node: Node) -> bool:
 
 
 def _identity_permute(node: Node) -> bool:
-    dims = list(_arg(node, 1, "dims"))  # type: ignore[arg-type]
+    dims = _arg(node, 1, "dims")
+    if not isinstance(dims, (list, tuple)):
+        return False
     rank = len(dims)
     return [d % rank for d in dims] == list(range(rank))
 

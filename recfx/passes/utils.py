@@ -73,8 +73,10 @@ def fill_meta(gm: GraphModule, nodes: Iterable[Node] | None = None) -> int:
                 filled += 1
         elif node.op == "call_function":
             args, kwargs = torch.fx.node.map_arg((node.args, node.kwargs), _val)
+            target = node.target
+            assert callable(target)
             with mode:
-                node.meta["val"] = node.target(*args, **kwargs)
+                node.meta["val"] = target(*args, **kwargs)
             filled += 1
     return filled
 
@@ -115,8 +117,9 @@ def static_shape(node: Any) -> tuple[int, ...] | None:
 
 def same_shape(a: Any, b: Any) -> bool:
     """True when two nodes (or a node and a shape) provably have the same shape, symbolic dims included."""
-    sa = tensor_meta(a).shape if tensor_meta(a) is not None else None
-    sb = tensor_meta(b).shape if isinstance(b, Node) and tensor_meta(b) is not None else b
+    ta, tb = tensor_meta(a), tensor_meta(b)
+    sa = ta.shape if ta is not None else None
+    sb = tb.shape if tb is not None else (None if isinstance(b, Node) else b)
     if sa is None or sb is None or len(sa) != len(sb):
         return False
     return all(_same_dim(x, y) for x, y in zip(sa, sb))
