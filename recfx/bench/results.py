@@ -11,7 +11,7 @@ skipped backend or a failed compile), ``cuda_graphs``, ``compile_s`` (capture + 
 backend), ``compile_detail``, ``accuracy`` {cosine, max_abs_err, exact, topk_overlap}, ``latency_ms`` (wall clock,
 synchronous; :class:`~recfx.bench.stats.Stats`), ``device_ms`` (CUDA events), ``first_call_ms``,
 ``throughput_rps`` / ``device_throughput_rps`` (pipelined requests/s), ``tokens_per_s``, ``flops`` (per call),
-``tflops`` (flops / p50, device time on GPU), ``peak_mem_mb``.
+``tflops`` (flops / p50, of the device time on GPU), ``peak_mem_mb``.
 """
 
 from __future__ import annotations
@@ -69,9 +69,8 @@ class BenchRow:
 
     @property
     def p50_ms(self) -> float | None:
-        """The headline latency: device p50 on GPU, wall-clock p50 on CPU."""
-        stats = self.device_ms or self.latency_ms
-        return None if stats is None else stats.p50
+        """The headline latency (speedups, comparisons): wall-clock p50, what the application sees."""
+        return None if self.latency_ms is None else self.latency_ms.p50
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}

@@ -186,20 +186,20 @@ def _measure(row: BenchRow, compiled: Callable[..., Any], inputs: tuple[torch.Te
         row.first_call_ms = warm_up(call, config.warmup, device)
     row.accuracy = check_accuracy(reference, call())
     samples = measure_latency(call, config.timing, device)
-    row.latency_ms = summarize(samples.wall_ms)
-    row.device_ms = summarize(samples.device_ms) if samples.device_ms else None
+    row.latency_ms = latency = summarize(samples.wall_ms)
+    row.device_ms = device_stats = summarize(samples.device_ms) if samples.device_ms else None
     batch = inputs[0].shape[0]
     if config.pipelined:
         pipe = measure_pipelined(call, len(samples.wall_ms), device)
         row.throughput_rps = pipe.calls * batch / pipe.wall_s
         row.device_throughput_rps = pipe.calls * batch / pipe.device_s if pipe.device_s else None
     else:  # requests/s from the synchronous latency
-        row.throughput_rps = batch / (row.latency_ms.mean / 1e3)
+        row.throughput_rps = batch / (latency.mean / 1e3)
     if tokens_per_request is not None:
         row.tokens_per_s = row.throughput_rps * tokens_per_request
     row.flops = flops
-    p50 = row.p50_ms
-    if flops is not None and p50:
+    p50 = (device_stats or latency).p50
+    if flops is not None and p50 > 0:
         row.tflops = flops / (p50 / 1e3) / 1e12
     if cuda:
         row.peak_mem_mb = torch.cuda.max_memory_allocated(device) / 2**20

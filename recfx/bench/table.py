@@ -1,0 +1,184 @@
+"""The bench table: rich (terminal, text file) and Markdown, full or compact, from one column definition."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+from collections.abc import Callable
+
+from recfx.bench.results import BenchResult, BenchRow
+
+
+@dataclasses.dataclass(frozen=True)
+class Column:
+    header: str
+    cell: Callable[[BenchRow], str]
+    right: bool = True
+
+
+def speedups(result: BenchResult) -> dict[int, float]:
+    """Speedup of each ``ok`` row (by index) over the first backend's row of the same shape and graph mode.
+
+    The first backend that has ``ok`` rows is the baseline; speedup = baseline wall p50 / this row's wall p50.
+    """
+    ok = [r for r in result.rows if r.status == "ok"]
+    if not ok:
+        return {}
+    baseline = ok[0].backend
+    base = {r.key[1:]: r.p50_ms for r in ok if r.backend == baseline}
+    out = {}
+    for i, row in enumerate(result.rows):
+        ref = base.get(row.key[1:])
+        if row.status == "ok" and ref and row.p50_ms:
+            out[i] = ref / row.p50_ms
+    return out
+
+
+def _num(value: float | None, fmt: str) -> str:
+    return "" if value is None else format(value, fmt)
+
+
+def _shape(row: BenchRow) -> str:
+    if row.batch is None:
+        return row.status
+    parts = [str(row.batch)]
+    if row.seq is not None:
+        parts.append(f"seq {row.seq}")
+    if row.beam is not None:
+        parts.append(f"beam {row.beam}")
+    return ", ".join(parts)
+
+
+def _rate(value: float | None) -> str:
+    if value is None:
+        return ""
+    if value >= 1e6:
+        return f"{value / 1e6:.2f}M"
+    if value >= 1e4:
+        return f"{value / 1e3:.1f}k"
+    return f"{value:.1f}"
+
+
+def _stat(name: str, device: bool = False) -> Callable[[BenchRow], str]:
+    def cell(row: BenchRow) -> str:
+        stats = row.device_ms if device else row.latency_ms
+        if row.status == "failed" and row.batch is not None and name == "p50" and not device:
+            return "FAILED"
+        return "" if stats is None else _ms(getattr(stats, name))
+
+    return cell
+
+
+def _topk(row: BenchRow) -> str:
+    overlap = row.accuracy.topk_overlap if row.accuracy else None
+    return "" if overlap is None else f"{overlap * 100:.1f}%"
+
+
+def _times(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}x"
+
+
+def _ms(value: float) -> str:
+    return f"{value:.3f}" if value < 10 else f"{value:.1f}"
+
+
+def columns(result: BenchResult, compact: bool = False) -> list[Column]:
+    """The table's columns; empty columns (no GPU, no FLOPs, no top-k...) are left out."""
+    rows = result.rows
+    speed = speedups(result)
+    index = {id(r): i for i, r in enumerate(rows)}
+    acc = [r.accuracy for r in rows if r.accuracy is not None]
+    gpu = any(r.device_ms is not None for r in rows)
+    cols = [Column("backend", lambda r: r.label, right=False), Column("batch", _shape)]
+    if any(r.cuda_graphs for r in rows):
+        cols.append(Column("CUDA graph", lambda r: ("on" if r.cuda_graphs else "off") if r.batch is not None else ""))
+    cols.append(Column("compile s", lambda r: _num(r.compile_s, ".1f")))
+    if any(a.cosine is not None for a in acc):
+        cols.append(Column("cosine", lambda r: _num(r.accuracy and r.accuracy.cosine, ".5f")))
+    if not compact and any(a.max_abs_err is not None for a in acc):
+        cols.append(Column("max|err|", lambda r: _num(r.accuracy and r.accuracy.max_abs_err, ".2g")))
+    if any(a.topk_overlap is not None for a in acc):
+        cols.append(Column("top-k", _topk))
+    stats = ("p50", "p99") if compact else ("p50", "p90", "p99", "mean", "min", "max")
+    cols += [Column(f"{s} ms", _stat(s)) for s in stats]
+    if gpu:
+        cols.append(Column("GPU p50 ms", _stat("p50", device=True)))
+    cols.append(Column("req/s", lambda r: _rate(r.throughput_rps)))
+    if not compact and any(r.tokens_per_s is not None for r in rows):
+        cols.append(Column("tok/s", lambda r: _rate(r.tokens_per_s)))
+    if any(r.tflops is not None for r in rows):
+        cols.append(Column("TFLOP/s", lambda r: _num(r.tflops, ".3g")))
+    if not compact and any(r.peak_mem_mb is not None for r in rows):
+        cols.append(Column("peak GiB", lambda r: _num(r.peak_mem_mb and r.peak_mem_mb / 1024, ".2f")))
+    if len({r.backend for r in rows if r.status == "ok"}) > 1:
+        cols.append(Column("speedup", lambda r: _times(speed.get(index[id(r)]))))
+    return cols
+
+
+def title(result: BenchResult) -> str:
+    torch_version = result.environment.get("torch", "?")
+    gpus = result.environment.get("gpus") or []
+    where = f"{gpus[0]['name']} (sm {gpus[0]['capability']})" if result.device.startswith("cuda") and gpus else "CPU"
+    return f"recfx bench: {result.model} on {where}, {result.dtype}, torch {torch_version}"
+
+
+def legend(result: BenchResult) -> str:
+    text = ("latency: wall clock per request batch, synchronous (ms); req/s: pipelined throughput (calls back to "
+            "back); speedup: over the first backend's p50")
+    if any(r.device_ms is not None for r in result.rows):
+        text += "; GPU p50: CUDA-event device time"
+    if any(r.tflops is not None for r in result.rows):
+        text += "; TFLOP/s: counted FLOPs / p50"
+    return text
+
+
+def notes(result: BenchResult) -> list[str]:
+    """One line per skipped or failed row with its full reason, and what ``auto`` picked."""
+    out = []
+    for row in result.rows:
+        if row.status != "ok":
+            where = f" at batch {_shape(row)}" if row.batch is not None else ""
+            graph = " with CUDA graph" if row.cuda_graphs else ""
+            out.append(f"{row.status} {row.label}{where}{graph}: {row.reason}")
+    return out
+
+
+def render_table(result: BenchResult, compact: bool = False, width: int = 200) -> str:
+    """The table as plain text (what ``recfx bench`` prints and writes to ``bench.txt``)."""
+    from rich.console import Console
+
+    buf = io.StringIO()
+    print_table(result, Console(file=buf, width=width, force_terminal=False, color_system=None), compact)
+    return buf.getvalue()
+
+
+def print_table(result: BenchResult, console: object, compact: bool = False) -> None:
+    """Print the table, its legend and the notes on ``console`` (a ``rich.console.Console``)."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    assert isinstance(console, Console)
+    cols = columns(result, compact)
+    table = Table(title=escape(title(result)), title_justify="left", caption=escape(legend(result)),
+                  caption_justify="left")
+    for col in cols:
+        table.add_column(col.header, justify="right" if col.right else "left", no_wrap=col.header == "backend")
+    for row in result.rows:
+        style = {"failed": "red", "skipped": "dim"}.get(row.status)
+        table.add_row(*(escape(col.cell(row)) for col in cols), style=style)
+    console.print(table)
+    for line in notes(result):
+        console.print(escape(line), style="red" if line.startswith("failed") else "dim", soft_wrap=True)
+
+
+def markdown_table(result: BenchResult, compact: bool = False) -> str:
+    """The same table in GitHub Markdown, with the title, legend and notes (for ``docs/`` and BENCHMARKS.md)."""
+    cols = columns(result, compact)
+    lines = [f"**{title(result)}**", "", "| " + " | ".join(c.header for c in cols) + " |",
+             "|" + "|".join("---:" if c.right else ":---" for c in cols) + "|"]
+    for row in result.rows:
+        lines.append("| " + " | ".join(c.cell(row).replace("|", "\\|") for c in cols) + " |")
+    lines += ["", legend(result) + ".", ""]
+    lines += [f"- {line}" for line in notes(result)]
+    return "\n".join(lines) + "\n"
