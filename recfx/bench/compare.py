@@ -57,8 +57,8 @@ class Comparison:
         return not self.regressions
 
     def render(self) -> str:
-        lines = [f"comparison with the previous run (threshold {self.threshold * 100:.0f}%): "
-                 f"{len(self.regressions)} regression(s) in {len(self.deltas)} matched measurement(s)"]
+        lines = [(f"comparison with the previous run (threshold {self.threshold * 100:.0f}%): "
+                 f"{len(self.regressions)} regression(s) in {len(self.deltas)} matched measurement(s)")]
         lines += [f"  REGRESSION {d.describe()}" for d in self.regressions]
         lines += [f"  only in the previous run: {k}" for k in self.only_old]
         lines += [f"  new in this run: {k}" for k in self.only_new]
