@@ -59,3 +59,16 @@ def decode_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
     scores = (q.to(acc)[:, :, None, :] @ kf.transpose(-2, -1)) * scale  # (B, H, 1, T)
     out = torch.softmax(scores, dim=-1) @ vf  # (B, H, 1, D)
     return out[:, :, 0].to(q.dtype)
+
+
+def count_allowed_pairs(length: int, chunk: int, summaries: int, window: int) -> int:
+    """Allowed (query, key) pairs of the KSA mask over ``length`` interleaved positions, in closed form per row.
+
+    Equals ``ksa_mask(length, ...).sum()`` without building the (L, L) mask (used for useful-FLOP counts).
+    """
+    n_text, n_sum = split_length(length, chunk, summaries)
+    t = torch.arange(n_text, dtype=torch.int64)
+    c = t // chunk
+    text = (t % chunk + 1) + torch.clamp(c, max=window) * chunk + torch.clamp(c - window, min=0) * summaries
+    slots = torch.arange(n_sum, dtype=torch.int64) % summaries
+    return int(text.sum()) + int((chunk + slots + 1).sum())
