@@ -19,9 +19,16 @@ OPTIONAL = ("triton", "onnx", "onnxscript", "onnxruntime", "tensorrt", "numpy", 
 
 
 def package_version(module: str) -> tuple[str | None, str]:
-    """``(version, note)`` of an importable module; ``(None, why)`` when it is missing or fails to import."""
-    if importlib.util.find_spec(module) is None:
+    """``(version, note)`` of an importable module; ``(None, why)`` when it is missing or fails to import.
+
+    A folder without ``__init__.py`` (a namespace package, e.g. what ``tensorrt-stubs`` leaves: only ``.pyi``
+    files) is not the library.
+    """
+    spec = importlib.util.find_spec(module)
+    if spec is None:
         return None, "not installed"
+    if spec.origin is None:
+        return None, "not installed (only type stubs or an empty namespace folder)"
     try:
         mod = importlib.import_module(module)
     except Exception as err:  # noqa: BLE001  (any import failure is reported, not raised)
@@ -78,6 +85,7 @@ def environment() -> dict[str, Any]:
         "platform": platform.platform(),
         "executable": sys.executable,
         "cpu_count": os.cpu_count(),
+        "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
         "torch": torch.__version__,
         "torch_cuda": torch.version.cuda,
         "cudnn": torch.backends.cudnn.version() if torch.cuda.is_available() else None,

@@ -69,6 +69,10 @@ def plan_backends(requested: list[str] | tuple[str, ...]) -> list[BackendChoice]
 
 def _resolve(name: str) -> BackendChoice:
     if name in AUTO_NAMES:
+        want_fp8 = name == "auto-fp8"
+        if not any(BACKENDS.get(n).fp8 == want_fp8 for n in BACKENDS.names()):
+            return BackendChoice(name, None, False, f"no {'FP8' if want_fp8 else 'non-FP8'} backend is registered "
+                                                    f"in this build; registered: {', '.join(BACKENDS.names())}")
         try:
             backend, why = resolve_backend(name)
         except BackendUnavailableError as err:

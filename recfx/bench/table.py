@@ -9,6 +9,9 @@ from collections.abc import Callable
 from recfx.bench.results import BenchResult, BenchRow
 
 
+BUSY_LOAD = 0.5  # load average per core above which the notes warn that timings are noisy
+
+
 @dataclasses.dataclass(frozen=True)
 class Column:
     header: str
@@ -133,8 +136,12 @@ def legend(result: BenchResult) -> str:
 
 
 def notes(result: BenchResult) -> list[str]:
-    """One line per skipped or failed row with its full reason, and what ``auto`` picked."""
+    """One line per skipped or failed row with its full reason, and a warning when the machine was busy."""
     out = []
+    load, cores = result.environment.get("load_average"), result.environment.get("cpu_count")
+    if load and cores and load[0] > BUSY_LOAD * cores:
+        out.append(f"warning: the machine was busy when the run started (load average {load[0]:.1f} on {cores} "
+                   "cores): CPU timings are noisy")
     for row in result.rows:
         if row.status != "ok":
             where = f" at batch {_shape(row)}" if row.batch is not None else ""
@@ -169,7 +176,8 @@ def print_table(result: BenchResult, console: object, compact: bool = False) -> 
         table.add_row(*(escape(col.cell(row)) for col in cols), style=style)
     console.print(table)
     for line in notes(result):
-        console.print(escape(line), style="red" if line.startswith("failed") else "dim", soft_wrap=True)
+        style = {"failed": "red", "warning": "yellow"}.get(line.split(" ", 1)[0], "dim")
+        console.print(escape(line), style=style, soft_wrap=True)
 
 
 def markdown_table(result: BenchResult, compact: bool = False) -> str:
