@@ -8,7 +8,6 @@ from collections.abc import Callable
 
 from recfx.bench.results import BenchResult, BenchRow
 
-
 BUSY_LOAD = 0.5  # load average per core above which the notes warn that timings are noisy
 
 
