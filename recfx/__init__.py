@@ -12,6 +12,7 @@ from recfx.api import compile
 from recfx.compile_config import CompileConfig
 from recfx.errors import BackendUnavailableError, CaptureError, PassError, RecfxError, UnknownKeyError
 from recfx.passes import Placement, register_pass
+from recfx.passes.quant import QuantConfig, QuantRule  # noqa: F401  (FP8 quantization settings)
 from recfx.runtime import CompiledModule, CompileReport
 
 __all__ = [

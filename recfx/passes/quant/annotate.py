@@ -1,0 +1,92 @@
+"""``fp8_annotate``: decide which linears are quantized and how, recorded in ``node.meta["recfx_fp8"]``."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import warnings
+
+import torch
+from torch.fx import GraphModule, Node
+
+from recfx.passes.base import PassContext, PassResult, register_pass
+from recfx.passes.quant.policy import classify, decide, linear_nodes, unmatched_rules
+from recfx.passes.quant.state import PLAN, Fp8State, LayerPlan, plans
+from recfx.passes.utils import tensor_meta
+
+log = logging.getLogger(__name__)
+
+#: Model compute dtypes the FP8 GEMM epilogue can produce.
+SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz)
+
+
+def check_not_quantized(gm: GraphModule) -> None:
+    """Raise ``ValueError`` if the graph already holds FP8 ops or FP8 tensors (quantizing twice is an error)."""
+    for node in gm.graph.nodes:
+        target = node.target
+        if isinstance(target, torch._ops.OpOverload) and target.namespace == "recfx" and "fp8" in target.__name__:
+            raise ValueError(f"the graph is already FP8-quantized (node {node.name} is {target}); compile the "
+                             "original floating-point model instead")
+        val = tensor_meta(node)
+        if val is not None and val.dtype in FP8_DTYPES:
+            raise ValueError(f"the graph already holds an FP8 tensor ({node.name}: {val.dtype}); FP8 post-training "
+                             "quantization needs a floating-point model")
+
+
+def _layer_names(nodes: list[Node], paths: dict[Node, str]) -> dict[Node, str]:
+    seen: collections.Counter[str] = collections.Counter()
+    names = {}
+    for node in nodes:
+        path = paths[node]
+        names[node] = path if seen[path] == 0 else f"{path}#{seen[path]}"
+        seen[path] += 1
+    return names
+
+
+def _check_dtype(node: Node, name: str) -> None:
+    x, w = tensor_meta(node.args[0]), tensor_meta(node.args[1])
+    for what, t in (("activation", x), ("weight", w)):
+        if t is not None and t.dtype not in SUPPORTED_DTYPES:
+            raise ValueError(f"layer {name}: {what} dtype {t.dtype} is not supported by FP8 quantization "
+                             "(float32, bfloat16 or float16); cast the model (e.g. model.float()) or exclude the "
+                             "layer with QuantRule('exclude', path=...)")
+
+
+@register_pass("fp8_annotate", stage="quantize",
+               postcondition=lambda gm: [f"{n.name}: annotated but its weight is not a get_attr"
+                                         for n, _ in plans(gm) if n.args[1].op != "get_attr"])
+class Fp8Annotate:
+    """Every linear the policy quantizes carries a LayerPlan in node.meta["recfx_fp8"]; no other node does."""
+
+    def __init__(self, ctx: PassContext) -> None:
+        self.ctx = ctx
+
+    def __call__(self, gm: GraphModule) -> PassResult:
+        state = Fp8State.of(self.ctx)
+        cfg = state.config
+        check_not_quantized(gm)
+        infos = classify(gm)
+        for text in unmatched_rules(infos, cfg):
+            warnings.warn(text, UserWarning, stacklevel=2)
+            state.warnings.append(text)
+        decisions = decide(infos, cfg)
+        names = _layer_names(linear_nodes(gm), {n: i.module_path for n, i in infos.items()})
+        state.decisions = list(decisions.values())
+        count = 0
+        for node, d in decisions.items():
+            node.meta.pop(PLAN, None)
+            if not d.quantize:
+                continue
+            _check_dtype(node, names[node])
+            node.meta[PLAN] = LayerPlan(names[node], d.info.module_path, d.info.primary_kind, d.weight, d.activation,
+                                        cfg.block_size)
+            count += 1
+        if count == 0 and infos:
+            text = (f"FP8 policy quantizes none of the {len(infos)} linear layers (defaults keep routers, output "
+                    "heads and input projections in high precision); add QuantRule('include', ...) rules")
+            warnings.warn(text, UserWarning, stacklevel=2)
+            state.warnings.append(text)
+        log.info("fp8_annotate: %d of %d linears quantized", count, len(infos))
+        return PassResult(gm, modified=count > 0, changed_nodes=count,
+                          detail=f"{count}/{len(infos)} linears quantized")
