@@ -1,0 +1,296 @@
+"""``recfx.export_onnx``: the optimised graph as a standard ONNX file (FP8 Q/DQ, TensorRT plugin nodes), checked
+with ``onnx.checker`` and TensorRT's explicit-quantization rules.
+
+Pipeline: compiled graph module -> ``torch.export`` (dynamic dims kept) -> decompositions (``ksa_as_ops``) ->
+``torch.onnx.export`` with recfx's translations (``recfx/onnx/translate*.py``) -> onnxscript optimizer (Q/DQ kept)
+-> names and metadata -> written atomically after ``onnx.checker`` (full check) and the linter pass.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import time
+import warnings
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.export import Dim
+from torch.fx import GraphModule
+
+from recfx.errors import RecfxError
+from recfx.frontend.capture import TensorSpec
+from recfx.onnx import translate
+from recfx.onnx.config import MIN_FP8_OPSET, OnnxExportConfig
+from recfx.onnx.lint import LintReport
+from recfx.onnx.metadata import build_metadata, calibration_hash
+from recfx.onnx.write import write_model
+
+log = logging.getLogger(__name__)
+
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+
+
+class OnnxExportError(RecfxError):
+    """The graph could not be exported to ONNX (an op without translation, or the exporter failed)."""
+
+
+@dataclasses.dataclass
+class OnnxExport:
+    """What :func:`export_onnx` wrote.
+
+    Attributes:
+        path: the ONNX file.
+        opset: the default-domain opset.
+        fp8: whether the graph holds FP8 Q/DQ.
+        histogram: ``{op_type: count}`` of the exported graph (plugin ops as ``domain::op_type``).
+        plugins: TensorRT plugin op types in the file.
+        lint: the TensorRT-rules report (``None`` with ``lint="off"``).
+        metadata: the ``recfx.*`` metadata written into the file.
+        seconds: wall time of the export (compile not included).
+    """
+
+    path: Path
+    opset: int
+    fp8: bool
+    histogram: dict[str, int]
+    plugins: list[str]
+    lint: LintReport | None
+    metadata: dict[str, str]
+    seconds: float
+
+    def summary(self) -> str:
+        top = sorted(self.histogram.items(), key=lambda kv: (-kv[1], kv[0]))[:8]
+        precision = "FP8" if self.fp8 else "fp32"
+        nodes = sum(self.histogram.values())
+        lines = [f"wrote {self.path} (opset {self.opset}, {precision}, {nodes} nodes, {self.seconds:.1f} s)",
+                 "  ops: " + ", ".join(f"{k} {v}" for k, v in top)]
+        if self.plugins:
+            lines.append("  TensorRT plugins: " + ", ".join(self.plugins))
+        if self.lint is not None:
+            lines.append("  " + self.lint.headline())
+        return "\n".join(lines)
+
+
+def export_onnx(model_or_compiled: torch.nn.Module, example_inputs: Sequence[torch.Tensor], path: str | Path,
+                config: OnnxExportConfig | None = None, *, calibration: Iterable[Any] | None = None,
+                quant: Any = None) -> OnnxExport:
+    """Export a model's optimised graph to ONNX.
+
+    Args:
+        model_or_compiled: a :class:`~recfx.CompiledModule`, or an ``nn.Module`` that is compiled first
+            (``eager``, or ``eager-fp8`` with ``config.fp8``).
+        example_inputs: positional tensors (used to re-capture the graph; a batch >= 2 keeps it dynamic).
+        path: the ``.onnx`` file to write (its folder must exist).
+        config: :class:`OnnxExportConfig` (opset, FP8, static activations, ``ksa_as_ops``, lint mode...).
+        calibration: batches for static FP8 activations (``config.static_activations``).
+        quant: a ``QuantConfig`` for the FP8 compile (and the metadata).
+
+    Returns:
+        :class:`OnnxExport` (path, op histogram, lint report, metadata).
+
+    Raises:
+        TypeError / ValueError: bad arguments: an opset below 21 with FP8, ``fp8=True`` with an unquantized
+            compiled module, static activations without calibration data.
+        FileNotFoundError / PermissionError: the output folder is missing or not writable (checked first).
+        OnnxExportError: ops without ONNX translation (listed with their source lines), or the exporter failed.
+        OnnxLintError: ``lint="strict"`` and the file breaks TensorRT's rules. Nothing is written on any error.
+
+    Example:
+        >>> import tempfile, torch, recfx
+        >>> model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()).eval()
+        >>> out = recfx.export_onnx(model, (torch.randn(2, 8),), tempfile.mkdtemp() + "/mlp.onnx")
+        >>> out.histogram
+        {'Gemm': 1, 'Relu': 1}
+    """
+    from recfx.runtime import CompiledModule
+
+    config = config or OnnxExportConfig()
+    if not isinstance(config, OnnxExportConfig):
+        raise TypeError(f"config must be a recfx.onnx.OnnxExportConfig, got {type(config).__name__}")
+    check_writable(path)
+    inputs = _as_inputs(example_inputs)
+    calib = calibration_hash(calibration)
+    if isinstance(model_or_compiled, CompiledModule):
+        compiled, name = model_or_compiled, config.model_name or model_or_compiled.report.model
+    elif isinstance(model_or_compiled, torch.nn.Module):
+        compiled = _compile(model_or_compiled, inputs, config, calibration, quant)
+        name = config.model_name or type(model_or_compiled).__name__
+    else:
+        raise TypeError(f"export_onnx takes an nn.Module or a recfx CompiledModule, got "
+                        f"{type(model_or_compiled).__name__}")
+    gm = compiled.graph_module
+    fp8 = has_fp8(gm)
+    if config.fp8 and not fp8:
+        raise ValueError(f"fp8=True but the compiled module (backend {compiled.backend!r}) holds no FP8 ops; compile "
+                         "it with an FP8 backend (e.g. 'eager-fp8') or pass the nn.Module")
+    if fp8 and config.opset < MIN_FP8_OPSET:
+        raise ValueError(f"the graph holds FP8 ops, which need opset >= {MIN_FP8_OPSET}; got opset {config.opset}")
+    t0 = time.perf_counter()
+    model = onnx_model(gm, inputs, compiled.input_specs, compiled.output_specs, config)
+    plugins = translate.plugin_ops(gm, config.ksa_as_ops)
+    metadata = build_metadata(model=name, backend=compiled.backend, fp8=fp8, quant=quant or _quant_of(compiled),
+                              calibration=calib, export_config=config, plugins=plugins,
+                              inputs=compiled.input_specs, outputs=compiled.output_specs)
+    model.metadata_props.update(metadata)
+    lint, histogram = write_model(model, path, lint=config.lint)
+    result = OnnxExport(Path(path), config.opset, fp8, histogram, plugins, lint, metadata,
+                        time.perf_counter() - t0)
+    log.info("%s", result.summary())
+    return result
+
+
+def check_writable(path: str | Path) -> None:
+    """Raise before any work when ``path`` cannot be written (missing folder, read-only folder, a directory)."""
+    import os
+
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write the ONNX file to {path}: it is a directory; give a file name")
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"cannot write {path}: folder {folder} is not writable")
+
+
+def has_fp8(gm: GraphModule) -> bool:
+    """Whether the graph computes in FP8 (a ``recfx::`` FP8 op, or a tensor of an FP8 dtype)."""
+    for node in gm.graph.nodes:
+        name = translate.op_qualname(node.target) if node.op == "call_function" else None
+        if name and name.startswith("recfx::") and "fp8" in name:
+            return True
+        val = node.meta.get("val")
+        if isinstance(val, torch.Tensor) and val.dtype in FP8_DTYPES:
+            return True
+    return False
+
+
+def onnx_model(gm: GraphModule, example_inputs: tuple[torch.Tensor, ...], input_specs: Sequence[TensorSpec],
+               output_specs: Sequence[TensorSpec], config: OnnxExportConfig) -> Any:
+    """The ONNX model (``onnx_ir.Model``) of a compiled graph module, optimised and with recfx's names.
+
+    Raises:
+        OnnxExportError: ops without ONNX translation, or ``torch.export`` / ``torch.onnx`` failed.
+    """
+    from recfx.onnx import ir_passes
+
+    check_translatable(gm, config.ksa_as_ops)
+    ep = _recapture(gm, example_inputs, input_specs, config.dynamic)
+    decomps = translate.decomposition_table(config.ksa_as_ops)
+    used = {n.target for n in ep.graph.nodes if n.op == "call_function"}
+    if decomps.keys() & used:
+        ep = ep.run_decompositions({k: v for k, v in decomps.items() if k in used})
+    try:
+        with _quiet_exporter():
+            program = torch.onnx.export(ep, dynamo=True, opset_version=config.opset, optimize=False, verbose=False,
+                                        custom_translation_table=translate.translation_table(config.ksa_as_ops))
+    except Exception as err:  # torch.onnx raises several unrelated types; all become one clear error
+        raise OnnxExportError(f"torch.onnx could not translate the graph: {_root_cause(err)}") from err
+    model = program.model
+    if config.optimize:
+        ir_passes.optimize(model)
+    ir_passes.rename_dims(model, ir_passes.dim_mapping(model.graph.inputs, [s.shape for s in input_specs]))
+    ir_passes.rename_values(model.graph.inputs, [s.name for s in input_specs])
+    ir_passes.rename_values(model.graph.outputs, [s.name for s in output_specs])
+    return model
+
+
+def check_translatable(gm: GraphModule, as_ops: bool) -> None:
+    """Raise :class:`OnnxExportError` listing every op without an ONNX form and where it comes from."""
+    missing = translate.untranslatable_nodes(gm, as_ops)
+    if not missing:
+        return
+    lines = [f"cannot export to ONNX: {len(missing)} op(s) have no ONNX translation:"]
+    for name, nodes in sorted(missing.items()):
+        lines.append(f"  {name} ({len(nodes)} node{'s' * (len(nodes) > 1)}):")
+        lines += [f"    {n.name} at {translate.source_line(n)}" for n in nodes[:5]]
+        if len(nodes) > 5:
+            lines.append(f"    ... and {len(nodes) - 5} more")
+    lines.append("Register an onnxscript translation with recfx.onnx.register_translation('ns::op', fn), or keep "
+                 "these ops out of the exported model. No file was written.")
+    raise OnnxExportError("\n".join(lines))
+
+
+def _recapture(gm: GraphModule, inputs: tuple[torch.Tensor, ...], specs: Sequence[TensorSpec],
+               dynamic: bool) -> torch.export.ExportedProgram:
+    dims: dict[str, Any] = {}
+    shapes: list[dict[int, Any] | None] = []
+    for spec in specs:
+        spec_dims = {}
+        for d, size in enumerate(spec.shape):
+            if dynamic and isinstance(size, str):
+                spec_dims[d] = dims.setdefault(size, Dim(size)) if size.isidentifier() else Dim.AUTO
+        shapes.append(spec_dims or None)
+    try:
+        return torch.export.export(gm, inputs, dynamic_shapes=tuple(shapes) if any(shapes) else None, strict=False)
+    except Exception as err:  # torch.export raises many unrelated types
+        raise OnnxExportError(f"re-capturing the optimised graph with torch.export failed: {_root_cause(err)}") \
+            from err
+
+
+def _compile(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], config: OnnxExportConfig,
+             calibration: Iterable[Any] | None, quant: Any) -> Any:
+    import recfx
+
+    if not config.fp8:
+        if quant is not None or calibration is not None:
+            raise ValueError("quant/calibration were given for an fp32 export; set fp8=True (--fp8) to quantize")
+        return recfx.compile(model, inputs, backend="eager")
+    if config.static_activations:
+        if calibration is None:
+            raise ValueError("static_activations needs calibration batches (calibration=[...]) to compute the "
+                             "per-tensor activation scales")
+        quant = static_quant_config(quant)
+    return recfx.compile(model, inputs, backend="eager-fp8", calibration=calibration, quant=quant)
+
+
+def static_quant_config(quant: Any) -> Any:
+    """``quant`` (or the default ``QuantConfig``) with static per-tensor activation scales."""
+    from recfx.passes.quant import QuantConfig
+
+    quant = quant or QuantConfig()
+    return quant.replace(activations="static")
+
+
+def _quant_of(compiled: Any) -> Any:
+    for key in ("quant", "fp8", "quantization"):
+        section = compiled.report.sections.get(key)
+        config = getattr(section, "config", None)
+        if config is not None:
+            return config
+    return None
+
+
+def _as_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...]:
+    inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
+    bad = [type(x).__name__ for x in inputs if not isinstance(x, torch.Tensor)]
+    if bad:
+        raise TypeError(f"example_inputs must be tensors (one per positional input), got {bad}")
+    return inputs
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Silence torch.onnx's registry warnings about optional libraries (torchvision) during one export."""
+    logger = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*LeafSpec.*", category=FutureWarning)
+            yield
+    finally:
+        logger.setLevel(level)
+
+
+def _root_cause(err: BaseException) -> str:
+    chain = []
+    while err is not None and len(chain) < 6:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        chain.append(f"{type(err).__name__}: {first[:300]}")
+        err = err.__cause__ or err.__context__
+    return " <- ".join(reversed(chain))
