@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import torch
 
@@ -31,6 +32,8 @@ class BenchConfig(ConfigBase):
         count_flops: count the model's FLOPs for TFLOP/s (``torch.utils.flop_counter`` on the reference call).
         calibration_batches: random batches passed as ``calibration=`` to FP8 backends (0: none, for the dynamic
             per-token mode, which needs none).
+        quant: ``recfx.QuantConfig`` fields for FP8 backends, as a dict (``{"activation": "static_per_tensor"}``);
+            ``None``: the defaults.
         seed: seed of the weights and inputs.
     """
 
@@ -48,6 +51,7 @@ class BenchConfig(ConfigBase):
     pipelined: bool = True
     count_flops: bool = True
     calibration_batches: int = 0
+    quant: dict[str, Any] | None = None
     seed: int = 0
 
     def validate(self) -> None:
@@ -66,7 +70,20 @@ class BenchConfig(ConfigBase):
             raise ValueError(f"cuda_graphs must be one of {GRAPH_MODES}, got {self.cuda_graphs!r}")
         if self.calibration_batches < 0:
             raise ValueError(f"calibration_batches must be >= 0, got {self.calibration_batches}")
+        if self.quant is not None and self.quant_config().is_static and not self.calibration_batches:
+            raise ValueError("static FP8 activation scales need calibration data: give calibration_batches "
+                             "(--calibration N) or use the dynamic per-token mode")
         TimingOptions(self.warmup, self.iters, self.time_budget)  # raises on bad warmup / iters / time_budget
+
+    def quant_config(self) -> Any:
+        """The ``recfx.QuantConfig`` for FP8 backends (its own progress bar off: the bench shows one).
+
+        Raises:
+            ValueError / TypeError: unknown or bad ``quant`` fields.
+        """
+        from recfx.passes.quant import QuantConfig
+
+        return QuantConfig.from_dict({**(self.quant or {}), "progress": False})
 
     @property
     def timing(self) -> TimingOptions:

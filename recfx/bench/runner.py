@@ -127,7 +127,8 @@ def _bench_backend(workload: Workload, choice: BackendChoice, references: dict[i
     t0 = time.perf_counter()
     try:
         compiled = recfx.compile(workload.model, example, backend=choice.backend,
-                                 config=recfx.CompileConfig(check_numerics=False), calibration=calibration)
+                                 config=recfx.CompileConfig(check_numerics=False), calibration=calibration,
+                                 quant=config.quant_config() if fp8 else None)
     except Exception as err:  # a backend that fails is reported in its row, the run goes on
         log.debug("compile of %s failed", choice.backend, exc_info=True)
         _release(workload.device)

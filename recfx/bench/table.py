@@ -182,7 +182,7 @@ def print_table(result: BenchResult, console: object, compact: bool = False) -> 
 def markdown_table(result: BenchResult, compact: bool = False) -> str:
     """The same table in GitHub Markdown, with the title, legend and notes (for ``docs/`` and BENCHMARKS.md)."""
     cols = columns(result, compact)
-    lines = [f"**{title(result)}**", "", "| " + " | ".join(c.header for c in cols) + " |",
+    lines = [f"**{title(result)}**", "", "| " + " | ".join(c.header.replace("|", "\\|") for c in cols) + " |",
              "|" + "|".join("---:" if c.right else ":---" for c in cols) + "|"]
     for row in result.rows:
         lines.append("| " + " | ".join(c.cell(row).replace("|", "\\|") for c in cols) + " |")

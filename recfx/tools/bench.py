@@ -8,10 +8,11 @@ failed, an accuracy gate (``--min-cosine``/``--min-topk``) was missed or ``--com
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from recfx.tools.commands import command
 
@@ -40,6 +41,17 @@ def _names(text: str) -> tuple[str, ...]:
     return names
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({err}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object like {{\"activation\": \"static_per_tensor\"}}, "
+                                         f"got {text!r}")
+    return value
+
+
 @command("bench", help="benchmark a model on backends: accuracy vs the reference, latency, throughput, sweeps")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from recfx.backends import BACKENDS
@@ -61,6 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--calibration", type=int, default=0, metavar="N",
                       help="random calibration batches for FP8 backends (default 0: dynamic per-token scales "
                            "need none)")
+    what.add_argument("--quant", type=_json_object, default=None, metavar="JSON",
+                      help='recfx.QuantConfig fields for FP8 backends, e.g. \'{"activation": "static_per_tensor", '
+                           '"calibrator": "mse"}\' (static scales need --calibration N)')
     what.add_argument("--seed", type=int, default=0, help="seed of weights and inputs (default 0)")
     timing = parser.add_argument_group("timing")
     timing.add_argument("--warmup", type=int, default=3, help="untimed calls per measurement (default 3)")
@@ -105,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, backends=args.backends, batches=args.batch, seqs=args.seq or (None,),
         beams=args.beam or (None,), device=args.device, dtype=args.dtype, warmup=args.warmup, iters=args.iters,
         time_budget=args.time_budget or None, cuda_graphs=args.cuda_graphs, pipelined=not args.no_pipelined,
-        count_flops=not args.no_flops, calibration_batches=args.calibration, seed=args.seed)
+        count_flops=not args.no_flops, calibration_batches=args.calibration, quant=args.quant, seed=args.seed)
     for path in (args.json, args.csv, args.plot):
         if path is not None and not path.parent.resolve().is_dir():
             raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
