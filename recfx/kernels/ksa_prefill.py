@@ -40,12 +40,26 @@ MAX_INT32 = 2**31 - 1
 
 
 def _configs() -> list[triton.Config]:
-    """Block sizes for the H200 (D = 128); one small config under the Triton interpreter (CPU tests)."""
+    """Block sizes for the H200 (D = 128); one small config under the Triton interpreter (CPU tests).
+
+    (BLOCK_M, BLOCK_N, warps, stages, SPLIT_LOOPS). The first run on the H200 (bench/results/ksa_run1.json) had
+    the split-loop shapes below within 5% of each other; merged loops (two pipelined loops instead of five) and
+    deeper pipelines are tried beside them.
+    """
     if os.environ.get("TRITON_INTERPRET") == "1":
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16}, num_warps=1, num_stages=1)]
-    shapes = [(128, 64, 8, 3), (128, 64, 4, 3), (128, 128, 8, 2), (128, 128, 8, 3), (128, 32, 4, 4),
-              (64, 64, 4, 3), (64, 128, 4, 3)]
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s) for bm, bn, w, s in shapes]
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_LOOPS": False}, num_warps=1, num_stages=1)]
+    shapes = [(64, 64, 4, 3, False), (128, 64, 8, 3, False), (128, 128, 8, 3, False), (128, 64, 8, 4, False),
+              (64, 64, 4, 3, True), (128, 64, 8, 3, True), (128, 128, 8, 3, True)]
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_LOOPS": split}, num_warps=w, num_stages=s)
+            for bm, bn, w, s, split in shapes]
+
+
+#: sequences shorter than 2**SHORT_SEQ_BUCKET positions try only the first config (compile time dominates there)
+SHORT_SEQ_BUCKET = 13
+
+
+def _prune(configs: list[triton.Config], named_args: dict, **kwargs: object) -> list[triton.Config]:
+    return configs[:1] if named_args["seq_bucket"] < SHORT_SEQ_BUCKET else configs
 
 
 @triton.jit
@@ -61,21 +75,32 @@ def _key_positions(idx, KEYS: tl.constexpr, CHUNK: tl.constexpr, SUMMARIES: tl.c
 
 
 @triton.jit
-def _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, lo, hi, row_lo, row_hi, key_end, qk_scale,
-            KEYS: tl.constexpr, MASKED: tl.constexpr, CHUNK: tl.constexpr, SUMMARIES: tl.constexpr,
+def _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
+            lo0, hi0, row_lo0, row_hi0, end0, lo1, hi1, lo2, hi2, row_lo1, row_hi1, end1,
+            KEYS0: tl.constexpr, MASKED: tl.constexpr, CHUNK: tl.constexpr, SUMMARIES: tl.constexpr,
             HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Online-softmax update over key indices [lo, hi); with MASKED, row r sees index i iff row_lo[r] <= i <= row_hi[r]
-    (and i < key_end); without, every row sees every key of the range."""
+    """Online-softmax update over up to three key ranges walked as ONE pipelined loop: indices [lo0, hi0) in the
+    ``KEYS0`` space, then text indices [lo1, hi1) and [lo2, hi2).
+
+    With MASKED, row r sees index i of range 0 iff row_lo0[r] <= i <= row_hi0[r] and i < end0 (ranges 1-2: row_lo1,
+    row_hi1, end1); without, every row sees every key of the ranges.
+    """
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
-    for start in tl.range(lo, hi, BLOCK_N):
+    n0 = tl.cdiv(tl.maximum(hi0 - lo0, 0), BLOCK_N)
+    n01 = n0 + tl.cdiv(tl.maximum(hi1 - lo1, 0), BLOCK_N)
+    n012 = n01 + tl.cdiv(tl.maximum(hi2 - lo2, 0), BLOCK_N)
+    for i in tl.range(0, n012):
+        in0 = i < n0
+        start = tl.where(in0, lo0 + i * BLOCK_N, tl.where(i < n01, lo1 + (i - n0) * BLOCK_N, lo2 + (i - n01) * BLOCK_N))
         idx = start + offs_n
-        pos = _key_positions(idx, KEYS, CHUNK, SUMMARIES)
+        pos = tl.where(in0, _key_positions(idx, KEYS0, CHUNK, SUMMARIES),
+                       _key_positions(idx, TEXT_KEYS, CHUNK, SUMMARIES))
         k_ptrs = k_base + pos[:, None] * stride_kl + offs_d[None, :]
         v_ptrs = v_base + pos[:, None] * stride_vl + offs_d[None, :]
         if MASKED:
-            ld = (idx < key_end)[:, None] & d_ok[None, :]
+            ld = (idx < tl.where(in0, end0, end1))[:, None] & d_ok[None, :]
             k = tl.load(k_ptrs, mask=ld, other=0.0)
         elif BLOCK_D == HEAD_DIM:
             k = tl.load(k_ptrs)
@@ -83,15 +108,17 @@ def _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, lo, hi, row_
             k = tl.load(k_ptrs, mask=d_ok[None, :], other=0.0)
         qk = tl.dot(q, tl.trans(k))
         if MASKED:
+            row_lo = tl.where(in0, row_lo0, row_lo1)
+            row_hi = tl.where(in0, row_hi0, row_hi1)
             ok = (idx[None, :] >= row_lo[:, None]) & (idx[None, :] <= row_hi[:, None])
             qk = tl.where(ok, qk * qk_scale, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(qk, 1))
             m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet stay at zero
+            p = tl.math.exp2(qk - m_use[:, None])
         else:
-            qk = qk * qk_scale
-            m_new = tl.maximum(m_i, tl.max(qk, 1))
+            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
             m_use = m_new
-        p = tl.math.exp2(qk - m_use[:, None])
+            p = tl.math.exp2(qk * qk_scale - m_use[:, None])  # one FMA per score
         alpha = tl.math.exp2(m_i - m_use)
         l_i = l_i * alpha + tl.sum(p, 1)
         if MASKED:
@@ -117,15 +144,14 @@ def _store_rows(acc, l_i, m_i, pos, row_ok, o_base, lse_base, stride_ol, HEAD_DI
     tl.store(lse_base + pos, (m_i + tl.math.log2(l_i)) * LN2, mask=row_ok)
 
 
-@triton.autotune(configs=_configs(), key=["HEAD_DIM", "CHUNK", "SUMMARIES", "window", "GROUPS", "seq_bucket"])
 @triton.jit
-def _ksa_prefill_kernel(Q, K, V, Out, Lse,
+def _ksa_prefill_body(Q, K, V, Out, Lse,
                         stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh,
                         stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
                         heads, length, n_text, n_sum, window, qk_scale, seq_bucket,
                         GROUPS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                         CHUNK: tl.constexpr, SUMMARIES: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_LOOPS: tl.constexpr):
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # tiles late in the sequence (longest prefix) first
     pid_bh = tl.program_id(1)
     b = (pid_bh // heads).to(tl.int64)
@@ -155,15 +181,11 @@ def _ksa_prefill_kernel(Q, K, V, Out, Lse,
     acc = tl.zeros([BLOCK_M, BLOCK_D], tl.float32)
     zero = tl.zeros([BLOCK_M], tl.int32)
 
-    # summaries of the chunks older than the window: prefix indices [0, (c - W) * S)
+    # summaries of the chunks older than the window: prefix indices [0, (c - W) * S); the first ones are visible
+    # to every row of the tile (no mask)
     pre_hi = tl.maximum(c - window, 0) * SUMMARIES - 1
     pre_full = tl.maximum(c0 - window, 0) * SUMMARIES // BLOCK_N * BLOCK_N
     pre_end = tl.maximum(c1 - window, 0) * SUMMARIES
-    acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, 0, pre_full, zero, pre_hi,
-                            n_sum, qk_scale, PREFIX_KEYS, False, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
-    acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, pre_full, pre_end, zero, pre_hi,
-                            n_sum, qk_scale, PREFIX_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
-
     # text of the own chunk (causally) and of the W previous chunks: text indices [(c - W) * k, t]
     band_lo = tl.maximum(c - window, 0) * CHUNK
     first = tl.maximum(c0 - window, 0) * CHUNK // BLOCK_N * BLOCK_N
@@ -172,12 +194,30 @@ def _ksa_prefill_kernel(Q, K, V, Out, Lse,
     empty = full_lo >= full_hi
     full_lo = tl.where(empty, first, full_lo)
     full_hi = tl.where(empty, first, full_hi)
-    acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, first, full_lo, band_lo, t,
-                            n_text, qk_scale, TEXT_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
-    acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, full_lo, full_hi, band_lo, t,
-                            n_text, qk_scale, TEXT_KEYS, False, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
-    acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, full_hi, t_last + 1, band_lo, t,
-                            n_text, qk_scale, TEXT_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+    end = t_last + 1
+    if SPLIT_LOOPS:  # one loop per range
+        acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
+                                0, pre_full, zero, pre_hi, n_sum, 0, 0, 0, 0, band_lo, t, n_text,
+                                PREFIX_KEYS, False, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+        acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
+                                pre_full, pre_end, zero, pre_hi, n_sum, 0, 0, 0, 0, band_lo, t, n_text,
+                                PREFIX_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+        acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
+                                0, 0, zero, pre_hi, n_sum, first, full_lo, 0, 0, band_lo, t, n_text,
+                                PREFIX_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+        acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
+                                0, 0, zero, pre_hi, n_sum, full_lo, full_hi, 0, 0, band_lo, t, n_text,
+                                PREFIX_KEYS, False, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+        acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
+                                0, 0, zero, pre_hi, n_sum, full_hi, end, 0, 0, band_lo, t, n_text,
+                                PREFIX_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+    else:  # all unmasked tiles in one pipelined loop, all masked tiles in another
+        acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
+                                0, pre_full, zero, pre_hi, n_sum, full_lo, full_hi, 0, 0, band_lo, t, n_text,
+                                PREFIX_KEYS, False, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+        acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
+                                pre_full, pre_end, zero, pre_hi, n_sum, first, full_lo, full_hi, end, band_lo, t,
+                                n_text, PREFIX_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
     _store_rows(acc, l_i, m_i, q_pos, t_ok, o_base, lse_base, stride_ol, HEAD_DIM, BLOCK_D)
 
     # ---- summary queries of the chunks whose last text token is in this tile: own chunk, causally
@@ -195,15 +235,22 @@ def _ksa_prefill_kernel(Q, K, V, Out, Lse,
         s_acc = tl.zeros([SUMMARY_ROWS, BLOCK_D], tl.float32)
         key_lo = (c_lo + r0 // SUMMARIES) * BLOCK
         key_hi = tl.minimum(tl.minimum(c_lo + (r0 + SUMMARY_ROWS - 1) // SUMMARIES + 1, c_hi) * BLOCK, length)
-        s_acc, s_l, s_m = _attend(s_acc, s_l, s_m, sq, k_base, v_base, stride_kl, stride_vl, key_lo, key_hi,
-                                  sc * BLOCK, s_pos, length, qk_scale, SEQ_KEYS, True, CHUNK, SUMMARIES,
-                                  HEAD_DIM, BLOCK_D, BLOCK_N)
+        s_acc, s_l, s_m = _attend(s_acc, s_l, s_m, sq, k_base, v_base, stride_kl, stride_vl, qk_scale,
+                                  key_lo, key_hi, sc * BLOCK, s_pos, length, 0, 0, 0, 0, sc * BLOCK, s_pos, length,
+                                  SEQ_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
         _store_rows(s_acc, s_l, s_m, s_pos, s_ok, o_base, lse_base, stride_ol, HEAD_DIM, BLOCK_D)
 
 
+_ksa_prefill_kernel = triton.autotune(
+    configs=_configs(), key=["HEAD_DIM", "CHUNK", "SUMMARIES", "window", "GROUPS", "seq_bucket"],
+    prune_configs_by={"early_config_prune": _prune})(_ksa_prefill_body)
+
+
 def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int, summaries: int, window: int,
-                scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+                scale: float, config: dict[str, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the prefill kernel: q (B, L, H, D), k/v (B, L, Hkv, D) -> (out (B, L, H, D), lse (B, H, L) float32).
+
+    ``config`` (BLOCK_M, BLOCK_N, SPLIT_LOOPS, num_warps, num_stages) bypasses autotuning (tests, sweeps).
 
     Raises:
         ValueError: tensors not on a CUDA device (outside the Triton interpreter), not bf16/fp16/fp32, head dim
@@ -235,13 +282,14 @@ def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: i
     def grid(meta: dict[str, int]) -> tuple[int, int]:
         return (triton.cdiv(n_text, meta["BLOCK_M"]), b * heads)
 
-    _ksa_prefill_kernel[grid](
+    kernel = _ksa_prefill_kernel if config is None else _ksa_prefill_body
+    kernel[grid](
         q, k, v, out, lse,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), lse.stride(0),
         lse.stride(1),
         heads, length, n_text, n_sum, window, scale * LOG2E, length.bit_length(),
         GROUPS=heads // kv_heads, HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
-        CHUNK=chunk_size, SUMMARIES=summaries,
+        CHUNK=chunk_size, SUMMARIES=summaries, **(config or {}),
     )
     return out, lse

@@ -60,3 +60,18 @@ def test_prefill_rejects_bad_input() -> None:
     q = torch.randn(1, 8, 2, 16, dtype=torch.float64)
     with pytest.raises(ValueError, match="bf16/fp16/fp32"):
         ksa_prefill(q, q, q, 4, 1, 1, 0.25)
+
+
+@pytest.mark.parametrize("config", [
+    {"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_LOOPS": True},
+    {"BLOCK_M": 32, "BLOCK_N": 16, "SPLIT_LOOPS": False},
+    {"BLOCK_M": 16, "BLOCK_N": 32, "SPLIT_LOOPS": False},
+])
+def test_prefill_loop_structures_and_tiles(config: dict[str, int]) -> None:
+    """Every autotuned variant computes the same function: split or merged loops, tiles wider than a chunk."""
+    q = torch.randn(1, 61, 4, 16).half()
+    k, v = (torch.randn(1, 61, 2, 16).half() for _ in range(2))
+    out, lse = ksa_prefill(q, k, v, 4, 2, 1, 0.25, config=config)
+    ref_out, ref_lse = reference(q.double(), k.double(), v.double(), 4, 2, 1, 0.25)
+    assert (out.double() - ref_out).abs().max() < FP16_OUT_ATOL
+    assert (lse.double() - ref_lse).abs().max() < LSE_ATOL
