@@ -116,8 +116,9 @@ class RunningStats:
         """The p-th percentile of |x| from the histogram: the upper edge of the bin where the CDF reaches p."""
         if self.count == 0:
             return 0.0
-        cdf = self.hist.cumsum(0) / self.hist.sum()
-        i = int(torch.searchsorted(cdf, torch.tensor(p / 100.0, dtype=torch.float64)))
+        cum = self.hist.cumsum(0)
+        target = torch.tensor(p / 100.0 * float(cum[-1]) * (1 - 1e-12), dtype=torch.float64)  # rounding-safe
+        i = int(torch.searchsorted(cum, target))
         return min((min(i, self.bins - 1) + 1) * self.bin_width, self.abs_max)
 
     def stats(self) -> DistStats:

@@ -30,8 +30,8 @@ def check_not_quantized(gm: GraphModule) -> None:
                              "original floating-point model instead")
         val = tensor_meta(node)
         if val is not None and val.dtype in FP8_DTYPES:
-            raise ValueError(f"the graph already holds an FP8 tensor ({node.name}: {val.dtype}); FP8 post-training "
-                             "quantization needs a floating-point model")
+            raise ValueError(f"the graph is already FP8-quantized (node {node.name} is a {val.dtype} tensor); FP8 "
+                             "post-training quantization needs the original floating-point model")
 
 
 def _layer_names(nodes: list[Node], paths: dict[Node, str]) -> dict[Node, str]:

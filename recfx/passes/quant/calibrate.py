@@ -77,7 +77,8 @@ class Fp8Calibrate:
         if cfg.calibration_batches is not None and total is not None:
             total = min(total, cfg.calibration_batches)
         seen = 0
-        bar = tqdm(data, total=total, desc="fp8 calibration", unit="batch", disable=not cfg.progress, leave=False)
+        quiet = not cfg.progress or self.ctx.extras.get("calibration") is None
+        bar = tqdm(data, total=total, desc="fp8 calibration", unit="batch", disable=quiet, leave=False)
         with torch.no_grad():
             for i, batch in enumerate(bar):
                 if cfg.calibration_batches is not None and i >= cfg.calibration_batches:

@@ -17,6 +17,8 @@ CALIBRATORS: Registry[Calibrator] = Registry("calibrator")
 
 #: The MSE / entropy sweep: candidate amax values (geometric) in [MSE_LOW, MSE_HIGH] x the observed max.
 MSE_LOW, MSE_HIGH, MSE_STEPS = 0.25, 4.0, 97
+#: Relative MSE difference under which two candidates tie (the one closest to the observed max wins).
+MSE_TIE = 1e-3
 
 
 def register_calibrator(name: str) -> Callable[[Calibrator], Calibrator]:
@@ -50,13 +52,19 @@ def percentile_calibrator(stats: RunningStats, percentile: float) -> float:
 
 @register_calibrator("mse")
 def mse_calibrator(stats: RunningStats, percentile: float) -> float:
-    """The amax of the sweep that minimises the quantization MSE of the histogram (bin centres, weighted)."""
+    """The amax of the sweep that minimises the quantization MSE of the histogram (bin centres, weighted).
+
+    FP8's relative precision does not depend on the scale, so above the observed max the MSE is nearly flat:
+    candidates within 0.1% of the best error count as ties, and the one closest to the observed max wins.
+    """
     if stats.abs_max == 0:
         return 0.0
     candidates = sweep(stats.abs_max)[:, None]  # (C, 1)
     centers, counts = stats.bin_centers()[None, :], stats.hist[None, :]  # (1, bins)
     err = ((centers - fake_quant(centers, candidates)).pow(2) * counts).sum(dim=1)  # (C,)
-    return float(candidates[int(err.argmin()), 0])
+    ties = err <= err.min() * (1 + MSE_TIE)
+    distance = torch.where(ties, (candidates[:, 0] / stats.abs_max).log().abs(), torch.tensor(float("inf")))
+    return float(candidates[int(distance.argmin()), 0])
 
 
 @register_calibrator("entropy")

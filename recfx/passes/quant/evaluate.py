@@ -9,7 +9,6 @@ sensitive modules in high precision until the output cosine reaches the target.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Sequence
@@ -41,11 +40,12 @@ ops = torch.ops.recfx
 class _Probe(torch.nn.Module):
     """A linear that computes float or FP8 output and can measure the FP8 error of its own output."""
 
-    def __init__(self, plan: LayerPlan, weight: torch.Tensor, bias: torch.Tensor | None) -> None:
+    def __init__(self, plan: LayerPlan, weight: torch.Tensor, bias: torch.Tensor | None,
+                 quantized: tuple[torch.Tensor, torch.Tensor]) -> None:
         super().__init__()
         self.plan = plan
         self.weight, self.bias = weight, bias
-        self.w_q, self.w_scale = quantize_weight(weight, plan.weight, plan.block_size)
+        self.w_q, self.w_scale = quantized
         self.x_scale = scale_from_amax(torch.tensor(plan.x_amax)).to(weight.device) if plan.static else None
         self.enabled = False
         self.measure = False
@@ -78,12 +78,13 @@ class _Probe(torch.nn.Module):
 def build_probe(gm: GraphModule) -> tuple[GraphModule, dict[str, _Probe]]:
     """A copy of ``gm`` (sharing its tensors) with observers bypassed and planned linears as :class:`_Probe`."""
     graph = torch.fx.Graph()
-    graph._codegen = copy.deepcopy(gm.graph._codegen)
+    graph._codegen = gm.graph._codegen  # the same pytree calling convention (shared, never mutated)
     env: dict[Node, Node] = {}
     graph.output(graph.graph_copy(gm.graph, env))
     obs = observers(gm)
     probes: dict[str, _Probe] = {}
     modules: dict[str, torch.nn.Module] = {}
+    weights: dict[tuple[str, str, int], tuple[torch.Tensor, torch.Tensor]] = {}  # one FP8 copy per module
     for old, new in env.items():
         if old.op == "call_module" and old.target in obs:
             new.replace_all_uses_with(new.args[0])
@@ -93,7 +94,11 @@ def build_probe(gm: GraphModule) -> tuple[GraphModule, dict[str, _Probe]]:
             bias_node = old.args[2] if len(old.args) > 2 else None
             bias = fetch_attr(gm, str(bias_node.target)) if isinstance(bias_node, Node) else None
             key = f"_fp8_probe_{len(probes)}"
-            probes[plan.name] = modules[key] = _Probe(plan, fetch_attr(gm, str(old.args[1].target)), bias)
+            weight = fetch_attr(gm, str(old.args[1].target))
+            wkey = (str(old.args[1].target), plan.weight, plan.block_size)
+            if wkey not in weights:
+                weights[wkey] = quantize_weight(weight, plan.weight, plan.block_size)
+            probes[plan.name] = modules[key] = _Probe(plan, weight, bias, weights[wkey])
             with graph.inserting_before(new):
                 call = graph.call_module(key, (new.args[0],))
             new.replace_all_uses_with(call)

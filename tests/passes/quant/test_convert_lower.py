@@ -1,0 +1,97 @@
+"""fp8_prepare / fp8_convert / fp8_lower: structure (op counts and order), shared Q/DQ, weights untouched."""
+
+from __future__ import annotations
+
+import operator
+
+import torch
+
+from recfx import QuantConfig, QuantRule
+from recfx.ops.fp8_testing import sqnr_db
+from recfx.passes.quant import FP8_PASSES
+from recfx.passes.quant.state import PLAN, ActivationObserver
+
+ops = torch.ops.recfx
+aten = torch.ops.aten
+UNTIL_CONVERT = ["fp8_annotate", "fp8_prepare", "fp8_calibrate", "fp8_evaluate", "fp8_convert"]
+UNTIL_LOWER = [*UNTIL_CONVERT, "fp8_lower"]
+
+
+def test_prepare_shares_one_observer_per_tensor(fp8, toy) -> None:  # type: ignore[no-untyped-def]
+    gm, _ = fp8.run(*toy, ["fp8_annotate", "fp8_prepare"])
+    obs = [n for n in gm.graph.nodes if n.op == "call_module" and isinstance(gm.get_submodule(n.target),
+                                                                            ActivationObserver)]
+    assert len(obs) == 3  # q/k/v input, o_proj input, experts' input
+    qkv = next(o for o in obs if len(o.users) == 3)
+    assert sorted(u.meta[PLAN].name for u in qkv.users) == ["attn.k_proj", "attn.q_proj", "attn.v_proj"]
+    assert all(u.target is aten.linear.default for o in obs for u in o.users)
+
+
+def test_convert_dynamic_structure(fp8, toy) -> None:  # type: ignore[no-untyped-def]
+    model, inputs = toy
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    gm, _ = fp8.run(model, inputs, UNTIL_CONVERT)
+    assert fp8.count(gm, ops.quantize_fp8_per_token.default) == 3
+    assert fp8.count(gm, ops.dequantize_fp8.default) == 3 + 6  # 3 activations + 6 weights
+    assert not any(n.op == "call_module" and "_fp8_observer" in str(n.target) for n in gm.graph.nodes)
+    linears = fp8.nodes(gm, aten.linear.default)
+    quantized = [n for n in linears if PLAN in n.meta]
+    assert len(linears) == 9 and len(quantized) == 6
+    for n in quantized:
+        assert n.args[0].target is ops.dequantize_fp8.default and n.args[1].target is ops.dequantize_fp8.default
+        w_q = n.args[1].args[0]
+        assert w_q.op == "get_attr" and getattr(gm, w_q.target).dtype == torch.float8_e4m3fn
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # parameters never modified
+    assert not hasattr(gm.attn, "q_proj") or not hasattr(gm.attn.q_proj, "weight")  # float weight dropped
+    x = inputs[0]
+    with torch.no_grad():
+        assert sqnr_db(model(x), gm(x)) > 25  # fake quant is FP8-accurate
+
+
+def test_lower_dynamic_folds_into_fp8_linear(fp8, toy) -> None:  # type: ignore[no-untyped-def]
+    model, (x,) = toy
+    fake, _ = fp8.run(model, (x,), UNTIL_CONVERT)
+    gm, _ = fp8.run(model, (x,), UNTIL_LOWER)
+    gemms = fp8.nodes(gm, ops.fp8_linear.default)
+    assert len(gemms) == 6 and fp8.count(gm, aten.linear.default) == 3
+    assert all(n.args[4] is None for n in gemms)  # dynamic per-token: no static scale
+    for target in (ops.quantize_fp8_per_token.default, ops.dequantize_fp8.default, operator.getitem):
+        assert fp8.count(gm, target) == 0
+    names = [n.meta[PLAN].name for n in gemms]
+    assert names == fp8.DEFAULT_QUANTIZED  # graph order
+    with torch.no_grad():
+        torch.testing.assert_close(gm(x), fake(x), rtol=1e-4, atol=1e-4)  # lowering keeps the numerics
+
+
+def test_static_and_block_variants(fp8, toy) -> None:  # type: ignore[no-untyped-def]
+    model, (x,) = toy
+    quant = QuantConfig(activation="static_per_tensor", progress=False,
+                        rules=(QuantRule("include", kind="expert", weight="block", activation="block"),))
+    calib = [(x * s,) for s in (0.5, 1.0, 1.5)]
+    fake, _ = fp8.run(model, (x,), UNTIL_CONVERT, quant=quant, calibration=calib)
+    assert fp8.count(fake, ops.quantize_fp8.default) == 2  # shared static Q for q/k/v, one for o_proj
+    assert fp8.count(fake, ops.quantize_fp8_groups.default) == 1
+    assert fp8.count(fake, ops.dequantize_fp8_blocks.default) == 1 + 2  # experts' activation + 2 block weights
+    gm, _ = fp8.run(model, (x,), UNTIL_LOWER, quant=quant, calibration=calib)
+    static = fp8.nodes(gm, ops.fp8_linear.default)
+    blocks = fp8.nodes(gm, ops.fp8_linear_blocks.default)
+    assert len(static) == 4 and len(blocks) == 2
+    assert all(n.args[4].op == "get_attr" and getattr(gm, n.args[4].target).shape == () for n in static)
+    assert all(n.args[4] == 128 for n in blocks)
+    with torch.no_grad():
+        torch.testing.assert_close(gm(x), fake(x), rtol=1e-4, atol=1e-4)
+        assert sqnr_db(model(x), gm(x)) > 25
+
+
+def test_full_pipeline_reports(fp8, toy) -> None:  # type: ignore[no-untyped-def]
+    model, (x,) = toy
+    _, ctx = fp8.run(model, (x,), list(FP8_PASSES))
+    report = ctx.extras["report_sections"]["fp8"]
+    assert report.quantized == 6 and report.linears == 9
+    assert [r.name for r in report.layers] == fp8.DEFAULT_QUANTIZED
+    assert all(r.sqnr_db > 25 for r in report.layers)  # each layer's own FP8 error on Gaussian-ish data
+    assert all(r.weight_stats.count > 0 and r.activation_stats.count > 0 for r in report.layers)
+    assert report.output_cosine > 0.999
+    text = report.render()
+    assert "attn.q_proj" in text and "kept in high precision" in text and "ffn.router" in text
+    assert report.to_dict()["layers"][0]["activation_stats"]["kurtosis"] > 0
