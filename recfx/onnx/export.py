@@ -253,7 +253,7 @@ def static_quant_config(quant: Any) -> Any:
     from recfx.passes.quant import QuantConfig
 
     quant = quant or QuantConfig()
-    return quant.replace(activations="static")
+    return quant.replace(activation="static_per_tensor")
 
 
 def _quant_of(compiled: Any) -> Any:

@@ -1,0 +1,120 @@
+"""``ort`` and ``ort-fp8``: export the optimised graph to ONNX and run it with ONNX Runtime.
+
+The ONNX file is what :func:`recfx.export_onnx` writes (``ort-fp8``: FP8 Q/DQ), with ``recfx::ksa_attention`` as
+standard ONNX ops since ONNX Runtime has no kernel for the TensorRT plugin node. Files are cached on disk under
+``$RECFX_CACHE_DIR/onnx`` (default ``~/.cache/recfx/onnx``), keyed by a hash of the graph code, its constants and
+the export options, and written atomically; sessions are cached per file and provider.
+
+``backend_options``: ``provider`` (``"auto"``: CUDA when onnxruntime-gpu is installed, else CPU; ``"cpu"``;
+``"cuda"``), ``opset`` (21), ``cache_dir``, ``optimize`` (True).
+
+Example:
+    >>> import torch, recfx
+    >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()).eval()
+    >>> fast = recfx.compile(model, (torch.randn(4, 8),), backend="ort")
+    >>> fast(torch.randn(3, 8)).shape
+    torch.Size([3, 8])
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.fx import GraphModule
+
+from recfx.backends.base import Availability, Backend, register_backend
+from recfx.passes.base import PassContext
+
+log = logging.getLogger(__name__)
+
+_OPTIONS = ("provider", "opset", "cache_dir", "optimize")
+
+
+def default_cache_dir() -> Path:
+    """``$RECFX_CACHE_DIR/onnx``, else ``~/.cache/recfx/onnx``."""
+    root = os.environ.get("RECFX_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "recfx")
+    return Path(root) / "onnx"
+
+
+def graph_key(gm: GraphModule, specs: Any, options: dict[str, Any]) -> str:
+    """SHA-256 of what the exported file depends on: graph code, constants (name, dtype, shape, bytes), input
+    specs, export options and library versions."""
+    import onnx
+    import onnxscript
+
+    from recfx._version import __version__
+
+    digest = hashlib.sha256()
+    digest.update(gm.code.encode())
+    targets = sorted({str(n.target) for n in gm.graph.nodes if n.op == "get_attr"})
+    for target in targets:
+        value: Any = gm
+        for part in target.split("."):
+            value = getattr(value, part)
+        if isinstance(value, torch.Tensor):
+            t = value.detach().cpu().contiguous()
+            digest.update(f"{target}:{t.dtype}:{tuple(t.shape)}".encode())
+            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    meta = {"specs": [str(s) for s in specs], "options": options, "versions": [__version__, torch.__version__,
+            onnx.__version__, onnxscript.__version__]}
+    digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def ort_availability() -> Availability:
+    for module, pip in (("onnxruntime", "onnxruntime"), ("onnx", "onnx"), ("onnxscript", "onnxscript")):
+        if importlib.util.find_spec(module) is None:
+            return Availability(False, f"{module} is not installed (pip install {pip})")
+    return Availability(True)
+
+
+@register_backend("ort")
+class OrtBackend(Backend):
+    priority = 5
+    description = "exports the optimised graph to ONNX and runs it with ONNX Runtime (CUDA provider when installed, " \
+                  "else CPU), I/O binding for torch tensors"
+
+    def availability(self) -> Availability:
+        return ort_availability()
+
+    def compile(self, gm: GraphModule, ctx: PassContext) -> Callable[..., Any]:
+        from recfx.onnx.config import OnnxExportConfig
+        from recfx.onnx.export import onnx_model
+        from recfx.onnx.session import OrtRunner, providers_for
+        from recfx.onnx.write import write_model
+
+        options = dict(ctx.config.backend_options) if ctx.config is not None else {}
+        unknown = sorted(set(options) - set(_OPTIONS))
+        if unknown:
+            raise ValueError(f"unknown {self.name} backend_options {unknown}; allowed: {list(_OPTIONS)}")
+        providers = providers_for(options.get("provider", "auto"))
+        captured = ctx.extras["captured"]
+        config = OnnxExportConfig(opset=int(options.get("opset", 21)), fp8=self.fp8, ksa_as_ops=True,
+                                  optimize=bool(options.get("optimize", True)), lint="off")
+        key = graph_key(gm, captured.input_specs, config.to_dict())
+        folder = Path(options.get("cache_dir") or default_cache_dir())
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{key[:32]}.onnx"
+        if path.is_file():
+            log.info("%s: reusing %s", self.name, path)
+        else:
+            model = onnx_model(gm, tuple(ctx.example_inputs), captured.input_specs, captured.output_specs, config)
+            write_model(model, path, lint="off")
+            log.info("%s: exported %s", self.name, path)
+        return OrtRunner(path, [s.name for s in captured.input_specs], [s.name for s in captured.output_specs],
+                         out_spec=getattr(gm, "_out_spec", None), providers=providers, key=key)
+
+
+@register_backend("ort-fp8")
+class OrtFp8Backend(OrtBackend):
+    fp8 = True
+    priority = 5
+    description = "FP8 (E4M3) post-training quantization, then ONNX (QuantizeLinear/DequantizeLinear) on ONNX Runtime"
