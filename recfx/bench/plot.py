@@ -55,7 +55,7 @@ def write_plot(result: BenchResult, path: str | Path) -> Path:
     for i, row in ok:
         name = _series_name(row, axis, varying)
         x = getattr(row, axis)
-        latency[name].append((x, row.p50_ms))
+        latency[name].append((x, row.p50_ms or 0.0))
         if i in speed:
             gain[name].append((x, speed[i]))
         if row.cuda_graphs:

@@ -9,6 +9,8 @@ row with the error and the run goes on; an unavailable or unknown backend gives 
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import gc
 import logging
 import time
@@ -89,15 +91,17 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRes
     rows = [BenchRow(c.backend or c.requested, c.requested, "skipped", c.reason) for c in choices if not c.runnable]
     progress.start(len(variant_list) * (len(config.batches) + len(runnable) *
                                         (1 + len(config.batches) * len(graph_modes))))
-    for workload in build_workloads(config.model, variant_list, device, dtype, config.seed):
-        references = {}
-        for batch in config.batches:
-            progress.step(f"reference {_shape(workload, batch)}")
-            references[batch] = workload.reference(workload.inputs(batch), config.count_flops)
-            progress.advance()
-        for choice in runnable:
-            rows += _bench_backend(workload, choice, references, config, graph_modes, progress)
-        del references
+    # streams, events and CUDA graphs are made on the current device: make it the one asked for (cuda:N)
+    with torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext():
+        for workload in build_workloads(config.model, variant_list, device, dtype, config.seed):
+            references = {}
+            for batch in config.batches:
+                progress.step(f"reference {_shape(workload, batch)}")
+                references[batch] = workload.reference(workload.inputs(batch), config.count_flops)
+                progress.advance()
+            for choice in runnable:
+                rows += _bench_backend(workload, choice, references, config, graph_modes, progress)
+            del references
     rows.sort(key=lambda r: (order[r.requested], r.beam or 0, r.seq or 0, r.batch or 0, r.cuda_graphs))
     return BenchResult(model=config.model, device=str(device), dtype=dtype_name, config=config.to_dict(),
                        environment=environment(), rows=rows,
@@ -115,8 +119,7 @@ def _bench_backend(workload: Workload, choice: BackendChoice, references: dict[i
     import recfx
 
     assert choice.backend is not None
-    base = {"backend": choice.backend, "requested": choice.requested, "seq": workload.variant.seq,
-            "beam": workload.variant.beam}
+    base = BenchRow(choice.backend, choice.requested, "ok", seq=workload.variant.seq, beam=workload.variant.beam)
     progress.step(f"{choice.label}: compiling" + (f" ({workload.variant.label()})" if workload.variant.label() else ""))
     example = _compile_inputs(workload, config.batches)
     fp8 = recfx.backends.BACKENDS.get(choice.backend).fp8
@@ -134,7 +137,7 @@ def _bench_backend(workload: Workload, choice: BackendChoice, references: dict[i
         _release(workload.device)
         for _ in range(1 + len(config.batches) * len(graph_modes)):
             progress.advance()
-        return [BenchRow(**base, status="failed", reason=f"compile failed: {_describe(err)}")]
+        return [dataclasses.replace(base, status="failed", reason=f"compile failed: {_describe(err)}")]
     compile_s = time.perf_counter() - t0
     report = compiled.report
     detail = {"capture_s": report.capture_seconds, "passes_s": report.passes_seconds,
@@ -146,14 +149,14 @@ def _bench_backend(workload: Workload, choice: BackendChoice, references: dict[i
         reference, flops = references[batch]
         for graphs in graph_modes:
             progress.step(f"{choice.label}: {_shape(workload, batch)}" + (", CUDA graph" if graphs else ""))
-            row = BenchRow(**base, status="ok", batch=batch, cuda_graphs=graphs, compile_s=compile_s,
-                           compile_detail=detail)
+            row = dataclasses.replace(base, batch=batch, cuda_graphs=graphs, compile_s=compile_s,
+                                      compile_detail=detail)
             try:
                 _measure(row, compiled, inputs, reference, flops, workload.tokens_per_request(inputs), config)
             except Exception as err:  # one failing shape does not stop the others
                 log.debug("%s at batch %d failed", choice.backend, batch, exc_info=True)
-                row = BenchRow(**base, status="failed", batch=batch, cuda_graphs=graphs, compile_s=compile_s,
-                               compile_detail=detail, reason=_describe(err))
+                row = dataclasses.replace(base, status="failed", batch=batch, cuda_graphs=graphs,
+                                          compile_s=compile_s, compile_detail=detail, reason=_describe(err))
             rows.append(row)
             progress.advance()
     del compiled

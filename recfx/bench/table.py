@@ -96,9 +96,9 @@ def columns(result: BenchResult, compact: bool = False) -> list[Column]:
         cols.append(Column("CUDA graph", lambda r: ("on" if r.cuda_graphs else "off") if r.batch is not None else ""))
     cols.append(Column("compile s", lambda r: _num(r.compile_s, ".1f")))
     if any(a.cosine is not None for a in acc):
-        cols.append(Column("cosine", lambda r: _num(r.accuracy and r.accuracy.cosine, ".5f")))
+        cols.append(Column("cosine", lambda r: _num(r.accuracy.cosine if r.accuracy else None, ".5f")))
     if not compact and any(a.max_abs_err is not None for a in acc):
-        cols.append(Column("max|err|", lambda r: _num(r.accuracy and r.accuracy.max_abs_err, ".2g")))
+        cols.append(Column("max|err|", lambda r: _num(r.accuracy.max_abs_err if r.accuracy else None, ".2g")))
     if any(a.topk_overlap is not None for a in acc):
         cols.append(Column("top-k", _topk))
     stats = ("p50", "p99") if compact else ("p50", "p90", "p99", "mean", "min", "max")
