@@ -1,0 +1,124 @@
+"""Golden counts and model-level accuracy of the FP8 pipeline on the reference models (onerec-tiny, ksa-tiny)."""
+
+from __future__ import annotations
+
+import collections
+
+import pytest
+import torch
+
+import recfx
+from recfx.models import get_model
+from recfx.passes.quant.lower import FP8_GEMMS
+from recfx.passes.quant.policy import module_stack
+from recfx.passes.quant.state import PLAN
+from recfx.passes.utils import op_histogram
+
+#: The spec's bar for eager-fp8 against fp32 on the tiny reference models (measured: see docs/fp8.md).
+MIN_OUTPUT_COSINE = 0.99
+
+
+def _expected_onerec(cfg) -> int:  # type: ignore[no-untyped-def]
+    """Attention (cross q/o + self q/k/v/o) and FFN / expert linears of every layer, for each of the beam steps."""
+    dense, moe = cfg.n_layers - cfg.n_moe_layers, cfg.n_moe_layers
+    per_step = cfg.n_layers * 6 + dense * 3 + moe * 3 * (cfg.n_experts + cfg.n_shared_experts)
+    return per_step * cfg.levels
+
+
+def _expected_ksa(cfg) -> int:  # type: ignore[no-untyped-def]
+    """q/k/v/o + mlp w1/w2/w3 per layer, plus q/k/v summary projections in the KSA layers."""
+    return sum(7 + (3 if cfg.is_ksa_layer(i) else 0) for i in range(cfg.n_layers))
+
+
+def _compile(name: str) -> tuple[object, torch.nn.Module, recfx.CompiledModule]:
+    spec = get_model(name)
+    model = spec.build()
+    compiled = recfx.compile(model, spec.example_inputs(2), backend="eager-fp8")
+    return spec, model, compiled
+
+
+@pytest.fixture(scope="module")
+def onerec() -> tuple[object, torch.nn.Module, recfx.CompiledModule]:
+    return _compile("onerec-tiny")
+
+
+@pytest.fixture(scope="module")
+def ksa() -> tuple[object, torch.nn.Module, recfx.CompiledModule]:
+    return _compile("ksa-tiny")
+
+
+def _remaining_linear_paths(gm: torch.fx.GraphModule) -> set[str]:
+    return {module_stack(n)[-1][0] for n in gm.graph.nodes if n.target is torch.ops.aten.linear.default}
+
+
+def _non_linear_ops(hist: dict[str, int]) -> dict[str, int]:
+    skip = ("aten.linear", "recfx.fp8_linear", "aten.t.")
+    return {k: v for k, v in hist.items() if not k.startswith(skip)}
+
+
+def test_onerec_golden_counts(onerec) -> None:  # type: ignore[no-untyped-def]
+    spec, model, compiled = onerec
+    gm = compiled.graph_module
+    gemms = [n for n in gm.graph.nodes if n.target in FP8_GEMMS]
+    assert len(gemms) == _expected_onerec(spec.config) == 252
+    kinds = collections.Counter(n.meta[PLAN].kind for n in gemms)
+    assert kinds == {"attention": 6 * 4 * 3, "ffn": 3 * 2 * 3, "expert": 27 * 2 * 3}
+    left = _remaining_linear_paths(gm)  # everything kept in high precision, by kind
+    assert left == {"context.pathways.0", "context.pathways.1", "context.pathways.2", "heads.0", "heads.1",
+                    "heads.2", "layers.2.ffn.router", "layers.3.ffn.router"}
+    float_gm = recfx.compile(model, spec.example_inputs(2), backend="eager").graph_module
+    # embeddings, norms, softmax, attention, top-k and residual adds: the same ops as the float graph
+    assert _non_linear_ops(op_histogram(gm)) == _non_linear_ops(op_histogram(float_gm))
+
+
+def test_ksa_golden_counts(ksa) -> None:  # type: ignore[no-untyped-def]
+    spec, _, compiled = ksa
+    gm = compiled.graph_module
+    assert sum(n.target in FP8_GEMMS for n in gm.graph.nodes) == _expected_ksa(spec.config) == 37
+    assert _remaining_linear_paths(gm) == {"lm_head"}
+    assert op_histogram(gm).get("aten.embedding.default", 0) >= 1
+
+
+def test_onerec_accuracy_on_fresh_requests(onerec) -> None:  # type: ignore[no-untyped-def]
+    spec, model, compiled = onerec
+    report = compiled.report.sections["fp8"]
+    assert report.output_cosine >= MIN_OUTPUT_COSINE
+    fresh = spec.example_inputs(4, seed=7)
+    with torch.inference_mode():
+        items_ref, scores_ref = model(*fresh)
+        items, scores = compiled(*fresh)
+    from recfx.passes.quant.report import topk_overlap
+    from recfx.runtime.numerics import cosine
+
+    cos, overlap = cosine(scores_ref, scores), topk_overlap(items_ref, items)
+    print(f"onerec-tiny eager-fp8 vs fp32 on fresh requests: score cosine {cos:.6f}, top-16 overlap {overlap:.3f}")
+    assert cos >= MIN_OUTPUT_COSINE
+    assert overlap >= 0.5  # random-init weights give flat score distributions: near-ties swap beams
+    assert "top-16 item overlap" in str(compiled.report)
+
+
+def test_ksa_accuracy_on_fresh_tokens(ksa) -> None:  # type: ignore[no-untyped-def]
+    spec, model, compiled = ksa
+    fresh = spec.example_inputs(3, seed=7)
+    with torch.inference_mode():
+        ref, got = model(*fresh), compiled(*fresh)
+    from recfx.runtime.numerics import cosine
+
+    cos = cosine(ref, got)
+    print(f"ksa-tiny eager-fp8 vs fp32 on fresh tokens: logits cosine {cos:.6f}")
+    assert cos >= MIN_OUTPUT_COSINE
+
+
+def test_ksa_auto_exclude_reaches_a_tighter_target(ksa) -> None:  # type: ignore[no-untyped-def]
+    spec, model, compiled = ksa
+    plain = compiled.report.sections["fp8"].output_cosine
+    target = 1 - (1 - plain) / 3
+    tight = recfx.compile(model, spec.example_inputs(2), backend="eager-fp8",
+                          quant=recfx.QuantConfig(auto_exclude=target))
+    report = tight.report.sections["fp8"]
+    print(f"ksa-tiny auto_exclude: plain cosine {plain:.6f}, target {target:.6f}, reached "
+          f"{report.output_cosine:.6f} keeping {len(report.auto_excluded)} of 37 modules in high precision")
+    assert 0 < len(report.auto_excluded) < 37
+    assert report.output_cosine >= target and report.quantized == 37 - len(report.auto_excluded)
+    most_sensitive = {m for m, _ in report.sensitivity[: len(report.auto_excluded)]}
+    assert set(report.auto_excluded) == most_sensitive
