@@ -16,6 +16,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import onnx
 import onnx_ir as ir
 
@@ -59,6 +60,53 @@ def optimize(model: ir.Model, iterations: int = 2) -> None:
                     size_limit=0), common.DeduplicateInitializersPass(), common.CommonSubexpressionEliminationPass(),
                     common.RemoveUnusedNodesPass(), common.RemoveUnusedOpsetsPass()):
         cleanup(model)
+
+
+def _transposed(value: ir.Value, name: str) -> ir.Value:
+    array = value.const_value.numpy()
+    tensor = ir.tensor(np.ascontiguousarray(array.T), dtype=value.const_value.dtype, name=name)
+    return ir.Value(name=name, shape=ir.Shape(tensor.shape), type=ir.TensorType(tensor.dtype), const_value=tensor)
+
+
+def pretranspose_weights(model: ir.Model) -> int:
+    """``W[N, K] -> DequantizeLinear(axis) -> Transpose`` becomes ``W.T[K, N] -> DequantizeLinear(1 - axis)``.
+
+    The GEMM then reads its weight straight from the DequantizeLinear (what TensorRT expects of a pre-quantized
+    weight), with the per-channel axis on the output channel of the ``MatMul``'s B input. Applies to 2-D weight
+    initializers used by nothing else; scales and zero points of blocked Q/DQ are transposed with them.
+
+    Returns:
+        How many weights were transposed.
+    """
+    graph = model.graph
+    done = 0
+    for node in list(graph):
+        if node.op_type != "DequantizeLinear" or node.domain != "" or len(node.outputs[0].uses()) != 1:
+            continue
+        weight = node.inputs[0]
+        user = next(iter(node.outputs[0].uses())).node
+        perm = user.attributes.get("perm")
+        if (user.op_type != "Transpose" or perm is None or list(perm.as_ints()) != [1, 0]
+                or not weight.is_initializer() or weight.const_value is None or len(weight.const_value.shape) != 2
+                or len(weight.uses()) != 1 or user.outputs[0].is_graph_output()):
+            continue
+        blocked = node.attributes.get("block_size") is not None and node.attributes["block_size"].as_int() > 0
+        others = [v for v in node.inputs[1:] if v is not None]
+        if blocked and any(not v.is_initializer() or v.const_value is None or len(v.uses()) != 1 for v in others):
+            continue
+        axis = node.attributes["axis"].as_int() if "axis" in node.attributes else 1
+        for i, value in enumerate(node.inputs):
+            if value is not None and (i == 0 or blocked):
+                new = _transposed(value, f"{value.name}_t")
+                graph.register_initializer(new)
+                node.replace_input_with(i, new)
+                graph.initializers.pop(value.name, None)
+        node.attributes["axis"] = ir.AttrInt64("axis", 1 - axis % 2)
+        node.outputs[0].shape = user.outputs[0].shape
+        user.outputs[0].replace_all_uses_with(node.outputs[0])
+        graph.remove(user, safe=True)
+        done += 1
+    return done
 
 
 def rename_dims(model: ir.Model, mapping: Mapping[str, str]) -> None:
