@@ -109,10 +109,9 @@ def static_shape(node: Any) -> tuple[int, ...] | None:
     val = tensor_meta(node)
     if val is None:
         return None
-    try:
-        return tuple(int(s) for s in val.shape)
-    except (TypeError, RuntimeError):
-        return None
+    if not all(isinstance(s, int) for s in val.shape):
+        return None  # int() of a SymInt would specialise the graph's shape env to the example size
+    return tuple(val.shape)
 
 
 def same_shape(a: Any, b: Any) -> bool:
