@@ -9,6 +9,8 @@ the accumulation order.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -29,12 +31,15 @@ def _rows(x: Tensor) -> Tensor:
     return x.reshape(-1, x.shape[-1])  # (M, K)
 
 
+@functools.lru_cache(maxsize=16)
+def _cuda_fp8(device: torch.device) -> bool:
+    return torch.cuda.get_device_capability(device) >= (8, 9)
+
+
 def _scaled_mm_ok(a: Tensor, b: Tensor) -> bool:
     if a.device.type != "cuda":
         return True
-    if torch.cuda.get_device_capability(a.device) < (8, 9):
-        return False
-    return a.shape[1] % _CUDA_FP8_ALIGN == 0 and b.shape[0] % _CUDA_FP8_ALIGN == 0
+    return _cuda_fp8(a.device) and a.shape[1] % _CUDA_FP8_ALIGN == 0 and b.shape[0] % _CUDA_FP8_ALIGN == 0
 
 
 def scaled_mm(a: Tensor, b: Tensor, scale_a: Tensor, scale_b: Tensor) -> Tensor:
