@@ -96,19 +96,21 @@ def columns(result: BenchResult, compact: bool = False) -> list[Column]:
         cols.append(Column("CUDA graph", lambda r: ("on" if r.cuda_graphs else "off") if r.batch is not None else ""))
     cols.append(Column("compile s", lambda r: _num(r.compile_s, ".1f")))
     if any(a.cosine is not None for a in acc):
-        cols.append(Column("cosine", lambda r: _num(r.accuracy.cosine if r.accuracy else None, ".5f")))
-    if not compact and any(a.max_abs_err is not None for a in acc):
+        cols.append(Column("cosine", lambda r: _num(r.accuracy.cosine if r.accuracy else None, ".6f")))
+    if any(a.max_abs_err is not None for a in acc):
         cols.append(Column("max|err|", lambda r: _num(r.accuracy.max_abs_err if r.accuracy else None, ".2g")))
     if any(a.topk_overlap is not None for a in acc):
         cols.append(Column("top-k", _topk))
     stats = ("p50", "p99") if compact else ("p50", "p90", "p99", "mean", "min", "max")
     cols += [Column(f"{s} ms", _stat(s)) for s in stats]
+    if not compact:
+        cols.append(Column("1st call ms", lambda r: _num(r.first_call_ms, ".0f")))
     if gpu:
         cols.append(Column("GPU p50 ms", _stat("p50", device=True)))
     cols.append(Column("req/s", lambda r: _rate(r.throughput_rps)))
     if not compact and any(r.tokens_per_s is not None for r in rows):
         cols.append(Column("tok/s", lambda r: _rate(r.tokens_per_s)))
-    if any(r.tflops is not None for r in rows):
+    if not compact and any(r.tflops is not None for r in rows):
         cols.append(Column("TFLOP/s", lambda r: _num(r.tflops, ".3g")))
     if not compact and any(r.peak_mem_mb is not None for r in rows):
         cols.append(Column("peak GiB", lambda r: _num(r.peak_mem_mb and r.peak_mem_mb / 1024, ".2f")))
@@ -124,13 +126,16 @@ def title(result: BenchResult) -> str:
     return f"recfx bench: {result.model} on {where}, {result.dtype}, torch {torch_version}"
 
 
-def legend(result: BenchResult) -> str:
-    text = ("latency: wall clock per request batch, synchronous (ms); req/s: pipelined throughput (calls back to "
-            "back); speedup: over the first backend's p50")
+def legend(result: BenchResult, compact: bool = False) -> str:
+    text = ("latency: wall clock per call (a batch of requests), synchronous, ms; req/s: pipelined throughput "
+            "(calls back to back); speedup: over the first backend's p50; top-k: overlap of each request's "
+            "items with the reference's")
+    if not compact:
+        text += "; 1st call: the first call at this shape (includes recompilation or CUDA-graph capture)"
     if any(r.device_ms is not None for r in result.rows):
         text += "; GPU p50: CUDA-event device time"
-    if any(r.tflops is not None for r in result.rows):
-        text += "; TFLOP/s: counted FLOPs / p50"
+    if not compact and any(r.tflops is not None for r in result.rows):
+        text += "; TFLOP/s: counted FLOPs / p50 (GPU time on GPU)"
     return text
 
 
@@ -166,7 +171,7 @@ def print_table(result: BenchResult, console: object, compact: bool = False) -> 
 
     assert isinstance(console, Console)
     cols = columns(result, compact)
-    table = Table(title=escape(title(result)), title_justify="left", caption=escape(legend(result)),
+    table = Table(title=escape(title(result)), title_justify="left", caption=escape(legend(result, compact)),
                   caption_justify="left")
     for col in cols:
         table.add_column(col.header, justify="right" if col.right else "left", no_wrap=col.header == "backend")
@@ -186,6 +191,6 @@ def markdown_table(result: BenchResult, compact: bool = False) -> str:
              "|" + "|".join("---:" if c.right else ":---" for c in cols) + "|"]
     for row in result.rows:
         lines.append("| " + " | ".join(c.cell(row).replace("|", "\\|") for c in cols) + " |")
-    lines += ["", legend(result) + ".", ""]
+    lines += ["", legend(result, compact) + ".", ""]
     lines += [f"- {line}" for line in notes(result)]
     return "\n".join(lines) + "\n"
