@@ -87,7 +87,9 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRes
     variant_list = variants(config.model, config.seqs, config.beams)
     choices = plan_backends(config.backends)
     runnable = [c for c in choices if c.runnable]
-    order = {c.requested: i for i, c in enumerate(choices)}
+    order: dict[str, int] = {}
+    for i, choice in enumerate(choices):
+        order.setdefault(choice.requested, i)
     rows = [BenchRow(c.backend or c.requested, c.requested, "skipped", c.reason) for c in choices if not c.runnable]
     progress.start(len(variant_list) * (len(config.batches) + len(runnable) *
                                         (1 + len(config.batches) * len(graph_modes))))
