@@ -127,9 +127,10 @@ def title(result: BenchResult) -> str:
 
 
 def legend(result: BenchResult, compact: bool = False) -> str:
-    text = ("latency: wall clock per call (a batch of requests), synchronous, ms; req/s: pipelined throughput "
-            "(calls back to back); speedup: over the first backend's p50; top-k: overlap of each request's "
-            "items with the reference's")
+    rate = ("pipelined throughput (calls back to back)" if result.config.get("pipelined", True)
+            else "batch / mean latency (no pipelined measurement)")
+    text = (f"latency: wall clock per call (a batch of requests), synchronous, ms; req/s: {rate}; speedup: over "
+            "the first backend's p50; top-k: overlap of each request's items with the reference's")
     if not compact:
         text += "; 1st call: the first call at this shape (includes recompilation or CUDA-graph capture)"
     if any(r.device_ms is not None for r in result.rows):
