@@ -80,6 +80,7 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRes
         [('eager', 'ok'), ('no-such', 'skipped')]
     """
     progress = progress or _NoProgress()
+    env = environment()  # before the run: its load average says whether something else was running
     device = config.resolved_device()
     dtype_name = config.resolved_dtype(device)
     dtype = parse_dtype(dtype_name)
@@ -106,7 +107,7 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRes
             del references
     rows.sort(key=lambda r: (order[r.requested], r.beam or 0, r.seq or 0, r.batch or 0, r.cuda_graphs))
     return BenchResult(model=config.model, device=str(device), dtype=dtype_name, config=config.to_dict(),
-                       environment=environment(), rows=rows,
+                       environment=env, rows=rows,
                        created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        recfx_version=__version__)
 

@@ -144,7 +144,7 @@ def notes(result: BenchResult) -> list[str]:
     """One line per skipped or failed row with its full reason, and a warning when the machine was busy."""
     out = []
     load, cores = result.environment.get("load_average"), result.environment.get("cpu_count")
-    if load and cores and load[0] > BUSY_LOAD * cores:
+    if result.device == "cpu" and load and cores and load[0] > BUSY_LOAD * cores:
         out.append(f"warning: the machine was busy when the run started (load average {load[0]:.1f} on {cores} "
                    "cores): CPU timings are noisy")
     for row in result.rows:
