@@ -15,6 +15,7 @@ from recfx.bench.results import BenchResult, BenchRow
 from recfx.bench.table import speedups, title
 
 _AXES = ("batch", "seq", "beam")
+_COLORS = [f"C{i}" for i in range(10)]  # matplotlib's default colour cycle
 _AXIS_LABELS = {"batch": "batch (requests per call)", "seq": "sequence length", "beam": "beam width"}
 
 
@@ -52,8 +53,11 @@ def write_plot(result: BenchResult, path: str | Path) -> Path:
     latency: dict[str, list[tuple[int, float]]] = defaultdict(list)
     gain: dict[str, list[tuple[int, float]]] = defaultdict(list)
     dashed = set()
+    backends = list(dict.fromkeys(r.label for _, r in ok))
+    color_of: dict[str, str] = {}  # one colour per backend; its CUDA-graph line is dashed in the same colour
     for i, row in ok:
         name = _series_name(row, axis, varying)
+        color_of[name] = _COLORS[backends.index(row.label) % len(_COLORS)]
         x = getattr(row, axis)
         latency[name].append((x, row.p50_ms or 0.0))
         if i in speed:
@@ -66,10 +70,10 @@ def write_plot(result: BenchResult, path: str | Path) -> Path:
     left, right = fig.subplots(1, 2)
     for name, points in latency.items():
         xs, ys = zip(*sorted(points))
-        left.plot(xs, ys, marker="o", linestyle="--" if name in dashed else "-", label=name)
+        left.plot(xs, ys, marker="o", linestyle="--" if name in dashed else "-", color=color_of[name], label=name)
     for name, points in gain.items():
         xs, ys = zip(*sorted(points))
-        right.plot(xs, ys, marker="o", linestyle="--" if name in dashed else "-", label=name)
+        right.plot(xs, ys, marker="o", linestyle="--" if name in dashed else "-", color=color_of[name], label=name)
     xs_all = {getattr(r, axis) for _, r in ok}
     for ax in (left, right):
         ax.set_xlabel(_AXIS_LABELS[axis])
