@@ -62,21 +62,30 @@ class KSAAttention(nn.Module):
         self.k_norm = RMSNorm(cfg.d_head, cfg.norm_eps)
         self.o_proj = nn.Linear(q_out, cfg.d_model, bias=False)
 
-    def _project(self, x: torch.Tensor, summary: torch.Tensor, text_proj: nn.Linear, name: str) -> torch.Tensor:
+    def _project(self, x: torch.Tensor, summary: torch.Tensor | bool, text_proj: nn.Linear,
+                 name: str) -> torch.Tensor:
+        if isinstance(summary, bool):  # decoding: every position is of one kind
+            return getattr(self, name)(x) if summary and self.ksa else text_proj(x)
         out = text_proj(x)
         if self.ksa:
             out = torch.where(summary[:, None], getattr(self, name)(x), out)  # summary rows use their projection
         return out
 
-    def forward(self, x: torch.Tensor, summary: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                mask: torch.Tensor) -> torch.Tensor:
+    def qkv(self, x: torch.Tensor, summary: torch.Tensor | bool, cos: torch.Tensor,
+            sin: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q (B, L, H, D) and k, v (B, L, Hkv, D), normed and rotated; ``summary`` is (L,) bool or one bool."""
         b, length, _ = x.shape  # (B, L, d)
         cfg = self.cfg
         q = self._project(x, summary, self.q_proj, "q_proj_summary").view(b, length, cfg.n_heads, cfg.d_head)
         k = self._project(x, summary, self.k_proj, "k_proj_summary").view(b, length, cfg.n_kv_heads, cfg.d_head)
         v = self._project(x, summary, self.v_proj, "v_proj_summary").view(b, length, cfg.n_kv_heads, cfg.d_head)
-        q, k = apply_rope(self.q_norm(q), cos, sin), apply_rope(self.k_norm(k), cos, sin)  # (B, L, H, D)
-        out = masked_attention(q, k, v, mask, cfg.d_head**-0.5)  # (B, L, H, D)
+        return apply_rope(self.q_norm(q), cos, sin), apply_rope(self.k_norm(k), cos, sin), v
+
+    def forward(self, x: torch.Tensor, summary: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                mask: torch.Tensor) -> torch.Tensor:
+        b, length, _ = x.shape  # (B, L, d)
+        q, k, v = self.qkv(x, summary, cos, sin)  # (B, L, H, D)
+        out = masked_attention(q, k, v, mask, self.cfg.d_head**-0.5)  # (B, L, H, D)
         return self.o_proj(out.reshape(b, length, -1))
 
 
@@ -128,6 +137,12 @@ class KSAModel(nn.Module):
         for i, layer in enumerate(self.layers):
             x = layer(x, summary, cos, sin, ksa if cfg.is_ksa_layer(i) else full)
         return x
+
+    def generate(self, prompt: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
+        """Greedy decoding with the O(n/k + W*k) KSA cache: (B, n) -> (B, n + max_new_tokens); see ksa_generate."""
+        from recfx.models.ksa_generate import generate
+
+        return generate(self, prompt, max_new_tokens)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         cfg = self.cfg

@@ -1,0 +1,38 @@
+"""The Triton decode kernel (split-K over one cache slice) vs float64 (TRITON_INTERPRET=1 on the CPU)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+
+from recfx.kernels.ksa_decode import decode_attention, reference
+
+FP16_ATOL = 2e-3
+
+
+@pytest.mark.parametrize(("batch", "heads", "kv_heads", "keys", "head_dim", "splits"), [
+    (1, 4, 4, 1, 16, None),  # one key
+    (2, 4, 1, 77, 16, None),  # GQA 4, keys not a multiple of the tile
+    (1, 8, 2, 300, 32, 3),  # splits rounded to 4; some splits shorter
+    (2, 2, 2, 130, 24, 8),  # head dim not a power of two; an empty split
+])
+def test_decode_matches_reference(batch: int, heads: int, kv_heads: int, keys: int, head_dim: int,
+                                  splits: int | None) -> None:
+    buf = torch.randn(2, batch, keys + 9, kv_heads, head_dim).half()
+    k, v = buf[0, :, 5:5 + keys], buf[1, :, 5:5 + keys]  # a strided slice of a cache buffer, like the KSA cache's
+    q = torch.randn(batch, heads, head_dim).half()
+    out = decode_attention(q, k, v, head_dim**-0.5, splits)
+    ref = reference(q.double(), k.double(), v.double(), head_dim**-0.5)
+    assert out.shape == (batch, heads, head_dim) and torch.isfinite(out).all()
+    assert (out.double() - ref).abs().max() < FP16_ATOL
+
+
+def test_decode_rejects_bad_shapes() -> None:
+    q = torch.randn(1, 3, 16).half()
+    kv = torch.randn(1, 10, 2, 16).half()
+    with pytest.raises(ValueError, match="multiple of Hkv"):
+        decode_attention(q, kv, kv, 0.25)
+    with pytest.raises(ValueError, match="at least one key"):
+        decode_attention(torch.randn(1, 2, 16).half(), kv[:, :0], kv[:, :0], 0.25)
