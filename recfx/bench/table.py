@@ -9,6 +9,7 @@ from collections.abc import Callable
 from recfx.bench.results import BenchResult, BenchRow
 
 BUSY_LOAD = 0.5  # load average per core above which the notes warn that timings are noisy
+NOTE_CHARS = 400  # longest reason printed under the table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -151,8 +152,17 @@ def notes(result: BenchResult) -> list[str]:
         if row.status != "ok":
             where = f" at batch {_shape(row)}" if row.batch is not None else ""
             graph = " with CUDA graph" if row.cuda_graphs else ""
-            out.append(f"{row.status} {row.label}{where}{graph}: {row.reason}")
+            out.append(f"{row.status} {row.label}{where}{graph}: {_short(row.reason)}")
     return out
+
+
+def _short(reason: str, limit: int = NOTE_CHARS) -> str:
+    """The first line of a reason, cut at ``limit`` characters (the JSON keeps the whole text)."""
+    lines = reason.strip().splitlines() or [""]
+    text = lines[0]
+    if len(text) > limit or len(lines) > 1:
+        text = text[:limit].rstrip() + " ... (full text in the JSON result)"
+    return text
 
 
 def render_table(result: BenchResult, compact: bool = False, width: int = 200) -> str:

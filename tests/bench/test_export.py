@@ -65,3 +65,12 @@ def test_plot_is_written_for_seq_sweeps_and_for_nothing(dlrm_result, tmp_path):
     nothing = copy.deepcopy(dlrm_result)
     nothing.rows = [r for r in nothing.rows if r.status != "ok"]
     assert write_plot(nothing, tmp_path / "none.png").stat().st_size > 5_000
+
+
+def test_long_errors_are_cut_in_the_notes_but_kept_in_json(dlrm_result):
+    result = copy.deepcopy(dlrm_result)
+    reason = "RuntimeError: " + "x" * 1000 + "\nTraceback line 2"
+    result.rows.append(BenchRow("eager", "eager", "failed", reason, batch=64))
+    text = render_table(result, width=3000)
+    assert "full text in the JSON result" in text and "Traceback line 2" not in text
+    assert result.to_dict()["rows"][-1]["reason"] == reason
