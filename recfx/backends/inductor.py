@@ -41,4 +41,26 @@ class InductorBackend(Backend):
         if unknown:
             raise ValueError(f"unknown inductor backend_options {unknown}; allowed: {list(_INDUCTOR_OPTIONS)}")
         dynamic = options.pop("dynamic", bool(ctx.extras.get("dynamic_dims")))
-        return torch.compile(gm, backend="inductor", dynamic=dynamic, **options)
+        compiled = torch.compile(gm, backend="inductor", dynamic=dynamic, **options)
+        if dynamic:
+            _warm_up_dynamic(compiled, ctx)
+        return compiled
+
+
+def _warm_up_dynamic(compiled: Callable[..., Any], ctx: PassContext) -> None:
+    """Compile once on copies of the example inputs with their dynamic dims marked.
+
+    ``torch.compile(dynamic=True)`` alone still specialises the first call's sizes for a graph module from
+    ``torch.export``, so every new batch size would recompile. Sizes 0 and 1 are still specialised by torch
+    (one more compile the first time a batch of 1 arrives).
+    """
+    captured = ctx.extras.get("captured")
+    if captured is None:
+        return
+    args = [x.clone() for x in ctx.example_inputs]
+    for spec, x in zip(captured.input_specs, args):
+        for d, size in enumerate(spec.shape):
+            if isinstance(size, str):
+                torch._dynamo.mark_dynamic(x, d)
+    with torch.inference_mode():
+        compiled(*args)
