@@ -54,6 +54,7 @@ def infer_ksa_params(allowed: torch.Tensor) -> Inferred | None:
     """
     if allowed.dim() != 2 or allowed.shape[0] != allowed.shape[1] or allowed.dtype != torch.bool:
         return None
+    allowed = allowed.cpu()  # a folded constant lives where the model does (a CUDA graph's mask is on the GPU)
     length = allowed.shape[0]
     if torch.triu(allowed, 1).any() or not allowed.diagonal().all():
         return None
@@ -178,7 +179,8 @@ class MaskEvaluator:
                          for d in meta.shape]
                 env[n] = torch.zeros(shape, dtype=meta.dtype)
             elif n.op == "get_attr":
-                env[n] = fetch_attr(self.gm, str(n.target))
+                value = fetch_attr(self.gm, str(n.target))
+                env[n] = value.cpu() if isinstance(value, torch.Tensor) else value
             elif n.op == "call_function" and not (is_impure(n) and n.target is not torch.ops.aten.sym_size.int):
                 args, kwargs = torch.fx.node.map_arg((n.args, n.kwargs), lambda a: env[a])
                 kwargs = dict(kwargs) | ({"device": "cpu"} if "device" in kwargs else {})
