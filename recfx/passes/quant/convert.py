@@ -69,14 +69,15 @@ class _Builder:
             self.weights[key] = dq
         return self.weights[key]
 
-    def activation(self, x: Node, linear: Node, plan: LayerPlan, dtype: torch.dtype) -> Node:
+    def activation(self, x: Node, linear: Node, plan: LayerPlan, dtype: torch.dtype, device: torch.device) -> Node:
         key = (x, plan.activation, plan.block_size, plan.x_amax)
         if key in self.activations:
             return self.activations[key]
         graph = self.gm.graph
         if plan.activation == "static_per_tensor":
             assert plan.x_amax is not None, f"{plan.name}: static layer without a calibrated amax"
-            s = self._attr(f"{plan.name}_input_scale", scale_from_amax(torch.tensor(plan.x_amax)), linear)
+            scale = scale_from_amax(torch.tensor(plan.x_amax)).to(device)  # on the weights' device
+            s = self._attr(f"{plan.name}_input_scale", scale, linear)
             with graph.inserting_before(linear):
                 q = graph.call_function(ops.quantize_fp8.default, (x, s))
                 dq = graph.call_function(ops.dequantize_fp8.default, (q, s, dtype))
@@ -151,8 +152,9 @@ class Fp8Convert:
         for node, plan in todo:
             x = node.args[0]
             dtype = tensor_meta(x).dtype
+            device = fetch_attr(gm, str(node.args[1].target)).device
             dq_w = build.weight(node, plan, dtype)
-            dq_x = build.activation(x, node, plan, dtype)
+            dq_x = build.activation(x, node, plan, dtype, device)
             node.args = (dq_x, dq_w, *node.args[2:])
             node.meta[PLAN] = plan
         gm.graph.eliminate_dead_code(is_impure_node=is_impure)

@@ -61,3 +61,14 @@ def test_pipeline_checks_options_before_running() -> None:
         fp8_pipeline(PassContext(extras={"calibration": []}))
     with pytest.raises(TypeError, match="must be a recfx.QuantConfig"):
         fp8_pipeline(PassContext(extras={"quant": {"weight": "per_tensor"}}))
+
+
+def test_docstring_examples_run() -> None:
+    import recfx.analysis.stats
+    import recfx.passes.quant
+    import recfx.passes.quant.config
+    import recfx.passes.quant.report
+    from recfx.ops.fp8_testing import run_examples
+
+    for module in (recfx.passes.quant.config, recfx.passes.quant.report, recfx.passes.quant, recfx.analysis.stats):
+        run_examples([], module)
