@@ -258,7 +258,7 @@ def decode_section(args: argparse.Namespace) -> list[dict[str, Any]]:
 def model_section(args: argparse.Namespace) -> dict[str, Any]:
     """ksa-tiny in bf16 on the GPU: recfx.compile (eager and inductor run the fused op), and generate()."""
     import recfx
-    from recfx.models import get_model
+    from recfx.models import KSAModel, get_model
     from recfx.models.ksa_generate import KSADecoder
 
     spec = get_model("ksa-tiny")
@@ -281,6 +281,7 @@ def model_section(args: argparse.Namespace) -> dict[str, Any]:
         log(f"model {backend} {out[backend]}")
     prompt, steps = torch.randint(0, spec.config.vocab, (2, 101), device="cuda"), 40
     tokens = torch.cat([prompt, torch.randint(0, spec.config.vocab, (2, steps), device="cuda")], dim=1)
+    assert isinstance(model, KSAModel)
     dec = KSADecoder(model, 2, prompt.shape[1] + steps)
     logits = [dec.prefill(prompt)] + [dec.step(tokens[:, prompt.shape[1] + i]) for i in range(steps - 1)]
     errs, agree = [], []

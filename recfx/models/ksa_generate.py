@@ -11,12 +11,14 @@ Limits: the full (text-causal) layers keep every text token and their prefill us
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 
 import recfx.ops.ksa  # noqa: F401  (defines recfx::ksa_attention)
 from recfx.models import ksa_mask as layout
 from recfx.models.common import masked_attention, rope_angles
-from recfx.models.ksa import KSAModel
+from recfx.models.ksa import KSABlock, KSAModel
 from recfx.runtime.ksa_cache import (
     KSACacheLayout,
     KSALayerCache,
@@ -48,6 +50,7 @@ class KSADecoder:
         if batch < 1 or capacity < 1:
             raise ValueError(f"batch and capacity must be >= 1, got {batch} and {capacity}")
         self.model, self.cfg = model, model.cfg
+        self.layers = cast(list[KSABlock], list(model.layers))
         cfg = model.cfg
         weight = model.embed.weight
         shape = (batch, cfg.n_kv_heads, cfg.d_head, weight.dtype, weight.device)
@@ -76,7 +79,7 @@ class KSADecoder:
         summary = layout.is_summary(length, cfg.chunk, cfg.summaries, device)
         cos, sin = rope_angles(layout.positions(length, cfg.chunk, cfg.summaries, device), cfg.d_head,
                                cfg.rope_theta)
-        for i, (layer, cache) in enumerate(zip(model.layers, self.caches)):
+        for i, (layer, cache) in enumerate(zip(self.layers, self.caches)):
             q, k, v = layer.attn.qkv(layer.attn_norm(x), summary, cos, sin)  # (B, L, H|Hkv, D)
             if cfg.is_ksa_layer(i):
                 out = torch.ops.recfx.ksa_attention(q, k, v, cfg.chunk, cfg.summaries, cfg.window, self.scale)[0]
@@ -95,7 +98,7 @@ class KSADecoder:
         model, cfg = self.model, self.cfg
         x = model.embed(token)[:, None]  # (B, 1, d)
         cos, sin = rope_angles(torch.tensor([self.n], device=x.device), cfg.d_head, cfg.rope_theta)
-        for layer, cache in zip(model.layers, self.caches):
+        for layer, cache in zip(self.layers, self.caches):
             q, k, v = layer.attn.qkv(layer.attn_norm(x), False, cos, sin)  # (B, 1, H|Hkv, D)
             lo, hi = cache.append_text(k[:, 0], v[:, 0])
             out = decode_attend(q[:, 0], cache.k[:, lo:hi], cache.v[:, lo:hi], self.scale)  # (B, H, D)
@@ -116,7 +119,7 @@ class KSADecoder:
         cos, sin = rope_angles(positions, cfg.d_head, cfg.rope_theta)
         b = self.caches[0].kv.shape[1]
         x = weight[None].expand(b, cfg.summaries, weight.shape[1])  # (B, S, d)
-        for layer, cache in zip(model.layers, self.caches):
+        for layer, cache in zip(self.layers, self.caches):
             q, k, v = layer.attn.qkv(layer.attn_norm(x), True, cos, sin)  # (B, S, H|Hkv, D)
             outs = []
             for j in range(cfg.summaries):
@@ -126,7 +129,7 @@ class KSADecoder:
             x = self._block_rest(layer, x, torch.stack(outs, 1))
 
     @staticmethod
-    def _block_rest(layer: torch.nn.Module, x: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
+    def _block_rest(layer: KSABlock, x: torch.Tensor, attn_out: torch.Tensor) -> torch.Tensor:
         """The rest of a KSABlock after attention: o_proj + residual, then the MLP; attn_out (B, T, H, D)."""
         b, t = attn_out.shape[:2]
         x = x + layer.attn.o_proj(attn_out.reshape(b, t, -1))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Any
+from typing import Any, cast
 
 import sympy
 import torch
@@ -130,14 +130,15 @@ class MaskEvaluator:
         val = tensor_meta(node)
         if val is None or val.dim() < 2:
             return None
-        symbols = sorted({s for d in val.shape[-2:] if isinstance(d, torch.SymInt) for s in d.node.expr.free_symbols},
-                         key=str)
+        dims = [cast(torch.SymInt, d) for d in val.shape[-2:] if isinstance(d, torch.SymInt)]
+        symbols = sorted({s for d in dims for s in d.node.expr.free_symbols}, key=str)
         if not symbols:
             return None  # a static mask that was not folded: nothing to vary
-        shape_env = val.shape[-1].node.shape_env
+        length = cast(torch.SymInt, val.shape[-1])
+        shape_env = length.node.shape_env
         seen: list[torch.Tensor] = []
         exact: KSAParams | None = None
-        for value in _trial_values(shape_env, symbols, val.shape[-1].node.expr):
+        for value in _trial_values(shape_env, symbols, length.node.expr):
             mask = self._evaluate(node, dict.fromkeys(symbols, value), shape_env)
             allowed = allowed_from(mask, polarity) if mask is not None else None
             if allowed is None:
