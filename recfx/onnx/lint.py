@@ -160,9 +160,12 @@ class GraphIndex:
                 return vi.type.tensor_type.elem_type
         node = self.producer.get(name)
         if node is not None and node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    return attr.t.data_type
+            for a in node.attribute:
+                if a.name == "value":
+                    return a.t.data_type
+        if node is not None and node.op_type == "QuantizeLinear":
+            zp = node.input[2] if len(node.input) > 2 and node.input[2] else None
+            return self.elem_type(zp) if zp else attr(node, "output_dtype", 0) or onnx.TensorProto.UINT8
         return None
 
     def source(self, name: str) -> tuple[str, list[onnx.NodeProto]]:

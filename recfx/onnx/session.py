@@ -32,6 +32,11 @@ _NUMPY_TYPES = {torch.float32: np.float32, torch.float16: np.float16, torch.floa
                 torch.int64: np.int64, torch.int32: np.int32, torch.int8: np.int8, torch.uint8: np.uint8,
                 torch.bool: np.bool_}
 
+#: ONNX Runtime graph rewrites that are wrong for FP8: ``ReluQuantRewrite`` drops a Relu in front of a
+#: QuantizeLinear whose zero point is 0, which clamps negatives for uint8 but not for signed FLOAT8E4M3FN (seen with
+#: onnxruntime 1.32 on CPU: dlrm-small with static FP8 activations lost every Relu before a Q).
+DISABLED_OPTIMIZERS = ("ReluQuantRewrite",)
+
 _SESSIONS: dict[tuple[str, tuple[str, ...]], Any] = {}
 _LOCK = threading.Lock()
 
@@ -75,7 +80,8 @@ def session_for(path: str | Path, providers: Sequence[str], key: str | None = No
         if session is None:
             options = ort.SessionOptions()
             options.log_severity_level = 3  # errors only
-            session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers))
+            session = ort.InferenceSession(str(path), sess_options=options, providers=list(providers),
+                                           disabled_optimizers=list(DISABLED_OPTIMIZERS))
             _SESSIONS[cache_key] = session
             log.info("ONNX Runtime session for %s on %s", path, session.get_providers())
     return session
