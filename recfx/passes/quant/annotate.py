@@ -11,7 +11,7 @@ from torch.fx import GraphModule, Node
 
 from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.quant.policy import classify, decide, linear_nodes, unmatched_rules
-from recfx.passes.quant.state import PLAN, Fp8State, LayerPlan, plans
+from recfx.passes.quant.state import PLAN, Fp8State, LayerPlan, node_arg, plans
 from recfx.passes.utils import tensor_meta
 
 log = logging.getLogger(__name__)
@@ -55,7 +55,7 @@ def _check_dtype(node: Node, name: str) -> None:
 
 @register_pass("fp8_annotate", stage="quantize",
                postcondition=lambda gm: [f"{n.name}: annotated but its weight is not a get_attr"
-                                         for n, _ in plans(gm) if n.args[1].op != "get_attr"])
+                                         for n, _ in plans(gm) if node_arg(n, 1).op != "get_attr"])
 class Fp8Annotate:
     """Every linear the policy quantizes carries a LayerPlan in node.meta["recfx_fp8"]; no other node does."""
 

@@ -20,7 +20,14 @@ from torch.fx import GraphModule, Node
 
 from recfx.ops.fp8 import quantize_weight, scale_from_amax
 from recfx.passes.base import PassContext, PassResult, register_pass
-from recfx.passes.quant.state import BUFFER_PREFIX, PLAN, LayerPlan, observers, plans
+from recfx.passes.quant.state import (
+    BUFFER_PREFIX,
+    PLAN,
+    LayerPlan,
+    node_arg,
+    observers,
+    plans,
+)
 from recfx.passes.utils import fetch_attr, fill_meta, finish, is_impure, tensor_meta
 
 log = logging.getLogger(__name__)
@@ -52,7 +59,7 @@ class _Builder:
             return self.gm.graph.get_attr(name)
 
     def weight(self, linear: Node, plan: LayerPlan, dtype: torch.dtype) -> Node:
-        w_node = linear.args[1]
+        w_node = node_arg(linear, 1)
         key = (w_node.target, plan.weight, plan.block_size, dtype)
         if key not in self.weights:
             w = fetch_attr(self.gm, str(w_node.target))
@@ -146,13 +153,14 @@ class Fp8Convert:
 
     def __call__(self, gm: GraphModule) -> PassResult:
         todo = plans(gm)
-        float_weights = {str(n.args[1].target) for n, _ in todo}
+        float_weights = {str(node_arg(n, 1).target) for n, _ in todo}
         remove_observers(gm)
         build = _Builder(gm)
         for node, plan in todo:
-            x = node.args[0]
-            dtype = tensor_meta(x).dtype
-            device = fetch_attr(gm, str(node.args[1].target)).device
+            x = node_arg(node, 0)
+            x_val = tensor_meta(x)
+            assert x_val is not None, f"{node.name}: activation without metadata"
+            dtype, device = x_val.dtype, fetch_attr(gm, str(node_arg(node, 1).target)).device
             dq_w = build.weight(node, plan, dtype)
             dq_x = build.activation(x, node, plan, dtype, device)
             node.args = (dq_x, dq_w, *node.args[2:])

@@ -27,6 +27,7 @@ from recfx.passes.quant.state import (
     Fp8State,
     LayerPlan,
     LayerResult,
+    node_arg,
     observers,
     plans,
 )
@@ -87,15 +88,16 @@ def build_probe(gm: GraphModule) -> tuple[GraphModule, dict[str, _Probe]]:
     weights: dict[tuple[str, str, int], tuple[torch.Tensor, torch.Tensor]] = {}  # one FP8 copy per module
     for old, new in env.items():
         if old.op == "call_module" and old.target in obs:
-            new.replace_all_uses_with(new.args[0])
+            new.replace_all_uses_with(node_arg(new, 0))
             graph.erase_node(new)
         elif PLAN in old.meta:
             plan: LayerPlan = old.meta[PLAN]
             bias_node = old.args[2] if len(old.args) > 2 else None
             bias = fetch_attr(gm, str(bias_node.target)) if isinstance(bias_node, Node) else None
             key = f"_fp8_probe_{len(probes)}"
-            weight = fetch_attr(gm, str(old.args[1].target))
-            wkey = (str(old.args[1].target), plan.weight, plan.block_size)
+            target = str(node_arg(old, 1).target)
+            weight = fetch_attr(gm, target)
+            wkey = (target, plan.weight, plan.block_size)
             if wkey not in weights:
                 weights[wkey] = quantize_weight(weight, plan.weight, plan.block_size)
             probes[plan.name] = modules[key] = _Probe(plan, weight, bias, weights[wkey])
@@ -172,7 +174,7 @@ class Fp8Evaluate:
         obs = observers(gm)
         weight_stats: dict[str, Any] = {}
         for node, plan in todo:
-            target = str(node.args[1].target)
+            target = str(node_arg(node, 1).target)
             if target not in weight_stats:
                 weight_stats[target] = tensor_stats(fetch_attr(gm, target))
             x_scale = float(scale_from_amax(torch.tensor(plan.x_amax))) if plan.static else None

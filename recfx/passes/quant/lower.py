@@ -52,7 +52,8 @@ class Fp8LinearMatch:
 def _split(node: Any) -> tuple[Node, int] | None:
     """``getitem(t, i)`` -> (t, i)."""
     if isinstance(node, Node) and node.op == "call_function" and node.target is operator.getitem:
-        return node.args[0], int(node.args[1])
+        t, i = node.args
+        return (t, int(i)) if isinstance(t, Node) and isinstance(i, int) else None
     return None
 
 
@@ -62,16 +63,23 @@ def _activation(dq: Any) -> tuple[Node, Node | None, int | None, str] | None:
         return None
     q, s = dq.args[0], dq.args[1]
     if isinstance(q, Node) and q.target is ops.quantize_fp8.default and dq.target is ops.dequantize_fp8.default:
-        return (q.args[0], s, None, "static") if q.args[1] is s and s.op == "get_attr" else None
+        x = q.args[0]
+        static = isinstance(x, Node) and isinstance(s, Node) and q.args[1] is s and s.op == "get_attr"
+        return (x, s, None, "static") if static else None  # type: ignore[return-value]
     pq, ps = _split(q), _split(s)
     if pq is None or ps is None or pq[0] is not ps[0] or (pq[1], ps[1]) != (0, 1):
         return None
     t = pq[0]
+    x = t.args[0]
+    if not isinstance(x, Node):
+        return None
     if t.target is ops.quantize_fp8_per_token.default and dq.target is ops.dequantize_fp8.default:
-        return t.args[0], None, None, "per_token"
+        return x, None, None, "per_token"
     if t.target is ops.quantize_fp8_groups.default and dq.target is ops.dequantize_fp8_blocks.default:
-        group = int(t.args[1])
-        return (t.args[0], None, group, "groups") if list(dq.args[2]) == [group] else None
+        group = t.args[1]
+        blocks = dq.args[2]
+        ok = isinstance(group, int) and isinstance(blocks, (list, tuple)) and list(blocks) == [group]
+        return (x, None, group, "groups") if ok else None  # type: ignore[return-value]
     return None
 
 
@@ -87,11 +95,12 @@ def match_fp8_linear(linear: Node) -> Fp8LinearMatch | None:
     w_q, w_s = w_dq.args[0], w_dq.args[1]
     if not (isinstance(w_q, Node) and w_q.op == "get_attr" and isinstance(w_s, Node) and w_s.op == "get_attr"):
         return None
-    out = tensor_meta(linear)
-    if out is None or tensor_meta(x) is None or out.dtype != tensor_meta(x).dtype:
+    out, x_val = tensor_meta(linear), tensor_meta(x)
+    if out is None or x_val is None or out.dtype != x_val.dtype:
         return None
     blocks = w_dq.target is ops.dequantize_fp8_blocks.default
-    if blocks != (group is not None) or (blocks and list(w_dq.args[2]) != [group, group]):
+    w_blocks = w_dq.args[2] if blocks else None
+    if blocks != (group is not None) or (blocks and list(w_blocks) != [group, group]):  # type: ignore[arg-type]
         return None
     bias = linear.args[2] if len(linear.args) > 2 else linear.kwargs.get("bias")
     return Fp8LinearMatch(linear, x, w_q, w_s, bias, x_scale, group)

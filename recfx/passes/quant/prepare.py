@@ -10,6 +10,7 @@ from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.quant.state import (
     OBSERVER_PREFIX,
     ActivationObserver,
+    node_arg,
     observers,
     plans,
 )
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 def _unobserved(gm: GraphModule) -> list[str]:
     obs = observers(gm)
     return [f"{n.name}: activation input is not an observer" for n, _ in plans(gm)
-            if not (n.args[0].op == "call_module" and n.args[0].target in obs)]
+            if not (node_arg(n, 0).op == "call_module" and node_arg(n, 0).target in obs)]
 
 
 @register_pass("fp8_prepare", stage="quantize", postcondition=_unobserved)
@@ -34,7 +35,7 @@ class Fp8Prepare:
     def __call__(self, gm: GraphModule) -> PassResult:
         by_input: dict[Node, list[Node]] = {}
         for node, _ in plans(gm):
-            by_input.setdefault(node.args[0], []).append(node)
+            by_input.setdefault(node_arg(node, 0), []).append(node)
         for i, (x, linears) in enumerate(by_input.items()):
             name = f"{OBSERVER_PREFIX}{i}"
             gm.add_submodule(name, ActivationObserver([n.meta["recfx_fp8"].name for n in linears]))

@@ -174,8 +174,8 @@ class Fp8Report:
         if self.auto_exclude_cosine is not None:
             console.print(f"auto_exclude (target cosine {c['auto_exclude']}): kept {len(self.auto_excluded)} "
                           f"module(s) in high precision {self.auto_excluded} -> cosine {self.auto_exclude_cosine:.6f}")
-        for w in self.warnings:
-            console.print(f"warning: {w}")
+        for text in self.warnings:
+            console.print(f"warning: {text}")
         return buf.getvalue()
 
     def __str__(self) -> str:

@@ -135,6 +135,13 @@ def resolve_config(quant: Any) -> QuantConfig:
     return quant
 
 
+def node_arg(node: Node, i: int) -> Node:
+    """``node.args[i]``, which must be a graph node (the activation and weight of a linear always are)."""
+    a = node.args[i]
+    assert isinstance(a, Node), f"{node.name}: argument {i} is {a!r}, expected a graph node"
+    return a
+
+
 def plans(gm: GraphModule) -> list[tuple[Node, LayerPlan]]:
     """The annotated linear nodes with their plans, in graph order."""
     return [(n, n.meta[PLAN]) for n in gm.graph.nodes if PLAN in n.meta]
