@@ -9,7 +9,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from recfx.passes.base import PassResult, register_pass
-from recfx.passes.utils import fetch_attr, finish, is_impure
+from recfx.passes.utils import fetch_attr, finish, is_impure, mutated_values
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +50,14 @@ def _input_numel(node: Node, values: dict[Node, Any]) -> int:
 
 @register_pass("constant_folding", stage="canonicalize")
 def constant_folding(gm: GraphModule) -> PassResult:
-    """No pure node computes only from constants (except views of parameters and anything through recfx ops)."""
+    """No pure node computes only from constants (except views of parameters, anything through recfx ops, and
+    values written in place)."""
     constant: set[Node] = set()
     values: dict[Node, Any] = {}
+    mutated = mutated_values(gm)  # written in place later: their value at fold time would be wrong
     for node in gm.graph.nodes:
+        if node in mutated:
+            continue
         if node.op == "get_attr":
             constant.add(node)
             values[node] = fetch_attr(gm, str(node.target))

@@ -9,7 +9,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from recfx.passes.base import PassResult, register_pass
-from recfx.passes.utils import finish, is_impure
+from recfx.passes.utils import finish, is_impure, mutated_values
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +31,16 @@ def _key(value: Any) -> Any:
 
 @register_pass("cse", stage="canonicalize")
 def common_subexpression_elimination(gm: GraphModule) -> PassResult:
-    """No two pure nodes compute the same op on the same inputs (the later one is replaced by the earlier)."""
+    """No two pure nodes compute the same op on the same inputs (the later one is replaced by the earlier).
+
+    Values written in place (and their aliases) are left alone.
+    """
     seen: dict[Any, Node] = {}
     replaced = 0
+    mutated = mutated_values(gm)
     for node in list(gm.graph.nodes):
+        if node in mutated or any(i in mutated for i in node.all_input_nodes):
+            continue  # a value written in place: identical-looking reads may see different contents
         if node.op == "get_attr":
             key: Any = ("get_attr", node.target)
         elif node.op == "call_function" and not is_impure(node):

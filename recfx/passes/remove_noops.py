@@ -9,7 +9,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from recfx.passes.base import PassResult, register_pass
-from recfx.passes.utils import finish, same_shape, static_shape, tensor_meta
+from recfx.passes.utils import finish, mutated_values, same_shape, static_shape, tensor_meta
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -125,10 +125,13 @@ def _returns_input_alias(node: Node) -> bool:
 def remove_noops(gm: GraphModule) -> PassResult:
     """No eval-mode dropout, alias, redundant clone/contiguous/copy, identity view/slice/permute or x*1, x+0 remains."""
     removed = 0
+    mutated = mutated_values(gm)
     for node in list(gm.graph.nodes):
         rule = NOOP_RULES.get(node.target) if node.op == "call_function" else None
         if rule is None or not node.args or not isinstance(node.args[0], Node):
             continue
+        if node in mutated or node.args[0] in mutated:
+            continue  # a copy of a value written in place is not a no-op
         if not rule(node) or _returns_input_alias(node):
             continue
         node.replace_all_uses_with(node.args[0])

@@ -48,6 +48,42 @@ def is_impure(node: Node) -> bool:
     return any(k in name for k in _IMPURE_NAMES)
 
 
+def _returns_alias(node: Node) -> bool:
+    target = node.target
+    if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
+        return False
+    return any(r.alias_info is not None for r in target._schema.returns)
+
+
+def alias_root(node: Node) -> Node:
+    """The node owning the storage ``node`` views (walking up through views and in-place ops' returns)."""
+    while _returns_alias(node) and node.args and isinstance(node.args[0], Node):
+        node = node.args[0]
+    return node
+
+
+def mutated_values(gm: GraphModule) -> set[Node]:
+    """Nodes whose tensor is written in place somewhere in the graph, with every alias of that storage.
+
+    The captured (pre-dispatch) IR keeps in-place ops such as ``copy_`` / ``fill_`` / ``index_put_``. Passes must not
+    merge, fold or drop copies of these values: a read before the write and one after compute different things.
+    """
+    roots: set[Node] = set()
+    for node in gm.graph.nodes:
+        target = node.target
+        if node.op != "call_function" or not isinstance(target, torch._ops.OpOverload):
+            continue
+        if not target._schema.is_mutable:
+            continue
+        for i, arg in enumerate(target._schema.arguments):
+            value = node.args[i] if i < len(node.args) else node.kwargs.get(arg.name)
+            if arg.alias_info is not None and arg.alias_info.is_write and isinstance(value, Node):
+                roots.add(alias_root(value))
+    if not roots:
+        return set()
+    return {n for n in gm.graph.nodes if alias_root(n) in roots}
+
+
 def fake_mode_of(gm: GraphModule) -> Any:
     """The FakeTensorMode the graph's ``meta['val']`` tensors belong to (None when the graph has no metadata)."""
     vals = [n.meta["val"] for n in gm.graph.nodes if "val" in n.meta]
