@@ -11,6 +11,7 @@ from recfx._version import __version__
 from recfx.api import compile
 from recfx.compile_config import CompileConfig
 from recfx.errors import BackendUnavailableError, CaptureError, PassError, RecfxError, UnknownKeyError
+from recfx.onnx import export_onnx  # noqa: F401  (ONNX export: recfx/onnx)
 from recfx.passes import Placement, register_pass
 from recfx.passes.quant import QuantConfig, QuantRule  # noqa: F401  (FP8 quantization settings)
 from recfx.runtime import CompiledModule, CompileReport
