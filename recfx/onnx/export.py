@@ -132,7 +132,7 @@ def export_onnx(model_or_compiled: torch.nn.Module, example_inputs: Sequence[tor
     t0 = time.perf_counter()
     model = onnx_model(gm, inputs, compiled.input_specs, compiled.output_specs, config)
     plugins = translate.plugin_ops(gm, config.ksa_as_ops)
-    metadata = build_metadata(model=name, backend=compiled.backend, fp8=fp8, quant=quant or _quant_of(compiled),
+    metadata = build_metadata(model=name, backend=compiled.backend, fp8=fp8, quant=_quant_of(compiled) or quant,
                               calibration=calib, export_config=config, plugins=plugins,
                               inputs=compiled.input_specs, outputs=compiled.output_specs)
     model.metadata_props.update(metadata)

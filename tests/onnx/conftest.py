@@ -61,3 +61,34 @@ class ModelCache:
 @pytest.fixture(scope="session")
 def models(tmp_path_factory: pytest.TempPathFactory) -> ModelCache:
     return ModelCache(tmp_path_factory.mktemp("onnx_models"))
+
+
+def _export_module(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path: Path,
+                   config: OnnxExportConfig | None = None, dynamic_dims: dict[str, dict[int, str]] | None = None
+                   ) -> tuple[Any, Any, dict[str, int]]:
+    """Capture ``module`` (no compile passes), export it, and open it on ONNX Runtime when it has no plugin node.
+
+    Returns:
+        (lint report, OrtRunner or None, op histogram).
+    """
+    from recfx.frontend import capture
+    from recfx.onnx import onnx_model
+    from recfx.onnx.session import OrtRunner
+    from recfx.onnx.write import write_model
+
+    config = config or OnnxExportConfig()
+    captured = capture(module.eval(), inputs, dynamic_dims=dynamic_dims)
+    model = onnx_model(captured.graph_module, captured.example_inputs, captured.input_specs, captured.output_specs,
+                       config)
+    lint, histogram = write_model(model, path, lint=config.lint)
+    runner = None
+    if not any("::" in op for op in histogram):
+        runner = OrtRunner(path, [s.name for s in captured.input_specs], [s.name for s in captured.output_specs],
+                           out_spec=getattr(captured.graph_module, "_out_spec", None))
+    return lint, runner, histogram
+
+
+@pytest.fixture
+def export_module() -> Any:
+    """``export_module(module, inputs, path, config=None, dynamic_dims=None) -> (lint, runner, histogram)``."""
+    return _export_module

@@ -26,7 +26,6 @@ from recfx.onnx.session import OrtRunner
 from recfx.passes.utils import op_histogram
 from recfx.runtime.numerics import cosine
 
-
 MODELS = ("onerec-tiny", "ksa-tiny", "dlrm-small")
 GOLDENS = Path(__file__).with_name("golden_histograms.json")
 

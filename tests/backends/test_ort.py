@@ -1,0 +1,108 @@
+"""``ort`` / ``ort-fp8``: ONNX Runtime backends (export cached on disk, I/O binding, dynamic batch, FP8 passes)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import recfx
+from recfx.backends import BACKENDS, resolve_backend
+from recfx.runtime.numerics import cosine
+
+
+class Mlp(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.up, self.down = torch.nn.Linear(32, 64), torch.nn.Linear(64, 16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(torch.nn.functional.silu(self.up(x)))
+
+
+class Ksa(torch.nn.Module):
+    """A projection around recfx::ksa_attention: ORT must run the op through its standard-op decomposition."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = torch.nn.Linear(16, 48)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.proj(x).unflatten(-1, (3, 2, 8)).unbind(2)  # 3 x (B, L, 2, 8)
+        return torch.ops.recfx.ksa_attention(q, k, v, 4, 1, 1, 8 ** -0.5)[0].flatten(2)
+
+
+@pytest.fixture(autouse=True)
+def _cache_dir(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("RECFX_CACHE_DIR", str(tmp_path))
+
+
+def test_registered() -> None:
+    ort, ort_fp8 = BACKENDS.get("ort"), BACKENDS.get("ort-fp8")
+    assert not ort.fp8 and ort_fp8.fp8 and issubclass(ort_fp8, ort)
+    assert resolve_backend("ort")[0].availability().ok
+
+
+def test_ort_matches_eager_at_every_batch(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model = Mlp().eval()
+    fast = recfx.compile(model, (torch.randn(4, 32),), backend="ort")
+    assert fast.report.backend == "ort" and fast.report.numerics[0].cosine > 0.999999
+    assert fast._runner.path.parent == tmp_path / "onnx"
+    for batch in (1, 3, 8):
+        x = torch.randn(batch, 32)
+        with torch.inference_mode():
+            assert (fast(x) - model(x)).abs().max() <= 1e-5
+
+
+def test_exported_file_is_cached_by_graph(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from recfx.onnx import export
+
+    model, inputs = Mlp().eval(), (torch.randn(4, 32),)
+    first = recfx.compile(model, inputs, backend="ort")
+
+    def no_export(*args, **kwargs):  # type: ignore[no-untyped-def]
+        raise AssertionError("the cached ONNX file should have been reused")
+
+    monkeypatch.setattr(export, "onnx_model", no_export)
+    second = recfx.compile(model, inputs, backend="ort")
+    assert second._runner.path == first._runner.path
+    with torch.no_grad():
+        model.down.weight.add_(1.0)  # other weights: another file
+    with pytest.raises(AssertionError, match="should have been reused"):
+        recfx.compile(model, inputs, backend="ort")
+
+
+def test_ort_fp8_runs_the_fp8_passes() -> None:
+    torch.manual_seed(0)
+    model, inputs = Mlp().eval(), (torch.randn(4, 32),)
+    quant = recfx.QuantConfig(progress=False, default_exclusions=False)
+    fast = recfx.compile(model, inputs, backend="ort-fp8", quant=quant)
+    ops = {str(n.target) for n in fast.graph_module.graph.nodes}
+    assert "recfx.fp8_linear.default" in ops
+    import onnx
+
+    hist = {n.op_type for n in onnx.load(str(fast._runner.path)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= hist
+    ref = recfx.compile(model, inputs, backend="eager-fp8", quant=quant)
+    x = torch.randn(6, 32)
+    with torch.inference_mode():
+        assert cosine(fast(x).double(), ref(x).double()) >= 0.9999
+        assert cosine(fast(x).double(), model(x).double()) >= 0.99
+
+
+def test_ksa_op_runs_decomposed() -> None:
+    torch.manual_seed(0)
+    model = Ksa().eval()
+    fast = recfx.compile(model, (torch.randn(2, 10, 16),), backend="ort")
+    x = torch.randn(3, 10, 16)
+    with torch.inference_mode():
+        assert (fast(x) - model(x)).abs().max() <= 1e-5
+
+
+def test_bad_backend_options() -> None:
+    inputs = (torch.randn(4, 32),)
+    with pytest.raises(ValueError, match="unknown ort backend_options"):
+        recfx.compile(Mlp().eval(), inputs, backend="ort", config=recfx.CompileConfig(backend_options={"x": 1}))
+    with pytest.raises(ValueError, match="provider must be"):
+        recfx.compile(Mlp().eval(), inputs, backend="ort", config=recfx.CompileConfig(
+            backend_options={"provider": "tpu"}))
