@@ -10,6 +10,8 @@ try:
 
     if not torch.cuda.is_available():
         os.environ.setdefault("TRITON_INTERPRET", "1")  # must be set before any Triton kernel is defined
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)  # one thread per xdist worker: workers already use every core
 except ImportError:  # torch missing: the collection error below says what to install
     pass
 
