@@ -96,7 +96,10 @@ class OrtBackend(Backend):
         if unknown:
             raise ValueError(f"unknown {self.name} backend_options {unknown}; allowed: {list(_OPTIONS)}")
         providers = providers_for(options.get("provider", "auto"))
-        captured = ctx.extras["captured"]
+        captured = ctx.extras.get("captured")
+        if captured is None:
+            raise ValueError(f"the {self.name} backend needs the captured graph's input/output specs "
+                             "(ctx.extras['captured']); call it through recfx.compile")
         config = OnnxExportConfig(opset=int(options.get("opset", 21)), fp8=self.fp8, ksa_as_ops=True,
                                   optimize=bool(options.get("optimize", True)), lint="off")
         key = graph_key(gm, captured.input_specs, config.to_dict())

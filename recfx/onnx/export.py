@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
@@ -145,8 +146,6 @@ def export_onnx(model_or_compiled: torch.nn.Module, example_inputs: Sequence[tor
 
 def check_writable(path: str | Path) -> None:
     """Raise before any work when ``path`` cannot be written (missing folder, read-only folder, a directory)."""
-    import os
-
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
@@ -186,10 +185,12 @@ def onnx_model(gm: GraphModule, example_inputs: tuple[torch.Tensor, ...], input_
         ep = ep.run_decompositions({k: v for k, v in decomps.items() if k in used})
     try:
         with _quiet_exporter():
+            table: dict[Any, Any] = translate.translation_table(config.ksa_as_ops)
             program = torch.onnx.export(ep, dynamo=True, opset_version=config.opset, optimize=False, verbose=False,
-                                        custom_translation_table=translate.translation_table(config.ksa_as_ops))
+                                        custom_translation_table=table)
     except Exception as err:  # torch.onnx raises several unrelated types; all become one clear error
         raise OnnxExportError(f"torch.onnx could not translate the graph: {_root_cause(err)}") from err
+    assert program is not None  # the dynamo exporter always returns its ONNXProgram
     model = program.model
     if config.optimize:
         ir_passes.optimize(model)
@@ -289,9 +290,10 @@ def _quiet_exporter() -> Iterator[None]:
 
 
 def _root_cause(err: BaseException) -> str:
-    chain = []
-    while err is not None and len(chain) < 6:
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        chain.append(f"{type(err).__name__}: {first[:300]}")
-        err = err.__cause__ or err.__context__
+    chain: list[str] = []
+    cause: BaseException | None = err
+    while cause is not None and len(chain) < 6:
+        first = str(cause).strip().splitlines()[0] if str(cause).strip() else type(cause).__name__
+        chain.append(f"{type(cause).__name__}: {first[:300]}")
+        cause = cause.__cause__ or cause.__context__
     return " <- ".join(reversed(chain))

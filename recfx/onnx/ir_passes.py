@@ -63,9 +63,12 @@ def optimize(model: ir.Model, iterations: int = 2) -> None:
 
 
 def _transposed(value: ir.Value, name: str) -> ir.Value:
-    array = value.const_value.numpy()
-    tensor = ir.tensor(np.ascontiguousarray(array.T), dtype=value.const_value.dtype, name=name)
-    return ir.Value(name=name, shape=ir.Shape(tensor.shape), type=ir.TensorType(tensor.dtype), const_value=tensor)
+    const = value.const_value
+    assert const is not None
+    array = np.ascontiguousarray(const.numpy().T)
+    tensor = ir.tensor(array, dtype=const.dtype, name=name)
+    return ir.Value(name=name, shape=ir.Shape(list(array.shape)), type=ir.TensorType(tensor.dtype),
+                    const_value=tensor)
 
 
 def pretranspose_weights(model: ir.Model) -> int:
@@ -85,6 +88,8 @@ def pretranspose_weights(model: ir.Model) -> int:
             continue
         weight = node.inputs[0]
         user = next(iter(node.outputs[0].uses())).node
+        if weight is None:
+            continue
         perm = user.attributes.get("perm")
         if (user.op_type != "Transpose" or perm is None or list(perm.as_ints()) != [1, 0]
                 or not weight.is_initializer() or weight.const_value is None or len(weight.const_value.shape) != 2
@@ -100,7 +105,7 @@ def pretranspose_weights(model: ir.Model) -> int:
                 new = _transposed(value, f"{value.name}_t")
                 graph.register_initializer(new)
                 node.replace_input_with(i, new)
-                graph.initializers.pop(value.name, None)
+                graph.initializers.pop(str(value.name), None)
         node.attributes["axis"] = ir.AttrInt64("axis", 1 - axis % 2)
         node.outputs[0].shape = user.outputs[0].shape
         user.outputs[0].replace_all_uses_with(node.outputs[0])

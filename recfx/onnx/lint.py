@@ -126,6 +126,8 @@ class GraphIndex:
                 if name:
                     self.consumers.setdefault(name, []).append((node, i))
         self.outputs = {o.name for o in self.graph.output}
+        self.types = {vi.name: vi.type.tensor_type.elem_type
+                      for vi in (*self.graph.value_info, *self.graph.input, *self.graph.output)}
 
     def nodes(self, *op_types: str) -> Iterator[onnx.NodeProto]:
         return (n for n in self.graph.node if n.domain in ("", "ai.onnx") and (not op_types or n.op_type in op_types))
@@ -155,9 +157,8 @@ class GraphIndex:
         """The element type of a tensor when the file records it (initializers, value_info, inputs/outputs)."""
         if name in self.initializers:
             return self.initializers[name].data_type
-        for vi in (*self.graph.value_info, *self.graph.input, *self.graph.output):
-            if vi.name == name:
-                return vi.type.tensor_type.elem_type
+        if name in self.types:
+            return self.types[name]
         node = self.producer.get(name)
         if node is not None and node.op_type == "Constant":
             for a in node.attribute:

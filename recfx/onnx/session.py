@@ -149,7 +149,7 @@ class OrtRunner:
             binding.bind_input(name, kind, x.device.index or 0, _NUMPY_TYPES[x.dtype], tuple(x.shape), x.data_ptr())
         out_device = args[0].device if args else torch.device("cpu")
         for name in self.output_names:
-            binding.bind_output(name, "cuda" if self.on_cuda else "cpu", out_device.index or 0 if self.on_cuda else 0)
+            binding.bind_output(name, "cuda" if self.on_cuda else "cpu", (out_device.index or 0) if self.on_cuda else 0)
         self.session.run_with_iobinding(binding)
         outputs = [_to_torch(v).to(out_device) for v in binding.get_outputs()]
         if self.out_spec is not None:

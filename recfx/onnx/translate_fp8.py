@@ -22,10 +22,12 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 import onnx_ir as ir
-from onnxscript import opset21 as op
+from onnxscript import opset21
 
 from recfx.ops.fp8 import AMAX_FLOOR, E4M3_MAX
 
+#: The ops, untyped: onnxscript's typed opset stubs do not know traced values.
+op: Any = opset21
 FP8 = ir.DataType.FLOAT8E4M3FN
 FLOAT = ir.DataType.FLOAT
 

@@ -48,6 +48,9 @@ class Fp8Ops(torch.nn.Module):
             return ops.fp8_linear(x, self.w_q_per_tensor, self.w_s_per_tensor, None, self.x_scale)
         if m == "linear_fp16":
             return ops.fp8_linear(x.half(), wq, ws, self.bias).float()
+        if m == "qdq_scale_1x1":  # a per-tensor scale shaped [1, 1]
+            s = self.x_scale.reshape(1, 1)
+            return ops.dequantize_fp8(ops.quantize_fp8(x, s), s, torch.float32)
         if m == "qdq":
             q = ops.quantize_fp8(x, self.x_scale)
             return ops.dequantize_fp8(q, self.x_scale, torch.float32) @ ops.dequantize_fp8(wq, ws, torch.float32).t()
@@ -61,11 +64,11 @@ class Fp8Ops(torch.nn.Module):
         return ops.fp8_linear_blocks(xb, self.w_q_block, self.w_s_block, None, 64)
 
 
-EXACT = ("qdq", "per_token", "groups")
+EXACT = ("qdq", "per_token", "groups", "qdq_scale_1x1")
 
 
 @pytest.mark.parametrize("mode", ["linear_dynamic", "linear_static", "linear_per_tensor", "linear_fp16", "qdq",
-                                  "per_token", "groups", "linear_blocks"])
+                                  "per_token", "groups", "qdq_scale_1x1", "linear_blocks"])
 def test_fp8_op_on_onnx_runtime(mode: str, tmp_path, export_module) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     module = Fp8Ops(mode).eval()
@@ -85,7 +88,7 @@ def test_fp8_op_on_onnx_runtime(mode: str, tmp_path, export_module) -> None:  # 
             assert rows_off.double().mean() <= 0.1 and float(err.max()) <= 0.02 * scale
     if mode == "linear_blocks":  # 128x128-style blocks are not a TensorRT Q/DQ pattern: the linter says so
         assert set(lint.by_rule()) == {"scale", "qdq-placement", "gemm-inputs"}
-    elif mode in ("per_token", "groups"):  # a standalone dequantize (no GEMM after it) is not fused either
+    elif mode in ("per_token", "groups", "qdq_scale_1x1"):  # a standalone dequantize (no GEMM after it) is not fused either
         assert set(lint.by_rule()) == {"qdq-placement"}
     else:
         assert lint.ok, lint.render()
