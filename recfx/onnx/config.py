@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from recfx.config import ConfigBase
 
@@ -25,6 +26,8 @@ class OnnxExportConfig(ConfigBase):
             (needs calibration data; what TensorRT fuses best).
         ksa_as_ops: export ``recfx::ksa_attention`` as standard ONNX ops instead of the ``KsaAttention`` plugin node.
         dynamic: keep the compiled module's dynamic dims (batch, ...) dynamic in the ONNX file.
+        dynamic_dims: more dynamic dims than the batch when an ``nn.Module`` is compiled for the export, by input
+            name: ``{"tokens": {1: "seq"}}`` (a compiled module keeps its own).
         optimize: run onnxscript's optimizer (constant folding, CSE; Q/DQ nodes are kept).
         lint: ``"warn"`` (report TensorRT rule violations), ``"strict"`` (violations are errors, nothing is
             written) or ``"off"``.
@@ -36,6 +39,7 @@ class OnnxExportConfig(ConfigBase):
     static_activations: bool = False
     ksa_as_ops: bool = False
     dynamic: bool = True
+    dynamic_dims: dict[str, dict[int, str]] = dataclasses.field(default_factory=dict)
     optimize: bool = True
     lint: str = "warn"
     model_name: str | None = None
@@ -51,3 +55,17 @@ class OnnxExportConfig(ConfigBase):
             raise ValueError("static_activations only applies to FP8 exports; set fp8=True as well")
         if self.lint not in LINT_MODES:
             raise ValueError(f"lint must be one of {LINT_MODES}, got {self.lint!r}")
+        if not isinstance(self.dynamic_dims, dict) or not all(
+                isinstance(dims, dict) and all(isinstance(d, int) and isinstance(n, str) and n.isidentifier()
+                                               for d, n in dims.items()) for dims in self.dynamic_dims.values()):
+            raise TypeError(f"dynamic_dims maps input names to {{dim index: symbol name}}, e.g. "
+                            f"{{'tokens': {{1: 'seq'}}}}; got {self.dynamic_dims!r}")
+        if self.dynamic_dims and not self.dynamic:
+            raise ValueError("dynamic_dims were given with dynamic=False; drop one of them")
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> OnnxExportConfig:
+        data = dict(data)
+        if "dynamic_dims" in data:  # JSON turns int keys into strings
+            data["dynamic_dims"] = {k: {int(d): n for d, n in v.items()} for k, v in data["dynamic_dims"].items()}
+        return super().from_dict(data)

@@ -238,16 +238,18 @@ def _compile(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], config: O
              calibration: Iterable[Any] | None, quant: Any) -> Any:
     import recfx
 
+    compile_config = recfx.CompileConfig(dynamic_batch=config.dynamic, dynamic_dims=dict(config.dynamic_dims))
     if not config.fp8:
         if quant is not None or calibration is not None:
             raise ValueError("quant/calibration were given for an fp32 export; set fp8=True (--fp8) to quantize")
-        return recfx.compile(model, inputs, backend="eager")
+        return recfx.compile(model, inputs, backend="eager", config=compile_config)
     if config.static_activations:
         if calibration is None:
             raise ValueError("static_activations needs calibration batches (calibration=[...]) to compute the "
                              "per-tensor activation scales")
         quant = static_quant_config(quant)
-    return recfx.compile(model, inputs, backend="eager-fp8", calibration=calibration, quant=quant)
+    return recfx.compile(model, inputs, backend="eager-fp8", config=compile_config, calibration=calibration,
+                         quant=quant)
 
 
 def static_quant_config(quant: Any) -> Any:

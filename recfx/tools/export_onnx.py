@@ -35,12 +35,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"ONNX opset, {MIN_OPSET}..{MAX_OPSET} (FP8 needs >= {MIN_FP8_OPSET}; default "
                              f"{MIN_FP8_OPSET})")
     parser.add_argument("--batch", type=int, default=2, help="example batch size (>= 2 keeps the batch dynamic)")
+    parser.add_argument("--dynamic", action="append", default=[], metavar="INPUT:DIM:NAME", type=_dynamic_dim,
+                        help="another dynamic dim, e.g. tokens:1:seq (repeatable; default: the registered model's "
+                             "own, besides the batch)")
     parser.add_argument("--static-shapes", action="store_true", help="fix every dim to the example inputs' sizes")
     parser.add_argument("--no-optimize", action="store_true", help="skip the ONNX optimizer (constant folding, CSE)")
     parser.add_argument("--strict", action="store_true",
                         help="TensorRT rule violations are errors: nothing is written and the exit status is 2")
     parser.add_argument("--no-lint", action="store_true", help="do not run the TensorRT-rules linter")
     parser.add_argument("--seed", type=int, default=0, help="seed of the model weights and inputs (default 0)")
+
+
+def _dynamic_dim(text: str) -> tuple[str, int, str]:
+    parts = text.split(":")
+    if len(parts) != 3 or not parts[1].lstrip("-").isdigit() or not parts[2].isidentifier():
+        raise argparse.ArgumentTypeError(f"expected INPUT:DIM:NAME like tokens:1:seq, got {text!r}")
+    return parts[0], int(parts[1]), parts[2]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -52,12 +62,19 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--static-activations needs --fp8")
     if args.calibration_batches < 1:
         raise ValueError(f"--calibration-batches must be >= 1, got {args.calibration_batches}")
-    config = OnnxExportConfig(opset=args.opset, fp8=args.fp8, static_activations=args.static_activations,
-                              ksa_as_ops=args.ksa_as_ops, dynamic=not args.static_shapes,
-                              optimize=not args.no_optimize,
-                              lint="off" if args.no_lint else "strict" if args.strict else "warn")
+    if args.dynamic and args.static_shapes:
+        raise ValueError("--dynamic and --static-shapes contradict each other")
     recfx.onnx.check_writable(args.output)
     name, model, inputs, spec = resolve_model(args.model, batch=args.batch, seed=args.seed)
+    dims: dict[str, dict[int, str]] = {}
+    for input_name, dim, symbol in args.dynamic:
+        dims.setdefault(input_name, {})[dim] = symbol
+    if not args.dynamic and spec is not None and not args.static_shapes:
+        dims = {k: dict(v) for k, v in spec.dynamic_dims.items()}
+    config = OnnxExportConfig(opset=args.opset, fp8=args.fp8, static_activations=args.static_activations,
+                              ksa_as_ops=args.ksa_as_ops, dynamic=not args.static_shapes, dynamic_dims=dims,
+                              optimize=not args.no_optimize,
+                              lint="off" if args.no_lint else "strict" if args.strict else "warn")
     quant = calibration = None
     if args.fp8:
         fields = {"calibrator": args.calibrator, "progress": False, **(args.quant or {})}

@@ -6,6 +6,7 @@ import json
 import os
 
 import onnx
+import pytest
 
 from recfx.onnx import read_metadata
 from recfx.tools.cli import main
@@ -43,3 +44,22 @@ def test_bad_options_write_nothing(tmp_path, capsys) -> None:  # type: ignore[no
     assert main(["export-onnx", "no-such-model", "-o", path]) == 2
     assert "unknown model" in capsys.readouterr().err
     assert os.listdir(tmp_path) == []
+
+
+def test_extra_dynamic_dims_from_a_factory(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    import sys
+    import types
+
+    import torch
+
+    module = types.ModuleType("recfx_onnx_cli_factory")
+    module.build = lambda: (torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()).eval(),  # type: ignore[attr-defined]
+                            (torch.randn(2, 5, 8),))
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    path = tmp_path / "f.onnx"
+    assert main(["export-onnx", f"{module.__name__}:build", "-o", str(path), "--dynamic", "input:1:seq"]) == 0
+    dims = [d.dim_param or d.dim_value for d in onnx.load(str(path)).graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", "seq", 8]
+    with pytest.raises(SystemExit) as exit_:  # argparse rejects the malformed option
+        main(["export-onnx", f"{module.__name__}:build", "-o", str(path), "--dynamic", "input-1"])
+    assert exit_.value.code == 2
