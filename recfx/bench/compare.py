@@ -89,17 +89,7 @@ def compare_results(old: BenchResult, new: BenchResult, threshold: float = 0.1,
         >>> compare_results(old, old).ok, compare_results(old, slow, metrics=("p50",)).ok
         (True, False)
     """
-    if threshold < 0:
-        raise ValueError(f"threshold must be >= 0 (0.1 = 10%), got {threshold}")
-    unknown = sorted(set(metrics) - set(METRICS))
-    if unknown or not metrics:
-        raise ValueError(f"unknown comparison metrics {unknown}; use some of {METRICS}")
-    for field in ("model", "dtype"):
-        if getattr(old, field) != getattr(new, field):
-            raise ValueError(f"cannot compare runs of different {field}s: {getattr(old, field)!r} (previous) vs "
-                             f"{getattr(new, field)!r} (this run)")
-    if old.device.split(":")[0] != new.device.split(":")[0]:
-        raise ValueError(f"cannot compare a {old.device} run with a {new.device} run")
+    check_comparable(old, new.model, new.device, new.dtype, threshold, metrics)
     old_rows = {r.key: r for r in old.rows if r.batch is not None}
     new_rows = {r.key: r for r in new.rows if r.batch is not None}
     deltas = []
@@ -122,6 +112,28 @@ def compare_results(old: BenchResult, new: BenchResult, threshold: float = 0.1,
     return Comparison(threshold, deltas,
                       only_old=[k for k in old_rows if k not in new_rows and k not in matched],
                       only_new=[k for k in new_rows if k not in old_rows])
+
+
+def check_comparable(old: BenchResult, model: str, device: str, dtype: str, threshold: float = 0.1,
+                     metrics: tuple[str, ...] = METRICS) -> None:
+    """Raise unless a run of ``model`` on ``device`` in ``dtype`` can be compared with ``old`` as asked.
+
+    ``recfx bench --compare`` calls it before the run, so that bad options do not cost a whole benchmark.
+
+    Raises:
+        ValueError: a negative threshold, an unknown metric, or another model / dtype / device type than ``old``.
+    """
+    if threshold < 0:
+        raise ValueError(f"threshold must be >= 0 (0.1 = 10%), got {threshold}")
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown or not metrics:
+        raise ValueError(f"unknown comparison metrics {unknown}; use some of {METRICS}")
+    for field, value in (("model", model), ("dtype", dtype)):
+        if getattr(old, field) != value:
+            raise ValueError(f"cannot compare runs of different {field}s: {getattr(old, field)!r} (previous) vs "
+                             f"{value!r} (this run)")
+    if old.device.split(":")[0] != device.split(":")[0]:
+        raise ValueError(f"cannot compare a {old.device} run with a {device} run")
 
 
 def _delta(key: tuple[object, ...], metric: str, old: BenchRow, new: BenchRow, threshold: float) -> Delta:

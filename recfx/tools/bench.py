@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from recfx.bench import BenchConfig, load_result, run_bench
-    from recfx.bench.compare import compare_results
+    from recfx.bench.compare import check_comparable, compare_results
     from recfx.bench.export import write_csv, write_json, write_outputs
     from recfx.bench.plot import write_plot
     from recfx.bench.table import print_table
@@ -124,6 +124,12 @@ def run(args: argparse.Namespace) -> int:
     for path in (args.json, args.csv, args.plot):
         if path is not None and not path.parent.resolve().is_dir():
             raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
+    if args.out is not None and args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} exists and is not a folder; give a folder (created if missing)")
+    if previous is not None:  # bad comparison options fail now, not after the run
+        device = config.resolved_device()
+        check_comparable(previous, config.model, str(device), config.resolved_dtype(device), args.threshold,
+                         args.compare_metric)
     console = Console(width=None if sys.stdout.isatty() else 200)
     err_console = Console(stderr=True)
     progress = _RichProgress(err_console, enabled=not args.quiet and err_console.is_terminal)

@@ -103,3 +103,29 @@ def test_demo_runs_the_bench(capsys):
     out = capsys.readouterr().out
     assert "recfx demo = recfx bench --model dlrm-small --backends eager --batch 2 --compact" in out
     assert "dlrm-small" in out and "p50 ms" in out and "p90 ms" not in out
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    (["--threshold", "-0.5"], "threshold must be >= 0"),
+    (["--compare-metric", "p42"], "unknown comparison metrics"),
+    (["--model", "onerec-tiny"], "different models"),
+])
+def test_bad_compare_options_fail_before_the_run(tmp_path, capsys, monkeypatch, extra, message):
+    """A wrong --threshold / --compare-metric / baseline of another model is refused before anything is timed."""
+    import recfx.bench
+
+    assert _dlrm(tmp_path, "base.json") == 0
+    monkeypatch.setattr(recfx.bench, "run_bench", lambda *a, **k: pytest.fail("the benchmark ran"))
+    argv = ["bench", "--model", "dlrm-small", "--backends", "eager", "--batch", "4", *FAST,
+            "--compare", str(tmp_path / "base.json"), *extra]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_out_that_is_a_file_fails_before_the_run(tmp_path, capsys, monkeypatch):
+    import recfx.bench
+
+    (tmp_path / "taken").write_text("")
+    monkeypatch.setattr(recfx.bench, "run_bench", lambda *a, **k: pytest.fail("the benchmark ran"))
+    assert main(["bench", "--model", "dlrm-small", "--out", str(tmp_path / "taken"), *FAST]) == 2
+    assert "not a folder" in capsys.readouterr().err
