@@ -18,6 +18,7 @@ from torch.fx import GraphModule, Node
 
 from recfx.models.ksa_mask import ksa_mask, ksa_visibility
 from recfx.passes.graph_view import ancestors_within
+from recfx.passes.ksa_pattern import NEG_INF_THRESHOLD
 from recfx.passes.utils import fetch_attr, is_impure, tensor_meta
 
 log = logging.getLogger(__name__)
@@ -86,14 +87,14 @@ def allowed_from(value: torch.Tensor, polarity: str) -> torch.Tensor | None:
     """The (L, L) bool "may attend" matrix from a mask value used as ``polarity``, or None if it is not one.
 
     polarity: ``"allow"`` (True = attend, e.g. ``where(mask, s, -inf)``), ``"block"`` (True = masked,
-    ``masked_fill(mask, -inf)``), ``"additive"`` (0 = attend, -inf = masked).
+    ``masked_fill(mask, -inf)``), ``"additive"`` (0 = attend, -inf or at most ``NEG_INF_THRESHOLD`` = masked).
     """
     while value.dim() > 2 and value.shape[0] == 1:
         value = value[0]
     if value.dim() != 2:
         return None
-    if polarity == "additive":
-        if value.dtype == torch.bool or not torch.all((value == 0) | (value == float("-inf"))):
+    if polarity == "additive":  # 0 = attend; -inf or a huge negative (finfo.min) = masked, as fill values are
+        if value.dtype == torch.bool or not torch.all((value == 0) | (value <= NEG_INF_THRESHOLD)):
             return None
         return value == 0
     if value.dtype != torch.bool:

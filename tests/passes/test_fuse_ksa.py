@@ -206,3 +206,26 @@ def test_recfx_compile_eager_runs_the_op() -> None:
     fuse_record = next(r for r in compiled.report.passes if r.name == "fuse_ksa")
     assert fuse_record.changed_nodes == 3
     assert compiled.report.numerics[0].cosine > 0.99999
+
+
+def test_additive_mask_with_a_finite_minimum_is_fused() -> None:
+    """An additive mask of 0 / finfo.min (a common spelling) is KSA's as much as 0 / -inf; other values are not."""
+
+    class Additive(torch.nn.Module):
+        def __init__(self, blocked: float) -> None:
+            super().__init__()
+            self.blocked = blocked
+
+        def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            allowed = ksa_mask(q.shape[1], 3, 2, 1, q.device)
+            bias = torch.zeros(allowed.shape).masked_fill(~allowed, self.blocked)
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+            return (((q @ k.transpose(-2, -1)) * 0.5 + bias).softmax(-1) @ v).transpose(1, 2)
+
+    inputs = qkv(heads=4, kv_heads=4)
+    module = Additive(torch.finfo(torch.float32).min)
+    gm, _ = fuse(module, inputs)
+    assert ksa_args(gm) == [(3, 2, 1, 0.5)]
+    torch.testing.assert_close(gm(*inputs), module(*inputs))
+    gm, _ = fuse(Additive(-5.0), inputs)  # a soft penalty, not a mask
+    assert op_histogram(gm).get(KSA, 0) == 0
