@@ -107,14 +107,17 @@ def classify(gm: GraphModule) -> dict[Node, LinearInfo]:
         short_types = [t.rsplit(".", 1)[-1] for t in types]
         if _ROUTER_NAMES.match(last) or (short_types and _ROUTER_TYPES.search(short_types[-1])):
             kinds.add("router")
-        if _HEAD_NAMES.search(last) or _HEAD_NAMES.search(parent) or node not in below:
-            kinds.add("head")
-        if _reads_model_input(node):
-            kinds.add("input_projection")
         if _EXPERT.search(path):
             kinds.add("expert")
         if any(_ATTN.search(p) for p, _ in stack) or any(_ATTN.search(t) for t in short_types):
             kinds.add("attention")
+        # the graph-position guesses (no linear after it, reads a model input) never override an attention or
+        # expert linear, which the spec quantizes (a block over hidden states has both at its edges)
+        named = bool(kinds & {"attention", "expert"})
+        if _HEAD_NAMES.search(last) or _HEAD_NAMES.search(parent) or (node not in below and not named):
+            kinds.add("head")
+        if _reads_model_input(node) and not named:
+            kinds.add("input_projection")
         if any(_FFN.search(p.rsplit(".", 1)[-1]) for p, _ in stack) or any(_FFN.search(t) for t in short_types):
             kinds.add("ffn")
         w = node.args[1] if len(node.args) > 1 else None

@@ -86,3 +86,22 @@ def test_nothing_quantized_warns(fp8) -> None:  # type: ignore[no-untyped-def]
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()).eval()
     with pytest.warns(UserWarning, match="quantizes none of the 1 linear layers"):
         fp8.run(model, (torch.randn(2, 8),), ["fp8_annotate"])
+
+
+def test_attention_and_experts_are_quantized_even_at_the_graph_edges(fp8) -> None:  # type: ignore[no-untyped-def]
+    """A block over hidden states: q/k/v read the model input and the experts feed the output directly; the spec
+    quantizes attention and expert linears, so only the router stays in high precision."""
+
+    class Block(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.attn, self.ffn = fp8.Toy().attn, fp8.Toy().ffn
+
+        def forward(self, h: torch.Tensor) -> torch.Tensor:
+            h = h + self.attn(h)
+            return h + self.ffn(h)
+
+    gm, ctx = fp8.run(Block().eval(), (torch.randn(2, 8, 64),), ["fp8_annotate"])
+    assert sorted(_planned(gm)) == sorted(fp8.DEFAULT_QUANTIZED)
+    excluded = {d.info.module_path for d in ctx.extras["fp8_state"].decisions if not d.quantize}
+    assert excluded == {"ffn.router"}
