@@ -30,10 +30,13 @@ def check_ksa_args(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size
     heads, kv_heads = q.shape[2], k.shape[2]
     if kv_heads < 1 or heads % kv_heads:
         raise ValueError(f"query heads ({heads}) must be a multiple of kv heads ({kv_heads})")
-    torch._check(q.shape[0] == k.shape[0], lambda: f"batch of q {q.shape[0]} != batch of k/v {k.shape[0]}")
-    torch._check(q.shape[1] == k.shape[1], lambda: f"length of q {q.shape[1]} != length of k/v {k.shape[1]}; "
-                                                   "KSA self-attention needs one interleaved sequence")
-    torch._check(q.shape[3] == k.shape[3], lambda: f"head dim of q {q.shape[3]} != head dim of k/v {k.shape[3]}")
+    torch._check_with(ValueError, q.shape[0] == k.shape[0],
+                      lambda: f"batch of q {q.shape[0]} != batch of k/v {k.shape[0]}")
+    torch._check_with(ValueError, q.shape[1] == k.shape[1],
+                      lambda: f"length of q {q.shape[1]} != length of k/v {k.shape[1]}; KSA self-attention needs "
+                              "one interleaved sequence")
+    torch._check_with(ValueError, q.shape[3] == k.shape[3],
+                      lambda: f"head dim of q {q.shape[3]} != head dim of k/v {k.shape[3]}")
 
 
 @torch.library.custom_op("recfx::ksa_attention", mutates_args=())

@@ -69,6 +69,12 @@ def test_bad_shapes() -> None:
         OP(q.float(), k, v, 4, 1, 1, 0.3)
     with pytest.raises(ValueError, match="ranks"):
         OP(q[0], k, v, 4, 1, 1, 0.3)
+    with pytest.raises(ValueError, match="length of q 8 != length of k/v 9"):
+        OP(q, *_qkv(9, 2, 1, 8)[1:], 4, 1, 1, 0.3)
+    with pytest.raises(ValueError, match="head dim"):
+        OP(q, *_qkv(8, 2, 1, 16)[1:], 4, 1, 1, 0.3)
+    with pytest.raises(ValueError, match="batch"):
+        OP(q[:1], k, v, 4, 1, 1, 0.3)
 
 
 def test_fake_shapes_under_export() -> None:
