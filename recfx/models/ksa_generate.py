@@ -71,6 +71,9 @@ class KSADecoder:
     def prefill(self, tokens: torch.Tensor) -> torch.Tensor:
         """Run the prompt (B, n) and fill the caches; returns the logits after its last token (B, vocab)."""
         model, cfg = self.model, self.cfg
+        batch = self.caches[0].kv.shape[1]
+        if tokens.dim() != 2 or tokens.shape[0] != batch:
+            raise ValueError(f"prefill takes ({batch}, n) token ids (the decoder's batch), got {tuple(tokens.shape)}")
         n = tokens.shape[1]
         if self.n or n < 1:
             raise ValueError(f"prefill needs a fresh decoder and a non-empty prompt, got {n} tokens after {self.n}")
@@ -96,6 +99,9 @@ class KSADecoder:
     def step(self, token: torch.Tensor) -> torch.Tensor:
         """Append one text token per sequence (B,); returns the next-token logits (B, vocab)."""
         model, cfg = self.model, self.cfg
+        batch = self.caches[0].kv.shape[1]
+        if token.shape != (batch,):
+            raise ValueError(f"step takes ({batch},) token ids (one per sequence), got {tuple(token.shape)}")
         x = model.embed(token)[:, None]  # (B, 1, d)
         cos, sin = rope_angles(torch.tensor([self.n], device=x.device), cfg.d_head, cfg.rope_theta)
         for layer, cache in zip(self.layers, self.caches):

@@ -80,6 +80,13 @@ def test_bad_input() -> None:
     decoder.prefill(torch.zeros(1, 4, dtype=torch.int64))
     with pytest.raises(RuntimeError, match="full"):
         decoder.step(torch.zeros(1, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"\(1, n\) token ids"):
+        KSADecoder(model, 1, 8).prefill(torch.zeros(2, 3, dtype=torch.int64))
+    decoder = KSADecoder(model, 2, 8)
+    decoder.prefill(torch.zeros(2, 3, dtype=torch.int64))
+    for bad in (torch.zeros(3, dtype=torch.int64), torch.zeros(2, 1, dtype=torch.int64)):
+        with pytest.raises(ValueError, match=r"\(2,\) token ids"):
+            decoder.step(bad)
 
 
 def test_docstring_examples() -> None:
