@@ -128,6 +128,11 @@ def export_onnx(model_or_compiled: torch.nn.Module, example_inputs: Sequence[tor
     if config.fp8 and not fp8:
         raise ValueError(f"fp8=True but the compiled module (backend {compiled.backend!r}) holds no FP8 ops; compile "
                          "it with an FP8 backend (e.g. 'eager-fp8') or pass the nn.Module")
+    dynamic = dynamic_activation_nodes(gm)
+    if config.static_activations and dynamic:
+        raise ValueError(f"static_activations=True but the compiled module quantizes activations at run time "
+                         f"({len(dynamic)} node(s), e.g. {dynamic[0]}); compile it with "
+                         "QuantConfig(activation='static_per_tensor') and calibration data, or pass the nn.Module")
     if fp8 and config.opset < MIN_FP8_OPSET:
         raise ValueError(f"the graph holds FP8 ops, which need opset >= {MIN_FP8_OPSET}; got opset {config.opset}")
     t0 = time.perf_counter()
@@ -168,6 +173,14 @@ def has_fp8(gm: GraphModule) -> bool:
     return False
 
 
+def dynamic_activation_nodes(gm: GraphModule) -> list[str]:
+    """Names of the FP8 nodes that compute activation scales at run time (per-token, 1 x G groups)."""
+    ops = torch.ops.recfx
+    dynamic = (ops.quantize_fp8_per_token.default, ops.quantize_fp8_groups.default, ops.fp8_linear_blocks.default)
+    return [n.name for n in gm.graph.nodes if n.target in dynamic or (
+        n.target is ops.fp8_linear.default and (n.args[4] if len(n.args) > 4 else n.kwargs.get("x_scale")) is None)]
+
+
 def onnx_model(gm: GraphModule, example_inputs: tuple[torch.Tensor, ...], input_specs: Sequence[TensorSpec],
                output_specs: Sequence[TensorSpec], config: OnnxExportConfig) -> Any:
     """The ONNX model (``onnx_ir.Model``) of a compiled graph module, optimised and with recfx's names.
@@ -189,6 +202,9 @@ def onnx_model(gm: GraphModule, example_inputs: tuple[torch.Tensor, ...], input_
             program = torch.onnx.export(ep, dynamo=True, opset_version=config.opset, optimize=False, verbose=False,
                                         custom_translation_table=table)
     except Exception as err:  # torch.onnx raises several unrelated types; all become one clear error
+        missing = _untranslatable_torch_ops(ep, config.opset, table)
+        if missing:
+            raise OnnxExportError(_missing_message(missing)) from err
         raise OnnxExportError(f"torch.onnx could not translate the graph: {_root_cause(err)}") from err
     assert program is not None  # the dynamo exporter always returns its ONNXProgram
     model = program.model
@@ -204,8 +220,11 @@ def onnx_model(gm: GraphModule, example_inputs: tuple[torch.Tensor, ...], input_
 def check_translatable(gm: GraphModule, as_ops: bool) -> None:
     """Raise :class:`OnnxExportError` listing every op without an ONNX form and where it comes from."""
     missing = translate.untranslatable_nodes(gm, as_ops)
-    if not missing:
-        return
+    if missing:
+        raise OnnxExportError(_missing_message(missing))
+
+
+def _missing_message(missing: dict[str, list[Any]]) -> str:
     lines = [f"cannot export to ONNX: {len(missing)} op(s) have no ONNX translation:"]
     for name, nodes in sorted(missing.items()):
         lines.append(f"  {name} ({len(nodes)} node{'s' * (len(nodes) > 1)}):")
@@ -214,7 +233,29 @@ def check_translatable(gm: GraphModule, as_ops: bool) -> None:
             lines.append(f"    ... and {len(nodes) - 5} more")
     lines.append("Register an onnxscript translation with recfx.onnx.register_translation('ns::op', fn), or keep "
                  "these ops out of the exported model. No file was written.")
-    raise OnnxExportError("\n".join(lines))
+    return "\n".join(lines)
+
+
+def _untranslatable_torch_ops(ep: torch.export.ExportedProgram, opset: int,
+                              table: dict[Any, Any]) -> dict[str, list[Any]]:
+    """The aten/prims ops torch.onnx has no translation for, after its own decompositions (as it dispatches them),
+    with their nodes (whose stack traces are the user's source lines); empty when that is not why the export failed.
+    """
+    try:  # torch.onnx's registry and decomposition are internal: any change in them only loses the listing
+        from torch.onnx._internal.exporter import _fx_passes, _registration
+
+        with _quiet_exporter():
+            registry = _registration.ONNXRegistry.from_torchlib(opset_version=opset)
+            decomposed = _fx_passes.decompose_with_registry(ep, registry)
+        missing: dict[str, list[Any]] = {}
+        for node in decomposed.graph.nodes:
+            name = translate.op_qualname(node.target) if node.op == "call_function" else None
+            if name and node.target not in table and not registry.is_registered(node.target):
+                missing.setdefault(name, []).append(node)
+        return missing
+    except Exception:  # internal API drift: report the plain error instead
+        log.debug("could not list the ops torch.onnx cannot translate", exc_info=True)
+        return {}
 
 
 def _recapture(gm: GraphModule, inputs: tuple[torch.Tensor, ...], specs: Sequence[TensorSpec],

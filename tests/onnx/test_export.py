@@ -112,6 +112,22 @@ def test_op_without_translation_lists_it_with_its_source_line(tmp_path) -> None:
     assert _files(tmp_path) == []
 
 
+class NoOnnxAten(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        low = torch.kthvalue(x, 2, dim=-1).values  # kthvalue: no ONNX form
+        return torch.cummax(x, -1).values + low[..., None]  # cummax: no ONNX form either
+
+
+def test_aten_ops_without_translation_are_all_listed_with_their_source_lines(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(OnnxExportError) as err:
+        export_onnx(NoOnnxAten().eval(), (torch.randn(2, 4),), tmp_path / "m.onnx")
+    text = str(err.value)
+    assert "2 op(s) have no ONNX translation" in text and "No file was written" in text
+    assert "aten::kthvalue (1 node)" in text and "kthvalue: no ONNX form" in text
+    assert "aten::cummax (1 node)" in text and "cummax: no ONNX form either" in text
+    assert _files(tmp_path) == []
+
+
 def test_unwritable_paths_fail_before_any_work(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     model, inputs = Mlp().eval(), (torch.randn(2, 32),)
     with pytest.raises(FileNotFoundError, match="does not exist"):
@@ -142,6 +158,10 @@ def test_bad_requests(tmp_path) -> None:  # type: ignore[no-untyped-def]
         export_onnx(fp32, inputs, tmp_path / "m.onnx", OnnxExportConfig(fp8=True))
     with pytest.raises(ValueError, match="needs calibration"):
         export_onnx(Mlp().eval(), inputs, tmp_path / "m.onnx", OnnxExportConfig(fp8=True, static_activations=True))
+    dynamic = recfx.compile(Mlp().eval(), inputs, backend="eager-fp8",
+                            quant=recfx.QuantConfig(progress=False, default_exclusions=False))
+    with pytest.raises(ValueError, match="quantizes activations at run time"):
+        export_onnx(dynamic, inputs, tmp_path / "m.onnx", OnnxExportConfig(fp8=True, static_activations=True))
     with pytest.raises(ValueError, match="static_activations only applies"):
         OnnxExportConfig(static_activations=True)
     with pytest.raises(ValueError, match="lint must be"):
