@@ -67,11 +67,26 @@ def check_zero_point(g: GraphIndex) -> list[Finding]:
     return out
 
 
-def _output_channel_axis(g: GraphIndex, node: onnx.NodeProto) -> list[str]:
+def _weight_of(g: GraphIndex, node: onnx.NodeProto) -> str | None:
+    """The static weight a Q/DQ node quantizes: its own constant input, or (a DQ) the constant a Q -> DQ reads."""
+    if g.is_constant(node.input[0]):
+        return node.input[0]
+    q = g.producer.get(node.input[0])
+    if node.op_type == "DequantizeLinear" and q is not None and q.op_type == "QuantizeLinear" \
+            and g.is_constant(q.input[0]):
+        return q.input[0]
+    return None
+
+
+def _output_channel_axis(g: GraphIndex, node: onnx.NodeProto, weight: str) -> list[str]:
     """Problems with a per-axis weight scale: the axis must be the output channel of every GEMM it feeds."""
     axis = attr(node, "axis", 1)
-    rank = len(g.initializers[node.input[0]].dims) if node.input[0] in g.initializers else None
-    if rank is None:
+    if weight in g.initializers:  # its dims, without loading the data
+        rank: int | None = len(g.initializers[weight].dims)
+    else:
+        value = g.constant(weight)
+        rank = value.ndim if value is not None else None
+    if not rank:
         return []
     axis %= rank
     problems = []
@@ -124,16 +139,13 @@ def check_scale(g: GraphIndex) -> list[Finding]:
             continue
         if s.size <= 1:
             continue
-        if not g.is_constant(node.input[0]):
+        weight = _weight_of(g, node)
+        if weight is None:
             out.append(_finding("scale", node, f"per-channel scale ({s.size} values) on an activation; TensorRT "
                                 "needs per-tensor activation scales"))
-        elif node.op_type == "DequantizeLinear" or _weight_q(g, node):
-            out += [_finding("scale", node, p) for p in _output_channel_axis(g, node)]
+        elif node.op_type == "DequantizeLinear":  # a weight's Q feeds its DQ, which is checked against the GEMM
+            out += [_finding("scale", node, p) for p in _output_channel_axis(g, node, weight)]
     return out
-
-
-def _weight_q(g: GraphIndex, node: onnx.NodeProto) -> bool:
-    return node.op_type == "QuantizeLinear" and node.input[0] in g.initializers
 
 
 def check_qdq_pair(g: GraphIndex) -> list[Finding]:

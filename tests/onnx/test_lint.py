@@ -133,6 +133,22 @@ def test_weight_axis_through_transpose() -> None:
     assert lint_model(_model(nodes, inits)).ok
 
 
+@pytest.mark.parametrize(("axis", "want"), [(1, {}), (0, {"scale": 1})])
+def test_float_weight_q_dq_per_channel(axis: int, want: dict[str, int]) -> None:
+    # float W [K=4, N=3] -> Q -> DQ per-channel: a TensorRT weight pattern; axis 1 is the MatMul's output channel
+    n = 3 if axis == 1 else 4
+    nodes = [h.make_node("QuantizeLinear", ["w", "sw", "zpw"], ["wq"], axis=axis),
+             h.make_node("DequantizeLinear", ["wq", "sw", "zpw"], ["wd"], axis=axis),
+             h.make_node("QuantizeLinear", ["x", "sx", "zp"], ["xq"]),
+             h.make_node("DequantizeLinear", ["xq", "sx", "zp"], ["xd"]),
+             h.make_node("MatMul", ["xd", "wd"], ["y"])]
+    inits = [_f32("w", [4, 3], [1.0] * 12), _f32("sw", [n], [0.5] * n), _fp8("zpw", [n]), _f32("sx", [], [0.1]),
+             _fp8("zp", [])]
+    findings = lint_model(_model(nodes, inits)).findings
+    assert _rules(_model(nodes, inits)) == want
+    assert all("output channel" in f.message for f in findings)
+
+
 def test_blocked_scales() -> None:
     nodes = [h.make_node("DequantizeLinear", ["w", "sw", "zpw"], ["wd"], axis=0, block_size=2),
              h.make_node("QuantizeLinear", ["x", "sx", "zp"], ["xq"]),
