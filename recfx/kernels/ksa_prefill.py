@@ -54,7 +54,8 @@ def _configs() -> list[triton.Config]:
             for bm, bn, w, s, split in shapes]
 
 
-#: sequences shorter than 2**SHORT_SEQ_BUCKET positions try only the first config (compile time dominates there)
+#: sequences shorter than 2**(SHORT_SEQ_BUCKET - 1) = 4096 positions (seq_bucket = length.bit_length()) try only the
+#: first config (compile time dominates there)
 SHORT_SEQ_BUCKET = 13
 
 
