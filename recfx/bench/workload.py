@@ -82,11 +82,14 @@ class Workload:
         """The original model's outputs on ``inputs`` and, when asked, the FLOPs of that call.
 
         FLOPs are counted by ``torch.utils.flop_counter.FlopCounterMode`` (matrix multiplications and attention,
-        2 per multiply-add); ``None`` when not asked or when the count is zero.
+        2 per multiply-add), or given by the model's ``ModelSpec.flops_fn`` when it has one (KSA: only allowed
+        attention pairs are useful work); ``None`` when not asked or when the count is zero.
         """
         with torch.inference_mode():
             if not count_flops:
                 return self.model(*inputs), None
+            if self.spec is not None and self.spec.flops_fn is not None:
+                return self.model(*inputs), float(self.spec.flops_fn(self.spec.config, inputs)) or None
             from torch.utils.flop_counter import FlopCounterMode
 
             with FlopCounterMode(display=False) as counter:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from recfx.models.dlrm import DLRM, DLRMConfig, dlrm_inputs
-from recfx.models.ksa import KSAConfig, KSAModel, ksa_inputs
+from recfx.models.ksa import KSAConfig, KSAModel, ksa_flops, ksa_inputs
 from recfx.models.onerec import (
     OneRecConfig,
     OneRecContext,
@@ -41,7 +41,8 @@ for _name, _ocfg in ONEREC_CONFIGS.items():
 for _name, _kcfg in KSA_CONFIGS.items():
     register_model(ModelSpec(_name, "ksa", _kcfg, KSAModel, ksa_inputs,
                              description=f"KSA transformer, k={_kcfg.chunk} S={_kcfg.summaries} W={_kcfg.window}, "
-                                         f"{_kcfg.n_layers} layers (3:1 hybrid)"))
+                                         f"{_kcfg.n_layers} layers (3:1 hybrid)",
+                             flops_fn=lambda cfg, inputs: ksa_flops(cfg, *inputs[0].shape)))
 register_model(ModelSpec("dlrm-small", "dlrm", DLRMConfig(), DLRM, dlrm_inputs,
                          description="DLRM-style CTR model: 8 tables x 16, dot interaction"))
 

@@ -154,3 +154,33 @@ class KSAModel(nn.Module):
 def ksa_inputs(cfg: KSAConfig, batch: int, gen: torch.Generator, dtype: torch.dtype,
                seq: int = 64) -> tuple[torch.Tensor, ...]:
     return (torch.randint(0, cfg.vocab, (batch, seq), generator=gen),)
+
+
+def text_causal_pairs(n: int, chunk: int, summaries: int) -> int:
+    """Allowed (query, key) pairs of :func:`~recfx.models.ksa_mask.text_causal_mask` over ``n`` text tokens."""
+    chunks = n // chunk
+    summary_rows = sum((c + 1) * chunk + 1 for c in range(chunks) for _ in range(summaries))
+    return n * (n + 1) // 2 + summary_rows
+
+
+def ksa_flops(cfg: KSAConfig, batch: int, seq: int) -> float:
+    """Useful FLOPs of one forward over ``batch`` sequences of ``seq`` text tokens (2 per multiply-add).
+
+    Counts what a fused implementation must compute: one q/k/v projection per position (text or summary), the
+    o-projection and MLP at every interleaved position, attention only over allowed pairs (KSA mask in KSA layers,
+    text-causal in full layers), and the head over text positions. The reference model computes more (both
+    projection sets, dense L x L scores); counting that would overstate achieved TFLOP/s.
+    """
+    from recfx.kernels.ksa_reference import count_allowed_pairs
+
+    length = layout.interleaved_length(seq, cfg.chunk, cfg.summaries)
+    inner, kv_inner = cfg.n_heads * cfg.d_head, cfg.n_kv_heads * cfg.d_head
+    per_position = 2 * cfg.d_model * (inner + 2 * kv_inner) + 2 * inner * cfg.d_model + 3 * 2 * cfg.d_model * cfg.d_ff
+    ksa_pairs = count_allowed_pairs(length, cfg.chunk, cfg.summaries, cfg.window)
+    full_pairs = text_causal_pairs(seq, cfg.chunk, cfg.summaries)
+    total = 0.0
+    for i in range(cfg.n_layers):
+        pairs = ksa_pairs if cfg.is_ksa_layer(i) else full_pairs
+        total += length * per_position + 4 * cfg.n_heads * cfg.d_head * pairs
+    total += 2 * seq * cfg.d_model * cfg.vocab
+    return batch * total

@@ -23,6 +23,8 @@ class ModelSpec:
         inputs_fn: ``(config, batch, generator, device, dtype) -> tuple of tensors``.
         dynamic_dims: extra dynamic dims beyond the batch (``{"tokens": {1: "seq"}}``), for capture.
         description: one line for listings.
+        flops_fn: ``(config, inputs) -> useful FLOPs of one call``, for models where counting the reference's
+            operations would overstate the work (KSA's dense masked scores); ``None``: count the reference.
     """
 
     name: str
@@ -32,6 +34,7 @@ class ModelSpec:
     inputs_fn: Callable[..., tuple[torch.Tensor, ...]]
     dynamic_dims: dict[str, dict[int, str]] = dataclasses.field(default_factory=dict)
     description: str = ""
+    flops_fn: Callable[[Any, tuple[torch.Tensor, ...]], float] | None = None
 
     def build(self, *, seed: int = 0, dtype: torch.dtype = torch.float32, device: str | torch.device = "cpu"
               ) -> torch.nn.Module:

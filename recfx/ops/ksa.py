@@ -2,7 +2,8 @@
 
 One op, defined once with ``torch.library``: CPU and any dtype other than bf16/fp16 run the reference (the model's
 masked attention with the spec's §2 mask); CUDA with bf16/fp16 runs the Triton prefill kernel
-(``recfx/kernels/ksa_prefill.py``). Eager and Inductor (as an extern call) both dispatch to it.
+(``recfx/kernels/ksa_prefill.py``), except under :func:`recfx.ops.mode.reference_kernels` (what the ``eager``
+backends use), where it runs the reference too. Inductor calls the op as an extern kernel.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import torch
 
 from recfx.kernels.ksa_reference import accumulation_dtype, prefill_reference
+from recfx.ops.mode import use_reference
 
 #: dtypes the Triton kernel runs (others use the reference, on any device).
 KERNEL_DTYPES = (torch.bfloat16, torch.float16)
@@ -80,7 +82,7 @@ def _ksa_attention_fake(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk
 def _ksa_attention_cuda(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int, summaries: int,
                         window: int, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
     check_ksa_args(q, k, v, chunk_size, summaries, window)
-    if q.dtype not in KERNEL_DTYPES:
+    if q.dtype not in KERNEL_DTYPES or use_reference():
         return prefill_reference(q, k, v, chunk_size, summaries, window, scale)
     try:
         from recfx.kernels.ksa_prefill import ksa_prefill

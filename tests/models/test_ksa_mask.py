@@ -70,3 +70,11 @@ def test_text_causal_mask_excludes_summary_keys():
 
 def test_allowed_pairs_counts_the_mask():
     assert layout.allowed_pairs(16, 4, 1, 1) == int(spec_mask(20, 4, 1, 1).sum())
+
+
+@pytest.mark.parametrize("n, k, s", [(13, 4, 1), (16, 4, 2), (7, 8, 1)])
+def test_text_causal_pairs_closed_form(n, k, s):
+    from recfx.models.ksa import text_causal_pairs
+
+    length = layout.interleaved_length(n, k, s)
+    assert text_causal_pairs(n, k, s) == int(layout.text_causal_mask(length, k, s).sum())

@@ -133,3 +133,28 @@ def test_dlrm_outputs_probabilities():
     with torch.no_grad():
         p = model(*spec.example_inputs(16))
     assert p.shape == (16, 1) and ((p > 0) & (p < 1)).all()
+
+
+def test_ksa_useful_flops_count_one_projection_set_and_allowed_pairs():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from recfx.models.ksa import ksa_flops, text_causal_pairs
+    from recfx.models.ksa_mask import interleaved_length, ksa_mask
+
+    spec = get_model("ksa-tiny")
+    cfg, model = spec.config, spec.build()
+    batch, seq = 2, 37
+    (tokens,) = spec.example_inputs(batch, seq=seq)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(tokens)
+    counts = counter.get_flop_counts()["Global"]
+    length = interleaved_length(seq, cfg.chunk, cfg.summaries)
+    n_ksa = sum(cfg.is_ksa_layer(i) for i in range(cfg.n_layers))
+    qkv = 2 * length * cfg.d_model * (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.d_head
+    linear = sum(v for op, v in counts.items() if "mm" in str(op) and "bmm" not in str(op))
+    # the reference computes both projection sets in KSA layers: the useful count keeps one
+    pairs = n_ksa * int(ksa_mask(length, cfg.chunk, cfg.summaries, cfg.window).sum()) + (
+        cfg.n_layers - n_ksa) * text_causal_pairs(seq, cfg.chunk, cfg.summaries)
+    attention = 4 * cfg.n_heads * cfg.d_head * pairs
+    assert ksa_flops(cfg, batch, seq) == linear - batch * n_ksa * qkv + batch * attention
+    assert spec.flops_fn is not None and spec.flops_fn(cfg, (tokens,)) == ksa_flops(cfg, batch, seq)
