@@ -115,6 +115,7 @@ def fp8_linear(x: Tensor, w_q: Tensor, w_scale: Tensor, bias: Tensor | None = No
         torch.Size([2, 5, 16])
     """
     _check_linear(x, w_q, w_scale, bias, out_dtype, "fp8_linear")
+    _check_scales(w_q, w_scale, x_scale)
     n = w_q.shape[0]
     rows = _rows(x)
     if x_scale is None:
@@ -125,10 +126,21 @@ def fp8_linear(x: Tensor, w_q: Tensor, w_scale: Tensor, bias: Tensor | None = No
     return _epilogue(scaled_mm(q, w_q, s, s_w), bias, x, n, out_dtype)
 
 
+def _check_scales(w_q: Tensor, w_scale: Tensor, x_scale: Tensor | None) -> None:
+    n = w_q.shape[0]
+    if w_scale.numel() != 1 and tuple(w_scale.shape) != (n, 1):
+        raise ValueError(f"recfx::fp8_linear: w_scale must be [] (per tensor) or [N, 1] = [{n}, 1] (per output "
+                         f"channel), got {list(w_scale.shape)}")
+    if x_scale is not None and (x_scale.numel() != 1 or x_scale.dtype != torch.float32):
+        raise ValueError(f"recfx::fp8_linear: x_scale must be a float32 per-tensor scale [], got {x_scale.dtype} "
+                         f"{list(x_scale.shape)}")
+
+
 @fp8_linear.register_fake
 def _(x: Tensor, w_q: Tensor, w_scale: Tensor, bias: Tensor | None = None, x_scale: Tensor | None = None,
       out_dtype: torch.dtype | None = None) -> Tensor:
     _check_linear(x, w_q, w_scale, bias, out_dtype, "fp8_linear")
+    _check_scales(w_q, w_scale, x_scale)
     return x.new_empty((*x.shape[:-1], w_q.shape[0]), dtype=out_dtype or x.dtype)
 
 

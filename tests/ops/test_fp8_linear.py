@@ -80,6 +80,12 @@ def test_fp8_linear_bad_inputs() -> None:
         ops.fp8_linear(torch.randn(2, 16), torch.randn(8, 16), w_s)
     with pytest.raises(ValueError, match="bias must be"):
         ops.fp8_linear(torch.randn(2, 16), w_q, w_s, torch.randn(7))
+    with pytest.raises(ValueError, match=r"w_scale must be \[\] \(per tensor\) or \[N, 1\] = \[8, 1\]"):
+        ops.fp8_linear(torch.randn(2, 16), w_q, torch.ones(7, 1))
+    with pytest.raises(ValueError, match="w_scale must be"):
+        ops.fp8_linear(torch.randn(2, 16), w_q, torch.ones(8))  # a 1-D scale would read as per-K in ONNX
+    with pytest.raises(ValueError, match="x_scale must be a float32 per-tensor scale"):
+        ops.fp8_linear(torch.randn(2, 16), w_q, w_s, None, torch.ones(2))
     wb_q, wb_s = quantize_weight(torch.randn(8, 16), "block", 4)
     with pytest.raises(ValueError, match="ceil"):
         ops.fp8_linear_blocks(torch.randn(2, 16), wb_q, wb_s, None, 8)
