@@ -117,6 +117,9 @@ def export_onnx(model_or_compiled: torch.nn.Module, example_inputs: Sequence[tor
     calib = calibration_hash(calibration)
     if isinstance(model_or_compiled, CompiledModule):
         compiled, name = model_or_compiled, config.model_name or model_or_compiled.report.model
+        section = compiled.report.sections.get("fp8")
+        if calibration is None and getattr(section, "data_source", "") == "calibration data":
+            calib = "unknown (the compiled module was calibrated; pass calibration= to export_onnx to hash it)"
     elif isinstance(model_or_compiled, torch.nn.Module):
         compiled = _compile(model_or_compiled, inputs, config, calibration, quant)
         name = config.model_name or type(model_or_compiled).__name__

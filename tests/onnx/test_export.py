@@ -95,6 +95,11 @@ def test_compiled_module_export_keeps_its_backend(tmp_path) -> None:  # type: ig
                              quant=recfx.QuantConfig(progress=False, default_exclusions=False))
     out = export_onnx(compiled, inputs, tmp_path / "c.onnx")  # fp8 follows the graph
     assert out.fp8 and read_metadata(out.path)["recfx.quant_config"] != "none"
+    static = recfx.compile(Mlp().eval(), inputs, backend="eager-fp8", calibration=[inputs],
+                           quant=recfx.QuantConfig(activation="static_per_tensor", progress=False,
+                                                   default_exclusions=False))
+    out = export_onnx(static, inputs, tmp_path / "s.onnx")  # calibrated, but the data is not at hand
+    assert read_metadata(out.path)["recfx.calibration_hash"].startswith("unknown")
 
 
 def test_static_shapes(tmp_path) -> None:  # type: ignore[no-untyped-def]
