@@ -43,7 +43,8 @@ def compile(  # noqa: A001  (mirrors torch.compile)
         the numerical check against ``model`` on ``example_inputs``.
 
     Raises:
-        TypeError / ValueError: bad inputs or options (the message says which and what to do).
+        TypeError / ValueError: bad inputs or options, or a model that is already compiled (the message says which
+            and what to do).
         UnknownKeyError: an unknown backend or pass name.
         BackendUnavailableError: the named backend cannot run here.
         CaptureError / PassError: capture or a pass failed (the message names the op or pass and the node).
@@ -57,6 +58,9 @@ def compile(  # noqa: A001  (mirrors torch.compile)
         >>> fast.report.numerics[0].cosine > 0.9999
         True
     """
+    if isinstance(model, CompiledModule):
+        raise TypeError(f"model is already a recfx CompiledModule (backend {model.backend!r}); pass the original "
+                        "nn.Module to compile it again, e.g. with another backend or quantization")
     config = config or CompileConfig()
     if not isinstance(config, CompileConfig):
         raise TypeError(f"config must be a recfx.CompileConfig, got {type(config).__name__}")

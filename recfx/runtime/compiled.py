@@ -29,6 +29,18 @@ class CompiledModule(torch.nn.Module):
         self.input_specs = input_specs
         self.output_specs = output_specs
         self.report = report
+        self.training = False  # inference only (the exported graph module refuses train()/eval() calls)
+
+    def train(self, mode: bool = True) -> CompiledModule:
+        """Compiled modules are inference-only: ``eval()`` is a no-op, ``train()`` raises.
+
+        Raises:
+            RuntimeError: ``mode=True``.
+        """
+        if mode:
+            raise RuntimeError("a recfx CompiledModule is inference-only; train the original model and compile it "
+                               "again")
+        return self
 
     @property
     def backend(self) -> str:

@@ -86,3 +86,12 @@ def test_user_pass_runs_inside_compile():
         PASSES.remove("test_counting_pass")
     assert len(calls) == 1
     assert [r.name for r in c.report.passes].index("test_counting_pass") == 3
+
+
+def test_compiled_module_is_inference_only_and_not_recompiled(compiled):
+    assert not compiled.training
+    assert compiled.eval() is compiled
+    with pytest.raises(RuntimeError, match="inference-only"):
+        compiled.train()
+    with pytest.raises(TypeError, match="already a recfx CompiledModule.*original"):
+        recfx.compile(compiled, (torch.randn(3, 4), torch.arange(3)), backend="eager")
