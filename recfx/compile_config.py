@@ -62,9 +62,3 @@ class CompileConfig(ConfigBase):
     def invariants_on(self) -> bool:
         return self.check_invariants or debug_enabled()
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CompileConfig:
-        data = dict(data)
-        if "dynamic_dims" in data:  # JSON turns int keys into strings
-            data["dynamic_dims"] = {k: {int(d): s for d, s in v.items()} for k, v in data["dynamic_dims"].items()}
-        return super().from_dict(data)

@@ -69,6 +69,10 @@ def _from_plain(hint: Any, value: Any) -> Any:
         return hint.from_dict(value)
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return hint(value)
+    if origin is dict and isinstance(value, dict) and len(args) == 2:  # JSON turns int keys into strings
+        key_type, value_type = args
+        return {(key_type(k) if key_type is int and isinstance(k, str) else k): _from_plain(value_type, v)
+                for k, v in value.items()}
     if origin is tuple and isinstance(value, (list, tuple)):
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_from_plain(args[0], v) for v in value)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
 
 from recfx.config import ConfigBase
 
@@ -63,9 +62,3 @@ class OnnxExportConfig(ConfigBase):
         if self.dynamic_dims and not self.dynamic:
             raise ValueError("dynamic_dims were given with dynamic=False; drop one of them")
 
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> OnnxExportConfig:
-        data = dict(data)
-        if "dynamic_dims" in data:  # JSON turns int keys into strings
-            data["dynamic_dims"] = {k: {int(d): n for d, n in v.items()} for k, v in data["dynamic_dims"].items()}
-        return super().from_dict(data)

@@ -47,6 +47,25 @@ def decode_attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: floa
     return decode_reference(q, k, v, scale)
 
 
+class _KVBuffer:
+    """One (2, B, slots, Hkv, D) buffer holding keys (index 0) and values (index 1)."""
+
+    kv: torch.Tensor
+
+    @property
+    def k(self) -> torch.Tensor:
+        return self.kv[0]
+
+    @property
+    def v(self) -> torch.Tensor:
+        return self.kv[1]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the buffer per sequence."""
+        return self.kv.numel() * self.kv.element_size() // self.kv.shape[1]
+
+
 @dataclasses.dataclass(frozen=True)
 class KSACacheLayout:
     """Offsets of the regions of one KSA layer's buffer, for up to ``capacity`` text tokens."""
@@ -77,7 +96,7 @@ class KSACacheLayout:
         return self.summary + self.summaries * (self.capacity // self.chunk)
 
 
-class KSALayerCache:
+class KSALayerCache(_KVBuffer):
     """One KSA layer's cache for a batch of sequences of equal length (spec §5).
 
     Args:
@@ -99,17 +118,6 @@ class KSALayerCache:
         self.n = 0  # text tokens so far
         self.ns = 0  # summary entries committed
 
-    @property
-    def k(self) -> torch.Tensor:
-        return self.kv[0]
-
-    @property
-    def v(self) -> torch.Tensor:
-        return self.kv[1]
-
-    @property
-    def nbytes(self) -> int:
-        return self.kv.numel() * self.kv.element_size() // self.kv.shape[1]  # per sequence
 
     @property
     def pending_summary(self) -> bool:
@@ -180,7 +188,7 @@ class KSALayerCache:
         self.n, self.ns = n, n_sum
 
 
-class TextKVCache:
+class TextKVCache(_KVBuffer):
     """A full layer's cache: every text token's k/v plus one headroom slot for a summary query's own key."""
 
     def __init__(self, capacity: int, chunk: int, summaries: int, batch: int, kv_heads: int, head_dim: int,
@@ -189,17 +197,6 @@ class TextKVCache:
         self.kv = torch.zeros((2, batch, capacity + 1, kv_heads, head_dim), dtype=dtype, device=device)
         self.n = 0
 
-    @property
-    def k(self) -> torch.Tensor:
-        return self.kv[0]
-
-    @property
-    def v(self) -> torch.Tensor:
-        return self.kv[1]
-
-    @property
-    def nbytes(self) -> int:
-        return self.kv.numel() * self.kv.element_size() // self.kv.shape[1]
 
     def append_text(self, k: torch.Tensor, v: torch.Tensor) -> tuple[int, int]:
         if self.n >= self.capacity:
