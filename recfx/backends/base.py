@@ -60,6 +60,18 @@ class Backend:
         """Return a callable that runs ``gm``'s computation on the flat tensor inputs."""
         raise NotImplementedError
 
+    def options(self, ctx: PassContext, allowed: tuple[str, ...]) -> dict[str, Any]:
+        """The user's ``CompileConfig.backend_options`` for this backend, checked against ``allowed``.
+
+        Raises:
+            ValueError: an option this backend does not know (the message lists the allowed ones).
+        """
+        options = dict(ctx.config.backend_options) if ctx.config is not None else {}
+        unknown = sorted(set(options) - set(allowed))
+        if unknown:
+            raise ValueError(f"unknown {self.name} backend_options {unknown}; allowed: {list(allowed)}")
+        return options
+
     def check_available(self) -> None:
         avail = self.availability()
         if not avail.ok:

@@ -36,10 +36,7 @@ class InductorBackend(Backend):
         return inductor_availability()
 
     def compile(self, gm: GraphModule, ctx: PassContext) -> Callable[..., Any]:
-        options = dict(ctx.config.backend_options) if ctx.config is not None else {}
-        unknown = sorted(set(options) - set(_INDUCTOR_OPTIONS))
-        if unknown:
-            raise ValueError(f"unknown inductor backend_options {unknown}; allowed: {list(_INDUCTOR_OPTIONS)}")
+        options = self.options(ctx, _INDUCTOR_OPTIONS)
         dynamic = options.pop("dynamic", bool(ctx.extras.get("dynamic_dims")))
         compiled = torch.compile(gm, backend="inductor", dynamic=dynamic, **options)
         if dynamic:

@@ -91,10 +91,7 @@ class OrtBackend(Backend):
         from recfx.onnx.session import OrtRunner, providers_for
         from recfx.onnx.write import write_model
 
-        options = dict(ctx.config.backend_options) if ctx.config is not None else {}
-        unknown = sorted(set(options) - set(_OPTIONS))
-        if unknown:
-            raise ValueError(f"unknown {self.name} backend_options {unknown}; allowed: {list(_OPTIONS)}")
+        options = self.options(ctx, _OPTIONS)
         providers = providers_for(options.get("provider", "auto"))
         captured = ctx.extras.get("captured")
         if captured is None:
