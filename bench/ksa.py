@@ -192,6 +192,53 @@ def prefill_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
     return row
 
 
+# ---------------------------------------------------------------------------------------------- sweep
+SWEEP_SHAPES = [(64, 64, 4, 3), (128, 128, 8, 3)]
+#: (TMA, SKIP): SKIP 1 / 2 leave out the masked tiles / the diagonal tile (wrong results: a cost breakdown only)
+SWEEP_VARIANTS = [(False, 0), (True, 0), (True, 1), (True, 2)]
+
+
+def sweep_section(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """Every (block shape, TMA) variant of the prefill kernel at --sweep-sizes, each checked
+    on sampled rows and timed beside SDPA causal in the same run (A/B of kernel designs)."""
+    results = []
+    for n in args.sweep_sizes:
+        results += sweep_one(n, args)
+        torch.cuda.empty_cache()
+    return results
+
+
+def sweep_one(n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
+    h, d, k, s, w = args.heads, args.head_dim, args.chunk, args.summaries, args.window
+    torch.manual_seed(n)
+    length = interleaved_length(n, k, s)
+    q, kk, v = (torch.randn(1, length, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    rows = sampled_rows(length, "cuda")
+    ref, _ = prefill_reference(q.double(), kk.double(), v.double(), k, s, w, d**-0.5, rows=rows)
+    qt, kt, vt = (torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    sdpa_ms = timed(lambda: F.scaled_dot_product_attention(qt, kt, vt, is_causal=True), args.rep_ms)
+    ideal = (n * (n + 1) // 2) / count_allowed_pairs(length, k, s, w)
+    results = []
+    for bm, bn, warps, stages in SWEEP_SHAPES:
+        for tma, skip in SWEEP_VARIANTS:
+            config = {"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_LOOPS": False, "num_warps": warps, "num_stages": stages,
+                      "SKIP": skip}
+            row: dict[str, Any] = {"n": n, **config, "tma": tma, "sdpa_ms": sdpa_ms, "ideal_ratio": ideal}
+
+            def run(config: dict[str, Any] = config, tma: bool = tma) -> Any:
+                return prefill_mod.ksa_prefill(q, kk, v, k, s, w, d**-0.5, config=config, tma=tma)
+
+            try:
+                row["rel_err"] = rel_err(run()[0][:, rows], ref)
+                row["ms"] = timed(run, args.rep_ms)
+                row["fraction_of_ideal"] = sdpa_ms / row["ms"] / ideal
+            except Exception as err:  # noqa: BLE001 - a variant that does not compile is a result too
+                row["error"] = f"{type(err).__name__}: {str(err)[:300]}"
+            log(f"sweep {json.dumps(row)}")
+            results.append(row)
+    return results
+
+
 # ---------------------------------------------------------------------------------------------- decode
 def decode_section(args: argparse.Namespace) -> list[dict[str, Any]]:
     """One KSA layer decoding one text token at ``--decode-context`` text tokens of context vs a full cache."""
@@ -314,7 +361,8 @@ def main() -> int:
     p.add_argument("--window", type=int, default=128)
     p.add_argument("--rep-ms", type=int, default=200)
     p.add_argument("--skip-flex", action="store_true")
-    p.add_argument("--parts", default="checks,decode,prefill,model")
+    p.add_argument("--parts", default="checks,decode,prefill,model", help="any of checks,decode,prefill,model,sweep")
+    p.add_argument("--sweep-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[32768, 65536])
     p.add_argument("--decode-context", type=int, default=131072)
     p.add_argument("--out", default="ksa_bench.json")
     args = p.parse_args()
@@ -327,7 +375,8 @@ def main() -> int:
         "python": platform.python_version(), "argv": sys.argv, "config": vars(args),
     }
     t0 = time.perf_counter()
-    sections = {"checks": lambda: small_checks("cuda"), "decode": lambda: decode_section(args),
+    sections = {"sweep": lambda: sweep_section(args),
+                "checks": lambda: small_checks("cuda"), "decode": lambda: decode_section(args),
                 "prefill": lambda: prefill_section(args), "model": lambda: model_section(args)}
     for name, run in sections.items():
         if name in parts:

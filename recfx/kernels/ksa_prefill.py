@@ -15,12 +15,19 @@ the natural log-sum-exp of every row.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
+from typing import Any
 
 import torch
 import triton
 import triton.language as tl
+
+try:
+    from triton.tools.tensor_descriptor import TensorDescriptor
+except ImportError:  # triton < 3.4: no host-side TMA descriptors, pointer loads only
+    TensorDescriptor = None
 
 from recfx.kernels.ksa_reference import prefill_reference as reference
 from recfx.kernels.ksa_reference import split_length
@@ -47,11 +54,27 @@ def _configs() -> list[triton.Config]:
     deeper pipelines are tried beside them.
     """
     if os.environ.get("TRITON_INTERPRET") == "1":
-        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_LOOPS": False}, num_warps=1, num_stages=1)]
-    shapes = [(64, 64, 4, 3, False), (128, 64, 8, 3, False), (128, 128, 8, 3, False), (128, 64, 8, 4, False),
-              (64, 64, 4, 3, True), (128, 64, 8, 3, True), (128, 128, 8, 3, True)]
-    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_LOOPS": split}, num_warps=w, num_stages=s)
+        return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_LOOPS": False}, num_warps=1, num_stages=1,
+                              pre_hook=_set_boxes)]
+    shapes = [(64, 64, 4, 3, False), (64, 64, 4, 2, False), (128, 64, 8, 3, False), (128, 128, 8, 3, False),
+              (128, 128, 8, 2, False), (128, 64, 8, 4, False), (128, 64, 8, 3, True), (128, 128, 8, 3, True)]
+    return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_LOOPS": split}, num_warps=w, num_stages=s,
+                          pre_hook=_set_boxes)
             for bm, bn, w, s, split in shapes]
+
+
+def _box(rank: int, block_n: int, group: int, head_dim: int) -> list[int]:
+    """TMA box of one tile of ``block_n`` keys: whole groups of ``group`` rows of one (batch, kv head)."""
+    return [1, 1, block_n, head_dim] if rank == 4 else [1, 1, block_n // group, group, head_dim]
+
+
+def _set_boxes(nargs: dict) -> None:
+    """Autotune pre-hook: the descriptors' boxes follow the config's BLOCK_N."""
+    for name, group in (("KT", nargs["CHUNK"]), ("VT", nargs["CHUNK"]), ("KP", nargs["SUMMARIES"]),
+                        ("VP", nargs["SUMMARIES"])):
+        desc = nargs.get(name)
+        if desc is not None:
+            desc.block_shape = _box(len(desc.shape), nargs["BLOCK_N"], group, nargs["HEAD_DIM"])
 
 
 #: sequences shorter than 2**(SHORT_SEQ_BUCKET - 1) = 4096 positions (seq_bucket = length.bit_length()) try only the
@@ -135,6 +158,35 @@ def _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
 
 
 @triton.jit
+def _attend_tma(acc, l_i, m_i, q, k_desc, v_desc, b, hk, lo, hi, qk_scale, GROUP: tl.constexpr,
+                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Online-softmax update over keys [lo, hi) (multiples of BLOCK_N) visible to every row, read by TMA.
+
+    The descriptors address keys in groups of ``GROUP`` consecutive rows (a chunk's text, or its summaries):
+    rank 4 [B, Hkv, groups, D] when GROUP == 1, else rank 5 [B, Hkv, groups, GROUP, D]; a tile of BLOCK_N keys is
+    BLOCK_N // GROUP whole groups.
+    """
+    for start in tl.range(lo, hi, BLOCK_N):
+        if GROUP == 1:
+            k = k_desc.load([b, hk, start, 0]).reshape(BLOCK_N, HEAD_DIM)
+        else:
+            k = k_desc.load([b, hk, start // GROUP, 0, 0]).reshape(BLOCK_N, HEAD_DIM)
+        qk = tl.dot(q, tl.trans(k))
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        p = tl.math.exp2(qk * qk_scale - m_new[:, None])
+        alpha = tl.math.exp2(m_i - m_new)
+        l_i = l_i * alpha + tl.sum(p, 1)
+        if GROUP == 1:
+            v = v_desc.load([b, hk, start, 0]).reshape(BLOCK_N, HEAD_DIM)
+        else:
+            v = v_desc.load([b, hk, start // GROUP, 0, 0]).reshape(BLOCK_N, HEAD_DIM)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc)
+        m_i = m_new
+    return acc, l_i, m_i
+
+
+@triton.jit
 def _store_rows(acc, l_i, m_i, pos, row_ok, o_base, lse_base, stride_ol, HEAD_DIM: tl.constexpr,
                 BLOCK_D: tl.constexpr):
     offs_d = tl.arange(0, BLOCK_D)
@@ -146,13 +198,72 @@ def _store_rows(acc, l_i, m_i, pos, row_ok, o_base, lse_base, stride_ol, HEAD_DI
 
 
 @triton.jit
-def _ksa_prefill_body(Q, K, V, Out, Lse,
+def _diagonal_tile(acc, l_i, m_i, q, q_base, k_base, v_base, o_base, lse_base, stride_ql, stride_kl, stride_vl,
+                   stride_ol, t0, t, band_lo, n_text, length, qk_scale, CHUNK: tl.constexpr,
+                   SUMMARIES: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """The last key tile of a square query tile, text [t0, t0 + BLOCK_N): masked update of the text rows, and the
+    complete attention of the tile's summary queries, which see only this tile's keys (their chunk's text) plus
+    their chunk's earlier summary slots. One load of K/V serves both; this replaces a separate pass whose latency
+    cost about 8% of the kernel (bench/results/ksa_sweep2.json)."""
+    BLOCK: tl.constexpr = CHUNK + SUMMARIES
+    ROWS: tl.constexpr = max(SUMMARY_ROWS, BLOCK_N // CHUNK * SUMMARIES)
+    OWN: tl.constexpr = triton.next_power_of_2(SUMMARIES)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    idx = t0 + tl.arange(0, BLOCK_N)
+    kv_ok = idx < n_text
+    kv_pos = (idx // CHUNK) * BLOCK + idx % CHUNK
+    ld = kv_ok[:, None] & d_ok[None, :]
+    k = tl.load(k_base + kv_pos[:, None] * stride_kl + offs_d[None, :], mask=ld, other=0.0)
+    v = tl.load(v_base + kv_pos[:, None] * stride_vl + offs_d[None, :], mask=ld, other=0.0)
+    # text rows: own chunk causally (and the window's lower bound when W = 0 puts it inside the tile)
+    qk = tl.dot(q, tl.trans(k)) * qk_scale
+    ok = (idx[None, :] >= band_lo[:, None]) & (idx[None, :] <= t[:, None]) & kv_ok[None, :]
+    qk = tl.where(ok, qk, float("-inf"))
+    m_new = tl.maximum(m_i, tl.max(qk, 1))
+    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+    p = tl.math.exp2(qk - m_use[:, None])
+    alpha = tl.math.exp2(m_i - m_use)
+    l_i = l_i * alpha + tl.sum(p, 1)
+    acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+    # summary rows of the tile's complete chunks: chunk text from this tile, own slots 0..j gathered
+    r = tl.arange(0, ROWS)
+    slot = r % SUMMARIES
+    sc = t0 // CHUNK + r // SUMMARIES
+    s_pos = sc * BLOCK + CHUNK + slot
+    s_ok = (sc < tl.minimum((t0 + BLOCK_N) // CHUNK, n_text // CHUNK)) & (s_pos < length)
+    sq = tl.load(q_base + s_pos[:, None] * stride_ql + offs_d[None, :], mask=s_ok[:, None] & d_ok[None, :],
+                 other=0.0)
+    ss = tl.dot(sq, tl.trans(k)) * qk_scale
+    ss = tl.where((idx[None, :] // CHUNK == sc[:, None]) & kv_ok[None, :], ss, float("-inf"))
+    j = tl.arange(0, OWN)
+    own_pos = (sc * BLOCK + CHUNK)[:, None] + j[None, :]
+    own_ok = (j[None, :] <= slot[:, None]) & s_ok[:, None]
+    own_ld = own_ok[:, :, None] & d_ok[None, None, :]
+    k_own = tl.load(k_base + own_pos[:, :, None] * stride_kl + offs_d[None, None, :], mask=own_ld, other=0.0)
+    so = tl.sum(sq.to(tl.float32)[:, None, :] * k_own.to(tl.float32), axis=2) * qk_scale
+    so = tl.where(own_ok, so, float("-inf"))
+    s_m = tl.where(s_ok, tl.maximum(tl.max(ss, 1), tl.max(so, 1)), 0.0)
+    ps = tl.math.exp2(ss - s_m[:, None])
+    po = tl.math.exp2(so - s_m[:, None])
+    s_l = tl.where(s_ok, tl.sum(ps, 1) + tl.sum(po, 1), 1.0)
+    v_own = tl.load(v_base + own_pos[:, :, None] * stride_vl + offs_d[None, None, :], mask=own_ld, other=0.0)
+    s_acc = tl.dot(ps.to(v.dtype), v) + tl.sum(po[:, :, None] * v_own.to(tl.float32), axis=1)
+    tl.store(o_base + s_pos[:, None] * stride_ol + offs_d[None, :], (s_acc / s_l[:, None]).to(o_base.dtype.element_ty),
+             mask=s_ok[:, None] & d_ok[None, :])
+    tl.store(lse_base + s_pos, (s_m + tl.math.log2(s_l)) * LN2, mask=s_ok)
+    return acc, l_i, m_new
+
+
+@triton.jit
+def _ksa_prefill_body(Q, K, V, Out, Lse, KT, VT, KP, VP,
                         stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh,
                         stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
                         heads, length, n_text, n_sum, window, qk_scale, seq_bucket,
                         GROUPS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                         CHUNK: tl.constexpr, SUMMARIES: tl.constexpr,
-                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_LOOPS: tl.constexpr):
+                        BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_LOOPS: tl.constexpr,
+                        TMA: tl.constexpr):
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # tiles late in the sequence (longest prefix) first
     pid_bh = tl.program_id(1)
     b = (pid_bh // heads).to(tl.int64)
@@ -196,7 +307,25 @@ def _ksa_prefill_body(Q, K, V, Out, Lse,
     full_lo = tl.where(empty, first, full_lo)
     full_hi = tl.where(empty, first, full_hi)
     end = t_last + 1
-    if SPLIT_LOOPS:  # one loop per range
+    # TMA tiles are whole chunks / summary groups, and tiles start on chunk boundaries
+    USE_TMA: tl.constexpr = TMA and (CHUNK <= BLOCK_N) and (SUMMARIES <= BLOCK_N) and (CHUNK <= BLOCK_M)
+    # square tiles: the diagonal key tile is the tile's own text, shared with its summary queries
+    DIAGONAL: tl.constexpr = USE_TMA and (BLOCK_M == BLOCK_N)
+    if USE_TMA:  # unmasked tiles through TMA descriptors (one loop per range), masked ones through pointers
+        b32 = pid_bh // heads
+        acc, l_i, m_i = _attend_tma(acc, l_i, m_i, q, KP, VP, b32, hk, 0, pre_full, qk_scale, SUMMARIES, HEAD_DIM,
+                                    BLOCK_N)
+        acc, l_i, m_i = _attend_tma(acc, l_i, m_i, q, KT, VT, b32, hk, full_lo, full_hi, qk_scale, CHUNK, HEAD_DIM,
+                                    BLOCK_N)
+        acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
+                                pre_full, pre_end, zero, pre_hi, n_sum, first, full_lo, full_hi,
+                                t0 if DIAGONAL else end, band_lo, t, n_text, PREFIX_KEYS, True, CHUNK, SUMMARIES,
+                                HEAD_DIM, BLOCK_D, BLOCK_N)
+        if DIAGONAL:
+            acc, l_i, m_i = _diagonal_tile(acc, l_i, m_i, q, q_base, k_base, v_base, o_base, lse_base, stride_ql,
+                                           stride_kl, stride_vl, stride_ol, t0, t, band_lo, n_text, length,
+                                           qk_scale, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+    elif SPLIT_LOOPS:  # one loop per range
         acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
                                 0, pre_full, zero, pre_hi, n_sum, 0, 0, 0, 0, band_lo, t, n_text,
                                 PREFIX_KEYS, False, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
@@ -225,7 +354,7 @@ def _ksa_prefill_body(Q, K, V, Out, Lse,
     c_lo = t0 // CHUNK
     c_hi = tl.minimum((t0 + BLOCK_M) // CHUNK, n_text // CHUNK)
     r = tl.arange(0, SUMMARY_ROWS)
-    for r0 in tl.range(0, (c_hi - c_lo) * SUMMARIES, SUMMARY_ROWS):
+    for r0 in tl.range(0, (c_hi - c_lo) * SUMMARIES * (not DIAGONAL), SUMMARY_ROWS):
         sc = c_lo + (r0 + r) // SUMMARIES
         s_pos = sc * BLOCK + CHUNK + (r0 + r) % SUMMARIES
         s_ok = (sc < c_hi) & (s_pos < length)
@@ -242,16 +371,68 @@ def _ksa_prefill_body(Q, K, V, Out, Lse,
         _store_rows(s_acc, s_l, s_m, s_pos, s_ok, o_base, lse_base, stride_ol, HEAD_DIM, BLOCK_D)
 
 
+def _is_pow2(x: int) -> bool:
+    return x > 0 and x & (x - 1) == 0
+
+
+@functools.cache
+def _capability(index: int | None) -> tuple[int, int]:
+    return torch.cuda.get_device_capability(index)
+
+
+def tma_supported(x: torch.Tensor, chunk_size: int, summaries: int) -> bool:
+    """Whether K/V tiles of ``x`` (B, L, Hkv, D) can be read by TMA descriptors in groups of whole chunks.
+
+    Needs a Hopper-or-newer GPU (or the interpreter), 16-bit elements, power-of-two chunk, summary count and head
+    dim (TMA boxes and Triton tiles are powers of two), 16-byte aligned base and strides, and at least one complete
+    chunk. ``RECFX_KSA_TMA=0`` turns it off (A/B measurements).
+    """
+    if os.environ.get("RECFX_KSA_TMA", "1") == "0" or TensorDescriptor is None:
+        return False
+    if os.environ.get("TRITON_INTERPRET") != "1" and not (x.is_cuda and _capability(x.device.index)[0] >= 9):
+        return False
+    length, head_dim = x.shape[1], x.shape[3]
+    item = x.element_size()
+    return (x.dtype in (torch.bfloat16, torch.float16) and _is_pow2(chunk_size) and _is_pow2(summaries)
+            and chunk_size <= 64 and summaries <= 64 and _is_pow2(head_dim) and head_dim * item >= 16
+            and x.stride(-1) == 1 and x.data_ptr() % 16 == 0 and length >= chunk_size + summaries
+            and all(st * item % 16 == 0 for st in x.stride()[:-1]))
+
+
+def _descriptors(x: torch.Tensor, chunk_size: int, summaries: int) -> tuple[Any, Any]:
+    """(text, summary prefix) descriptors of ``x`` (B, L, Hkv, D): keys grouped by chunk, boxes set per config.
+
+    Text: [B, Hkv, chunks, k, D] over the first k rows of every block; prefix: [B, Hkv, chunks, S, D] over the S
+    rows after them (rank 4 when the group is one row). Only complete blocks are described.
+    """
+    b, length, kv_heads, head_dim = x.shape
+    blocks = length // (chunk_size + summaries)
+    sb, sl, sh, _ = x.stride()
+    group_stride = (chunk_size + summaries) * sl
+
+    def described(base: torch.Tensor, group: int) -> Any:
+        if group == 1:
+            shape, strides = [b, kv_heads, blocks, head_dim], [sb, sh, group_stride, 1]
+        else:
+            shape, strides = [b, kv_heads, blocks, group, head_dim], [sb, sh, group_stride, sl, 1]
+        return TensorDescriptor(base, shape, strides, _box(len(shape), 16, group, head_dim))
+
+    prefix_base = x.as_strided((1,), (1,), x.storage_offset() + chunk_size * sl)  # first summary row
+    return described(x, chunk_size), described(prefix_base, summaries)
+
+
 _ksa_prefill_kernel = triton.autotune(
-    configs=_configs(), key=["HEAD_DIM", "CHUNK", "SUMMARIES", "window", "GROUPS", "seq_bucket"],
+    configs=_configs(), key=["HEAD_DIM", "CHUNK", "SUMMARIES", "window", "GROUPS", "seq_bucket", "TMA"],
     prune_configs_by={"early_config_prune": _prune})(_ksa_prefill_body)
 
 
 def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int, summaries: int, window: int,
-                scale: float, config: dict[str, int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                scale: float, config: dict[str, int] | None = None,
+                tma: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the prefill kernel: q (B, L, H, D), k/v (B, L, Hkv, D) -> (out (B, L, H, D), lse (B, H, L) float32).
 
-    ``config`` (BLOCK_M, BLOCK_N, SPLIT_LOOPS, num_warps, num_stages) bypasses autotuning (tests, sweeps).
+    ``config`` (BLOCK_M, BLOCK_N, SPLIT_LOOPS, num_warps, num_stages; WS: warp-specialised TMA loops) bypasses
+    autotuning (tests, sweeps). ``tma=False`` forces pointer loads; None uses TMA where ``tma_supported``.
 
     Raises:
         ValueError: tensors not on a CUDA device (outside the Triton interpreter), not bf16/fp16/fp32, head dim
@@ -283,14 +464,23 @@ def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: i
     def grid(meta: dict[str, int]) -> tuple[int, int]:
         return (triton.cdiv(n_text, meta["BLOCK_M"]), b * heads)
 
+    supported = tma_supported(k, chunk_size, summaries) and tma_supported(v, chunk_size, summaries)
+    if tma and not supported:
+        raise ValueError("tma=True, but these tensors cannot be read through TMA descriptors (see tma_supported)")
+    tma = supported if tma is None else tma
+    kt, kp = _descriptors(k, chunk_size, summaries) if tma else (None, None)
+    vt, vp = _descriptors(v, chunk_size, summaries) if tma else (None, None)
     kernel = _ksa_prefill_kernel if config is None else _ksa_prefill_body
+    if config is not None:
+        _set_boxes({"KT": kt, "VT": vt, "KP": kp, "VP": vp, "CHUNK": chunk_size, "SUMMARIES": summaries,
+                    "HEAD_DIM": head_dim, "BLOCK_N": config.get("BLOCK_N", 16)})
     kernel[grid](
-        q, k, v, out, lse,
+        q, k, v, out, lse, kt, vt, kp, vp,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), lse.stride(0),
         lse.stride(1),
         heads, length, n_text, n_sum, window, scale * LOG2E, length.bit_length(),
         GROUPS=heads // kv_heads, HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
-        CHUNK=chunk_size, SUMMARIES=summaries, **(config or {}),
+        CHUNK=chunk_size, SUMMARIES=summaries, TMA=tma, **(config or {}),
     )
     return out, lse

@@ -11,8 +11,9 @@ import argparse
 import json
 import logging
 import sys
+import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from recfx.tools.commands import command
 
@@ -132,7 +133,11 @@ def run(args: argparse.Namespace) -> int:
                          args.compare_metric)
     console = Console(width=None if sys.stdout.isatty() else 200)
     err_console = Console(stderr=True)
-    progress = _RichProgress(err_console, enabled=not args.quiet and err_console.is_terminal)
+    progress: _RichProgress | _LineProgress
+    if args.quiet or err_console.is_terminal:
+        progress = _RichProgress(err_console, enabled=not args.quiet)
+    else:  # a log file or a pipe: one timestamped line per step, so a long run shows where its time goes
+        progress = _LineProgress(sys.stderr)
     try:
         result = run_bench(config, progress)
     finally:
@@ -170,6 +175,29 @@ def _accuracy_misses(result: BenchResult, min_cosine: float | None, min_topk: fl
         if min_topk is not None and acc.topk_overlap is not None and acc.topk_overlap < min_topk:
             misses.append(f"{row.label} batch {row.batch}: top-k overlap {acc.topk_overlap:.3f} < {min_topk}")
     return misses
+
+
+class _LineProgress:
+    """Progress as plain lines (``[12:00:01] +3.2s 4/25 inductor: compiling``) for non-terminal stderr."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream, self.total, self.done = stream, 0, 0
+        self.last = time.perf_counter()
+
+    def close(self) -> None:
+        pass
+
+    def start(self, total: int) -> None:
+        self.total = total
+
+    def step(self, description: str) -> None:
+        now = time.perf_counter()
+        print(f"[{time.strftime('%H:%M:%S')}] +{now - self.last:.1f}s {self.done}/{self.total} {description}",
+              file=self.stream, flush=True)
+        self.last = now
+
+    def advance(self) -> None:
+        self.done += 1
 
 
 class _RichProgress:
