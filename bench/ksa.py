@@ -7,7 +7,8 @@ with a BlockMask of the same mask, summary keys gathered into a dense prefix and
 (c) SDPA causal over the text only. Useful TFLOP/s count only allowed (query, key) pairs: 4 * D * pairs * H.
 Decode: one text token attending over the KSA cache at a long context vs a full-attention cache.
 Correctness first: every variant is checked against a float64 reference (all rows at small sizes, sampled rows
-at large ones) before it is timed.
+at large ones) before it is timed. ``--parts sweep`` times every block shape with TMA loads on and off at
+``--sweep-sizes`` (kernel design A/B, SDPA timed in the same run).
 """
 
 from __future__ import annotations

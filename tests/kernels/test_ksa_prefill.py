@@ -75,3 +75,36 @@ def test_prefill_loop_structures_and_tiles(config: dict[str, int]) -> None:
     ref_out, ref_lse = reference(q.double(), k.double(), v.double(), 4, 2, 1, 0.25)
     assert (out.double() - ref_out).abs().max() < FP16_OUT_ATOL
     assert (lse.double() - ref_lse).abs().max() < LSE_ATOL
+
+
+@pytest.mark.parametrize("summaries,window", [(1, 0), (2, 1), (1, 3)])
+@pytest.mark.parametrize("config", [
+    {"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_LOOPS": False},  # square: the diagonal tile serves the summary rows
+    {"BLOCK_M": 32, "BLOCK_N": 16, "SPLIT_LOOPS": False},  # TMA tiles, summary rows in their own loop
+])
+def test_prefill_tma_and_pointer_loads_agree(summaries: int, window: int, config: dict[str, int]) -> None:
+    """The TMA path (whole-chunk descriptors, rank 4 and 5) and the pointer-gather path both match float64."""
+    from recfx.kernels.ksa_prefill import tma_supported
+
+    q = torch.randn(2, 150, 4, 16).half()
+    k, v = (torch.randn(2, 150, 2, 16).half() for _ in range(2))
+    assert tma_supported(k, 4, summaries)
+    ref_out, ref_lse = reference(q.double(), k.double(), v.double(), 4, summaries, window, 0.25)
+    for tma in (True, False):
+        out, lse = ksa_prefill(q, k, v, 4, summaries, window, 0.25, config=config, tma=tma)
+        assert (out.double() - ref_out).abs().max() < FP16_OUT_ATOL, f"tma={tma}"
+        assert (lse.double() - ref_lse).abs().max() < LSE_ATOL, f"tma={tma}"
+
+
+def test_tma_supported_conditions() -> None:
+    from recfx.kernels.ksa_prefill import tma_supported
+
+    x = torch.randn(1, 40, 2, 16).half()
+    assert tma_supported(x, 4, 1)
+    assert not tma_supported(x, 3, 1)  # TMA boxes are powers of two: whole chunks of 3 rows do not tile
+    assert not tma_supported(x, 4, 3)
+    assert not tma_supported(x.float(), 4, 1)  # 16-bit elements only
+    assert not tma_supported(torch.randn(1, 40, 2, 24).half(), 4, 1)  # head dim not a power of two
+    assert not tma_supported(x[:, :3], 4, 1)  # no complete block
+    with pytest.raises(ValueError, match="TMA"):
+        ksa_prefill(x, x, x, 3, 1, 1, 0.25, tma=True)
