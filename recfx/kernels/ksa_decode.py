@@ -25,13 +25,15 @@ TARGET_PROGRAMS = 264
 #: keys per tile; query rows are padded to at least this many (the smallest tl.dot tile)
 BLOCK_N = 64
 MIN_ROWS = 16
+#: the largest element offset 32-bit arithmetic holds
+MAX_INT32 = 2**31 - 1
 
 
 @triton.jit
 def _decode_split_kernel(Q, K, V, Acc, M, Lsum, stride_qb, stride_qh, stride_kb, stride_kl, stride_kh,
                          stride_vb, stride_vl, stride_vh, kv_heads, n_keys, keys_per_split, qk_scale,
                          GROUPS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
-                         BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr):
+                         BLOCK_G: tl.constexpr, BLOCK_N: tl.constexpr, WIDE: tl.constexpr = False):
     pid_s = tl.program_id(0)
     pid_bh = tl.program_id(1)
     splits = tl.num_programs(0)
@@ -55,14 +57,15 @@ def _decode_split_kernel(Q, K, V, Acc, M, Lsum, stride_qb, stride_qh, stride_kb,
     for start in tl.range(lo, hi, BLOCK_N):
         idx = start + offs_n
         ld = (idx < hi)[:, None] & d_ok[None, :]
-        k = tl.load(k_base + idx[:, None] * stride_kl + offs_d[None, :], mask=ld, other=0.0)
+        row = idx.to(tl.int64) if WIDE else idx  # WIDE: key offsets past 2**31 elements (very long full caches)
+        k = tl.load(k_base + row[:, None] * stride_kl + offs_d[None, :], mask=ld, other=0.0)
         qk = tl.dot(q, tl.trans(k))
         qk = tl.where((idx < hi)[None, :], qk * qk_scale, float("-inf"))
         m_new = tl.maximum(m_i, tl.max(qk, 1))
         p = tl.math.exp2(qk - m_new[:, None])
         alpha = tl.math.exp2(m_i - m_new)
         l_i = l_i * alpha + tl.sum(p, 1)
-        v = tl.load(v_base + idx[:, None] * stride_vl + offs_d[None, :], mask=ld, other=0.0)
+        v = tl.load(v_base + row[:, None] * stride_vl + offs_d[None, :], mask=ld, other=0.0)
         acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
         m_i = m_new
     # partials: (B, H, splits, D) and (B, H, splits); a split with no keys leaves m = -inf, l = 0
@@ -89,13 +92,19 @@ def _decode_merge_kernel(Acc, M, Lsum, Out, stride_ob, stride_oh, heads, SPLITS:
     tl.store(Out + b * stride_ob + h * stride_oh + offs_d, out.to(Out.dtype.element_ty), mask=offs_d < HEAD_DIM)
 
 
+def needs_wide_offsets(n_keys: int, *keys: torch.Tensor) -> bool:
+    """Whether key offsets inside one (batch, kv head) slice exceed 32 bits: (n_keys - 1) * row stride + D."""
+    return any((n_keys - 1) * x.stride(1) + x.shape[3] > MAX_INT32 for x in keys)
+
+
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: float,
-                     splits: int | None = None) -> torch.Tensor:
+                     splits: int | None = None, wide: bool | None = None) -> torch.Tensor:
     """One query per head over every key given: q (B, H, D), k/v (B, T, Hkv, D) (any row stride) -> (B, H, D).
 
     Args:
         q: the new token's queries. k, v: the visible slice of the cache (``cache.k[:, lo:hi]``), T >= 1.
         scale: softmax scale. splits: number of key splits (default: enough programs to fill the GPU).
+        wide: 64-bit key offsets (default: only when ``needs_wide_offsets``; True forces them, for tests).
 
     Raises:
         ValueError: not CUDA (outside the Triton interpreter), no keys, mismatched heads, head dim over 256.
@@ -130,7 +139,7 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, scale: f
         q, k, v, acc, m, lsum, q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), kv_heads, n_keys, keys_per_split, scale * LOG2E,
         GROUPS=groups, HEAD_DIM=head_dim, BLOCK_D=block_d, BLOCK_G=max(MIN_ROWS, triton.next_power_of_2(groups)),
-        BLOCK_N=BLOCK_N, num_warps=4, num_stages=3,
+        BLOCK_N=BLOCK_N, WIDE=needs_wide_offsets(n_keys, k, v) if wide is None else wide, num_warps=4, num_stages=3,
     )
     _decode_merge_kernel[(b * heads,)](acc, m, lsum, out, out.stride(0), out.stride(1), heads, SPLITS=splits,
                                        HEAD_DIM=head_dim, BLOCK_D=block_d)

@@ -36,3 +36,17 @@ def test_decode_rejects_bad_shapes() -> None:
         decode_attention(q, kv, kv, 0.25)
     with pytest.raises(ValueError, match="at least one key"):
         decode_attention(torch.randn(1, 2, 16).half(), kv[:, :0], kv[:, :0], 0.25)
+
+
+def test_decode_wide_offsets() -> None:
+    """64-bit key offsets (taken automatically past 2**31 elements per slice) compute the same attention."""
+    from recfx.kernels.ksa_decode import needs_wide_offsets
+
+    k, v = (torch.randn(2, 90, 2, 16).half() for _ in range(2))
+    q = torch.randn(2, 4, 16).half()
+    ref = reference(q.double(), k.double(), v.double(), 0.25)
+    assert (decode_attention(q, k, v, 0.25, wide=True).double() - ref).abs().max() < FP16_ATOL
+    assert not needs_wide_offsets(90, k, v)
+    # a 1M-token full cache of 16 kv heads x 128 (k and v stacked per row): 2**32 elements of offsets
+    huge = torch.empty_strided((1, 2**20, 16, 128), (0, 2 * 16 * 128, 128, 1), dtype=torch.half, device="meta")
+    assert needs_wide_offsets(2**20, huge)
