@@ -11,6 +11,11 @@ costs no copy. Tiles entirely inside both bounds of every row run without a mask
 masked; tiles outside are never visited. The summary rows of the chunks that end in the tile follow (their keys
 are their own chunk, a contiguous span of the interleaved sequence). Accumulation is float32; the kernel returns
 the natural log-sum-exp of every row.
+
+Where ``tma_supported`` holds (sm90+, 16-bit, power-of-two k / S / D), unmasked tiles are read through TMA
+descriptors that group keys by whole chunks (``_descriptors``), masked ones through pointer gathers; with square
+tiles the diagonal key tile is loaded once for the text rows and the summary rows (``_diagonal_tile``). The
+design choices and what was measured for them on the H200: ``docs/ksa.md``.
 """
 
 from __future__ import annotations
