@@ -104,6 +104,26 @@ def _key_positions(idx, KEYS: tl.constexpr, CHUNK: tl.constexpr, SUMMARIES: tl.c
 
 
 @triton.jit
+def _softmax_step(qk, ok, m_i, l_i, qk_scale, MASKED: tl.constexpr):
+    """One online-softmax step on raw scores ``qk`` -> (p, alpha, new running max, new row sums).
+
+    With MASKED, scores where ``ok`` is False are hidden and rows with nothing visible yet keep a zero reference
+    (exp2 stays finite); without, the scale folds into one FMA per score.
+    """
+    if MASKED:
+        qk = tl.where(ok, qk * qk_scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        p = tl.math.exp2(qk - m_use[:, None])
+    else:
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        m_use = m_new
+        p = tl.math.exp2(qk * qk_scale - m_use[:, None])
+    alpha = tl.math.exp2(m_i - m_use)
+    return p, alpha, m_new, l_i * alpha + tl.sum(p, 1)
+
+
+@triton.jit
 def _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
             lo0, hi0, row_lo0, row_hi0, end0, lo1, hi1, lo2, hi2, row_lo1, row_hi1, end1,
             KEYS0: tl.constexpr, MASKED: tl.constexpr, CHUNK: tl.constexpr, SUMMARIES: tl.constexpr,
@@ -140,16 +160,9 @@ def _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
             row_lo = tl.where(in0, row_lo0, row_lo1)
             row_hi = tl.where(in0, row_hi0, row_hi1)
             ok = (idx[None, :] >= row_lo[:, None]) & (idx[None, :] <= row_hi[:, None])
-            qk = tl.where(ok, qk * qk_scale, float("-inf"))
-            m_new = tl.maximum(m_i, tl.max(qk, 1))
-            m_use = tl.where(m_new == float("-inf"), 0.0, m_new)  # rows with nothing visible yet stay at zero
-            p = tl.math.exp2(qk - m_use[:, None])
+            p, alpha, m_new, l_i = _softmax_step(qk, ok, m_i, l_i, qk_scale, True)
         else:
-            m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-            m_use = m_new
-            p = tl.math.exp2(qk * qk_scale - m_use[:, None])  # one FMA per score
-        alpha = tl.math.exp2(m_i - m_use)
-        l_i = l_i * alpha + tl.sum(p, 1)
+            p, alpha, m_new, l_i = _softmax_step(qk, None, m_i, l_i, qk_scale, False)
         if MASKED:
             v = tl.load(v_ptrs, mask=ld, other=0.0)
         elif BLOCK_D == HEAD_DIM:
@@ -176,11 +189,7 @@ def _attend_tma(acc, l_i, m_i, q, k_desc, v_desc, b, hk, lo, hi, qk_scale, GROUP
             k = k_desc.load([b, hk, start, 0]).reshape(BLOCK_N, HEAD_DIM)
         else:
             k = k_desc.load([b, hk, start // GROUP, 0, 0]).reshape(BLOCK_N, HEAD_DIM)
-        qk = tl.dot(q, tl.trans(k))
-        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-        p = tl.math.exp2(qk * qk_scale - m_new[:, None])
-        alpha = tl.math.exp2(m_i - m_new)
-        l_i = l_i * alpha + tl.sum(p, 1)
+        p, alpha, m_new, l_i = _softmax_step(tl.dot(q, tl.trans(k)), None, m_i, l_i, qk_scale, False)
         if GROUP == 1:
             v = v_desc.load([b, hk, start, 0]).reshape(BLOCK_N, HEAD_DIM)
         else:
@@ -212,7 +221,6 @@ def _diagonal_tile(acc, l_i, m_i, q, q_base, k_base, v_base, o_base, lse_base, s
     cost about 8% of the kernel (bench/results/ksa_sweep2.json)."""
     BLOCK: tl.constexpr = CHUNK + SUMMARIES
     ROWS: tl.constexpr = max(SUMMARY_ROWS, BLOCK_N // CHUNK * SUMMARIES)
-    OWN: tl.constexpr = triton.next_power_of_2(SUMMARIES)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
     idx = t0 + tl.arange(0, BLOCK_N)
@@ -222,14 +230,8 @@ def _diagonal_tile(acc, l_i, m_i, q, q_base, k_base, v_base, o_base, lse_base, s
     k = tl.load(k_base + kv_pos[:, None] * stride_kl + offs_d[None, :], mask=ld, other=0.0)
     v = tl.load(v_base + kv_pos[:, None] * stride_vl + offs_d[None, :], mask=ld, other=0.0)
     # text rows: own chunk causally (and the window's lower bound when W = 0 puts it inside the tile)
-    qk = tl.dot(q, tl.trans(k)) * qk_scale
     ok = (idx[None, :] >= band_lo[:, None]) & (idx[None, :] <= t[:, None]) & kv_ok[None, :]
-    qk = tl.where(ok, qk, float("-inf"))
-    m_new = tl.maximum(m_i, tl.max(qk, 1))
-    m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-    p = tl.math.exp2(qk - m_use[:, None])
-    alpha = tl.math.exp2(m_i - m_use)
-    l_i = l_i * alpha + tl.sum(p, 1)
+    p, alpha, m_new, l_i = _softmax_step(tl.dot(q, tl.trans(k)), ok, m_i, l_i, qk_scale, True)
     acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
     # summary rows of the tile's complete chunks: chunk text from this tile, own slots 0..j gathered
     r = tl.arange(0, ROWS)
@@ -239,25 +241,61 @@ def _diagonal_tile(acc, l_i, m_i, q, q_base, k_base, v_base, o_base, lse_base, s
     s_ok = (sc < tl.minimum((t0 + BLOCK_N) // CHUNK, n_text // CHUNK)) & (s_pos < length)
     sq = tl.load(q_base + s_pos[:, None] * stride_ql + offs_d[None, :], mask=s_ok[:, None] & d_ok[None, :],
                  other=0.0)
-    ss = tl.dot(sq, tl.trans(k)) * qk_scale
-    ss = tl.where((idx[None, :] // CHUNK == sc[:, None]) & kv_ok[None, :], ss, float("-inf"))
-    j = tl.arange(0, OWN)
-    own_pos = (sc * BLOCK + CHUNK)[:, None] + j[None, :]
-    own_ok = (j[None, :] <= slot[:, None]) & s_ok[:, None]
-    own_ld = own_ok[:, :, None] & d_ok[None, None, :]
-    k_own = tl.load(k_base + own_pos[:, :, None] * stride_kl + offs_d[None, None, :], mask=own_ld, other=0.0)
-    so = tl.sum(sq.to(tl.float32)[:, None, :] * k_own.to(tl.float32), axis=2) * qk_scale
-    so = tl.where(own_ok, so, float("-inf"))
-    s_m = tl.where(s_ok, tl.maximum(tl.max(ss, 1), tl.max(so, 1)), 0.0)
+    ss = tl.where((idx[None, :] // CHUNK == sc[:, None]) & kv_ok[None, :], tl.dot(sq, tl.trans(k)) * qk_scale,
+                  float("-inf"))
+    s_m = tl.where(s_ok, tl.max(ss, 1), 0.0)  # every complete chunk has text: finite for valid rows
     ps = tl.math.exp2(ss - s_m[:, None])
-    po = tl.math.exp2(so - s_m[:, None])
-    s_l = tl.where(s_ok, tl.sum(ps, 1) + tl.sum(po, 1), 1.0)
-    v_own = tl.load(v_base + own_pos[:, :, None] * stride_vl + offs_d[None, None, :], mask=own_ld, other=0.0)
-    s_acc = tl.dot(ps.to(v.dtype), v) + tl.sum(po[:, :, None] * v_own.to(tl.float32), axis=1)
+    s_l = tl.sum(ps, 1)
+    s_acc = tl.dot(ps.to(v.dtype), v)
+    sq32 = sq.to(tl.float32)
+    for j in tl.static_range(SUMMARIES):  # own slots 0..slot, one online-softmax step each
+        own = (sc * BLOCK + CHUNK + j)[:, None] * stride_kl + offs_d[None, :]
+        own_ok = (j <= slot) & s_ok
+        ld_j = own_ok[:, None] & d_ok[None, :]
+        sj = tl.sum(sq32 * tl.load(k_base + own, mask=ld_j, other=0.0).to(tl.float32), 1) * qk_scale
+        sj = tl.where(own_ok, sj, float("-inf"))
+        m_j = tl.maximum(s_m, sj)
+        alpha_j = tl.math.exp2(s_m - m_j)
+        pj = tl.math.exp2(sj - m_j)
+        v_j = tl.load(v_base + (sc * BLOCK + CHUNK + j)[:, None] * stride_vl + offs_d[None, :], mask=ld_j,
+                      other=0.0)
+        s_acc = s_acc * alpha_j[:, None] + pj[:, None] * v_j.to(tl.float32)
+        s_l = s_l * alpha_j + pj
+        s_m = m_j
+    s_l = tl.where(s_ok, s_l, 1.0)
     tl.store(o_base + s_pos[:, None] * stride_ol + offs_d[None, :], (s_acc / s_l[:, None]).to(o_base.dtype.element_ty),
              mask=s_ok[:, None] & d_ok[None, :])
     tl.store(lse_base + s_pos, (s_m + tl.math.log2(s_l)) * LN2, mask=s_ok)
     return acc, l_i, m_new
+
+
+@triton.jit
+def _summary_rows(q_base, k_base, v_base, o_base, lse_base, stride_ql, stride_kl, stride_vl, stride_ol, t0, n_text,
+                  length, qk_scale, CHUNK: tl.constexpr, SUMMARIES: tl.constexpr, HEAD_DIM: tl.constexpr,
+                  BLOCK_D: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Summary queries of the chunks whose last text token is in the tile [t0, t0 + BLOCK_M): own chunk,
+    causally, SUMMARY_ROWS rows per step."""
+    BLOCK: tl.constexpr = CHUNK + SUMMARIES
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
+    c_lo = t0 // CHUNK
+    c_hi = tl.minimum((t0 + BLOCK_M) // CHUNK, n_text // CHUNK)
+    r = tl.arange(0, SUMMARY_ROWS)
+    for r0 in tl.range(0, (c_hi - c_lo) * SUMMARIES, SUMMARY_ROWS):
+        sc = c_lo + (r0 + r) // SUMMARIES
+        s_pos = sc * BLOCK + CHUNK + (r0 + r) % SUMMARIES
+        s_ok = (sc < c_hi) & (s_pos < length)
+        sq = tl.load(q_base + s_pos[:, None] * stride_ql + offs_d[None, :], mask=s_ok[:, None] & d_ok[None, :],
+                     other=0.0)
+        s_m = tl.full([SUMMARY_ROWS], float("-inf"), tl.float32)
+        s_l = tl.zeros([SUMMARY_ROWS], tl.float32)
+        s_acc = tl.zeros([SUMMARY_ROWS, BLOCK_D], tl.float32)
+        key_lo = (c_lo + r0 // SUMMARIES) * BLOCK
+        key_hi = tl.minimum(tl.minimum(c_lo + (r0 + SUMMARY_ROWS - 1) // SUMMARIES + 1, c_hi) * BLOCK, length)
+        s_acc, s_l, s_m = _attend(s_acc, s_l, s_m, sq, k_base, v_base, stride_kl, stride_vl, qk_scale,
+                                  key_lo, key_hi, sc * BLOCK, s_pos, length, 0, 0, 0, 0, sc * BLOCK, s_pos, length,
+                                  SEQ_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+        _store_rows(s_acc, s_l, s_m, s_pos, s_ok, o_base, lse_base, stride_ol, HEAD_DIM, BLOCK_D)
 
 
 @triton.jit
@@ -355,25 +393,9 @@ def _ksa_prefill_body(Q, K, V, Out, Lse, KT, VT, KP, VP,
                                 n_text, PREFIX_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
     _store_rows(acc, l_i, m_i, q_pos, t_ok, o_base, lse_base, stride_ol, HEAD_DIM, BLOCK_D)
 
-    # ---- summary queries of the chunks whose last text token is in this tile: own chunk, causally
-    c_lo = t0 // CHUNK
-    c_hi = tl.minimum((t0 + BLOCK_M) // CHUNK, n_text // CHUNK)
-    r = tl.arange(0, SUMMARY_ROWS)
-    for r0 in tl.range(0, (c_hi - c_lo) * SUMMARIES * (not DIAGONAL), SUMMARY_ROWS):
-        sc = c_lo + (r0 + r) // SUMMARIES
-        s_pos = sc * BLOCK + CHUNK + (r0 + r) % SUMMARIES
-        s_ok = (sc < c_hi) & (s_pos < length)
-        sq = tl.load(q_base + s_pos[:, None] * stride_ql + offs_d[None, :], mask=s_ok[:, None] & d_ok[None, :],
-                     other=0.0)
-        s_m = tl.full([SUMMARY_ROWS], float("-inf"), tl.float32)
-        s_l = tl.zeros([SUMMARY_ROWS], tl.float32)
-        s_acc = tl.zeros([SUMMARY_ROWS, BLOCK_D], tl.float32)
-        key_lo = (c_lo + r0 // SUMMARIES) * BLOCK
-        key_hi = tl.minimum(tl.minimum(c_lo + (r0 + SUMMARY_ROWS - 1) // SUMMARIES + 1, c_hi) * BLOCK, length)
-        s_acc, s_l, s_m = _attend(s_acc, s_l, s_m, sq, k_base, v_base, stride_kl, stride_vl, qk_scale,
-                                  key_lo, key_hi, sc * BLOCK, s_pos, length, 0, 0, 0, 0, sc * BLOCK, s_pos, length,
-                                  SEQ_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
-        _store_rows(s_acc, s_l, s_m, s_pos, s_ok, o_base, lse_base, stride_ol, HEAD_DIM, BLOCK_D)
+    if not DIAGONAL:  # (square TMA tiles did these in _diagonal_tile)
+        _summary_rows(q_base, k_base, v_base, o_base, lse_base, stride_ql, stride_kl, stride_vl, stride_ol, t0,
+                      n_text, length, qk_scale, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N)
 
 
 def _is_pow2(x: int) -> bool:

@@ -1,0 +1,126 @@
+"""Compile the KSA kernels for a GPU architecture without a GPU, and read their resource use.
+
+Triton ships ``ptxas`` and ``cuobjdump``, so a CPU-only machine can build the sm_90 binary of a kernel and read
+its registers per thread, local-memory stack (spills) and shared memory. CPU tests use this to catch kernels that
+no longer compile for the GPU (the interpreter runs Python, not the compiler), and
+``python -m recfx.kernels.resources`` prints the table for every autotuned prefill config. It must run without
+``TRITON_INTERPRET=1`` (under the interpreter, kernels are Python functions), so tests run it in a subprocess.
+
+    >>> use = prefill_resources(64, 64, num_warps=4, num_stages=3, tma=True)  # doctest: +SKIP
+    >>> use.registers, use.stack_bytes  # doctest: +SKIP
+    (255, 272)
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import inspect
+import os
+import re
+import subprocess
+import tempfile
+from typing import Any
+
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+from recfx.kernels import ksa_prefill
+
+__all__ = ["KernelResources", "prefill_resources"]
+
+#: the kernel pointer arguments and their element types (bf16 inputs, float32 log-sum-exp)
+_POINTERS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "Out": "*bf16", "Lse": "*fp32"}
+
+
+@dataclasses.dataclass(frozen=True)
+class KernelResources:
+    """What one compiled kernel needs per thread / per CTA (from ``cuobjdump -res-usage``)."""
+
+    registers: int
+    stack_bytes: int  # local memory per thread: register spills when non-zero
+    shared_bytes: int  # dynamic shared memory per CTA (Triton's metadata)
+
+
+def _cuobjdump() -> str:
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
+
+
+def prefill_resources(block_m: int, block_n: int, *, num_warps: int, num_stages: int, tma: bool,
+                      split_loops: bool = False, head_dim: int = 128, chunk: int = 8, summaries: int = 1,
+                      arch: int = 90) -> KernelResources:
+    """Build the prefill kernel for ``sm_<arch>`` (bf16, GQA 1) and return its resource use.
+
+    Raises:
+        triton.compiler.errors.CompilationError: the kernel does not compile for that target.
+        FileNotFoundError: this Triton build ships no ``cuobjdump``.
+    """
+    constexprs: dict[str, Any] = {
+        "GROUPS": 1, "HEAD_DIM": head_dim, "BLOCK_D": head_dim, "CHUNK": chunk, "SUMMARIES": summaries,
+        "BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_LOOPS": split_loops, "TMA": tma}
+    names = list(inspect.signature(ksa_prefill._ksa_prefill_body.fn).parameters)
+    signature = {}
+    for name in names:
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name in _POINTERS:
+            signature[name] = _POINTERS[name]
+        elif name in ("KT", "VT", "KP", "VP"):
+            group = chunk if name in ("KT", "VT") else summaries
+            box = ksa_prefill._box(4 if group == 1 else 5, block_n, group, head_dim)
+            signature[name] = f"tensordesc<bf16[{','.join(map(str, box))}]>" if tma else "constexpr"
+            if not tma:
+                constexprs[name] = None
+        elif name == "qk_scale":
+            signature[name] = "fp32"
+        else:
+            signature[name] = "i32"
+    source = ASTSource(fn=ksa_prefill._ksa_prefill_body, signature=signature,
+                       constexprs={(names.index(k),): v for k, v in constexprs.items()})
+    kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32),
+                            options={"num_warps": num_warps, "num_stages": num_stages})
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "kernel.cubin")
+        with open(path, "wb") as f:
+            f.write(kernel.asm["cubin"])
+        usage = subprocess.run([_cuobjdump(), "-res-usage", path], capture_output=True, text=True,
+                               check=True).stdout
+    found = re.search(r"REG:(\d+) STACK:(\d+)", usage)
+    if found is None:
+        raise RuntimeError(f"cuobjdump -res-usage printed no register line:\n{usage}")
+    return KernelResources(int(found.group(1)), int(found.group(2)), int(kernel.metadata.shared))
+
+
+def _parse_config(text: str) -> tuple[int, int, int, int, bool, bool]:
+    """``BLOCK_M,BLOCK_N,warps,stages,tma|ptr[,split]`` -> the arguments of ``prefill_resources``."""
+    parts = text.split(",")
+    if len(parts) not in (5, 6) or parts[4] not in ("tma", "ptr") or (len(parts) == 6 and parts[5] != "split"):
+        raise argparse.ArgumentTypeError(f"--config wants BLOCK_M,BLOCK_N,warps,stages,tma|ptr[,split], got {text!r}")
+    bm, bn, warps, stages = (int(x) for x in parts[:4])
+    return bm, bn, warps, stages, parts[4] == "tma", len(parts) == 6
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="resource use of the KSA prefill kernel built for a GPU target, "
+                                            "without a GPU (default: every autotuned config, TMA and pointer loads)")
+    p.add_argument("--arch", type=int, default=90, help="compute capability as an integer (default 90)")
+    p.add_argument("--config", type=_parse_config, action="append",
+                   help="BLOCK_M,BLOCK_N,warps,stages,tma|ptr[,split] (repeatable)")
+    args = p.parse_args(argv)
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        p.error("run without TRITON_INTERPRET=1: the interpreter does not compile kernels")
+    configs = args.config or [
+        (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages, tma, c.kwargs["SPLIT_LOOPS"])
+        for c in ksa_prefill._configs() for tma in (True, False)]
+    print("BLOCK_M BLOCK_N warps stages split loads | registers stack(spills) shared")
+    for bm, bn, warps, stages, tma, split in configs:
+        use = prefill_resources(bm, bn, num_warps=warps, num_stages=stages, tma=tma, split_loops=split,
+                                arch=args.arch)
+        print(f"{bm:7} {bn:7} {warps:5} {stages:6} {split!s:5} {'tma' if tma else 'ptr':5} | {use.registers:9} "
+              f"{use.stack_bytes:13} {use.shared_bytes:6}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
