@@ -217,8 +217,9 @@ def _diagonal_tile(acc, l_i, m_i, q, q_base, k_base, v_base, o_base, lse_base, s
                    SUMMARIES: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
     """The last key tile of a square query tile, text [t0, t0 + BLOCK_N): masked update of the text rows, and the
     complete attention of the tile's summary queries, which see only this tile's keys (their chunk's text) plus
-    their chunk's earlier summary slots. One load of K/V serves both; this replaces a separate pass whose latency
-    cost about 8% of the kernel (bench/results/ksa_sweep2.json)."""
+    their chunk's earlier summary slots. One load of K/V serves both (instead of a separate loop over the same keys
+    after the text rows). The own slots are S online-softmax steps over [rows, D] gathers: a [rows, S, D] gather
+    made the sm_90 build spill ~1.8 KB per thread (``recfx.kernels.resources``)."""
     BLOCK: tl.constexpr = CHUNK + SUMMARIES
     ROWS: tl.constexpr = max(SUMMARY_ROWS, BLOCK_N // CHUNK * SUMMARIES)
     offs_d = tl.arange(0, BLOCK_D)
