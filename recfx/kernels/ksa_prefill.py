@@ -13,31 +13,25 @@ are their own chunk, a contiguous span of the interleaved sequence). Accumulatio
 the natural log-sum-exp of every row.
 
 Where ``tma_supported`` holds (sm90+, 16-bit, power-of-two k / S / D), unmasked tiles are read through TMA
-descriptors that group keys by whole chunks (``_descriptors``), masked ones through pointer gathers; with square
+descriptors that group keys by whole chunks (``recfx/kernels/ksa_tma.py``), masked ones through pointer gathers; with square
 tiles the diagonal key tile is loaded once for the text rows and the summary rows (``_diagonal_tile``). The
 design choices and what was measured for them on the H200: ``docs/ksa.md``.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import os
-from typing import Any
 
 import torch
 import triton
 import triton.language as tl
 
-try:
-    from triton.tools.tensor_descriptor import TensorDescriptor
-except ImportError:  # triton < 3.4: no host-side TMA descriptors, pointer loads only
-    TensorDescriptor = None
-
 from recfx.kernels.ksa_reference import prefill_reference as reference
 from recfx.kernels.ksa_reference import split_length
+from recfx.kernels.ksa_tma import chunk_descriptors, set_boxes, tma_supported
 
-__all__ = ["ksa_prefill", "reference"]
+__all__ = ["ksa_prefill", "reference", "tma_supported"]
 
 LOG2E = math.log2(math.e)
 #: key index spaces of one inner loop
@@ -60,26 +54,12 @@ def _configs() -> list[triton.Config]:
     """
     if os.environ.get("TRITON_INTERPRET") == "1":
         return [triton.Config({"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_LOOPS": False}, num_warps=1, num_stages=1,
-                              pre_hook=_set_boxes)]
+                              pre_hook=set_boxes)]
     shapes = [(64, 64, 4, 3, False), (64, 64, 4, 2, False), (128, 64, 8, 3, False), (128, 128, 8, 3, False),
               (128, 128, 8, 2, False), (128, 64, 8, 4, False), (128, 64, 8, 3, True), (128, 128, 8, 3, True)]
     return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_LOOPS": split}, num_warps=w, num_stages=s,
-                          pre_hook=_set_boxes)
+                          pre_hook=set_boxes)
             for bm, bn, w, s, split in shapes]
-
-
-def _box(rank: int, block_n: int, group: int, head_dim: int) -> list[int]:
-    """TMA box of one tile of ``block_n`` keys: whole groups of ``group`` rows of one (batch, kv head)."""
-    return [1, 1, block_n, head_dim] if rank == 4 else [1, 1, block_n // group, group, head_dim]
-
-
-def _set_boxes(nargs: dict) -> None:
-    """Autotune pre-hook: the descriptors' boxes follow the config's BLOCK_N."""
-    for name, group in (("KT", nargs["CHUNK"]), ("VT", nargs["CHUNK"]), ("KP", nargs["SUMMARIES"]),
-                        ("VP", nargs["SUMMARIES"])):
-        desc = nargs.get(name)
-        if desc is not None:
-            desc.block_shape = _box(len(desc.shape), nargs["BLOCK_N"], group, nargs["HEAD_DIM"])
 
 
 #: sequences shorter than 2**(SHORT_SEQ_BUCKET - 1) = 4096 positions (seq_bucket = length.bit_length()) try only the
@@ -399,56 +379,6 @@ def _ksa_prefill_body(Q, K, V, Out, Lse, KT, VT, KP, VP,
                       n_text, length, qk_scale, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N)
 
 
-def _is_pow2(x: int) -> bool:
-    return x > 0 and x & (x - 1) == 0
-
-
-@functools.cache
-def _capability(index: int | None) -> tuple[int, int]:
-    return torch.cuda.get_device_capability(index)
-
-
-def tma_supported(x: torch.Tensor, chunk_size: int, summaries: int) -> bool:
-    """Whether K/V tiles of ``x`` (B, L, Hkv, D) can be read by TMA descriptors in groups of whole chunks.
-
-    Needs a Hopper-or-newer GPU (or the interpreter), 16-bit elements, power-of-two chunk, summary count and head
-    dim (TMA boxes and Triton tiles are powers of two), 16-byte aligned base and strides, and at least one complete
-    chunk. ``RECFX_KSA_TMA=0`` turns it off (A/B measurements).
-    """
-    if os.environ.get("RECFX_KSA_TMA", "1") == "0" or TensorDescriptor is None:
-        return False
-    if os.environ.get("TRITON_INTERPRET") != "1" and not (x.is_cuda and _capability(x.device.index)[0] >= 9):
-        return False
-    length, head_dim = x.shape[1], x.shape[3]
-    item = x.element_size()
-    return (x.dtype in (torch.bfloat16, torch.float16) and _is_pow2(chunk_size) and _is_pow2(summaries)
-            and chunk_size <= 64 and summaries <= 64 and _is_pow2(head_dim) and head_dim * item >= 16
-            and x.stride(-1) == 1 and x.data_ptr() % 16 == 0 and length >= chunk_size + summaries
-            and all(st * item % 16 == 0 for st in x.stride()[:-1]))
-
-
-def _descriptors(x: torch.Tensor, chunk_size: int, summaries: int) -> tuple[Any, Any]:
-    """(text, summary prefix) descriptors of ``x`` (B, L, Hkv, D): keys grouped by chunk, boxes set per config.
-
-    Text: [B, Hkv, chunks, k, D] over the first k rows of every block; prefix: [B, Hkv, chunks, S, D] over the S
-    rows after them (rank 4 when the group is one row). Only complete blocks are described.
-    """
-    b, length, kv_heads, head_dim = x.shape
-    blocks = length // (chunk_size + summaries)
-    sb, sl, sh, _ = x.stride()
-    group_stride = (chunk_size + summaries) * sl
-
-    def described(base: torch.Tensor, group: int) -> Any:
-        if group == 1:
-            shape, strides = [b, kv_heads, blocks, head_dim], [sb, sh, group_stride, 1]
-        else:
-            shape, strides = [b, kv_heads, blocks, group, head_dim], [sb, sh, group_stride, sl, 1]
-        return TensorDescriptor(base, shape, strides, _box(len(shape), 16, group, head_dim))
-
-    prefix_base = x.as_strided((1,), (1,), x.storage_offset() + chunk_size * sl)  # first summary row
-    return described(x, chunk_size), described(prefix_base, summaries)
-
-
 _ksa_prefill_kernel = triton.autotune(
     configs=_configs(), key=["HEAD_DIM", "CHUNK", "SUMMARIES", "window", "GROUPS", "seq_bucket", "TMA"],
     prune_configs_by={"early_config_prune": _prune})(_ksa_prefill_body)
@@ -494,13 +424,15 @@ def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: i
 
     supported = tma_supported(k, chunk_size, summaries) and tma_supported(v, chunk_size, summaries)
     if tma and not supported:
-        raise ValueError("tma=True, but these tensors cannot be read through TMA descriptors (see tma_supported)")
+        raise ValueError("tma=True needs an sm90+ GPU, bf16/fp16 K/V with 16-byte aligned strides, power-of-two "
+                         f"chunk size, summary count and head dim (got {chunk_size}, {summaries}, {k.shape[3]}) and at "
+                         "least one complete chunk; pass tma=None to use TMA only where it applies")
     tma = supported if tma is None else tma
-    kt, kp = _descriptors(k, chunk_size, summaries) if tma else (None, None)
-    vt, vp = _descriptors(v, chunk_size, summaries) if tma else (None, None)
+    kt, kp = chunk_descriptors(k, chunk_size, summaries) if tma else (None, None)
+    vt, vp = chunk_descriptors(v, chunk_size, summaries) if tma else (None, None)
     kernel = _ksa_prefill_kernel if config is None else _ksa_prefill_body
     if config is not None:
-        _set_boxes({"KT": kt, "VT": vt, "KP": kp, "VP": vp, "CHUNK": chunk_size, "SUMMARIES": summaries,
+        set_boxes({"KT": kt, "VT": vt, "KP": kp, "VP": vp, "CHUNK": chunk_size, "SUMMARIES": summaries,
                     "HEAD_DIM": head_dim, "BLOCK_N": config.get("BLOCK_N", 16)})
     kernel[grid](
         q, k, v, out, lse, kt, vt, kp, vp,

@@ -26,7 +26,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from recfx.kernels import ksa_prefill
+from recfx.kernels import ksa_prefill, ksa_tma
 
 __all__ = ["KernelResources", "prefill_resources"]
 
@@ -68,7 +68,7 @@ def prefill_resources(block_m: int, block_n: int, *, num_warps: int, num_stages:
             signature[name] = _POINTERS[name]
         elif name in ("KT", "VT", "KP", "VP"):
             group = chunk if name in ("KT", "VT") else summaries
-            box = ksa_prefill._box(4 if group == 1 else 5, block_n, group, head_dim)
+            box = ksa_tma.box(4 if group == 1 else 5, block_n, group, head_dim)
             signature[name] = f"tensordesc<bf16[{','.join(map(str, box))}]>" if tma else "constexpr"
             if not tma:
                 constexprs[name] = None

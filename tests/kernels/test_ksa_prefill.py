@@ -84,7 +84,7 @@ def test_prefill_loop_structures_and_tiles(config: dict[str, int]) -> None:
 ])
 def test_prefill_tma_and_pointer_loads_agree(summaries: int, window: int, config: dict[str, int]) -> None:
     """The TMA path (whole-chunk descriptors, rank 4 and 5) and the pointer-gather path both match float64."""
-    from recfx.kernels.ksa_prefill import tma_supported
+    from recfx.kernels.ksa_tma import tma_supported
 
     q = torch.randn(2, 150, 4, 16).half()
     k, v = (torch.randn(2, 150, 2, 16).half() for _ in range(2))
@@ -97,7 +97,7 @@ def test_prefill_tma_and_pointer_loads_agree(summaries: int, window: int, config
 
 
 def test_tma_supported_conditions() -> None:
-    from recfx.kernels.ksa_prefill import tma_supported
+    from recfx.kernels.ksa_tma import tma_supported
 
     x = torch.randn(1, 40, 2, 16).half()
     assert tma_supported(x, 4, 1)

@@ -20,7 +20,7 @@ def test_prefill_kernel_builds_for_sm90() -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run(
         [sys.executable, "-m", "recfx.kernels.resources", "--config", "64,64,4,3,tma", "--config", "128,64,8,3,ptr"],
-        capture_output=True, text=True, env=env, timeout=600)
+        capture_output=True, text=True, env=env, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
     rows = [line for line in result.stdout.splitlines() if re.match(r"\s+\d+\s+\d+", line)]
     assert len(rows) == 2
@@ -32,5 +32,6 @@ def test_prefill_kernel_builds_for_sm90() -> None:
 
 def test_resources_refuses_the_interpreter() -> None:
     result = subprocess.run([sys.executable, "-m", "recfx.kernels.resources", "--config", "64,64,4,3,tma"],
-                            capture_output=True, text=True, env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=120)
+                            capture_output=True, text=True, env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=120,
+                            check=False)
     assert result.returncode == 2 and "TRITON_INTERPRET" in result.stderr
