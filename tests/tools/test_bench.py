@@ -1,5 +1,6 @@
 """``recfx bench`` and ``recfx demo`` end to end: tables, files, exit statuses (compare, failures, gates, bad input)."""
 
+import re
 import json
 
 import pytest
@@ -129,3 +130,16 @@ def test_out_that_is_a_file_fails_before_the_run(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(recfx.bench, "run_bench", lambda *a, **k: pytest.fail("the benchmark ran"))
     assert main(["bench", "--model", "dlrm-small", "--out", str(tmp_path / "taken"), *FAST]) == 2
     assert "not a folder" in capsys.readouterr().err
+
+
+def test_progress_is_one_line_per_step_when_stderr_is_not_a_terminal(capsys):
+    """Logs and pipes get timestamped step lines (a run cut short still shows where its time went)."""
+    argv = ["bench", "--model", "dlrm-small", "--backends", "eager", "--batch", "2,3", "--iters", "2", "--warmup", "1",
+            "--time-budget", "0"]
+    assert main(argv) == 0
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("[")]
+    steps = [re.match(r"\[\d\d:\d\d:\d\d\] \+\d+\.\ds (\d+)/(\d+) (.+)$", ln) for ln in lines]
+    assert all(steps), lines
+    assert [m.group(3) for m in steps] == ["reference batch 2", "reference batch 3", "eager: compiling",
+                                           "eager: batch 2", "eager: batch 3"]
+    assert [int(m.group(1)) for m in steps] == [0, 1, 2, 3, 4] and {m.group(2) for m in steps} == {"5"}
