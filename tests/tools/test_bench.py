@@ -1,7 +1,7 @@
 """``recfx bench`` and ``recfx demo`` end to end: tables, files, exit statuses (compare, failures, gates, bad input)."""
 
-import re
 import json
+import re
 
 import pytest
 
