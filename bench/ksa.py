@@ -26,6 +26,7 @@ import triton
 from triton.testing import do_bench
 
 from recfx.kernels import ksa_prefill as prefill_mod
+from recfx.kernels.ksa_dense import dense_prefix, dense_prefix_supported
 from recfx.kernels.ksa_reference import count_allowed_pairs, prefill_reference
 from recfx.models.ksa_mask import interleaved_length, ksa_visibility
 
@@ -166,7 +167,15 @@ def prefill_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
     row["recfx_rel_err"] = rel_err(out[:, rows], ref)
     row["recfx_lse_max_abs"] = (lse[:, :, rows].double() - ref_lse).abs().max().item()
     row["recfx_finite"] = bool(torch.isfinite(out).all() and torch.isfinite(lse).all())
-    fns: dict[str, Any] = {"recfx": lambda: OP(q, kk, v, k, s, w, scale)}
+    row["recfx_prefix"] = "dense" if dense_prefix_supported(q, k, s, w) else "kernel"
+
+    def kernel_only() -> Any:
+        return prefill_mod.ksa_prefill(q, kk, v, k, s, w, scale, prefix="kernel")
+
+    row["recfx_kernel_only_rel_err"] = rel_err(kernel_only()[0][:, rows], ref)
+    fns: dict[str, Any] = {"recfx": lambda: OP(q, kk, v, k, s, w, scale), "recfx_kernel_only": kernel_only}
+    if row["recfx_prefix"] == "dense":  # the cuDNN part alone (its share of the time)
+        fns["recfx_dense_part"] = lambda: dense_prefix(q, kk, v, k, w, scale)
     if not args.skip_flex:
         fv = flex_variants(q, kk, v, k, s, w, scale)
         row["block_mask_seconds"] = fv.pop("block_mask_seconds")
@@ -179,12 +188,16 @@ def prefill_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
     for name, fn in fns.items():
         ms = timed(fn, args.rep_ms)
         row[f"{name}_ms"] = ms
+        if name == "recfx_dense_part":
+            continue
         flop_pairs = causal_pairs if name.startswith("sdpa") else pairs
         row[f"{name}_useful_tflops"] = 4 * d * flop_pairs * h / (ms * 1e-3) / 1e12
     row["recfx_config"] = str(getattr(prefill_mod._ksa_prefill_kernel, "best_config", None))
     timings = getattr(prefill_mod._ksa_prefill_kernel, "configs_timings", None) or {}
     row["recfx_config_timings"] = {str(c): (t[0] if isinstance(t, list) else t) for c, t in timings.items()}
+    row["recfx_graph_ms"] = graph_timed(lambda: OP(q, kk, v, k, s, w, scale), args.rep_ms)  # no host overhead
     row["speedup_vs_sdpa"] = row["sdpa_causal_text_ms"] / row["recfx_ms"]
+    row["kernel_only_fraction_of_ideal"] = row["sdpa_causal_text_ms"] / row["recfx_kernel_only_ms"] / row["ideal_ratio"]
     row["fraction_of_ideal"] = row["speedup_vs_sdpa"] / row["ideal_ratio"]
     if "flex_prefix_ms" in row:
         row["speedup_vs_flex_prefix"] = row["flex_prefix_ms"] / row["recfx_ms"]
@@ -194,8 +207,10 @@ def prefill_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------- sweep
-SWEEP_SHAPES = [(64, 64, 4, 3), (64, 64, 4, 2), (64, 64, 4, 4), (128, 128, 8, 3), (128, 128, 8, 2),
-                (128, 64, 8, 3)]
+SWEEP_SHAPES = [(64, 64, 4, 3), (64, 64, 4, 2), (128, 128, 8, 3), (128, 128, 8, 2), (128, 64, 8, 3),
+                (128, 64, 8, 2)]
+#: (tma, prefix) variants of every shape
+SWEEP_VARIANTS = [(False, "kernel"), (True, "kernel"), (True, "dense")]
 
 
 def sweep_section(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -220,12 +235,13 @@ def sweep_one(n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     ideal = (n * (n + 1) // 2) / count_allowed_pairs(length, k, s, w)
     results = []
     for bm, bn, warps, stages in SWEEP_SHAPES:
-        for tma in (False, True):
+        for tma, prefix in SWEEP_VARIANTS:
             config = {"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_LOOPS": False, "num_warps": warps, "num_stages": stages}
-            row: dict[str, Any] = {"n": n, **config, "tma": tma, "sdpa_ms": sdpa_ms, "ideal_ratio": ideal}
+            row: dict[str, Any] = {"n": n, **config, "tma": tma, "prefix": prefix, "sdpa_ms": sdpa_ms,
+                                   "ideal_ratio": ideal}
 
-            def run(config: dict[str, Any] = config, tma: bool = tma) -> Any:
-                return prefill_mod.ksa_prefill(q, kk, v, k, s, w, d**-0.5, config=config, tma=tma)
+            def run(config: dict[str, Any] = config, tma: bool = tma, prefix: str = prefix) -> Any:
+                return prefill_mod.ksa_prefill(q, kk, v, k, s, w, d**-0.5, config=config, tma=tma, prefix=prefix)
 
             try:
                 row["rel_err"] = rel_err(run()[0][:, rows], ref)
@@ -343,7 +359,7 @@ def model_section(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_table(prefill: list[dict[str, Any]]) -> None:
-    cols = ["n", "recfx_ms", "flex_prefix_ms", "flex_interleaved_ms", "sdpa_causal_text_ms", "recfx_useful_tflops",
+    cols = ["n", "recfx_prefix", "recfx_ms", "recfx_kernel_only_ms", "recfx_graph_ms", "flex_prefix_ms", "flex_interleaved_ms", "sdpa_causal_text_ms", "recfx_useful_tflops",
             "speedup_vs_flex_prefix", "speedup_vs_sdpa", "ideal_ratio", "fraction_of_ideal", "recfx_rel_err"]
     print(" | ".join(cols))
     for r in prefill:

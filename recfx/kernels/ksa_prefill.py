@@ -27,6 +27,7 @@ import torch
 import triton
 import triton.language as tl
 
+from recfx.kernels import ksa_dense
 from recfx.kernels.ksa_reference import prefill_reference as reference
 from recfx.kernels.ksa_reference import split_length
 from recfx.kernels.ksa_tma import chunk_descriptors, set_boxes, tma_supported
@@ -41,6 +42,7 @@ SEQ_KEYS = tl.constexpr(2)  # interleaved position
 #: summary query rows handled per step (the smallest tl.dot tile)
 SUMMARY_ROWS = tl.constexpr(16)
 LN2 = tl.constexpr(0.6931471805599453)
+LOG2E_C = tl.constexpr(LOG2E)
 #: offsets are 32-bit inside the kernel (the batch/head base is 64-bit)
 MAX_INT32 = 2**31 - 1
 
@@ -280,14 +282,15 @@ def _summary_rows(q_base, k_base, v_base, o_base, lse_base, stride_ql, stride_kl
 
 
 @triton.jit
-def _ksa_prefill_body(Q, K, V, Out, Lse, KT, VT, KP, VP,
+def _ksa_prefill_body(Q, K, V, Out, Lse, KT, VT, KP, VP, PO, PL,
+                        stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
                         stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh,
                         stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
                         heads, length, n_text, n_sum, window, qk_scale, seq_bucket,
                         GROUPS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                         CHUNK: tl.constexpr, SUMMARIES: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_LOOPS: tl.constexpr,
-                        TMA: tl.constexpr):
+                        TMA: tl.constexpr, DENSE: tl.constexpr):
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # tiles late in the sequence (longest prefix) first
     pid_bh = tl.program_id(1)
     b = (pid_bh // heads).to(tl.int64)
@@ -327,6 +330,18 @@ def _ksa_prefill_body(Q, K, V, Out, Lse, KT, VT, KP, VP,
     first = tl.maximum(c0 - window, 0) * CHUNK // BLOCK_N * BLOCK_N
     full_lo = tl.cdiv(tl.maximum(c1 - window, 0) * CHUNK, BLOCK_N) * BLOCK_N  # keys >= this: above every row's start
     full_hi = (t0 + 1) // BLOCK_N * BLOCK_N  # keys < this: causal for every row
+    if DENSE:  # rows of chunks W+1 .. W+dense_chunks start from the dense prefix's (out, lse) (ksa_dense.py)
+        cp = c - window - 1
+        given = t_ok & (cp >= 0) & (cp < dense_chunks)
+        po = PO + h * stride_poh + (t % CHUNK) * stride_pop + cp * stride_poc
+        acc = tl.load(po[:, None] + offs_d[None, :], mask=given[:, None] & d_ok[None, :], other=0.0).to(tl.float32)
+        pl = PL + h * stride_plh + (t % CHUNK) * stride_plp + cp * stride_plc
+        m_i = tl.where(given, tl.load(pl, mask=given, other=0.0) * LOG2E_C, float("-inf"))
+        l_i = tl.where(given, 1.0, 0.0)
+        # only rows past the dense call (a trailing incomplete chunk) still walk the prefix, all masked
+        pre_hi = tl.where(given, -1, pre_hi)
+        pre_end = tl.where(c1 - window - 1 >= dense_chunks, pre_end, 0)
+        pre_full = 0
     empty = full_lo >= full_hi
     full_lo = tl.where(empty, first, full_lo)
     full_hi = tl.where(empty, first, full_hi)
@@ -380,21 +395,24 @@ def _ksa_prefill_body(Q, K, V, Out, Lse, KT, VT, KP, VP,
 
 
 _ksa_prefill_kernel = triton.autotune(
-    configs=_configs(), key=["HEAD_DIM", "CHUNK", "SUMMARIES", "window", "GROUPS", "seq_bucket", "TMA"],
+    configs=_configs(), key=["HEAD_DIM", "CHUNK", "SUMMARIES", "window", "GROUPS", "seq_bucket", "TMA", "DENSE"],
     prune_configs_by={"early_config_prune": _prune})(_ksa_prefill_body)
 
 
 def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int, summaries: int, window: int,
-                scale: float, config: dict[str, int] | None = None,
-                tma: bool | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                scale: float, config: dict[str, int] | None = None, tma: bool | None = None,
+                prefix: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Launch the prefill kernel: q (B, L, H, D), k/v (B, L, Hkv, D) -> (out (B, L, H, D), lse (B, H, L) float32).
 
-    ``config`` (BLOCK_M, BLOCK_N, SPLIT_LOOPS, num_warps, num_stages; WS: warp-specialised TMA loops) bypasses
-    autotuning (tests, sweeps). ``tma=False`` forces pointer loads; None uses TMA where ``tma_supported``.
+    ``config`` (BLOCK_M, BLOCK_N, SPLIT_LOOPS, num_warps, num_stages) bypasses autotuning (tests, sweeps).
+    ``tma=False`` forces pointer loads; None uses TMA where ``tma_supported``. ``prefix="dense"`` takes the summary
+    prefix of the text rows from one dense causal attention (``recfx/kernels/ksa_dense.py``, cuDNN on the GPU) and
+    runs the rest in the kernel; ``"kernel"`` walks it in the kernel; None picks dense where
+    ``dense_prefix_supported`` (S = 1, long sequences, cuDNN attention on sm90+).
 
     Raises:
         ValueError: tensors not on a CUDA device (outside the Triton interpreter), not bf16/fp16/fp32, head dim
-            over 256, or offsets that do not fit 32 bits.
+            over 256, offsets that do not fit 32 bits, ``tma=True`` or ``prefix="dense"`` where they cannot run.
 
     Example (GPU, or ``TRITON_INTERPRET=1`` on the CPU):
         >>> q = torch.randn(1, 12, 2, 16, dtype=torch.float16); kv = torch.randn(1, 12, 1, 16, dtype=torch.float16)
@@ -405,8 +423,9 @@ def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: i
         raise ValueError(f"ksa_prefill runs on CUDA tensors (or under TRITON_INTERPRET=1); got device {q.device}")
     if q.dtype not in (torch.bfloat16, torch.float16, torch.float32):
         raise ValueError(f"ksa_prefill takes bf16/fp16/fp32 tensors, got {q.dtype}")
+    if prefix not in (None, "dense", "kernel"):
+        raise ValueError(f"prefix must be None, 'dense' or 'kernel', got {prefix!r}")
     b, length, heads, head_dim = q.shape
-    kv_heads = k.shape[2]
     if head_dim > 256:
         raise ValueError(f"ksa_prefill supports head dims up to 256, got {head_dim}")
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
@@ -416,31 +435,64 @@ def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: i
     lse = torch.empty((b, heads, length), dtype=torch.float32, device=q.device)
     if length == 0 or b == 0:
         return out, lse
-    n_text, n_sum = split_length(length, chunk_size, summaries)
+    n_text, _ = split_length(length, chunk_size, summaries)
     window = min(window, n_text // chunk_size + 1)  # a wider window sees the same keys
-
-    def grid(meta: dict[str, int]) -> tuple[int, int]:
-        return (triton.cdiv(n_text, meta["BLOCK_M"]), b * heads)
-
     supported = tma_supported(k, chunk_size, summaries) and tma_supported(v, chunk_size, summaries)
     if tma and not supported:
         raise ValueError("tma=True needs an sm90+ GPU, bf16/fp16 K/V with 16-byte aligned strides, power-of-two "
                          f"chunk size, summary count and head dim (got {chunk_size}, {summaries}, {k.shape[3]}) and at "
                          "least one complete chunk; pass tma=None to use TMA only where it applies")
     tma = supported if tma is None else tma
-    kt, kp = chunk_descriptors(k, chunk_size, summaries) if tma else (None, None)
-    vt, vp = chunk_descriptors(v, chunk_size, summaries) if tma else (None, None)
-    kernel = _ksa_prefill_kernel if config is None else _ksa_prefill_body
-    if config is not None:
-        set_boxes({"KT": kt, "VT": vt, "KP": kp, "VP": vp, "CHUNK": chunk_size, "SUMMARIES": summaries,
-                    "HEAD_DIM": head_dim, "BLOCK_N": config.get("BLOCK_N", 16)})
-    kernel[grid](
-        q, k, v, out, lse, kt, vt, kp, vp,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), lse.stride(0),
-        lse.stride(1),
-        heads, length, n_text, n_sum, window, scale * LOG2E, length.bit_length(),
-        GROUPS=heads // kv_heads, HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
-        CHUNK=chunk_size, SUMMARIES=summaries, TMA=tma, **(config or {}),
-    )
+    if prefix == "dense" and not (ksa_dense.dense_prefix_runs(q, summaries)
+                                  and ksa_dense.dense_prefix_chunks(n_text, chunk_size, window) > 0):
+        raise ValueError("prefix='dense' needs S = 1, bf16/fp16 inputs with a head dim that is a multiple of 8 and at "
+                         "most 128, cuDNN attention on an sm90+ GPU, and text past the window "
+                         f"(got S={summaries}, {q.dtype}, D={head_dim}, {n_text} text tokens, window {window}); "
+                         "pass prefix=None to use it only where it applies")
+    dense = ksa_dense.dense_prefix_supported(q, chunk_size, summaries, window) if prefix is None else prefix == "dense"
+    launch = _Launch(chunk_size, summaries, window, scale, config, tma)
+    if not dense:
+        launch(q, k, v, out, lse, None)
+        return out, lse
+    for row in range(b):  # the dense call's views address one batch row
+        qb, kb, vb = q[row:row + 1], k[row:row + 1], v[row:row + 1]
+        launch(qb, kb, vb, out[row:row + 1], lse[row:row + 1],
+               ksa_dense.dense_prefix(qb, kb, vb, chunk_size, window, scale))
     return out, lse
+
+
+class _Launch:
+    """One launch of the prefill kernel with fixed KSA parameters (per batch row when the prefix is dense)."""
+
+    def __init__(self, chunk_size: int, summaries: int, window: int, scale: float, config: dict[str, int] | None,
+                 tma: bool) -> None:
+        self.chunk_size, self.summaries, self.window, self.scale = chunk_size, summaries, window, scale
+        self.config, self.tma = config, tma
+
+    def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+                 given: tuple[torch.Tensor, torch.Tensor] | None) -> None:
+        b, length, heads, head_dim = q.shape
+        chunk, summaries, config = self.chunk_size, self.summaries, self.config
+        n_text, n_sum = split_length(length, chunk, summaries)
+
+        def grid(meta: dict[str, int]) -> tuple[int, int]:
+            return (triton.cdiv(n_text, meta["BLOCK_M"]), b * heads)
+
+        kt, kp = chunk_descriptors(k, chunk, summaries) if self.tma else (None, None)
+        vt, vp = chunk_descriptors(v, chunk, summaries) if self.tma else (None, None)
+        po, pl = (lse, lse) if given is None else given  # (not read without a dense prefix)
+        po_strides, pl_strides = ((0, 0, 0), (0, 0, 0)) if given is None else (po.stride()[:3], pl.stride())
+        dense_chunks = 0 if given is None else po.shape[2]
+        kernel = _ksa_prefill_kernel if config is None else _ksa_prefill_body
+        if config is not None:
+            set_boxes({"KT": kt, "VT": vt, "KP": kp, "VP": vp, "CHUNK": chunk, "SUMMARIES": summaries,
+                       "HEAD_DIM": head_dim, "BLOCK_N": config.get("BLOCK_N", 16)})
+        kernel[grid](
+            q, k, v, out, lse, kt, vt, kp, vp, po, pl, *po_strides, *pl_strides, dense_chunks,
+            q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+            v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), lse.stride(0),
+            lse.stride(1),
+            heads, length, n_text, n_sum, self.window, self.scale * LOG2E, length.bit_length(),
+            GROUPS=heads // k.shape[2], HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
+            CHUNK=chunk, SUMMARIES=summaries, TMA=self.tma, DENSE=given is not None, **(config or {}),
+        )
