@@ -31,7 +31,7 @@ from recfx.kernels import ksa_prefill, ksa_tma
 __all__ = ["KernelResources", "prefill_resources"]
 
 #: the kernel pointer arguments and their element types (bf16 inputs, float32 log-sum-exp)
-_POINTERS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "Out": "*bf16", "Lse": "*fp32"}
+_POINTERS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "Out": "*bf16", "Lse": "*fp32", "PO": "*bf16", "PL": "*fp32"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,9 +48,10 @@ def _cuobjdump() -> str:
 
 
 def prefill_resources(block_m: int, block_n: int, *, num_warps: int, num_stages: int, tma: bool,
-                      split_loops: bool = False, head_dim: int = 128, chunk: int = 8, summaries: int = 1,
-                      arch: int = 90) -> KernelResources:
-    """Build the prefill kernel for ``sm_<arch>`` (bf16, GQA 1) and return its resource use.
+                      split_loops: bool = False, dense: bool = False, head_dim: int = 128, chunk: int = 8,
+                      summaries: int = 1, arch: int = 90) -> KernelResources:
+    """Build the prefill kernel for ``sm_<arch>`` (bf16, GQA 1) and return its resource use; ``dense``: the variant
+    that starts from a dense summary prefix (``ksa_dense.py``).
 
     Raises:
         triton.compiler.errors.CompilationError: the kernel does not compile for that target.
@@ -58,7 +59,8 @@ def prefill_resources(block_m: int, block_n: int, *, num_warps: int, num_stages:
     """
     constexprs: dict[str, Any] = {
         "GROUPS": 1, "HEAD_DIM": head_dim, "BLOCK_D": head_dim, "CHUNK": chunk, "SUMMARIES": summaries,
-        "BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_LOOPS": split_loops, "TMA": tma}
+        "BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_LOOPS": split_loops, "TMA": tma,
+        "DENSE": dense, "WS": False, "ABLATE": 0, "DIAG_TMA": False, "DIAG_FIRST": False}
     names = list(inspect.signature(ksa_prefill._ksa_prefill_body.fn).parameters)
     signature = {}
     for name in names:
