@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import statistics
 import sys
 import time
 from typing import Any
@@ -26,7 +27,7 @@ import triton
 from triton.testing import do_bench
 
 from recfx.kernels import ksa_prefill as prefill_mod
-from recfx.kernels.ksa_dense import dense_prefix, dense_prefix_supported
+from recfx.kernels.ksa_dense import dense_prefix, dense_prefix_chunks, dense_prefix_runs, dense_prefix_supported
 from recfx.kernels.ksa_reference import count_allowed_pairs, prefill_reference
 from recfx.models.ksa_mask import interleaved_length, ksa_visibility
 
@@ -65,25 +66,32 @@ def log(msg: str) -> None:
 
 # ---------------------------------------------------------------------------------------------- correctness
 def small_checks(device: str) -> list[dict[str, Any]]:
-    """Full-output checks of the kernel (through the op) vs float64, over GQA, S, W, dtypes, odd lengths."""
-    cases = [  # (L, k, S, W, H, Hkv, D, dtype)
-        (1000, 8, 1, 4, 8, 2, 128, torch.bfloat16), (777, 4, 2, 0, 4, 1, 64, torch.float16),
-        (2049, 8, 1, 128, 16, 16, 128, torch.bfloat16), (513, 3, 2, 3, 8, 2, 128, torch.bfloat16),
-        (4608, 8, 1, 128, 16, 16, 128, torch.bfloat16), (300, 8, 1, 1, 4, 4, 96, torch.bfloat16),
+    """Full-output checks of the kernel vs float64, over GQA, S, W, dtypes, odd lengths, batch 2: through the op
+    (prefix chosen automatically) and with the dense summary prefix forced wherever it can run."""
+    cases = [  # (B, L, k, S, W, H, Hkv, D, dtype)
+        (1, 1000, 8, 1, 4, 8, 2, 128, torch.bfloat16), (1, 777, 4, 2, 0, 4, 1, 64, torch.float16),
+        (1, 2049, 8, 1, 128, 16, 16, 128, torch.bfloat16), (1, 513, 3, 2, 3, 8, 2, 128, torch.bfloat16),
+        (1, 4608, 8, 1, 128, 16, 16, 128, torch.bfloat16), (1, 300, 8, 1, 1, 4, 4, 96, torch.bfloat16),
+        (2, 1203, 8, 1, 2, 8, 4, 128, torch.float16),
     ]
     rows = []
-    for length, k, s, w, h, hkv, d, dtype in cases:
-        q = torch.randn(1, length, h, d, device=device, dtype=dtype)
-        kk, v = (torch.randn(1, length, hkv, d, device=device, dtype=dtype) for _ in range(2))
-        out, lse = OP(q, kk, v, k, s, w, d**-0.5)
+    for b, length, k, s, w, h, hkv, d, dtype in cases:
+        q = torch.randn(b, length, h, d, device=device, dtype=dtype)
+        kk, v = (torch.randn(b, length, hkv, d, device=device, dtype=dtype) for _ in range(2))
         ref, ref_lse = prefill_reference(q.double(), kk.double(), v.double(), k, s, w, d**-0.5)
-        row = {"L": length, "k": k, "S": s, "W": w, "H": h, "Hkv": hkv, "D": d,
-               "dtype": str(dtype).removeprefix("torch."), "rel_err": rel_err(out, ref),
-               "lse_max_abs": (lse.double() - ref_lse).abs().max().item(),
-               "finite": bool(torch.isfinite(out).all() and torch.isfinite(lse).all())}
-        row["ok"] = row["finite"] and row["rel_err"] < BF16_REL_TOL and row["lse_max_abs"] < LSE_ATOL
-        rows.append(row)
-        log(f"check {row}")
+        n_text = length - length // (k + s) * s
+        runs = {"auto": lambda: OP(q, kk, v, k, s, w, d**-0.5)}
+        if dense_prefix_runs(q, s) and dense_prefix_chunks(n_text, k, min(w, n_text // k + 1)) > 0:
+            runs["dense"] = lambda: prefill_mod.ksa_prefill(q, kk, v, k, s, w, d**-0.5, prefix="dense")
+        for prefix, run in runs.items():
+            out, lse = run()
+            row = {"B": b, "L": length, "k": k, "S": s, "W": w, "H": h, "Hkv": hkv, "D": d, "prefix": prefix,
+                   "dtype": str(dtype).removeprefix("torch."), "rel_err": rel_err(out, ref),
+                   "lse_max_abs": (lse.double() - ref_lse).abs().max().item(),
+                   "finite": bool(torch.isfinite(out).all() and torch.isfinite(lse).all())}
+            row["ok"] = row["finite"] and row["rel_err"] < BF16_REL_TOL and row["lse_max_abs"] < LSE_ATOL
+            rows.append(row)
+            log(f"check {row}")
     return rows
 
 
@@ -185,9 +193,15 @@ def prefill_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
     del ref, ref_lse
     qt, kt, vt = (torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     fns["sdpa_causal_text"] = lambda: F.scaled_dot_product_attention(qt, kt, vt, is_causal=True)
-    for name, fn in fns.items():
-        ms = timed(fn, args.rep_ms)
+    # rounds over all variants, median per variant: clock and thermal drift during the run hit every variant alike
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(args.rounds):
+        for name, fn in fns.items():
+            times[name].append(timed(fn, args.rep_ms))
+    for name in fns:
+        ms = statistics.median(times[name])
         row[f"{name}_ms"] = ms
+        row[f"{name}_ms_rounds"] = times[name]
         if name == "recfx_dense_part":
             continue
         flop_pairs = causal_pairs if name.startswith("sdpa") else pairs
@@ -375,6 +389,7 @@ def main() -> int:
     p.add_argument("--summaries", type=int, default=1)
     p.add_argument("--window", type=int, default=128)
     p.add_argument("--rep-ms", type=int, default=200)
+    p.add_argument("--rounds", type=int, default=3, help="prefill: timing rounds over all variants (median)")
     p.add_argument("--skip-flex", action="store_true")
     p.add_argument("--parts", default="checks,decode,prefill,model", help="any of checks,decode,prefill,model,sweep")
     p.add_argument("--sweep-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[32768, 65536])

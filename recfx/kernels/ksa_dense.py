@@ -26,9 +26,9 @@ from recfx.kernels.ksa_reference import split_length
 
 __all__ = ["dense_prefix", "dense_prefix_chunks", "dense_prefix_supported"]
 
-#: below this many prefix chunks the extra launch and the merge cost more than they save (the Triton kernel's own
-#: prefix loop is used); measured on the H200, see docs/ksa.md
-MIN_PREFIX_CHUNKS = 1024
+#: below this many prefix chunks the kernel's own prefix loop is as fast (16K text tokens, 1,919 prefix chunks: the
+#: kernel alone was 4% faster; 32K, 3,967 chunks: dense 2-4% faster; 64K: 6-12% faster; H200, docs/ksa.md)
+MIN_PREFIX_CHUNKS = 3072
 
 
 def dense_prefix_chunks(n_text: int, chunk_size: int, window: int) -> int:

@@ -159,14 +159,14 @@ def _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
 
 @triton.jit
 def _attend_tma(acc, l_i, m_i, q, k_desc, v_desc, b, hk, lo, hi, qk_scale, GROUP: tl.constexpr,
-                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, WS: tl.constexpr = False):
+                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
     """Online-softmax update over keys [lo, hi) (multiples of BLOCK_N) visible to every row, read by TMA.
 
     The descriptors address keys in groups of ``GROUP`` consecutive rows (a chunk's text, or its summaries):
     rank 4 [B, Hkv, groups, D] when GROUP == 1, else rank 5 [B, Hkv, groups, GROUP, D]; a tile of BLOCK_N keys is
     BLOCK_N // GROUP whole groups.
     """
-    for start in tl.range(lo, hi, BLOCK_N, warp_specialize=WS):
+    for start in tl.range(lo, hi, BLOCK_N):
         if GROUP == 1:
             k = k_desc.load([b, hk, start, 0]).reshape(BLOCK_N, HEAD_DIM)
         else:
@@ -195,9 +195,8 @@ def _store_rows(acc, l_i, m_i, pos, row_ok, o_base, lse_base, stride_ol, HEAD_DI
 
 @triton.jit
 def _diagonal_tile(acc, l_i, m_i, q, q_base, k_base, v_base, o_base, lse_base, stride_ql, stride_kl, stride_vl,
-                   stride_ol, t0, t, band_lo, n_text, length, qk_scale, KT, VT, b32, hk, CHUNK: tl.constexpr,
-                   SUMMARIES: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
-                   SUMMARY_QUERIES: tl.constexpr = True, DIAG_TMA: tl.constexpr = False):
+                   stride_ol, t0, t, band_lo, n_text, length, qk_scale, CHUNK: tl.constexpr,
+                   SUMMARIES: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
     """The last key tile of a square query tile, text [t0, t0 + BLOCK_N): masked update of the text rows, and the
     complete attention of the tile's summary queries, which see only this tile's keys (their chunk's text) plus
     their chunk's earlier summary slots. One load of K/V serves both (instead of a separate loop over the same keys
@@ -211,22 +210,12 @@ def _diagonal_tile(acc, l_i, m_i, q, q_base, k_base, v_base, o_base, lse_base, s
     kv_ok = idx < n_text
     kv_pos = (idx // CHUNK) * BLOCK + idx % CHUNK
     ld = kv_ok[:, None] & d_ok[None, :]
-    if DIAG_TMA and CHUNK > 1:
-        if t0 + BLOCK_N <= n_text // CHUNK * CHUNK:  # whole chunks: the TMA descriptor covers the tile
-            k = KT.load([b32, hk, t0 // CHUNK, 0, 0]).reshape(BLOCK_N, HEAD_DIM)
-            v = VT.load([b32, hk, t0 // CHUNK, 0, 0]).reshape(BLOCK_N, HEAD_DIM)
-        else:
-            k = tl.load(k_base + kv_pos[:, None] * stride_kl + offs_d[None, :], mask=ld, other=0.0)
-            v = tl.load(v_base + kv_pos[:, None] * stride_vl + offs_d[None, :], mask=ld, other=0.0)
-    else:
-        k = tl.load(k_base + kv_pos[:, None] * stride_kl + offs_d[None, :], mask=ld, other=0.0)
-        v = tl.load(v_base + kv_pos[:, None] * stride_vl + offs_d[None, :], mask=ld, other=0.0)
+    k = tl.load(k_base + kv_pos[:, None] * stride_kl + offs_d[None, :], mask=ld, other=0.0)
+    v = tl.load(v_base + kv_pos[:, None] * stride_vl + offs_d[None, :], mask=ld, other=0.0)
     # text rows: own chunk causally (and the window's lower bound when W = 0 puts it inside the tile)
     ok = (idx[None, :] >= band_lo[:, None]) & (idx[None, :] <= t[:, None]) & kv_ok[None, :]
     p, alpha, m_new, l_i = _softmax_step(tl.dot(q, tl.trans(k)), ok, m_i, l_i, qk_scale, True)
     acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
-    if not SUMMARY_QUERIES:  # (ablation timing only)
-        return acc, l_i, m_new
     # summary rows of the tile's complete chunks: chunk text from this tile, own slots 0..j gathered
     r = tl.arange(0, ROWS)
     slot = r % SUMMARIES
@@ -301,8 +290,7 @@ def _ksa_prefill_body(Q, K, V, Out, Lse, KT, VT, KP, VP, PO, PL,
                         GROUPS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                         CHUNK: tl.constexpr, SUMMARIES: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_LOOPS: tl.constexpr,
-                        TMA: tl.constexpr, DENSE: tl.constexpr, WS: tl.constexpr = False,
-                        ABLATE: tl.constexpr = 0, DIAG_TMA: tl.constexpr = False, DIAG_FIRST: tl.constexpr = False):
+                        TMA: tl.constexpr, DENSE: tl.constexpr):
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # tiles late in the sequence (longest prefix) first
     pid_bh = tl.program_id(1)
     b = (pid_bh // heads).to(tl.int64)
@@ -364,26 +352,18 @@ def _ksa_prefill_body(Q, K, V, Out, Lse, KT, VT, KP, VP, PO, PL,
     DIAGONAL: tl.constexpr = USE_TMA and (BLOCK_M == BLOCK_N)
     if USE_TMA:  # unmasked tiles through TMA descriptors (one loop per range), masked ones through pointers
         b32 = pid_bh // heads
-        if DIAGONAL and DIAG_FIRST:
-            acc, l_i, m_i = _diagonal_tile(acc, l_i, m_i, q, q_base, k_base, v_base, o_base, lse_base, stride_ql,
-                                           stride_kl, stride_vl, stride_ol, t0, t, band_lo, n_text, length,
-                                           qk_scale, KT, VT, b32, hk, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N,
-                                           ABLATE & 1 == 0, DIAG_TMA)
         acc, l_i, m_i = _attend_tma(acc, l_i, m_i, q, KP, VP, b32, hk, 0, pre_full, qk_scale, SUMMARIES, HEAD_DIM,
-                                    BLOCK_N, WS)
-        if ABLATE & 8 == 0:
-            acc, l_i, m_i = _attend_tma(acc, l_i, m_i, q, KT, VT, b32, hk, full_lo, full_hi, qk_scale, CHUNK,
-                                        HEAD_DIM, BLOCK_N, WS)
-        if ABLATE & 2 == 0:
-            acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
-                                    pre_full, pre_end, zero, pre_hi, n_sum, first, full_lo, full_hi,
-                                    t0 if DIAGONAL else end, band_lo, t, n_text, PREFIX_KEYS, True, CHUNK, SUMMARIES,
-                                    HEAD_DIM, BLOCK_D, BLOCK_N)
-        if DIAGONAL and not DIAG_FIRST and ABLATE & 4 == 0:
+                                    BLOCK_N)
+        acc, l_i, m_i = _attend_tma(acc, l_i, m_i, q, KT, VT, b32, hk, full_lo, full_hi, qk_scale, CHUNK, HEAD_DIM,
+                                    BLOCK_N)
+        acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
+                                pre_full, pre_end, zero, pre_hi, n_sum, first, full_lo, full_hi,
+                                t0 if DIAGONAL else end, band_lo, t, n_text, PREFIX_KEYS, True, CHUNK, SUMMARIES,
+                                HEAD_DIM, BLOCK_D, BLOCK_N)
+        if DIAGONAL:
             acc, l_i, m_i = _diagonal_tile(acc, l_i, m_i, q, q_base, k_base, v_base, o_base, lse_base, stride_ql,
                                            stride_kl, stride_vl, stride_ol, t0, t, band_lo, n_text, length,
-                                           qk_scale, KT, VT, b32, hk, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N,
-                                           ABLATE & 1 == 0, DIAG_TMA)
+                                           qk_scale, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
     elif SPLIT_LOOPS:  # one loop per range
         acc, l_i, m_i = _attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
                                 0, pre_full, zero, pre_hi, n_sum, 0, 0, 0, 0, band_lo, t, n_text,

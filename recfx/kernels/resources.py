@@ -60,7 +60,7 @@ def prefill_resources(block_m: int, block_n: int, *, num_warps: int, num_stages:
     constexprs: dict[str, Any] = {
         "GROUPS": 1, "HEAD_DIM": head_dim, "BLOCK_D": head_dim, "CHUNK": chunk, "SUMMARIES": summaries,
         "BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_LOOPS": split_loops, "TMA": tma,
-        "DENSE": dense, "WS": False, "ABLATE": 0, "DIAG_TMA": False, "DIAG_FIRST": False}
+        "DENSE": dense}
     names = list(inspect.signature(ksa_prefill._ksa_prefill_body.fn).parameters)
     signature = {}
     for name in names:
