@@ -26,8 +26,8 @@ import torch.nn.functional as F
 import triton
 from triton.testing import do_bench
 
+from recfx.kernels import ksa_dense
 from recfx.kernels import ksa_prefill as prefill_mod
-from recfx.kernels.ksa_dense import dense_prefix, dense_prefix_chunks, dense_prefix_runs, dense_prefix_supported
 from recfx.kernels.ksa_reference import count_allowed_pairs, prefill_reference
 from recfx.models.ksa_mask import interleaved_length, ksa_visibility
 
@@ -80,11 +80,14 @@ def small_checks(device: str) -> list[dict[str, Any]]:
         kk, v = (torch.randn(b, length, hkv, d, device=device, dtype=dtype) for _ in range(2))
         ref, ref_lse = prefill_reference(q.double(), kk.double(), v.double(), k, s, w, d**-0.5)
         n_text = length - length // (k + s) * s
-        runs = {"auto": lambda: OP(q, kk, v, k, s, w, d**-0.5)}
-        if dense_prefix_runs(q, s) and dense_prefix_chunks(n_text, k, min(w, n_text // k + 1)) > 0:
-            runs["dense"] = lambda: prefill_mod.ksa_prefill(q, kk, v, k, s, w, d**-0.5, prefix="dense")
-        for prefix, run in runs.items():
-            out, lse = run()
+        prefixes = ["auto"]
+        if ksa_dense.dense_prefix_runs(q, s) and ksa_dense.dense_prefix_chunks(n_text, k, min(w, n_text // k + 1)):
+            prefixes.append("dense")
+        for prefix in prefixes:
+            if prefix == "auto":
+                out, lse = OP(q, kk, v, k, s, w, d**-0.5)
+            else:
+                out, lse = prefill_mod.ksa_prefill(q, kk, v, k, s, w, d**-0.5, prefix="dense")
             row = {"B": b, "L": length, "k": k, "S": s, "W": w, "H": h, "Hkv": hkv, "D": d, "prefix": prefix,
                    "dtype": str(dtype).removeprefix("torch."), "rel_err": rel_err(out, ref),
                    "lse_max_abs": (lse.double() - ref_lse).abs().max().item(),
@@ -175,7 +178,7 @@ def prefill_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
     row["recfx_rel_err"] = rel_err(out[:, rows], ref)
     row["recfx_lse_max_abs"] = (lse[:, :, rows].double() - ref_lse).abs().max().item()
     row["recfx_finite"] = bool(torch.isfinite(out).all() and torch.isfinite(lse).all())
-    row["recfx_prefix"] = "dense" if dense_prefix_supported(q, k, s, w) else "kernel"
+    row["recfx_prefix"] = "dense" if ksa_dense.dense_prefix_supported(q, k, s, w) else "kernel"
 
     def kernel_only() -> Any:
         return prefill_mod.ksa_prefill(q, kk, v, k, s, w, scale, prefix="kernel")
@@ -183,7 +186,7 @@ def prefill_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
     row["recfx_kernel_only_rel_err"] = rel_err(kernel_only()[0][:, rows], ref)
     fns: dict[str, Any] = {"recfx": lambda: OP(q, kk, v, k, s, w, scale), "recfx_kernel_only": kernel_only}
     if row["recfx_prefix"] == "dense":  # the cuDNN part alone (its share of the time)
-        fns["recfx_dense_part"] = lambda: dense_prefix(q, kk, v, k, w, scale)
+        fns["recfx_dense_part"] = lambda: ksa_dense.dense_prefix(q, kk, v, k, w, scale)
     if not args.skip_flex:
         fv = flex_variants(q, kk, v, k, s, w, scale)
         row["block_mask_seconds"] = fv.pop("block_mask_seconds")
