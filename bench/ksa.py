@@ -251,8 +251,10 @@ def sweep_one(n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     sdpa_ms = timed(lambda: F.scaled_dot_product_attention(qt, kt, vt, is_causal=True), args.rep_ms)
     ideal = (n * (n + 1) // 2) / count_allowed_pairs(length, k, s, w)
     results = []
-    for bm, bn, warps, stages in SWEEP_SHAPES:
-        for tma, prefix in SWEEP_VARIANTS:
+    shapes = args.sweep_shapes or SWEEP_SHAPES
+    variants = args.sweep_variants or SWEEP_VARIANTS
+    for bm, bn, warps, stages in shapes:
+        for tma, prefix in variants:
             config = {"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_LOOPS": False, "num_warps": warps, "num_stages": stages}
             row: dict[str, Any] = {"n": n, **config, "tma": tma, "prefix": prefix, "sdpa_ms": sdpa_ms,
                                    "ideal_ratio": ideal}
@@ -396,6 +398,10 @@ def main() -> int:
     p.add_argument("--skip-flex", action="store_true")
     p.add_argument("--parts", default="checks,decode,prefill,model", help="any of checks,decode,prefill,model,sweep")
     p.add_argument("--sweep-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[32768, 65536])
+    p.add_argument("--sweep-shapes", type=lambda s: [tuple(int(x) for x in c.split(",")) for c in s.split(";")],
+                   help="BLOCK_M,BLOCK_N,warps,stages;... (default: SWEEP_SHAPES)")
+    p.add_argument("--sweep-variants", type=lambda s: [(c.split(":")[0] == "tma", c.split(":")[1]) for c in s.split(",")],
+                   help="tma|ptr:kernel|dense,... (default: SWEEP_VARIANTS)")
     p.add_argument("--decode-context", type=int, default=131072)
     p.add_argument("--out", default="ksa_bench.json")
     args = p.parse_args()
