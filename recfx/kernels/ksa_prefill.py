@@ -69,7 +69,16 @@ def _configs() -> list[triton.Config]:
 SHORT_SEQ_BUCKET = 13
 
 
+#: with the summary prefix dense (DENSE), the kernel walks only the text band (~1K keys per row): these were fastest
+#: there (bench/results/ksa_sweep7.json: 64x64 with 2 stages 14% faster than with 3); autotuning among all shapes
+#: could pick a slower one on timing noise
+DENSE_SHAPES = ((64, 64, 4, 2), (128, 128, 8, 2))
+
+
 def _prune(configs: list[triton.Config], named_args: dict, **kwargs: object) -> list[triton.Config]:
+    if named_args.get("DENSE", kwargs.get("DENSE")):
+        configs = [c for c in configs if (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages)
+                   in DENSE_SHAPES and not c.kwargs["SPLIT_LOOPS"]] or configs
     return configs[:1] if named_args["seq_bucket"] < SHORT_SEQ_BUCKET else configs
 
 
