@@ -18,6 +18,7 @@ and merge are tested without a GPU.
 
 from __future__ import annotations
 
+import functools
 import os
 
 import torch
@@ -39,9 +40,14 @@ def dense_prefix_chunks(n_text: int, chunk_size: int, window: int) -> int:
     return max(n_text // chunk_size - window - 1, 0)
 
 
+@functools.cache
+def _cudnn_on(index: int | None) -> bool:
+    """cuDNN present and the GPU Hopper or newer (cached: this runs on every launch)."""
+    return torch.backends.cudnn.is_available() and torch.cuda.get_device_capability(index)[0] >= 9
+
+
 def _cudnn_attention_available(device: torch.device) -> bool:
-    return (torch.backends.cudnn.is_available() and torch.backends.cuda.cudnn_sdp_enabled()
-            and torch.cuda.get_device_capability(device)[0] >= 9)
+    return torch.backends.cuda.cudnn_sdp_enabled() and _cudnn_on(device.index)
 
 
 def dense_prefix_supported(q: torch.Tensor, chunk_size: int, summaries: int, window: int,

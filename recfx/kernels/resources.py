@@ -94,13 +94,15 @@ def prefill_resources(block_m: int, block_n: int, *, num_warps: int, num_stages:
     return KernelResources(int(found.group(1)), int(found.group(2)), int(kernel.metadata.shared))
 
 
-def _parse_config(text: str) -> tuple[int, int, int, int, bool, bool]:
-    """``BLOCK_M,BLOCK_N,warps,stages,tma|ptr[,split]`` -> the arguments of ``prefill_resources``."""
+def _parse_config(text: str) -> tuple[int, int, int, int, bool, bool, bool]:
+    """``BLOCK_M,BLOCK_N,warps,stages,tma|ptr[,split|dense]`` -> the arguments of ``prefill_resources``."""
     parts = text.split(",")
-    if len(parts) not in (5, 6) or parts[4] not in ("tma", "ptr") or (len(parts) == 6 and parts[5] != "split"):
-        raise argparse.ArgumentTypeError(f"--config wants BLOCK_M,BLOCK_N,warps,stages,tma|ptr[,split], got {text!r}")
+    if len(parts) not in (5, 6) or parts[4] not in ("tma", "ptr") or (len(parts) == 6
+                                                                     and parts[5] not in ("split", "dense")):
+        raise argparse.ArgumentTypeError(
+            f"--config wants BLOCK_M,BLOCK_N,warps,stages,tma|ptr[,split|dense], got {text!r}")
     bm, bn, warps, stages = (int(x) for x in parts[:4])
-    return bm, bn, warps, stages, parts[4] == "tma", len(parts) == 6
+    return bm, bn, warps, stages, parts[4] == "tma", parts[5:] == ["split"], parts[5:] == ["dense"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,19 +110,21 @@ def main(argv: list[str] | None = None) -> int:
                                             "without a GPU (default: every autotuned config, TMA and pointer loads)")
     p.add_argument("--arch", type=int, default=90, help="compute capability as an integer (default 90)")
     p.add_argument("--config", type=_parse_config, action="append",
-                   help="BLOCK_M,BLOCK_N,warps,stages,tma|ptr[,split] (repeatable)")
+                   help="BLOCK_M,BLOCK_N,warps,stages,tma|ptr[,split|dense] (repeatable; dense: the variant that "
+                        "starts from a dense summary prefix)")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         p.error("run without TRITON_INTERPRET=1: the interpreter does not compile kernels")
     configs = args.config or [
-        (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages, tma, c.kwargs["SPLIT_LOOPS"])
-        for c in ksa_prefill._configs() for tma in (True, False)]
-    print("BLOCK_M BLOCK_N warps stages split loads | registers stack(spills) shared")
-    for bm, bn, warps, stages, tma, split in configs:
-        use = prefill_resources(bm, bn, num_warps=warps, num_stages=stages, tma=tma, split_loops=split,
+        (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages, tma, c.kwargs["SPLIT_LOOPS"], False)
+        for c in ksa_prefill._configs() for tma in (True, False)] + [
+        (bm, bn, warps, stages, True, False, True) for bm, bn, warps, stages in ksa_prefill.DENSE_SHAPES]
+    print("BLOCK_M BLOCK_N warps stages split loads dense | registers stack(spills) shared")
+    for bm, bn, warps, stages, tma, split, dense in configs:
+        use = prefill_resources(bm, bn, num_warps=warps, num_stages=stages, tma=tma, split_loops=split, dense=dense,
                                 arch=args.arch)
-        print(f"{bm:7} {bn:7} {warps:5} {stages:6} {split!s:5} {'tma' if tma else 'ptr':5} | {use.registers:9} "
-              f"{use.stack_bytes:13} {use.shared_bytes:6}", flush=True)
+        print(f"{bm:7} {bn:7} {warps:5} {stages:6} {split!s:5} {'tma' if tma else 'ptr':5} {dense!s:5} | "
+              f"{use.registers:9} {use.stack_bytes:13} {use.shared_bytes:6}", flush=True)
     return 0
 
 
