@@ -28,7 +28,7 @@ from recfx.kernels.ksa_reference import split_length
 __all__ = ["dense_prefix", "dense_prefix_chunks", "dense_prefix_supported"]
 
 #: below this many prefix chunks the kernel's own prefix loop is as fast (16K text tokens, 1,919 prefix chunks: the
-#: kernel alone was 4% faster; 32K, 3,967 chunks: dense 2-4% faster; 64K: 6-12% faster; H200, docs/ksa.md)
+#: kernel alone was 4% faster; 32K, 3,967 chunks: dense 1-2% faster; 64K: 6-8% faster; H200, docs/ksa.md)
 MIN_PREFIX_CHUNKS = 3072
 
 
