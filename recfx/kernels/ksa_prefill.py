@@ -16,6 +16,10 @@ Where ``tma_supported`` holds (sm90+, 16-bit, power-of-two k / S / D), unmasked 
 descriptors that group keys by whole chunks (``recfx/kernels/ksa_tma.py``), masked ones through pointer gathers; with square
 tiles the diagonal key tile is loaded once for the text rows and the summary rows (``_diagonal_tile``). The
 design choices and what was measured for them on the H200: ``docs/ksa.md``.
+
+With S = 1 and long sequences the launcher takes the text rows' summary prefix from ONE dense causal attention
+(``recfx/kernels/ksa_dense.py``: cuDNN on the GPU) and the kernel starts those rows from its (out, lse) (``DENSE``),
+walking only the text band and the summary queries.
 """
 
 from __future__ import annotations
