@@ -32,7 +32,7 @@ typecheck: $(STAMP)
 	$(PY) -m mypy recfx
 
 lint: $(STAMP)
-	$(PY) -m ruff check recfx tests
+	$(PY) -m ruff check recfx tests bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache recfx_dumps

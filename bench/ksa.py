@@ -372,14 +372,16 @@ def model_section(args: argparse.Namespace) -> dict[str, Any]:
             want = model(tokens[:, : prompt.shape[1] + i])[:, -1]
             errs.append(rel_err(lg, want))
             agree.append(float((lg.argmax(-1) == want.argmax(-1)).float().mean()))
-    out["generate"] = {"steps": steps, "max_rel_err_vs_recompute": max(errs), "argmax_agreement": sum(agree) / len(agree)}
+    out["generate"] = {"steps": steps, "max_rel_err_vs_recompute": max(errs),
+                       "argmax_agreement": sum(agree) / len(agree)}
     log(f"model generate {out['generate']}")
     return out
 
 
 def print_table(prefill: list[dict[str, Any]]) -> None:
-    cols = ["n", "recfx_prefix", "recfx_ms", "recfx_kernel_only_ms", "recfx_graph_ms", "flex_prefix_ms", "flex_interleaved_ms", "sdpa_causal_text_ms", "recfx_useful_tflops",
-            "speedup_vs_flex_prefix", "speedup_vs_sdpa", "ideal_ratio", "fraction_of_ideal", "recfx_rel_err"]
+    cols = ["n", "recfx_prefix", "recfx_ms", "recfx_kernel_only_ms", "recfx_graph_ms", "flex_prefix_ms",
+            "flex_interleaved_ms", "sdpa_causal_text_ms", "recfx_useful_tflops", "speedup_vs_flex_prefix",
+            "speedup_vs_sdpa", "ideal_ratio", "fraction_of_ideal", "recfx_rel_err"]
     print(" | ".join(cols))
     for r in prefill:
         print(" | ".join(f"{r[c]:.4g}" if isinstance(r.get(c), float) else str(r.get(c, "-")) for c in cols))
@@ -400,7 +402,8 @@ def main() -> int:
     p.add_argument("--sweep-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[32768, 65536])
     p.add_argument("--sweep-shapes", type=lambda s: [tuple(int(x) for x in c.split(",")) for c in s.split(";")],
                    help="BLOCK_M,BLOCK_N,warps,stages;... (default: SWEEP_SHAPES)")
-    p.add_argument("--sweep-variants", type=lambda s: [(c.split(":")[0] == "tma", c.split(":")[1]) for c in s.split(",")],
+    p.add_argument("--sweep-variants",
+                   type=lambda s: [(c.split(":")[0] == "tma", c.split(":")[1]) for c in s.split(",")],
                    help="tma|ptr:kernel|dense,... (default: SWEEP_VARIANTS)")
     p.add_argument("--decode-context", type=int, default=131072)
     p.add_argument("--out", default="ksa_bench.json")

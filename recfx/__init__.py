@@ -5,7 +5,9 @@
     ['eager', 'inductor']
 """
 
-from recfx import ops  # noqa: I001  (defines the recfx:: ops before passes and backends use them)
+from recfx import ops  # noqa: F401  (defines the recfx:: ops before passes and backends use them)
+
+# isort: split
 from recfx import backends, frontend, models, passes, runtime
 from recfx._version import __version__
 from recfx.api import compile

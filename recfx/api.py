@@ -18,7 +18,7 @@ from recfx.runtime import CompiledModule, CompileReport, compare_outputs
 log = logging.getLogger(__name__)
 
 
-def compile(  # noqa: A001  (mirrors torch.compile)
+def compile(  # shadows the builtin on purpose: mirrors torch.compile
     model: torch.nn.Module,
     example_inputs: Any,
     backend: str = "auto",

@@ -15,7 +15,7 @@ try:
 except ImportError:  # torch missing: the collection error below says what to install
     pass
 
-import pytest  # noqa: E402
+import pytest
 
 
 @pytest.fixture(autouse=True)

@@ -36,7 +36,8 @@ class Delta:
         unit = "ms" if self.metric == "p50" else "req/s"
         return (f"{where}: {self.metric} {self.old:.4g} -> {self.new:.4g} {unit} "
                 f"({(self.ratio - 1) * 100:+.1f}% slower)" if self.ratio >= 1 else
-                f"{where}: {self.metric} {self.old:.4g} -> {self.new:.4g} {unit} ({(1 - self.ratio) * 100:.1f}% faster)")
+                f"{where}: {self.metric} {self.old:.4g} -> {self.new:.4g} {unit} "
+                f"({(1 - self.ratio) * 100:.1f}% faster)")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -30,7 +30,8 @@ class Variant:
     beam: int | None = None
 
     def label(self) -> str:
-        parts = [f"seq {self.seq}" if self.seq is not None else "", f"beam {self.beam}" if self.beam is not None else ""]
+        parts = [f"seq {self.seq}" if self.seq is not None else "",
+                 f"beam {self.beam}" if self.beam is not None else ""]
         return ", ".join(p for p in parts if p)
 
 

@@ -88,7 +88,9 @@ def _chunk_view(x: torch.Tensor, first: int, offset: int, chunk_size: int, chunk
 
 def dense_prefix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int, window: int,
                  scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summary-prefix attention of a batch of one (q (1, L, H, D), k/v (1, L, Hkv, D), S = 1): (out [k, H, C', D], lse [k, H, C'] float32), strided.
+    """Summary-prefix attention of a batch of one (q (1, L, H, D), k/v (1, L, Hkv, D), S = 1).
+
+    Returns (out [k, H, C', D], lse [k, H, C'] float32), strided as the attention kernel chose.
 
     Row (p, h, c') is the text query at offset p of chunk c' + W + 1 attending to the summaries of chunks 0 .. c'
     (C' = :func:`dense_prefix_chunks`); lse is the natural log-sum-exp. GQA: the summaries' kv heads are repeated

@@ -13,8 +13,8 @@ are their own chunk, a contiguous span of the interleaved sequence). Accumulatio
 the natural log-sum-exp of every row.
 
 Where ``tma_supported`` holds (sm90+, 16-bit, power-of-two k / S / D), unmasked tiles are read through TMA
-descriptors that group keys by whole chunks (``recfx/kernels/ksa_tma.py``), masked ones through pointer gathers; with square
-tiles the diagonal key tile is loaded once for the text rows and the summary rows (``_diagonal_tile``). The
+descriptors that group keys by whole chunks (``recfx/kernels/ksa_tma.py``), masked ones through pointer gathers;
+with square tiles the diagonal key tile is loaded once for the text rows and the summary rows (``_diagonal_tile``). The
 design choices and what was measured for them on the H200: ``docs/ksa.md``.
 
 With S = 1 and long sequences the launcher takes the text rows' summary prefix from ONE dense causal attention

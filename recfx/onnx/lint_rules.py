@@ -134,8 +134,8 @@ def check_scale(g: GraphIndex) -> list[Finding]:
             out.append(_finding("scale", node, f"scale holds non-positive or non-finite values (min {s.min():g}); "
                                 "TensorRT needs finite scales > 0", "error"))
         if attr(node, "block_size", 0):
-            out.append(_finding("scale", node, f"blocked scales (block_size={attr(node, 'block_size')}); TensorRT fuses "
-                                "per-tensor and per-channel FP8 Q/DQ only"))
+            out.append(_finding("scale", node, f"blocked scales (block_size={attr(node, 'block_size')}); "
+                                "TensorRT fuses per-tensor and per-channel FP8 Q/DQ only"))
             continue
         if s.size <= 1:
             continue

@@ -136,7 +136,7 @@ def quantize_fp8_per_token(x: Any) -> tuple[Any, Any]:
 
 def _static_int(d: Any, what: str) -> int:
     if not isinstance(d, int):
-        raise ValueError(f"ONNX export of {what} needs a static size here, got symbolic {d}")  # noqa: TRY004
+        raise ValueError(f"ONNX export of {what} needs a static size here, got symbolic {d}")
     return d
 
 

@@ -2,9 +2,9 @@
 
 Both compute ``y = x @ w.T (+ bias)`` with FP8 x FP8 products, FP32 accumulation and an epilogue that applies
 ``s_x[m] * s_w[n]`` (+ bias) before casting to ``out_dtype``. The reference implementation calls
-``torch._scaled_mm`` (CPU and GPU) with unit scales and float32 output, then applies the scales in float32. On CUDA, shapes ``_scaled_mm`` cannot take (K or N not a multiple of 16, or a
-GPU without FP8 support) are computed as ``dequantize(x_q) @ dequantize(w_q).T`` in float32: the same numbers up to
-the accumulation order.
+``torch._scaled_mm`` (CPU and GPU) with unit scales and float32 output, then applies the scales in float32. On
+CUDA, shapes ``_scaled_mm`` cannot take (K or N not a multiple of 16, or a GPU without FP8 support) are computed
+as ``dequantize(x_q) @ dequantize(w_q).T`` in float32: the same numbers up to the accumulation order.
 """
 
 from __future__ import annotations

@@ -37,7 +37,7 @@ def lint(gm: GraphModule) -> list[str]:
     """fx's structural lint plus recfx's own: every call_function node has tensor metadata where expected."""
     try:
         gm.graph.lint()
-    except Exception as err:  # fx raises RuntimeError / AssertionError with the offending node in the text
+    except Exception as err:  # noqa: BLE001 - fx raises RuntimeError / AssertionError with the offending node in the text
         return [f"graph lint failed: {err}"]
     return []
 

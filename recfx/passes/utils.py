@@ -165,7 +165,7 @@ def _same_dim(x: Any, y: Any) -> bool:
         return x == y
     try:
         return bool(torch.fx.experimental.symbolic_shapes.statically_known_true(x == y))
-    except Exception:  # symbolic comparison of unrelated objects
+    except Exception:  # noqa: BLE001 - symbolic comparison of unrelated objects
         return str(x) == str(y)
 
 

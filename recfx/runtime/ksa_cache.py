@@ -5,8 +5,9 @@ A KSA layer keeps one buffer per layer (k and v stacked), laid out as
     [ scratch S | current chunk k | ring of W*k text tokens | summaries in time order | headroom ]
 
 - The current chunk is filled from its right end (offset o at ``S + k - 1 - o``) and the ring holds the last W
-  complete chunks at slot ``c % W`` (each as it was in the current chunk, reversed), filled from its start; the summaries of chunks older than the window are the
-  oldest ``ns - W*S`` entries of the summary region. So a text token sees ONE contiguous slice.
+  complete chunks at slot ``c % W`` (each as it was in the current chunk, reversed), filled from its start; the
+  summaries of chunks older than the window are the oldest ``ns - W*S`` entries of the summary region. So a text
+  token sees ONE contiguous slice.
 - At a chunk's end the S summary tokens are written into the scratch (slot j at ``S - 1 - j``), so summary slot j
   sees ``[S - 1 - j, S + k)``: earlier slots, itself and its chunk's text. ``commit`` then moves the chunk into the
   ring (over the oldest chunk) and appends the summaries.

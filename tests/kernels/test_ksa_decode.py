@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-triton = pytest.importorskip("triton")
+pytest.importorskip("triton")
 
 from recfx.kernels.ksa_decode import decode_attention, reference
 

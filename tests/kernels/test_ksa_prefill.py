@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-triton = pytest.importorskip("triton")
+pytest.importorskip("triton")
 
 from recfx.kernels.ksa_prefill import ksa_prefill, reference
 

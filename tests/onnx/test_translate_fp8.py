@@ -88,7 +88,7 @@ def test_fp8_op_on_onnx_runtime(mode: str, tmp_path, export_module) -> None:  # 
             assert rows_off.double().mean() <= 0.1 and float(err.max()) <= 0.02 * scale
     if mode == "linear_blocks":  # 128x128-style blocks are not a TensorRT Q/DQ pattern: the linter says so
         assert set(lint.by_rule()) == {"scale", "qdq-placement", "gemm-inputs"}
-    elif mode in ("per_token", "groups", "qdq_scale_1x1"):  # a standalone dequantize (no GEMM after it) is not fused either
+    elif mode in ("per_token", "groups", "qdq_scale_1x1"):  # a standalone dequantize (no GEMM after it): not fused
         assert set(lint.by_rule()) == {"qdq-placement"}
     else:
         assert lint.ok, lint.render()
