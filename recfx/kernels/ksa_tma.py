@@ -3,7 +3,7 @@
 K/V are [B, L, Hkv, D] with text chunks of k rows each followed by S summary rows. A descriptor over the text is
 rank 5 [B, Hkv, chunks, k, D] whose chunk stride skips the summaries; the summary prefix is [B, Hkv, chunks, D]
 (rank 4, S = 1) or [B, Hkv, chunks, S, D] starting at row k. A tile of BLOCK_N keys is a box of BLOCK_N // group
-whole groups, reshaped to [BLOCK_N, D] in the kernel (``ksa_prefill._attend_tma``).
+whole groups, reshaped to [BLOCK_N, D] in the kernel (``ksa_tiles.attend_tma``).
 """
 
 from __future__ import annotations
