@@ -98,3 +98,19 @@ def test_dense_prefix_refuses_what_it_cannot_run() -> None:
         ksa_prefill(q[:, :10], q[:, :10], q[:, :10], 4, 1, 1, 0.25, prefix="dense")
     with pytest.raises(ValueError, match="prefix must be"):
         ksa_prefill(q, q, q, 4, 1, 1, 0.25, prefix="cudnn")
+
+
+def test_dense_launches_autotune_only_the_band_shapes() -> None:
+    """With the dense prefix the kernel walks ~1K keys per row: autotuning keeps the shapes measured fastest there."""
+    import triton
+
+    from recfx.kernels import ksa_prefill as kp
+
+    configs = [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_LOOPS": split}, num_warps=w, num_stages=s)
+               for bm, bn, w, s, split in [(64, 64, 4, 3, False), (64, 64, 4, 2, False), (128, 128, 8, 2, False),
+                                           (128, 128, 8, 2, True)]]
+    kept = kp._prune(configs, {"seq_bucket": 17}, DENSE=True)
+    assert [(c.kwargs["BLOCK_M"], c.num_stages, c.kwargs["SPLIT_LOOPS"]) for c in kept] == [(64, 2, False),
+                                                                                             (128, 2, False)]
+    assert kp._prune(configs, {"seq_bucket": 17}, DENSE=False) == configs
+    assert kp._prune(configs, {"seq_bucket": 10}, DENSE=False) == configs[:1]  # short sequences: first config only
