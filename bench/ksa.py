@@ -28,7 +28,7 @@ from triton.testing import do_bench
 
 from recfx.kernels import ksa_dense
 from recfx.kernels import ksa_prefill as prefill_mod
-from recfx.kernels.ksa_reference import count_allowed_pairs, prefill_reference
+from recfx.kernels.ksa_reference import count_allowed_pairs, prefill_reference, split_length
 from recfx.models.ksa_mask import interleaved_length, ksa_visibility
 
 OP = torch.ops.recfx.ksa_attention
@@ -79,7 +79,7 @@ def small_checks(device: str) -> list[dict[str, Any]]:
         q = torch.randn(b, length, h, d, device=device, dtype=dtype)
         kk, v = (torch.randn(b, length, hkv, d, device=device, dtype=dtype) for _ in range(2))
         ref, ref_lse = prefill_reference(q.double(), kk.double(), v.double(), k, s, w, d**-0.5)
-        n_text = length - length // (k + s) * s
+        n_text, _ = split_length(length, k, s)
         prefixes = ["auto"]
         if ksa_dense.dense_prefix_runs(q, s) and ksa_dense.dense_prefix_chunks(n_text, k, min(w, n_text // k + 1)):
             prefixes.append("dense")
