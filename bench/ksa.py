@@ -230,6 +230,13 @@ SWEEP_SHAPES = [(64, 64, 4, 3), (64, 64, 4, 2), (128, 128, 8, 3), (128, 128, 8, 
 SWEEP_VARIANTS = [(False, "kernel"), (True, "kernel"), (True, "dense")]
 
 
+def sweep_shape(text: str) -> tuple[Any, ...]:
+    """``bm,bn,warps,stages[,KNOB=0|1...]`` -> (bm, bn, warps, stages, (KNOB, bool)...)."""
+    parts = text.split(",")
+    knobs = tuple((k, int(v)) for k, v in (x.split("=") for x in parts[4:]))
+    return (*(int(x) for x in parts[:4]), *knobs)
+
+
 def sweep_section(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Every (block shape, TMA) variant of the prefill kernel at --sweep-sizes, each checked
     on sampled rows and timed beside SDPA causal in the same run (A/B of kernel designs)."""
@@ -253,9 +260,10 @@ def sweep_one(n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     shapes = args.sweep_shapes or SWEEP_SHAPES
     variants = args.sweep_variants or SWEEP_VARIANTS
-    for bm, bn, warps, stages in shapes:
+    for bm, bn, warps, stages, *knobs in shapes:
         for tma, prefix in variants:
-            config = {"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_LOOPS": False, "num_warps": warps, "num_stages": stages}
+            config = {"BLOCK_M": bm, "BLOCK_N": bn, "SPLIT_LOOPS": False, "num_warps": warps, "num_stages": stages,
+                      **dict(knobs)}
             row: dict[str, Any] = {"n": n, **config, "tma": tma, "prefix": prefix, "sdpa_ms": sdpa_ms,
                                    "ideal_ratio": ideal}
 
@@ -400,8 +408,9 @@ def main() -> int:
     p.add_argument("--skip-flex", action="store_true")
     p.add_argument("--parts", default="checks,decode,prefill,model", help="any of checks,decode,prefill,model,sweep")
     p.add_argument("--sweep-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[32768, 65536])
-    p.add_argument("--sweep-shapes", type=lambda s: [tuple(int(x) for x in c.split(",")) for c in s.split(";")],
-                   help="BLOCK_M,BLOCK_N,warps,stages;... (default: SWEEP_SHAPES)")
+    p.add_argument("--sweep-shapes", type=lambda s: [sweep_shape(c) for c in s.split(";")],
+                   help="BLOCK_M,BLOCK_N,warps,stages[,KNOB=0|1...];... (default: SWEEP_SHAPES); knobs are the "
+                        "kernel's experiment constexprs (PIPE, LOWTMA, EXP16)")
     p.add_argument("--sweep-variants",
                    type=lambda s: [(c.split(":")[0] == "tma", c.split(":")[1]) for c in s.split(",")],
                    help="tma|ptr:kernel|dense,... (default: SWEEP_VARIANTS)")

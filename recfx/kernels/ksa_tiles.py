@@ -104,28 +104,117 @@ def attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
     return acc, l_i, m_i
 
 
+#: key masks of the TMA loops: none, keys >= row_lo[r] (the window's low boundary), row_lo[r] <= key <= row_hi[r]
+NO_MASK = tl.constexpr(0)
+LOW_MASK = tl.constexpr(1)
+BOTH_MASK = tl.constexpr(2)
+
+
 @triton.jit
-def attend_tma(acc, l_i, m_i, q, k_desc, v_desc, b, hk, lo, hi, qk_scale, GROUP: tl.constexpr,
-                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Online-softmax update over keys [lo, hi) (multiples of BLOCK_N) visible to every row, read by TMA.
+def exp2_f16(x, INTERPRET: tl.constexpr):
+    """2**x for x <= 0 through the packed half-precision unit (``ex2.approx.f16x2``: two results per instruction,
+    half the special-function work of float32 exp2); under the interpreter the same rounding in Python."""
+    x16 = x.to(tl.float16)
+    if INTERPRET:
+        return tl.math.exp2(x16.to(tl.float32)).to(tl.float16)
+    return tl.inline_asm_elementwise("ex2.approx.f16x2 $0, $1;", "=r,r", [x16], dtype=tl.float16, is_pure=True,
+                                     pack=2)
+
+
+@triton.jit
+def band_softmax(qk, idx, row_lo, row_hi, m_i, l_i, qk_scale, MASK: tl.constexpr, EXP16: tl.constexpr,
+                 INTERPRET: tl.constexpr):
+    """softmax_step for the TMA loops with a ``MASK`` mode; EXP16 takes exp2 in half precision (``exp2_f16``).
+    Returns (p, alpha, new running max, new row sums)."""
+    if MASK == NO_MASK:
+        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
+        m_use = m_new
+        x = qk * qk_scale - m_use[:, None]
+    else:
+        ok = idx[None, :] >= row_lo[:, None]
+        if MASK == BOTH_MASK:
+            ok = ok & (idx[None, :] <= row_hi[:, None])
+        qk = tl.where(ok, qk * qk_scale, float("-inf"))
+        m_new = tl.maximum(m_i, tl.max(qk, 1))
+        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
+        x = qk - m_use[:, None]
+    if EXP16:
+        p = exp2_f16(x, INTERPRET).to(tl.float32)
+    else:
+        p = tl.math.exp2(x)
+    alpha = tl.math.exp2(m_i - m_use)
+    return p, alpha, m_new, l_i * alpha + tl.sum(p, 1)
+
+
+@triton.jit
+def tma_tile(desc, b, hk, start, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Keys [start, start + BLOCK_N) of a chunk-grouped descriptor (``ksa_tma.chunk_descriptors``) as [BLOCK_N, D].
 
     The descriptors address keys in groups of ``GROUP`` consecutive rows (a chunk's text, or its summaries):
     rank 4 [B, Hkv, groups, D] when GROUP == 1, else rank 5 [B, Hkv, groups, GROUP, D]; a tile of BLOCK_N keys is
     BLOCK_N // GROUP whole groups.
     """
+    if GROUP == 1:
+        tile = desc.load([b, hk, start, 0]).reshape(BLOCK_N, HEAD_DIM)
+    else:
+        tile = desc.load([b, hk, start // GROUP, 0, 0]).reshape(BLOCK_N, HEAD_DIM)
+    return tile
+
+
+@triton.jit
+def attend_tma(acc, l_i, m_i, q, k_desc, v_desc, b, hk, lo, hi, row_lo, row_hi, qk_scale, GROUP: tl.constexpr,
+                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr, EXP16: tl.constexpr,
+                INTERPRET: tl.constexpr, ABL: tl.constexpr = 0):
+    """Online-softmax update over keys [lo, hi) (multiples of BLOCK_N, inside the described chunks) read by TMA,
+    masked per ``MASK``."""
+    offs_n = tl.arange(0, BLOCK_N)
+    if ABL % 2 == 1:  # timing probe: K/V of the first tile reused (no loads inside the loop); results wrong
+        k0 = tma_tile(k_desc, b, hk, lo, GROUP, HEAD_DIM, BLOCK_N)
+        v0 = tma_tile(v_desc, b, hk, lo, GROUP, HEAD_DIM, BLOCK_N)
     for start in tl.range(lo, hi, BLOCK_N):
-        if GROUP == 1:
-            k = k_desc.load([b, hk, start, 0]).reshape(BLOCK_N, HEAD_DIM)
+        if ABL % 2 == 1:
+            k = k0
         else:
-            k = k_desc.load([b, hk, start // GROUP, 0, 0]).reshape(BLOCK_N, HEAD_DIM)
-        p, alpha, m_new, l_i = softmax_step(tl.dot(q, tl.trans(k)), None, m_i, l_i, qk_scale, False)
-        if GROUP == 1:
-            v = v_desc.load([b, hk, start, 0]).reshape(BLOCK_N, HEAD_DIM)
+            k = tma_tile(k_desc, b, hk, start, GROUP, HEAD_DIM, BLOCK_N)
+        qk = tl.dot(q, tl.trans(k))
+        if ABL // 2 % 2 == 1:  # timing probe: no softmax (scores straight into P); results wrong
+            p = qk
+            alpha = l_i * 0 + 1.0
+            l_i += tl.sum(qk, 1)
         else:
-            v = v_desc.load([b, hk, start // GROUP, 0, 0]).reshape(BLOCK_N, HEAD_DIM)
-        acc = acc * alpha[:, None]
-        acc = tl.dot(p.to(v.dtype), v, acc)
-        m_i = m_new
+            p, alpha, m_i, l_i = band_softmax(qk, start + offs_n, row_lo, row_hi, m_i, l_i, qk_scale,
+                                              MASK, EXP16, INTERPRET)
+        if ABL % 2 == 1:
+            v = v0
+        else:
+            v = tma_tile(v_desc, b, hk, start, GROUP, HEAD_DIM, BLOCK_N)
+        if ABL // 2 % 2 == 1:
+            acc = tl.dot(p.to(v.dtype), v, acc)
+        else:
+            acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+    return acc, l_i, m_i
+
+
+@triton.jit
+def attend_tma_pipe(acc, l_i, m_i, q, k_desc, v_desc, b, hk, lo, hi, row_lo, row_hi, qk_scale, GROUP: tl.constexpr,
+                     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr, EXP16: tl.constexpr,
+                     INTERPRET: tl.constexpr):
+    """attend_tma with the next tile's scores issued before this tile's softmax (software-pipelined by hand), so
+    the tensor cores can work on tile i+1 while the softmax of tile i runs."""
+    offs_n = tl.arange(0, BLOCK_N)
+    if hi > lo:
+        qk = tl.dot(q, tl.trans(tma_tile(k_desc, b, hk, lo, GROUP, HEAD_DIM, BLOCK_N)))
+        for start in tl.range(lo + BLOCK_N, hi, BLOCK_N):
+            qk_next = tl.dot(q, tl.trans(tma_tile(k_desc, b, hk, start, GROUP, HEAD_DIM, BLOCK_N)))
+            p, alpha, m_i, l_i = band_softmax(qk, start - BLOCK_N + offs_n, row_lo, row_hi, m_i, l_i, qk_scale, MASK,
+                                              EXP16, INTERPRET)
+            v = tma_tile(v_desc, b, hk, start - BLOCK_N, GROUP, HEAD_DIM, BLOCK_N)
+            acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+            qk = qk_next
+        p, alpha, m_i, l_i = band_softmax(qk, hi - BLOCK_N + offs_n, row_lo, row_hi, m_i, l_i, qk_scale, MASK, EXP16,
+                                          INTERPRET)
+        v = tma_tile(v_desc, b, hk, hi - BLOCK_N, GROUP, HEAD_DIM, BLOCK_N)
+        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
     return acc, l_i, m_i
 
 
