@@ -31,21 +31,10 @@ import torch
 import triton
 import triton.language as tl
 
-from recfx.kernels import ksa_dense
+from recfx.kernels import ksa_band, ksa_dense
 from recfx.kernels.ksa_reference import prefill_reference as reference
 from recfx.kernels.ksa_reference import split_length
-from recfx.kernels.ksa_tiles import (
-    BOTH_MASK,
-    LOW_MASK,
-    NO_MASK,
-    PREFIX_KEYS,
-    attend,
-    attend_tma,
-    attend_tma_pipe,
-    diagonal_tile,
-    store_rows,
-    summary_rows,
-)
+from recfx.kernels.ksa_tiles import PREFIX_KEYS, attend, attend_tma, diagonal_tile, store_rows, summary_rows
 from recfx.kernels.ksa_tma import chunk_descriptors, set_boxes, tma_supported
 
 __all__ = ["ksa_prefill", "reference", "tma_supported"]
@@ -96,13 +85,11 @@ def _ksa_prefill_body(Q, K, V, Out, Lse, KT, VT, KP, VP, PO, PL,
                         stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
                         stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh,
                         stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
-                        heads, length, n_text, n_sum, window, qk_scale, seq_bucket,
+                        heads, length, n_text, n_sum, window, qk_scale, seq_bucket, skip_lo, skip_rows,
                         GROUPS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                         CHUNK: tl.constexpr, SUMMARIES: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_LOOPS: tl.constexpr,
-                        TMA: tl.constexpr, DENSE: tl.constexpr, PIPE: tl.constexpr = False,
-                        LOWTMA: tl.constexpr = False, DIAGTMA: tl.constexpr = False, EXP16: tl.constexpr = False,
-                        INTERPRET: tl.constexpr = False, ABL: tl.constexpr = 0):
+                        TMA: tl.constexpr, DENSE: tl.constexpr):
     pid_m = tl.num_programs(0) - 1 - tl.program_id(0)  # tiles late in the sequence (longest prefix) first
     pid_bh = tl.program_id(1)
     b = (pid_bh // heads).to(tl.int64)
@@ -117,8 +104,9 @@ def _ksa_prefill_body(Q, K, V, Out, Lse, KT, VT, KP, VP, PO, PL,
     d_ok = offs_d < HEAD_DIM
     BLOCK: tl.constexpr = CHUNK + SUMMARIES
 
-    # ---- text queries t0 .. t_last (chunks c0 .. c1)
+    # ---- text queries t0 .. t_last (chunks c0 .. c1); rows [skip_lo, skip_lo + skip_rows) are another launch's
     t0 = pid_m * BLOCK_M
+    t0 = tl.where(t0 >= skip_lo, t0 + skip_rows, t0)
     t = t0 + tl.arange(0, BLOCK_M)
     t_ok = t < n_text
     c = t // CHUNK
@@ -164,28 +152,15 @@ def _ksa_prefill_body(Q, K, V, Out, Lse, KT, VT, KP, VP, PO, PL,
     DIAGONAL: tl.constexpr = USE_TMA and (BLOCK_M == BLOCK_N)
     if USE_TMA:  # unmasked tiles through TMA descriptors (one loop per range), masked ones through pointers
         b32 = pid_bh // heads
-        acc, l_i, m_i = _tma_loop(acc, l_i, m_i, q, KP, VP, b32, hk, 0, pre_full, zero, zero, qk_scale, SUMMARIES,
-                                  HEAD_DIM, BLOCK_N, NO_MASK, EXP16, INTERPRET, PIPE)
-        if LOWTMA:  # the low boundary tile joins the TMA loop, masked; the pointer loop keeps the rest
-            acc, l_i, m_i = _tma_loop(acc, l_i, m_i, q, KT, VT, b32, hk, tl.minimum(first, full_hi), full_hi,
-                                      band_lo, t, qk_scale, CHUNK, HEAD_DIM, BLOCK_N, LOW_MASK, EXP16, INTERPRET, PIPE)
-            first = full_lo
-        else:
-            if ABL // 8 % 2 == 0:
-                acc, l_i, m_i = _tma_loop(acc, l_i, m_i, q, KT, VT, b32, hk, full_lo, full_hi, band_lo, t, qk_scale,
-                                          CHUNK, HEAD_DIM, BLOCK_N, NO_MASK, EXP16, INTERPRET, PIPE, ABL)
-        diag_end = t0 if DIAGONAL else end
-        if DIAGTMA and not DIAGONAL:  # the own-chunk tiles through TMA while they lie in described (complete) blocks
-            tma_end = tl.maximum(tl.minimum(end, length // BLOCK * CHUNK) // BLOCK_N * BLOCK_N, full_hi)
-            acc, l_i, m_i = _tma_loop(acc, l_i, m_i, q, KT, VT, b32, hk, full_hi, tma_end, band_lo, t, qk_scale,
-                                      CHUNK, HEAD_DIM, BLOCK_N, BOTH_MASK, EXP16, INTERPRET, False)
-            full_hi = tma_end
-        if ABL // 4 % 2 == 0:
-            acc, l_i, m_i = attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
-                                    pre_full, pre_end, zero, pre_hi, n_sum, first, full_lo, full_hi,
-                                    diag_end, band_lo, t, n_text, PREFIX_KEYS, True, CHUNK, SUMMARIES,
-                                    HEAD_DIM, BLOCK_D, BLOCK_N)
-        if DIAGONAL and ABL // 4 % 2 == 0:
+        acc, l_i, m_i = attend_tma(acc, l_i, m_i, q, KP, VP, b32, hk, 0, pre_full, qk_scale, SUMMARIES, HEAD_DIM,
+                                    BLOCK_N)
+        acc, l_i, m_i = attend_tma(acc, l_i, m_i, q, KT, VT, b32, hk, full_lo, full_hi, qk_scale, CHUNK, HEAD_DIM,
+                                    BLOCK_N)
+        acc, l_i, m_i = attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
+                                pre_full, pre_end, zero, pre_hi, n_sum, first, full_lo, full_hi,
+                                t0 if DIAGONAL else end, band_lo, t, n_text, PREFIX_KEYS, True, CHUNK, SUMMARIES,
+                                HEAD_DIM, BLOCK_D, BLOCK_N)
+        if DIAGONAL:
             acc, l_i, m_i = diagonal_tile(acc, l_i, m_i, q, q_base, k_base, v_base, o_base, lse_base, stride_ql,
                                            stride_kl, stride_vl, stride_ol, t0, t, band_lo, n_text, length,
                                            qk_scale, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
@@ -217,19 +192,6 @@ def _ksa_prefill_body(Q, K, V, Out, Lse, KT, VT, KP, VP, PO, PL,
     if not DIAGONAL:  # (square TMA tiles did these in diagonal_tile)
         summary_rows(q_base, k_base, v_base, o_base, lse_base, stride_ql, stride_kl, stride_vl, stride_ol, t0,
                       n_text, length, qk_scale, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N)
-
-
-@triton.jit
-def _tma_loop(acc, l_i, m_i, q, k_desc, v_desc, b, hk, lo, hi, row_lo, row_hi, qk_scale, GROUP: tl.constexpr,
-              HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr, EXP16: tl.constexpr,
-              INTERPRET: tl.constexpr, PIPE: tl.constexpr, ABL: tl.constexpr = 0):
-    if PIPE:
-        acc, l_i, m_i = attend_tma_pipe(acc, l_i, m_i, q, k_desc, v_desc, b, hk, lo, hi, row_lo, row_hi, qk_scale,
-                                         GROUP, HEAD_DIM, BLOCK_N, MASK, EXP16, INTERPRET)
-    else:
-        acc, l_i, m_i = attend_tma(acc, l_i, m_i, q, k_desc, v_desc, b, hk, lo, hi, row_lo, row_hi, qk_scale, GROUP,
-                                    HEAD_DIM, BLOCK_N, MASK, EXP16, INTERPRET, ABL)
-    return acc, l_i, m_i
 
 
 _ksa_prefill_kernel = triton.autotune(
@@ -305,6 +267,10 @@ class _Launch:
     def __init__(self, chunk_size: int, summaries: int, window: int, scale: float, config: dict[str, int] | None,
                  tma: bool) -> None:
         self.chunk_size, self.summaries, self.window, self.scale = chunk_size, summaries, window, scale
+        config = dict(config) if config is not None else None
+        # dense prefix: tiles in regular pairs run in ksa_band (config PAIRS=0 / RECFX_KSA_PAIRS=0 turn it off)
+        pairs = config.pop("PAIRS", None) if config is not None else None
+        self.pairs = bool(pairs) if pairs is not None else os.environ.get("RECFX_KSA_PAIRS", "1") != "0"
         self.config, self.tma = config, tma
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
@@ -313,11 +279,16 @@ class _Launch:
         chunk, summaries, config = self.chunk_size, self.summaries, self.config
         n_text, n_sum = split_length(length, chunk, summaries)
 
-        def grid(meta: dict[str, int]) -> tuple[int, int]:
-            return (triton.cdiv(n_text, meta["BLOCK_M"]), b * heads)
-
         kt, kp = chunk_descriptors(k, chunk, summaries) if self.tma else (None, None)
         vt, vp = chunk_descriptors(v, chunk, summaries) if self.tma else (None, None)
+        skip_lo, skip_rows = 0, 0
+        if given is not None and self.tma and self.pairs and head_dim == triton.next_power_of_2(head_dim):
+            skip_lo, skip_rows = ksa_band.launch_pairs(q, k, v, out, lse, kt, vt, given, chunk, self.window,
+                                                       self.scale * LOG2E)
+
+        def grid(meta: dict[str, int]) -> tuple[int, int]:
+            return (triton.cdiv(n_text - skip_rows, meta["BLOCK_M"]), b * heads)
+
         po, pl = (lse, lse) if given is None else given  # (not read without a dense prefix)
         po_strides, pl_strides = ((0, 0, 0), (0, 0, 0)) if given is None else (po.stride()[:3], pl.stride())
         dense_chunks = 0 if given is None else po.shape[2]
@@ -330,8 +301,7 @@ class _Launch:
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), lse.stride(0),
             lse.stride(1),
-            heads, length, n_text, n_sum, self.window, self.scale * LOG2E, length.bit_length(),
+            heads, length, n_text, n_sum, self.window, self.scale * LOG2E, length.bit_length(), skip_lo, skip_rows,
             GROUPS=heads // k.shape[2], HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
-            CHUNK=chunk, SUMMARIES=summaries, TMA=self.tma, DENSE=given is not None,
-            INTERPRET=os.environ.get("TRITON_INTERPRET") == "1", **(config or {}),
+            CHUNK=chunk, SUMMARIES=summaries, TMA=self.tma, DENSE=given is not None, **(config or {}),
         )

@@ -8,8 +8,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-__all__ = ["PREFIX_KEYS", "SEQ_KEYS", "TEXT_KEYS", "attend", "attend_tma", "diagonal_tile", "store_rows",
-           "summary_rows"]
+__all__ = ["PREFIX_KEYS", "SEQ_KEYS", "TEXT_KEYS", "attend", "attend_tma", "diagonal_tile", "softmax_step",
+           "store_rows", "summary_rows", "tile_summaries", "tma_tile"]
 
 #: key index spaces of one inner loop
 PREFIX_KEYS = tl.constexpr(0)  # j-th summary in time order
@@ -104,48 +104,6 @@ def attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
     return acc, l_i, m_i
 
 
-#: key masks of the TMA loops: none, keys >= row_lo[r] (the window's low boundary), row_lo[r] <= key <= row_hi[r]
-NO_MASK = tl.constexpr(0)
-LOW_MASK = tl.constexpr(1)
-BOTH_MASK = tl.constexpr(2)
-
-
-@triton.jit
-def exp2_f16(x, INTERPRET: tl.constexpr):
-    """2**x for x <= 0 through the packed half-precision unit (``ex2.approx.f16x2``: two results per instruction,
-    half the special-function work of float32 exp2); under the interpreter the same rounding in Python."""
-    x16 = x.to(tl.float16)
-    if INTERPRET:
-        return tl.math.exp2(x16.to(tl.float32)).to(tl.float16)
-    return tl.inline_asm_elementwise("ex2.approx.f16x2 $0, $1;", "=r,r", [x16], dtype=tl.float16, is_pure=True,
-                                     pack=2)
-
-
-@triton.jit
-def band_softmax(qk, idx, row_lo, row_hi, m_i, l_i, qk_scale, MASK: tl.constexpr, EXP16: tl.constexpr,
-                 INTERPRET: tl.constexpr):
-    """softmax_step for the TMA loops with a ``MASK`` mode; EXP16 takes exp2 in half precision (``exp2_f16``).
-    Returns (p, alpha, new running max, new row sums)."""
-    if MASK == NO_MASK:
-        m_new = tl.maximum(m_i, tl.max(qk, 1) * qk_scale)
-        m_use = m_new
-        x = qk * qk_scale - m_use[:, None]
-    else:
-        ok = idx[None, :] >= row_lo[:, None]
-        if MASK == BOTH_MASK:
-            ok = ok & (idx[None, :] <= row_hi[:, None])
-        qk = tl.where(ok, qk * qk_scale, float("-inf"))
-        m_new = tl.maximum(m_i, tl.max(qk, 1))
-        m_use = tl.where(m_new == float("-inf"), 0.0, m_new)
-        x = qk - m_use[:, None]
-    if EXP16:
-        p = exp2_f16(x, INTERPRET).to(tl.float32)
-    else:
-        p = tl.math.exp2(x)
-    alpha = tl.math.exp2(m_i - m_use)
-    return p, alpha, m_new, l_i * alpha + tl.sum(p, 1)
-
-
 @triton.jit
 def tma_tile(desc, b, hk, start, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
     """Keys [start, start + BLOCK_N) of a chunk-grouped descriptor (``ksa_tma.chunk_descriptors``) as [BLOCK_N, D].
@@ -162,59 +120,17 @@ def tma_tile(desc, b, hk, start, GROUP: tl.constexpr, HEAD_DIM: tl.constexpr, BL
 
 
 @triton.jit
-def attend_tma(acc, l_i, m_i, q, k_desc, v_desc, b, hk, lo, hi, row_lo, row_hi, qk_scale, GROUP: tl.constexpr,
-                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr, EXP16: tl.constexpr,
-                INTERPRET: tl.constexpr, ABL: tl.constexpr = 0):
-    """Online-softmax update over keys [lo, hi) (multiples of BLOCK_N, inside the described chunks) read by TMA,
-    masked per ``MASK``."""
-    offs_n = tl.arange(0, BLOCK_N)
-    if ABL % 2 == 1:  # timing probe: K/V of the first tile reused (no loads inside the loop); results wrong
-        k0 = tma_tile(k_desc, b, hk, lo, GROUP, HEAD_DIM, BLOCK_N)
-        v0 = tma_tile(v_desc, b, hk, lo, GROUP, HEAD_DIM, BLOCK_N)
+def attend_tma(acc, l_i, m_i, q, k_desc, v_desc, b, hk, lo, hi, qk_scale, GROUP: tl.constexpr,
+                HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Online-softmax update over keys [lo, hi) (multiples of BLOCK_N) visible to every row, read by TMA
+    (``tma_tile``)."""
     for start in tl.range(lo, hi, BLOCK_N):
-        if ABL % 2 == 1:
-            k = k0
-        else:
-            k = tma_tile(k_desc, b, hk, start, GROUP, HEAD_DIM, BLOCK_N)
-        qk = tl.dot(q, tl.trans(k))
-        if ABL // 2 % 2 == 1:  # timing probe: no softmax (scores straight into P); results wrong
-            p = qk
-            alpha = l_i * 0 + 1.0
-            l_i += tl.sum(qk, 1)
-        else:
-            p, alpha, m_i, l_i = band_softmax(qk, start + offs_n, row_lo, row_hi, m_i, l_i, qk_scale,
-                                              MASK, EXP16, INTERPRET)
-        if ABL % 2 == 1:
-            v = v0
-        else:
-            v = tma_tile(v_desc, b, hk, start, GROUP, HEAD_DIM, BLOCK_N)
-        if ABL // 2 % 2 == 1:
-            acc = tl.dot(p.to(v.dtype), v, acc)
-        else:
-            acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
-    return acc, l_i, m_i
-
-
-@triton.jit
-def attend_tma_pipe(acc, l_i, m_i, q, k_desc, v_desc, b, hk, lo, hi, row_lo, row_hi, qk_scale, GROUP: tl.constexpr,
-                     HEAD_DIM: tl.constexpr, BLOCK_N: tl.constexpr, MASK: tl.constexpr, EXP16: tl.constexpr,
-                     INTERPRET: tl.constexpr):
-    """attend_tma with the next tile's scores issued before this tile's softmax (software-pipelined by hand), so
-    the tensor cores can work on tile i+1 while the softmax of tile i runs."""
-    offs_n = tl.arange(0, BLOCK_N)
-    if hi > lo:
-        qk = tl.dot(q, tl.trans(tma_tile(k_desc, b, hk, lo, GROUP, HEAD_DIM, BLOCK_N)))
-        for start in tl.range(lo + BLOCK_N, hi, BLOCK_N):
-            qk_next = tl.dot(q, tl.trans(tma_tile(k_desc, b, hk, start, GROUP, HEAD_DIM, BLOCK_N)))
-            p, alpha, m_i, l_i = band_softmax(qk, start - BLOCK_N + offs_n, row_lo, row_hi, m_i, l_i, qk_scale, MASK,
-                                              EXP16, INTERPRET)
-            v = tma_tile(v_desc, b, hk, start - BLOCK_N, GROUP, HEAD_DIM, BLOCK_N)
-            acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
-            qk = qk_next
-        p, alpha, m_i, l_i = band_softmax(qk, hi - BLOCK_N + offs_n, row_lo, row_hi, m_i, l_i, qk_scale, MASK, EXP16,
-                                          INTERPRET)
-        v = tma_tile(v_desc, b, hk, hi - BLOCK_N, GROUP, HEAD_DIM, BLOCK_N)
-        acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
+        k = tma_tile(k_desc, b, hk, start, GROUP, HEAD_DIM, BLOCK_N)
+        p, alpha, m_new, l_i = softmax_step(tl.dot(q, tl.trans(k)), None, m_i, l_i, qk_scale, False)
+        v = tma_tile(v_desc, b, hk, start, GROUP, HEAD_DIM, BLOCK_N)
+        acc = acc * alpha[:, None]
+        acc = tl.dot(p.to(v.dtype), v, acc)
+        m_i = m_new
     return acc, l_i, m_i
 
 
@@ -239,7 +155,6 @@ def diagonal_tile(acc, l_i, m_i, q, q_base, k_base, v_base, o_base, lse_base, st
     after the text rows). The own slots are S online-softmax steps over [rows, D] gathers: a [rows, S, D] gather
     made the sm_90 build spill ~1.8 KB per thread (``recfx.kernels.resources``)."""
     BLOCK: tl.constexpr = CHUNK + SUMMARIES
-    ROWS: tl.constexpr = max(SUMMARY_ROWS, BLOCK_N // CHUNK * SUMMARIES)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
     idx = t0 + tl.arange(0, BLOCK_N)
@@ -252,7 +167,22 @@ def diagonal_tile(acc, l_i, m_i, q, q_base, k_base, v_base, o_base, lse_base, st
     ok = (idx[None, :] >= band_lo[:, None]) & (idx[None, :] <= t[:, None]) & kv_ok[None, :]
     p, alpha, m_new, l_i = softmax_step(tl.dot(q, tl.trans(k)), ok, m_i, l_i, qk_scale, True)
     acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
-    # summary rows of the tile's complete chunks: chunk text from this tile, own slots 0..j gathered
+    tile_summaries(k, v, idx, kv_ok, q_base, k_base, v_base, o_base, lse_base, stride_ql, stride_kl, stride_vl,
+                   stride_ol, t0, n_text, length, qk_scale, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+    return acc, l_i, m_new
+
+
+@triton.jit
+def tile_summaries(k, v, idx, kv_ok, q_base, k_base, v_base, o_base, lse_base, stride_ql, stride_kl, stride_vl,
+                   stride_ol, t0, n_text, length, qk_scale, CHUNK: tl.constexpr, SUMMARIES: tl.constexpr,
+                   HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Summary queries of the complete chunks of the key tile [t0, t0 + BLOCK_N) (text indices ``idx``, loaded as
+    ``k``/``v``): their own chunk's text from that tile plus the chunk's earlier summary slots 0..j, gathered; stored
+    with their log-sum-exp."""
+    BLOCK: tl.constexpr = CHUNK + SUMMARIES
+    ROWS: tl.constexpr = max(SUMMARY_ROWS, BLOCK_N // CHUNK * SUMMARIES)
+    offs_d = tl.arange(0, BLOCK_D)
+    d_ok = offs_d < HEAD_DIM
     r = tl.arange(0, ROWS)
     slot = r % SUMMARIES
     sc = t0 // CHUNK + r // SUMMARIES
@@ -285,7 +215,6 @@ def diagonal_tile(acc, l_i, m_i, q, q_base, k_base, v_base, o_base, lse_base, st
     tl.store(o_base + s_pos[:, None] * stride_ol + offs_d[None, :], (s_acc / s_l[:, None]).to(o_base.dtype.element_ty),
              mask=s_ok[:, None] & d_ok[None, :])
     tl.store(lse_base + s_pos, (s_m + tl.math.log2(s_l)) * LN2, mask=s_ok)
-    return acc, l_i, m_new
 
 
 @triton.jit
