@@ -231,7 +231,8 @@ SWEEP_VARIANTS = [(False, "kernel"), (True, "kernel"), (True, "dense")]
 
 
 def sweep_shape(text: str) -> tuple[Any, ...]:
-    """``bm,bn,warps,stages[,KNOB=0|1...]`` -> (bm, bn, warps, stages, (KNOB, bool)...)."""
+    """``bm,bn,warps,stages[,KNOB=int...]`` -> (bm, bn, warps, stages, (KNOB, int)...): extra constexprs of the
+    kernel at hand (experiment switches; commits d585e44 and 2178c28 had PIPE, LOWTMA, DIAGTMA, EXP16, ABL, PAIRS)."""
     parts = text.split(",")
     knobs = tuple((k, int(v)) for k, v in (x.split("=") for x in parts[4:]))
     return (*(int(x) for x in parts[:4]), *knobs)
@@ -409,8 +410,8 @@ def main() -> int:
     p.add_argument("--parts", default="checks,decode,prefill,model", help="any of checks,decode,prefill,model,sweep")
     p.add_argument("--sweep-sizes", type=lambda s: [int(x) for x in s.split(",")], default=[32768, 65536])
     p.add_argument("--sweep-shapes", type=lambda s: [sweep_shape(c) for c in s.split(";")],
-                   help="BLOCK_M,BLOCK_N,warps,stages[,KNOB=0|1...];... (default: SWEEP_SHAPES); knobs are the "
-                        "kernel's experiment constexprs (PIPE, LOWTMA, EXP16)")
+                   help="BLOCK_M,BLOCK_N,warps,stages[,KNOB=int...];... (default: SWEEP_SHAPES); knobs are extra "
+                        "constexprs of the kernel (experiment switches)")
     p.add_argument("--sweep-variants",
                    type=lambda s: [(c.split(":")[0] == "tma", c.split(":")[1]) for c in s.split(",")],
                    help="tma|ptr:kernel|dense,... (default: SWEEP_VARIANTS)")

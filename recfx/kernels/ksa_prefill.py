@@ -31,7 +31,7 @@ import torch
 import triton
 import triton.language as tl
 
-from recfx.kernels import ksa_band, ksa_dense
+from recfx.kernels import ksa_dense
 from recfx.kernels.ksa_reference import prefill_reference as reference
 from recfx.kernels.ksa_reference import split_length
 from recfx.kernels.ksa_tiles import PREFIX_KEYS, attend, attend_tma, diagonal_tile, store_rows, summary_rows
@@ -85,7 +85,7 @@ def _ksa_prefill_body(Q, K, V, Out, Lse, KT, VT, KP, VP, PO, PL,
                         stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
                         stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh,
                         stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
-                        heads, length, n_text, n_sum, window, qk_scale, seq_bucket, skip_lo, skip_rows,
+                        heads, length, n_text, n_sum, window, qk_scale, seq_bucket,
                         GROUPS: tl.constexpr, HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr,
                         CHUNK: tl.constexpr, SUMMARIES: tl.constexpr,
                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, SPLIT_LOOPS: tl.constexpr,
@@ -104,9 +104,8 @@ def _ksa_prefill_body(Q, K, V, Out, Lse, KT, VT, KP, VP, PO, PL,
     d_ok = offs_d < HEAD_DIM
     BLOCK: tl.constexpr = CHUNK + SUMMARIES
 
-    # ---- text queries t0 .. t_last (chunks c0 .. c1); rows [skip_lo, skip_lo + skip_rows) are another launch's
+    # ---- text queries t0 .. t_last (chunks c0 .. c1)
     t0 = pid_m * BLOCK_M
-    t0 = tl.where(t0 >= skip_lo, t0 + skip_rows, t0)
     t = t0 + tl.arange(0, BLOCK_M)
     t_ok = t < n_text
     c = t // CHUNK
@@ -267,10 +266,6 @@ class _Launch:
     def __init__(self, chunk_size: int, summaries: int, window: int, scale: float, config: dict[str, int] | None,
                  tma: bool) -> None:
         self.chunk_size, self.summaries, self.window, self.scale = chunk_size, summaries, window, scale
-        config = dict(config) if config is not None else None
-        # dense prefix: tiles in regular pairs run in ksa_band (config PAIRS=0 / RECFX_KSA_PAIRS=0 turn it off)
-        pairs = config.pop("PAIRS", None) if config is not None else None
-        self.pairs = bool(pairs) if pairs is not None else os.environ.get("RECFX_KSA_PAIRS", "1") != "0"
         self.config, self.tma = config, tma
 
     def __call__(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
@@ -279,16 +274,11 @@ class _Launch:
         chunk, summaries, config = self.chunk_size, self.summaries, self.config
         n_text, n_sum = split_length(length, chunk, summaries)
 
+        def grid(meta: dict[str, int]) -> tuple[int, int]:
+            return (triton.cdiv(n_text, meta["BLOCK_M"]), b * heads)
+
         kt, kp = chunk_descriptors(k, chunk, summaries) if self.tma else (None, None)
         vt, vp = chunk_descriptors(v, chunk, summaries) if self.tma else (None, None)
-        skip_lo, skip_rows = 0, 0
-        if given is not None and self.tma and self.pairs and head_dim == triton.next_power_of_2(head_dim):
-            skip_lo, skip_rows = ksa_band.launch_pairs(q, k, v, out, lse, kt, vt, given, chunk, self.window,
-                                                       self.scale * LOG2E)
-
-        def grid(meta: dict[str, int]) -> tuple[int, int]:
-            return (triton.cdiv(n_text - skip_rows, meta["BLOCK_M"]), b * heads)
-
         po, pl = (lse, lse) if given is None else given  # (not read without a dense prefix)
         po_strides, pl_strides = ((0, 0, 0), (0, 0, 0)) if given is None else (po.stride()[:3], pl.stride())
         dense_chunks = 0 if given is None else po.shape[2]
@@ -301,7 +291,7 @@ class _Launch:
             q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
             v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), lse.stride(0),
             lse.stride(1),
-            heads, length, n_text, n_sum, self.window, self.scale * LOG2E, length.bit_length(), skip_lo, skip_rows,
+            heads, length, n_text, n_sum, self.window, self.scale * LOG2E, length.bit_length(),
             GROUPS=heads // k.shape[2], HEAD_DIM=head_dim, BLOCK_D=max(16, triton.next_power_of_2(head_dim)),
             CHUNK=chunk, SUMMARIES=summaries, TMA=self.tma, DENSE=given is not None, **(config or {}),
         )

@@ -9,7 +9,7 @@ import triton
 import triton.language as tl
 
 __all__ = ["PREFIX_KEYS", "SEQ_KEYS", "TEXT_KEYS", "attend", "attend_tma", "diagonal_tile", "softmax_step",
-           "store_rows", "summary_rows", "tile_summaries", "tma_tile"]
+           "store_rows", "summary_rows", "tma_tile"]
 
 #: key index spaces of one inner loop
 PREFIX_KEYS = tl.constexpr(0)  # j-th summary in time order
@@ -155,6 +155,7 @@ def diagonal_tile(acc, l_i, m_i, q, q_base, k_base, v_base, o_base, lse_base, st
     after the text rows). The own slots are S online-softmax steps over [rows, D] gathers: a [rows, S, D] gather
     made the sm_90 build spill ~1.8 KB per thread (``recfx.kernels.resources``)."""
     BLOCK: tl.constexpr = CHUNK + SUMMARIES
+    ROWS: tl.constexpr = max(SUMMARY_ROWS, BLOCK_N // CHUNK * SUMMARIES)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
     idx = t0 + tl.arange(0, BLOCK_N)
@@ -167,22 +168,7 @@ def diagonal_tile(acc, l_i, m_i, q, q_base, k_base, v_base, o_base, lse_base, st
     ok = (idx[None, :] >= band_lo[:, None]) & (idx[None, :] <= t[:, None]) & kv_ok[None, :]
     p, alpha, m_new, l_i = softmax_step(tl.dot(q, tl.trans(k)), ok, m_i, l_i, qk_scale, True)
     acc = tl.dot(p.to(v.dtype), v, acc * alpha[:, None])
-    tile_summaries(k, v, idx, kv_ok, q_base, k_base, v_base, o_base, lse_base, stride_ql, stride_kl, stride_vl,
-                   stride_ol, t0, n_text, length, qk_scale, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
-    return acc, l_i, m_new
-
-
-@triton.jit
-def tile_summaries(k, v, idx, kv_ok, q_base, k_base, v_base, o_base, lse_base, stride_ql, stride_kl, stride_vl,
-                   stride_ol, t0, n_text, length, qk_scale, CHUNK: tl.constexpr, SUMMARIES: tl.constexpr,
-                   HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Summary queries of the complete chunks of the key tile [t0, t0 + BLOCK_N) (text indices ``idx``, loaded as
-    ``k``/``v``): their own chunk's text from that tile plus the chunk's earlier summary slots 0..j, gathered; stored
-    with their log-sum-exp."""
-    BLOCK: tl.constexpr = CHUNK + SUMMARIES
-    ROWS: tl.constexpr = max(SUMMARY_ROWS, BLOCK_N // CHUNK * SUMMARIES)
-    offs_d = tl.arange(0, BLOCK_D)
-    d_ok = offs_d < HEAD_DIM
+    # summary rows of the tile's complete chunks: chunk text from this tile, own slots 0..j gathered
     r = tl.arange(0, ROWS)
     slot = r % SUMMARIES
     sc = t0 // CHUNK + r // SUMMARIES
@@ -215,6 +201,7 @@ def tile_summaries(k, v, idx, kv_ok, q_base, k_base, v_base, o_base, lse_base, s
     tl.store(o_base + s_pos[:, None] * stride_ol + offs_d[None, :], (s_acc / s_l[:, None]).to(o_base.dtype.element_ty),
              mask=s_ok[:, None] & d_ok[None, :])
     tl.store(lse_base + s_pos, (s_m + tl.math.log2(s_l)) * LN2, mask=s_ok)
+    return acc, l_i, m_new
 
 
 @triton.jit
