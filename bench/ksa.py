@@ -234,8 +234,23 @@ def sweep_shape(text: str) -> tuple[Any, ...]:
     """``bm,bn,warps,stages[,KNOB=int...]`` -> (bm, bn, warps, stages, (KNOB, int)...): extra constexprs of the
     kernel at hand (experiment switches; commits d585e44 and 2178c28 had PIPE, LOWTMA, DIAGTMA, EXP16, ABL, PAIRS)."""
     parts = text.split(",")
-    knobs = tuple((k, int(v)) for k, v in (x.split("=") for x in parts[4:]))
-    return (*(int(x) for x in parts[:4]), *knobs)
+    try:
+        knobs = tuple((k, int(v)) for k, v in (x.split("=") for x in parts[4:]))
+        shape = tuple(int(x) for x in parts[:4])
+    except ValueError:
+        shape, knobs = (), ()
+    if len(shape) != 4:
+        raise argparse.ArgumentTypeError(f"--sweep-shapes wants BLOCK_M,BLOCK_N,warps,stages[,KNOB=int...], got "
+                                         f"{text!r}")
+    return (*shape, *knobs)
+
+
+def sweep_variant(text: str) -> tuple[bool, str]:
+    """``tma|ptr:kernel|dense`` -> (tma, prefix)."""
+    loads, _, prefix = text.partition(":")
+    if loads not in ("tma", "ptr") or prefix not in ("kernel", "dense"):
+        raise argparse.ArgumentTypeError(f"--sweep-variants wants tma|ptr:kernel|dense, got {text!r}")
+    return loads == "tma", prefix
 
 
 def sweep_section(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -413,7 +428,7 @@ def main() -> int:
                    help="BLOCK_M,BLOCK_N,warps,stages[,KNOB=int...];... (default: SWEEP_SHAPES); knobs are extra "
                         "constexprs of the kernel (experiment switches)")
     p.add_argument("--sweep-variants",
-                   type=lambda s: [(c.split(":")[0] == "tma", c.split(":")[1]) for c in s.split(",")],
+                   type=lambda s: [sweep_variant(c) for c in s.split(",")],
                    help="tma|ptr:kernel|dense,... (default: SWEEP_VARIANTS)")
     p.add_argument("--decode-context", type=int, default=131072)
     p.add_argument("--out", default="ksa_bench.json")

@@ -61,11 +61,7 @@ def prefill_resources(block_m: int, block_n: int, *, num_warps: int, num_stages:
         "GROUPS": 1, "HEAD_DIM": head_dim, "BLOCK_D": head_dim, "CHUNK": chunk, "SUMMARIES": summaries,
         "BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_LOOPS": split_loops, "TMA": tma,
         "DENSE": dense}
-    params = inspect.signature(ksa_prefill._ksa_prefill_body.fn).parameters
-    names = list(params)
-    for name, param in params.items():  # experiment switches keep their defaults
-        if param.default is not inspect.Parameter.empty:
-            constexprs.setdefault(name, param.default)
+    names = list(inspect.signature(ksa_prefill._ksa_prefill_body.fn).parameters)
     signature = {}
     for name in names:
         if name in constexprs:

@@ -119,7 +119,6 @@ class KSALayerCache(_KVBuffer):
         self.n = 0  # text tokens so far
         self.ns = 0  # summary entries committed
 
-
     @property
     def pending_summary(self) -> bool:
         """True when a chunk is complete and its summary step has not run yet."""
@@ -197,7 +196,6 @@ class TextKVCache(_KVBuffer):
         self.capacity, self.chunk, self.summaries = capacity, chunk, summaries
         self.kv = torch.zeros((2, batch, capacity + 1, kv_heads, head_dim), dtype=dtype, device=device)
         self.n = 0
-
 
     def append_text(self, k: torch.Tensor, v: torch.Tensor) -> tuple[int, int]:
         if self.n >= self.capacity:
