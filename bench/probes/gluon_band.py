@@ -1,0 +1,147 @@
+"""Probe: the Gluon band kernel (``recfx/kernels/ksa_gluon.py``) against the Triton kernel, checked, then timed.
+
+Both run with the summary prefix from the dense cuDNN call (``prefix="dense"``); ``RECFX_KSA_BAND`` picks the band
+kernel and ``RECFX_KSA_GLUON_CONFIG`` the Gluon block shape. Checks: full outputs vs float64 over windows, GQA,
+head dims, dtypes, ragged tails and batch 2. Timing: every Gluon shape beside the Triton kernel and SDPA causal over
+the text, in the same run (rounds, median).
+
+    PYTHONPATH=$PWD python3 bench/probes/gluon_band.py out.json [--sizes 16384,32768,65536] [--configs "64,64,3,4;..."]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from triton.testing import do_bench
+
+from recfx.kernels import ksa_dense, ksa_gluon
+from recfx.kernels import ksa_prefill as prefill_mod
+from recfx.kernels.ksa_reference import count_allowed_pairs, prefill_reference
+from recfx.models.ksa_mask import interleaved_length
+
+CHECKS = [  # (B, n_text, k, W, H, Hkv, D, dtype)
+    (1, 1040, 8, 128, 16, 16, 128, torch.bfloat16), (1, 2048, 8, 128, 16, 16, 128, torch.bfloat16),
+    (1, 4096, 8, 128, 16, 4, 128, torch.bfloat16), (1, 2040, 8, 3, 8, 2, 128, torch.float16),
+    (1, 1000, 8, 0, 4, 4, 128, torch.bfloat16), (1, 1536, 8, 1, 4, 1, 64, torch.bfloat16),
+    (2, 1992, 8, 5, 8, 4, 128, torch.bfloat16), (1, 1024, 4, 7, 4, 4, 128, torch.bfloat16),
+]
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def run(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk: int, window: int, band: str,
+        config: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    os.environ["RECFX_KSA_BAND"] = band
+    if config:
+        os.environ["RECFX_KSA_GLUON_CONFIG"] = config
+    else:
+        os.environ.pop("RECFX_KSA_GLUON_CONFIG", None)
+    return prefill_mod.ksa_prefill(q, k, v, chunk, 1, window, q.shape[3] ** -0.5, prefix="dense")
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).norm() / b.double().norm()).item()
+
+
+def checks(configs: list[str]) -> list[dict[str, Any]]:
+    rows = []
+    for b, n, chunk, w, h, hkv, d, dtype in CHECKS:
+        length = interleaved_length(n, chunk, 1)
+        torch.manual_seed(n + w)
+        q = torch.randn(b, length, h, d, device="cuda", dtype=dtype)
+        k, v = (torch.randn(b, length, hkv, d, device="cuda", dtype=dtype) for _ in range(2))
+        ref, ref_lse = prefill_reference(q.double(), k.double(), v.double(), chunk, 1, w, d**-0.5)
+        for band, config in [("triton", None)] + [("gluon", c) for c in configs]:
+            row: dict[str, Any] = {"B": b, "n": n, "k": chunk, "W": w, "H": h, "Hkv": hkv, "D": d,
+                                   "dtype": str(dtype), "band": band, "config": config,
+                                   "supported": ksa_gluon.band_supported(q, k, chunk, 1)}
+            try:
+                out, lse = run(q, k, v, chunk, w, band, config)
+                torch.cuda.synchronize()
+                row.update(rel_err=rel(out, ref), lse_max_abs=(lse.double() - ref_lse).abs().max().item(),
+                           finite=bool(torch.isfinite(out).all() and torch.isfinite(lse).all()))
+                row["ok"] = row["finite"] and row["rel_err"] < 1e-2 and row["lse_max_abs"] < 2e-2
+            except Exception as err:  # noqa: BLE001 - a failure is a result
+                row["error"] = f"{type(err).__name__}: {str(err)[:400]}"
+            log(f"check {json.dumps(row)}")
+            rows.append(row)
+    return rows
+
+
+def timed(fn: Any, rep_ms: int) -> float:
+    fn()
+    torch.cuda.synchronize()
+    return float(do_bench(fn, warmup=25, rep=rep_ms, return_mode="median"))
+
+
+def timing(n: int, configs: list[str], rep_ms: int, rounds: int) -> dict[str, Any]:
+    h, d, chunk, w = 16, 128, 8, 128
+    length = interleaved_length(n, chunk, 1)
+    torch.manual_seed(n)
+    q, k, v = (torch.randn(1, length, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    qt, kt, vt = (torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    ideal = (n * (n + 1) // 2) / count_allowed_pairs(length, chunk, 1, w)
+    want, _ = run(q, k, v, chunk, w, "triton")
+    fns: dict[str, Any] = {"sdpa": lambda: F.scaled_dot_product_attention(qt, kt, vt, is_causal=True),
+                           "triton": lambda: run(q, k, v, chunk, w, "triton"),
+                           "dense_part": lambda: ksa_dense.dense_prefix(q, k, v, chunk, w, d**-0.5)}
+    row: dict[str, Any] = {"n": n, "ideal_ratio": ideal}
+    given = ksa_dense.dense_prefix(q, k, v, chunk, w, d**-0.5)
+    out, lse = torch.empty_like(q), torch.empty(1, h, length, device="cuda")
+    for config in configs:
+        os.environ["RECFX_KSA_GLUON_CONFIG"] = config
+        try:
+            got, _ = run(q, k, v, chunk, w, "gluon", config)
+            row[f"gluon[{config}]_vs_triton_rel"] = rel(got, want)
+        except Exception as err:  # noqa: BLE001
+            row[f"gluon[{config}]_error"] = f"{type(err).__name__}: {str(err)[:400]}"
+            continue
+        fns[f"gluon[{config}]"] = lambda c=config: run(q, k, v, chunk, w, "gluon", c)
+
+        def band_only(c: str = config) -> None:
+            os.environ["RECFX_KSA_GLUON_CONFIG"] = c
+            ksa_gluon.ksa_band(q, k, v, out, lse, given, chunk, w, d**-0.5)
+
+        fns[f"band_only[{config}]"] = band_only
+    fns["summary_only"] = lambda: prefill_mod._summary_launch(q, k, v, out, lse, chunk, 1, d**-0.5)
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(rounds):
+        for name, fn in fns.items():
+            times[name].append(timed(fn, rep_ms))
+    for name, ts in times.items():
+        row[f"{name}_ms"] = statistics.median(ts)
+        if name == "triton" or name.startswith("gluon["):
+            row[f"{name}_fraction"] = row["sdpa_ms"] / row[f"{name}_ms"] / ideal
+    log(f"timing {json.dumps(row)}")
+    return row
+
+
+def main() -> None:
+    p = argparse.ArgumentParser()
+    p.add_argument("out")
+    p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[16384, 32768, 65536])
+    p.add_argument("--configs", type=lambda s: s.split(";"), default=["64,64,3,4"])
+    p.add_argument("--rep-ms", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--parts", default="checks,timing")
+    args = p.parse_args()
+    result: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
+    if "checks" in args.parts:
+        result["checks"] = checks(args.configs)
+    if "timing" in args.parts:
+        result["timing"] = [timing(n, args.configs, args.rep_ms, args.rounds) for n in args.sizes]
+    with open(args.out, "w") as f:
+        json.dump(result, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""The KSA text band as a Gluon kernel for Hopper: explicit TMA rings, mbarriers and asynchronous wgmma.
+
+With the summary prefix taken from one dense attention (``ksa_dense.py``), what is left of a text row's work is
+its text band: the whole text of the W previous chunks and its own chunk causally, about W*k + 1 keys. The Triton
+kernel (``ksa_prefill.py``) walks it at about 260 useful TFLOP/s at 32K text tokens, because Triton's pipeliner
+neither hides the K/V loads nor overlaps the softmax with the tensor cores (docs/ksa.md). This kernel schedules
+both by hand, as FlashAttention-3 does within one warpgroup:
+
+- K and V come through TMA into two rings of ``STAGES`` buffers, each buffer with its own mbarrier. A K buffer is
+  refilled as soon as its scores are computed, a V buffer as soon as its P @ V product is done, so every load is
+  issued ``STAGES - 1`` iterations before it is needed.
+- Iteration j issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} back to back, waits for S_j only, and computes the
+  softmax of S_j while the P @ V product still runs on the tensor cores. O is rescaled once that product is done.
+- Each program owns ``BLOCK_M`` consecutive text rows of one (batch, head) (one warpgroup). Rows of chunks past the
+  window start from the dense prefix's (out, lse); only the band's first tile (the window's lower bound, chunk
+  granular) and the tiles crossing the diagonal are masked.
+
+Scope: S = 1, every chunk complete (n_text % k == 0), k dividing both block sizes, 16-bit inputs, head dim 64 or
+128, sm90. The summary queries are left to the Triton kernel (``ksa_prefill._ksa_summary_kernel``). Gluon kernels
+do not run under the Triton interpreter: they are checked on the GPU (``bench/ksa.py --parts checks``).
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import os
+from typing import Any
+
+import torch
+
+try:
+    from triton.experimental import gluon
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+    from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+except ImportError:  # a Triton without Gluon: the Triton kernel runs the band
+    gluon = None
+
+__all__ = ["band_supported", "ksa_band"]
+
+LOG2E = math.log2(math.e)
+#: (BLOCK_M, BLOCK_N, STAGES, num_warps); RECFX_KSA_GLUON_CONFIG="bm,bn,stages,warps" overrides (sweeps)
+DEFAULT_CONFIG = (64, 64, 3, 4)
+
+
+def band_supported(q: torch.Tensor, k: torch.Tensor, chunk_size: int, summaries: int) -> bool:
+    """Whether :func:`ksa_band` can run the text band of these inputs (see the module docstring).
+
+    ``RECFX_KSA_BAND=triton`` turns it off (A/B measurements).
+    """
+    if gluon is None or os.environ.get("RECFX_KSA_BAND", "gluon") == "triton" or not q.is_cuda:
+        return False
+    length, head_dim = q.shape[1], q.shape[3]
+    n_text = length - length // (chunk_size + 1)
+    bm, bn, _, _ = _config()
+    return (summaries == 1 and _capability(q.device.index) == 9 and q.dtype in (torch.bfloat16, torch.float16)
+            and k.dtype == q.dtype and head_dim in (64, 128) and n_text % chunk_size == 0 and n_text > 0
+            and bm % chunk_size == 0 and bn % chunk_size == 0
+            and all(x.stride(-1) == 1 and x.data_ptr() % 16 == 0 and all(s * x.element_size() % 16 == 0
+                                                                       for s in x.stride()[:-1]) for x in (q, k)))
+
+
+@functools.cache
+def _capability(index: int | None) -> int:
+    return torch.cuda.get_device_capability(index)[0]
+
+
+def _config() -> tuple[int, int, int, int]:
+    text = os.environ.get("RECFX_KSA_GLUON_CONFIG")
+    if not text:
+        return DEFAULT_CONFIG
+    bm, bn, stages, warps = (int(x) for x in text.split(","))
+    return bm, bn, stages, warps
+
+
+def _text_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:
+    """[B, H, chunks, k, D] over the text rows of ``x`` (B, L, H, D) with S = 1; box: ``rows`` text rows of one head."""
+    b, length, heads, head_dim = x.shape
+    sb, sl, sh, _ = x.stride()
+    shape = [b, heads, length // (chunk_size + 1), chunk_size, head_dim]
+    block = [1, 1, rows // chunk_size, chunk_size, head_dim]
+    layout = gl.NVMMASharedLayout(swizzle_byte_width=128 if head_dim * x.element_size() >= 128 else 64,
+                                  element_bitwidth=x.element_size() * 8, rank=5)
+    return TensorDescriptor(x, shape, [sb, sh, (chunk_size + 1) * sl, sl, 1], block, layout)
+
+
+def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
+             prefix: tuple[torch.Tensor, torch.Tensor], chunk_size: int, window: int, scale: float) -> None:
+    """Text rows of one batch row (B = 1 views): band attention started from the dense prefix, into out / lse.
+
+    ``prefix`` is ``ksa_dense.dense_prefix``'s (out [k, H, C', D], lse [k, H, C']) for this row.
+    """
+    _, length, heads, head_dim = q.shape
+    n_text = length - length // (chunk_size + 1)
+    bm, bn, stages, warps = _config()
+    po, pl = prefix
+    grid = (-(-n_text // bm), q.shape[0] * heads)
+    _band_kernel[grid](
+        _text_descriptor(q, chunk_size, bm), _text_descriptor(k, chunk_size, bn), _text_descriptor(v, chunk_size, bn),
+        out, lse, po, pl, *po.stride()[:3], *pl.stride(), po.shape[2],
+        out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
+        heads, n_text, window, scale * LOG2E,
+        GROUPS=heads // k.shape[2], HEAD_DIM=head_dim, CHUNK=chunk_size, BLOCK_M=bm, BLOCK_N=bn, STAGES=stages,
+        num_warps=warps)
+
+
+if gluon is not None:
+
+    @gluon.jit
+    def _issue(desc, bars, bufs, b, h, tile, first, n_tiles, STAGES: gl.constexpr, CHUNK: gl.constexpr,
+               BLOCK_N: gl.constexpr):
+        """TMA load of key tile ``tile`` (text keys first + tile * BLOCK_N ...) into its ring slot (if it exists)."""
+        slot = tile % STAGES
+        bar = bars.index(slot)
+        ok = tile < n_tiles
+        mbarrier.expect(bar, desc.block_type.nbytes, pred=ok)
+        tma.async_copy_global_to_shared(desc, [b, h, (first + tile * BLOCK_N) // CHUNK, 0, 0], bar,
+                                        bufs.index(slot), pred=ok)
+
+    @gluon.jit
+    def _softmax(s, m_i, l_i, start, t, band_lo, qk_scale, masked,
+                 S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr):
+        """Online-softmax step on raw scores -> (p fp32, alpha, new max, new sums); masks only when ``masked``."""
+        if masked:
+            cols = start + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, S_LAYOUT))
+            ok = (cols[None, :] >= band_lo[:, None]) & (cols[None, :] <= t[:, None])
+            s = gl.where(ok, s * qk_scale, float("-inf"))
+            m_new = gl.maximum(m_i, gl.max(s, 1))
+            m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+            p = gl.exp2(s - m_use[:, None])
+        else:
+            m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+            m_use = m_new
+            p = gl.exp2(s * qk_scale - m_use[:, None])
+        alpha = gl.exp2(m_i - m_use)
+        return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
+
+    @gluon.jit
+    def _band_kernel(q_desc, k_desc, v_desc, Out, Lse, PO, PL,
+                     stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
+                     stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
+                     heads, n_text, window, qk_scale,
+                     GROUPS: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr,
+                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, num_warps: gl.constexpr):
+        S_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                           instr_shape=[16, BLOCK_N, 16])
+        O_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+                                                           instr_shape=[16, HEAD_DIM, 16])
+        P_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=O_LAYOUT, k_width=2)
+        ROW_S: gl.constexpr = gl.SliceLayout(1, S_LAYOUT)
+        ROW_O: gl.constexpr = gl.SliceLayout(1, O_LAYOUT)
+        dtype: gl.constexpr = q_desc.dtype
+
+        pid_m = gl.num_programs(0) - 1 - gl.program_id(0)  # (all band tiles cost the same; early ones less)
+        pid_bh = gl.program_id(1)
+        b = pid_bh // heads
+        h = pid_bh % heads
+        hk = h // GROUPS
+        t0 = pid_m * BLOCK_M
+        t_last = gl.minimum(t0 + BLOCK_M, n_text) - 1
+        c0 = t0 // CHUNK
+        c1 = t_last // CHUNK
+        first = gl.maximum(c0 - window, 0) * CHUNK // BLOCK_N * BLOCK_N  # first key tile
+        lo_max = gl.maximum(c1 - window, 0) * CHUNK  # tiles starting below this are masked (window bound)
+        n_tiles = (t_last + 1 - first + BLOCK_N - 1) // BLOCK_N
+
+        # ---- shared memory: Q, rings of K and V tiles, their barriers
+        q_smem = gl.allocate_shared_memory(dtype, q_desc.block_type.shape, q_desc.layout)
+        k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
+        v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
+        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        k_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(q_bar, count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(k_bars.index(i), count=1)
+            mbarrier.init(v_bars.index(i), count=1)
+
+        mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [b, h, c0, 0, 0], q_bar, q_smem)
+        for i in gl.static_range(STAGES):
+            _issue(k_desc, k_bars, k_bufs, b, hk, i, first, n_tiles, STAGES, CHUNK, BLOCK_N)
+            _issue(v_desc, v_bars, v_bufs, b, hk, i, first, n_tiles, STAGES, CHUNK, BLOCK_N)
+
+        # ---- rows: text index, window bound, start from the dense prefix where there is one
+        t = t0 + gl.arange(0, BLOCK_M, layout=ROW_S)
+        c = t // CHUNK
+        band_lo = gl.maximum(c - window, 0) * CHUNK
+        cp = c - window - 1
+        given = (t < n_text) & (cp >= 0) & (cp < dense_chunks)
+        pl = PL + h * stride_plh + (t % CHUNK) * stride_plp + cp * stride_plc
+        m_i = gl.where(given, gl.load(pl, mask=given, other=0.0) * 1.4426950408889634, float("-inf"))
+        l_i = gl.where(given, 1.0, 0.0)
+        t_o = t0 + gl.arange(0, BLOCK_M, layout=ROW_O)
+        cp_o = t_o // CHUNK - window - 1
+        given_o = (t_o < n_text) & (cp_o >= 0) & (cp_o < dense_chunks)
+        d_o = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, O_LAYOUT))
+        po = PO + h * stride_poh + (t_o % CHUNK) * stride_pop + cp_o * stride_poc
+        o = gl.load(po[:, None] + d_o[None, :], mask=given_o[:, None], other=0.0).to(gl.float32)
+
+        q_tile = q_smem.reshape([BLOCK_M, HEAD_DIM])
+        zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, S_LAYOUT)
+
+        # ---- tile 0: scores, softmax
+        mbarrier.wait(q_bar, 0)
+        mbarrier.wait(k_bars.index(0), 0)
+        k_tile = k_bufs.index(0).reshape([BLOCK_N, HEAD_DIM])
+        s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
+        s, _, _ = warpgroup_mma_wait(0, deps=(s_tok, q_tile, k_tile))
+        _issue(k_desc, k_bars, k_bufs, b, hk, STAGES, first, n_tiles, STAGES, CHUNK, BLOCK_N)
+        p, alpha, m_i, l_i = _softmax(s, m_i, l_i, first, t, band_lo, qk_scale,
+                                      (first < lo_max) | (first + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
+        o = o * gl.convert_layout(alpha, ROW_O)[:, None]
+        p = gl.convert_layout(p.to(dtype), P_LAYOUT)
+
+        # ---- tiles 1 ..: S_j and P_{j-1} V_{j-1} in flight together, softmax of S_j under the latter
+        for j in range(1, n_tiles):
+            slot = j % STAGES
+            mbarrier.wait(k_bars.index(slot), (j // STAGES) & 1)
+            k_tile = k_bufs.index(slot).reshape([BLOCK_N, HEAD_DIM])
+            s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
+            prev = (j - 1) % STAGES
+            mbarrier.wait(v_bars.index(prev), ((j - 1) // STAGES) & 1)
+            v_tile = v_bufs.index(prev).reshape([BLOCK_N, HEAD_DIM])
+            o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
+            s, _, _ = warpgroup_mma_wait(1, deps=(s_tok, q_tile, k_tile))
+            _issue(k_desc, k_bars, k_bufs, b, hk, j + STAGES, first, n_tiles, STAGES, CHUNK, BLOCK_N)
+            start = first + j * BLOCK_N
+            p_new, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
+                                              (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
+            o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
+            _issue(v_desc, v_bars, v_bufs, b, hk, j - 1 + STAGES, first, n_tiles, STAGES, CHUNK, BLOCK_N)
+            o = o * gl.convert_layout(alpha, ROW_O)[:, None]
+            p = gl.convert_layout(p_new.to(dtype), P_LAYOUT)
+
+        last = (n_tiles - 1) % STAGES
+        mbarrier.wait(v_bars.index(last), ((n_tiles - 1) // STAGES) & 1)
+        v_tile = v_bufs.index(last).reshape([BLOCK_N, HEAD_DIM])
+        o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
+        o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
+        mbarrier.invalidate(q_bar)
+        for i in gl.static_range(STAGES):
+            mbarrier.invalidate(k_bars.index(i))
+            mbarrier.invalidate(v_bars.index(i))
+
+        # ---- rows out: interleaved positions, natural log-sum-exp
+        ok_o = t_o < n_text
+        l_o = gl.convert_layout(gl.where(t < n_text, l_i, 1.0), ROW_O)
+        out = o / l_o[:, None]
+        pos_o = (t_o // CHUNK) * (CHUNK + 1) + t_o % CHUNK
+        o_ptrs = Out + b.to(gl.int64) * stride_ob + h * stride_oh + pos_o[:, None] * stride_ol + d_o[None, :]
+        gl.store(o_ptrs, out.to(dtype), mask=ok_o[:, None])
+        pos = (t // CHUNK) * (CHUNK + 1) + t % CHUNK
+        lse_ptrs = Lse + b.to(gl.int64) * stride_lb + h * stride_lh + pos
+        gl.store(lse_ptrs, (m_i + gl.log2(gl.where(t < n_text, l_i, 1.0))) * 0.6931471805599453, mask=t < n_text)
