@@ -41,7 +41,13 @@ __all__ = ["band_supported", "ksa_band"]
 
 LOG2E = math.log2(math.e)
 #: (BLOCK_M, BLOCK_N, STAGES, num_warps); RECFX_KSA_GLUON_CONFIG="bm,bn,stages,warps" overrides (sweeps)
-DEFAULT_CONFIG = (64, 64, 3, 4)
+DEFAULT_CONFIG = (64, 64, 3, 4, False)
+#: registers per thread of the warp-specialised partitions (setmaxnreg): consumer warpgroup, producer warp
+REGS_CONSUMER = 168
+REGS_PRODUCER = 40
+if gluon is not None:
+    _REGS_CONSUMER = gl.constexpr(REGS_CONSUMER)
+    _REGS_PRODUCER = gl.constexpr(REGS_PRODUCER)
 
 
 def band_supported(q: torch.Tensor, k: torch.Tensor, chunk_size: int, summaries: int) -> bool:
@@ -53,7 +59,7 @@ def band_supported(q: torch.Tensor, k: torch.Tensor, chunk_size: int, summaries:
         return False
     length, head_dim = q.shape[1], q.shape[3]
     n_text = length - length // (chunk_size + 1)
-    bm, bn, _, _ = _config()
+    bm, bn, _, _, _ = _config()
     return (summaries == 1 and _capability(q.device.index) == 9 and q.dtype in (torch.bfloat16, torch.float16)
             and k.dtype == q.dtype and head_dim in (64, 128) and n_text % chunk_size == 0 and n_text > 0
             and bm % chunk_size == 0 and bn % chunk_size == 0
@@ -66,12 +72,13 @@ def _capability(index: int | None) -> int:
     return torch.cuda.get_device_capability(index)[0]
 
 
-def _config() -> tuple[int, int, int, int]:
+def _config() -> tuple[int, int, int, int, bool]:
+    """(BLOCK_M, BLOCK_N, STAGES, warps, warp-specialised): DEFAULT_CONFIG or RECFX_KSA_GLUON_CONFIG."""
     text = os.environ.get("RECFX_KSA_GLUON_CONFIG")
     if not text:
         return DEFAULT_CONFIG
-    bm, bn, stages, warps = (int(x) for x in text.split(","))
-    return bm, bn, stages, warps
+    bm, bn, stages, warps, *ws = (int(x) for x in text.split(","))
+    return bm, bn, stages, warps, bool(ws and ws[0])
 
 
 def _text_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:
@@ -87,22 +94,23 @@ def _text_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:
 
 def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
              prefix: tuple[torch.Tensor, torch.Tensor], chunk_size: int, window: int, scale: float) -> None:
-    """Text rows of one batch row (B = 1 views): band attention started from the dense prefix, into out / lse.
+    """Text rows and summary rows of one batch row (B = 1 views), the text rows started from the dense prefix.
 
     ``prefix`` is ``ksa_dense.dense_prefix``'s (out [k, H, C', D], lse [k, H, C']) for this row.
     """
     _, length, heads, head_dim = q.shape
     n_text = length - length // (chunk_size + 1)
-    bm, bn, stages, warps = _config()
+    bm, bn, stages, warps, ws = _config()
     po, pl = prefix
     grid = (-(-n_text // bm), q.shape[0] * heads)
     _band_kernel[grid](
         _text_descriptor(q, chunk_size, bm), _text_descriptor(k, chunk_size, bn), _text_descriptor(v, chunk_size, bn),
-        out, lse, po, pl, *po.stride()[:3], *pl.stride(), po.shape[2],
-        out.stride(0), out.stride(1), out.stride(2), lse.stride(0), lse.stride(1),
-        heads, n_text, window, scale * LOG2E,
+        q, k, v, out, lse, po, pl, *po.stride()[:3], *pl.stride(), po.shape[2],
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), lse.stride(0),
+        lse.stride(1), heads, n_text, window, scale * LOG2E,
         GROUPS=heads // k.shape[2], HEAD_DIM=head_dim, CHUNK=chunk_size, BLOCK_M=bm, BLOCK_N=bn, STAGES=stages,
-        num_warps=warps)
+        WS=ws, num_warps=warps)
 
 
 if gluon is not None:
@@ -137,54 +145,46 @@ if gluon is not None:
         return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
 
     @gluon.jit
-    def _band_kernel(q_desc, k_desc, v_desc, Out, Lse, PO, PL,
-                     stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
-                     stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
-                     heads, n_text, window, qk_scale,
-                     GROUPS: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr,
-                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, num_warps: gl.constexpr):
-        S_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+    def _pass(full, empty, j, STAGES: gl.constexpr):
+        """Consumer side of a tile this consumer does not compute: wait for it, release it."""
+        mbarrier.wait(full.index(j % STAGES), (j // STAGES) & 1)
+        mbarrier.arrive(empty.index(j % STAGES))
+
+    @gluon.jit
+    def _rows(q_tile, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
+              PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
+              stride_ol, b, h, hk, o_base, lse_base, t0, first, n_tiles, n_text, window, qk_scale,
+              HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
+              STAGES: gl.constexpr, WS: gl.constexpr, WARPS: gl.constexpr):
+        """``ROWS`` text rows from t0 (one warpgroup): band attention over the CTA's key tiles, rows stored.
+
+        Single-partition (``WS`` false): this warpgroup also refills the rings. Warp-specialised: a producer warp
+        fills them and this warpgroup releases every tile (computed or not) through the ``empty`` barriers.
+        """
+        S_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
                                                            instr_shape=[16, BLOCK_N, 16])
-        O_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[num_warps, 1],
+        O_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
                                                            instr_shape=[16, HEAD_DIM, 16])
         P_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=O_LAYOUT, k_width=2)
         ROW_S: gl.constexpr = gl.SliceLayout(1, S_LAYOUT)
         ROW_O: gl.constexpr = gl.SliceLayout(1, O_LAYOUT)
-        dtype: gl.constexpr = q_desc.dtype
+        dtype: gl.constexpr = k_desc.dtype
 
-        pid_m = gl.num_programs(0) - 1 - gl.program_id(0)  # (all band tiles cost the same; early ones less)
-        pid_bh = gl.program_id(1)
-        b = pid_bh // heads
-        h = pid_bh % heads
-        hk = h // GROUPS
-        t0 = pid_m * BLOCK_M
-        t_last = gl.minimum(t0 + BLOCK_M, n_text) - 1
+        t_last = gl.minimum(t0 + ROWS, n_text) - 1
         c0 = t0 // CHUNK
         c1 = t_last // CHUNK
-        first = gl.maximum(c0 - window, 0) * CHUNK // BLOCK_N * BLOCK_N  # first key tile
         lo_max = gl.maximum(c1 - window, 0) * CHUNK  # tiles starting below this are masked (window bound)
-        n_tiles = (t_last + 1 - first + BLOCK_N - 1) // BLOCK_N
+        # this warpgroup's tiles of the CTA's range: from its own first band tile to its diagonal
+        j_lo = (gl.maximum(c0 - window, 0) * CHUNK // BLOCK_N * BLOCK_N - first) // BLOCK_N
+        j_hi = (t_last + 1 - first + BLOCK_N - 1) // BLOCK_N
+        j_lo = gl.minimum(j_lo, j_hi - 1)  # (a half past the end of the text computes a tile nobody stores)
+        if WS:
+            for j in range(0, j_lo):
+                _pass(k_full, k_empty, j, STAGES)
+                _pass(v_full, v_empty, j, STAGES)
 
-        # ---- shared memory: Q, rings of K and V tiles, their barriers
-        q_smem = gl.allocate_shared_memory(dtype, q_desc.block_type.shape, q_desc.layout)
-        k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
-        v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
-        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-        k_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        v_bars = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        mbarrier.init(q_bar, count=1)
-        for i in gl.static_range(STAGES):
-            mbarrier.init(k_bars.index(i), count=1)
-            mbarrier.init(v_bars.index(i), count=1)
-
-        mbarrier.expect(q_bar, q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [b, h, c0, 0, 0], q_bar, q_smem)
-        for i in gl.static_range(STAGES):
-            _issue(k_desc, k_bars, k_bufs, b, hk, i, first, n_tiles, STAGES, CHUNK, BLOCK_N)
-            _issue(v_desc, v_bars, v_bufs, b, hk, i, first, n_tiles, STAGES, CHUNK, BLOCK_N)
-
-        # ---- rows: text index, window bound, start from the dense prefix where there is one
-        t = t0 + gl.arange(0, BLOCK_M, layout=ROW_S)
+        # rows: text index, window bound, start from the dense prefix where there is one
+        t = t0 + gl.arange(0, ROWS, layout=ROW_S)
         c = t // CHUNK
         band_lo = gl.maximum(c - window, 0) * CHUNK
         cp = c - window - 1
@@ -192,65 +192,211 @@ if gluon is not None:
         pl = PL + h * stride_plh + (t % CHUNK) * stride_plp + cp * stride_plc
         m_i = gl.where(given, gl.load(pl, mask=given, other=0.0) * 1.4426950408889634, float("-inf"))
         l_i = gl.where(given, 1.0, 0.0)
-        t_o = t0 + gl.arange(0, BLOCK_M, layout=ROW_O)
+        t_o = t0 + gl.arange(0, ROWS, layout=ROW_O)
         cp_o = t_o // CHUNK - window - 1
         given_o = (t_o < n_text) & (cp_o >= 0) & (cp_o < dense_chunks)
         d_o = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, O_LAYOUT))
         po = PO + h * stride_poh + (t_o % CHUNK) * stride_pop + cp_o * stride_poc
         o = gl.load(po[:, None] + d_o[None, :], mask=given_o[:, None], other=0.0).to(gl.float32)
+        zero_s = gl.zeros([ROWS, BLOCK_N], gl.float32, S_LAYOUT)
 
-        q_tile = q_smem.reshape([BLOCK_M, HEAD_DIM])
-        zero_s = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, S_LAYOUT)
-
-        # ---- tile 0: scores, softmax
-        mbarrier.wait(q_bar, 0)
-        mbarrier.wait(k_bars.index(0), 0)
-        k_tile = k_bufs.index(0).reshape([BLOCK_N, HEAD_DIM])
+        # first tile: scores, softmax
+        slot = j_lo % STAGES
+        mbarrier.wait(k_full.index(slot), (j_lo // STAGES) & 1)
+        k_tile = k_bufs.index(slot).reshape([BLOCK_N, HEAD_DIM])
         s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
         s, _, _ = warpgroup_mma_wait(0, deps=(s_tok, q_tile, k_tile))
-        _issue(k_desc, k_bars, k_bufs, b, hk, STAGES, first, n_tiles, STAGES, CHUNK, BLOCK_N)
-        p, alpha, m_i, l_i = _softmax(s, m_i, l_i, first, t, band_lo, qk_scale,
-                                      (first < lo_max) | (first + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
+        if WS:
+            mbarrier.arrive(k_empty.index(slot))
+        else:
+            _issue(k_desc, k_full, k_bufs, b, hk, j_lo + STAGES, first, n_tiles, STAGES, CHUNK, BLOCK_N)
+        start = first + j_lo * BLOCK_N
+        p, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
+                                      (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
         o = o * gl.convert_layout(alpha, ROW_O)[:, None]
         p = gl.convert_layout(p.to(dtype), P_LAYOUT)
 
-        # ---- tiles 1 ..: S_j and P_{j-1} V_{j-1} in flight together, softmax of S_j under the latter
-        for j in range(1, n_tiles):
+        # S_j and P_{j-1} V_{j-1} in flight together, the softmax of S_j under the latter
+        for j in range(j_lo + 1, j_hi):
             slot = j % STAGES
-            mbarrier.wait(k_bars.index(slot), (j // STAGES) & 1)
+            mbarrier.wait(k_full.index(slot), (j // STAGES) & 1)
             k_tile = k_bufs.index(slot).reshape([BLOCK_N, HEAD_DIM])
             s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
             prev = (j - 1) % STAGES
-            mbarrier.wait(v_bars.index(prev), ((j - 1) // STAGES) & 1)
+            mbarrier.wait(v_full.index(prev), ((j - 1) // STAGES) & 1)
             v_tile = v_bufs.index(prev).reshape([BLOCK_N, HEAD_DIM])
             o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
             s, _, _ = warpgroup_mma_wait(1, deps=(s_tok, q_tile, k_tile))
-            _issue(k_desc, k_bars, k_bufs, b, hk, j + STAGES, first, n_tiles, STAGES, CHUNK, BLOCK_N)
+            if WS:
+                mbarrier.arrive(k_empty.index(slot))
+            else:
+                _issue(k_desc, k_full, k_bufs, b, hk, j + STAGES, first, n_tiles, STAGES, CHUNK, BLOCK_N)
             start = first + j * BLOCK_N
             p_new, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
                                               (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
             o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
-            _issue(v_desc, v_bars, v_bufs, b, hk, j - 1 + STAGES, first, n_tiles, STAGES, CHUNK, BLOCK_N)
+            if WS:
+                mbarrier.arrive(v_empty.index(prev))
+            else:
+                _issue(v_desc, v_full, v_bufs, b, hk, j - 1 + STAGES, first, n_tiles, STAGES, CHUNK, BLOCK_N)
             o = o * gl.convert_layout(alpha, ROW_O)[:, None]
             p = gl.convert_layout(p_new.to(dtype), P_LAYOUT)
 
-        last = (n_tiles - 1) % STAGES
-        mbarrier.wait(v_bars.index(last), ((n_tiles - 1) // STAGES) & 1)
+        last = (j_hi - 1) % STAGES
+        mbarrier.wait(v_full.index(last), ((j_hi - 1) // STAGES) & 1)
         v_tile = v_bufs.index(last).reshape([BLOCK_N, HEAD_DIM])
         o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
         o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
-        mbarrier.invalidate(q_bar)
-        for i in gl.static_range(STAGES):
-            mbarrier.invalidate(k_bars.index(i))
-            mbarrier.invalidate(v_bars.index(i))
+        if WS:
+            mbarrier.arrive(v_empty.index(last))
+            for j in range(j_hi, n_tiles):
+                _pass(k_full, k_empty, j, STAGES)
+                _pass(v_full, v_empty, j, STAGES)
 
-        # ---- rows out: interleaved positions, natural log-sum-exp
+        # rows out: interleaved positions, natural log-sum-exp
         ok_o = t_o < n_text
         l_o = gl.convert_layout(gl.where(t < n_text, l_i, 1.0), ROW_O)
         out = o / l_o[:, None]
         pos_o = (t_o // CHUNK) * (CHUNK + 1) + t_o % CHUNK
-        o_ptrs = Out + b.to(gl.int64) * stride_ob + h * stride_oh + pos_o[:, None] * stride_ol + d_o[None, :]
-        gl.store(o_ptrs, out.to(dtype), mask=ok_o[:, None])
+        gl.store(o_base + pos_o[:, None] * stride_ol + d_o[None, :], out.to(dtype), mask=ok_o[:, None])
         pos = (t // CHUNK) * (CHUNK + 1) + t % CHUNK
-        lse_ptrs = Lse + b.to(gl.int64) * stride_lb + h * stride_lh + pos
-        gl.store(lse_ptrs, (m_i + gl.log2(gl.where(t < n_text, l_i, 1.0))) * 0.6931471805599453, mask=t < n_text)
+        gl.store(lse_base + pos, (m_i + gl.log2(gl.where(t < n_text, l_i, 1.0))) * 0.6931471805599453,
+                 mask=t < n_text)
+
+    @gluon.jit
+    def _summary_rows(q_base, k_base, v_base, o_base, lse_base, stride_ql, stride_kl, stride_vl, stride_ol,
+                      c_first, n_chunks, qk_scale, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr,
+                      WARPS: gl.constexpr):
+        """Summary queries (S = 1) of the chunks [c_first, c_first + ROWS / k): each sees its chunk's text and
+        itself. CUDA-core dot products over [chunks, k, D] tiles read from L2 (the band tiles just brought them)."""
+        L3: gl.constexpr = gl.BlockedLayout([1, 1, HEAD_DIM // 16], [1, 2, 16], [WARPS, 1, 1], [2, 1, 0])
+        CH: gl.constexpr = ROWS // CHUNK
+        L_CK: gl.constexpr = gl.SliceLayout(2, L3)
+        L_CD: gl.constexpr = gl.SliceLayout(1, L3)
+        ch = gl.arange(0, CH, layout=gl.SliceLayout(1, L_CK))
+        kk = gl.arange(0, CHUNK, layout=gl.SliceLayout(0, L_CK))
+        dd = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, L_CD))
+        c = c_first + ch
+        ok = c < n_chunks
+        text_pos = (c * (CHUNK + 1))[:, None] + kk[None, :]  # [CH, k]
+        sum_pos = c * (CHUNK + 1) + CHUNK  # [CH]
+        ok3 = ok[:, None, None]
+        d3 = dd[None, None, :]
+        qs = gl.load(q_base + sum_pos[:, None, None] * stride_ql + d3, mask=ok3, other=0.0).to(gl.float32)
+        kt = gl.load(k_base + text_pos[:, :, None] * stride_kl + d3, mask=ok3, other=0.0).to(gl.float32)
+        scores = gl.sum(kt * qs, 2) * qk_scale  # [CH, k]
+        ks = gl.load(k_base + sum_pos[:, None, None] * stride_kl + d3, mask=ok3, other=0.0).to(gl.float32)
+        own = gl.max(gl.sum(ks * qs, 2), 1) * qk_scale  # [CH] (the max squeezes the unit axis)
+        m = gl.maximum(gl.max(scores, 1), own)
+        p = gl.exp2(scores - m[:, None])
+        p_own = gl.exp2(own - m)
+        l = gl.sum(p, 1) + p_own
+        vt = gl.load(v_base + text_pos[:, :, None] * stride_vl + d3, mask=ok3, other=0.0).to(gl.float32)
+        vs = gl.load(v_base + sum_pos[:, None, None] * stride_vl + d3, mask=ok3, other=0.0).to(gl.float32)
+        acc = gl.sum(p[:, :, None] * vt, 1) + gl.sum(p_own[:, None, None] * vs, 1)  # [CH, D]
+        l_cd = gl.convert_layout(l, gl.SliceLayout(1, L_CD))
+        out = acc / l_cd[:, None]
+        pos_cd = gl.convert_layout(sum_pos, gl.SliceLayout(1, L_CD))
+        ok_cd = gl.convert_layout(ok, gl.SliceLayout(1, L_CD))
+        gl.store(o_base + pos_cd[:, None] * stride_ol + dd[None, :], out.to(o_base.dtype.element_ty),
+                 mask=ok_cd[:, None])
+        gl.store(lse_base + sum_pos, (m + gl.log2(l)) * 0.6931471805599453, mask=ok)
+
+    @gluon.jit
+    def _consumer(q_tile, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
+                  Q, K, V, Out, Lse, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc,
+                  dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh,
+                  stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
+                  b, h, hk, t0, first, n_tiles, n_text, window, qk_scale,
+                  HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
+                  STAGES: gl.constexpr, WS: gl.constexpr, WARPS: gl.constexpr):
+        """Text rows [t0, t0 + ROWS) of one head, then the summary queries of their chunks."""
+        b64 = b.to(gl.int64)
+        o_base = Out + b64 * stride_ob + h * stride_oh
+        lse_base = Lse + b64 * stride_lb + h * stride_lh
+        _rows(q_tile, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
+              PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
+              stride_ol, b, h, hk, o_base, lse_base, t0, first, n_tiles, n_text, window, qk_scale,
+              HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, WS, WARPS)
+        _summary_rows(Q + b64 * stride_qb + h * stride_qh, K + b64 * stride_kb + hk * stride_kh,
+                      V + b64 * stride_vb + hk * stride_vh, o_base, lse_base, stride_ql, stride_kl, stride_vl,
+                      stride_ol, t0 // CHUNK, n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, ROWS, WARPS)
+
+    @gluon.jit
+    def _producer(k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, b, hk, first, n_tiles,
+                  STAGES: gl.constexpr, CHUNK: gl.constexpr, BLOCK_N: gl.constexpr):
+        """One warp: K and V tiles into the rings as soon as both consumers released the slot."""
+        for j in range(n_tiles):
+            slot = j % STAGES
+            refill = j >= STAGES
+            mbarrier.wait(k_empty.index(slot), ((j // STAGES) + 1) & 1, pred=refill)
+            _issue(k_desc, k_full, k_bufs, b, hk, j, first, n_tiles, STAGES, CHUNK, BLOCK_N)
+            mbarrier.wait(v_empty.index(slot), ((j // STAGES) + 1) & 1, pred=refill)
+            _issue(v_desc, v_full, v_bufs, b, hk, j, first, n_tiles, STAGES, CHUNK, BLOCK_N)
+
+    @gluon.jit
+    def _band_kernel(q_desc, k_desc, v_desc, Q, K, V, Out, Lse, PO, PL,
+                     stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
+                     stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh,
+                     stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
+                     heads, n_text, window, qk_scale,
+                     GROUPS: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr,
+                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, WS: gl.constexpr, num_warps: gl.constexpr):
+        dtype: gl.constexpr = q_desc.dtype
+        pid_m = gl.num_programs(0) - 1 - gl.program_id(0)  # (all band tiles cost the same; early ones less)
+        pid_bh = gl.program_id(1)
+        b = pid_bh // heads
+        h = pid_bh % heads
+        hk = h // GROUPS
+        t0 = pid_m * BLOCK_M
+        t_last = gl.minimum(t0 + BLOCK_M, n_text) - 1
+        first = gl.maximum(t0 // CHUNK - window, 0) * CHUNK // BLOCK_N * BLOCK_N  # the CTA's first key tile
+        n_tiles = (t_last + 1 - first + BLOCK_N - 1) // BLOCK_N
+
+        q_smem = gl.allocate_shared_memory(dtype, q_desc.block_type.shape, q_desc.layout)
+        k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
+        v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
+        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+        k_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+        mbarrier.init(q_bar, count=1)
+        for i in gl.static_range(STAGES):
+            mbarrier.init(k_full.index(i), count=1)
+            mbarrier.init(v_full.index(i), count=1)
+            mbarrier.init(k_empty.index(i), count=2)
+            mbarrier.init(v_empty.index(i), count=2)
+        mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+        tma.async_copy_global_to_shared(q_desc, [b, h, t0 // CHUNK, 0, 0], q_bar, q_smem)
+        q_all = q_smem.reshape([BLOCK_M, HEAD_DIM])
+        if WS:  # two consumer warpgroups of BLOCK_M / 2 rows each and one producer warp
+            HALF: gl.constexpr = BLOCK_M // 2
+            mbarrier.wait(q_bar, 0)
+            gl.warp_specialize([
+                (_consumer, (q_all.slice(0, HALF), k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
+                             Q, K, V, Out, Lse, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh,
+                             stride_plc, dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb, stride_kl,
+                             stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb,
+                             stride_lh, b, h, hk, t0, first, n_tiles, n_text, window, qk_scale,
+                             HEAD_DIM, CHUNK, HALF, BLOCK_N, STAGES, True, 4)),
+                (_consumer, (q_all.slice(HALF, HALF), k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty,
+                             v_empty, Q, K, V, Out, Lse, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp,
+                             stride_plh, stride_plc, dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb,
+                             stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh,
+                             stride_lb, stride_lh, b, h, hk, t0 + HALF, first, n_tiles, n_text, window, qk_scale,
+                             HEAD_DIM, CHUNK, HALF, BLOCK_N, STAGES, True, 4)),
+                (_producer, (k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, b, hk, first,
+                             n_tiles, STAGES, CHUNK, BLOCK_N)),
+            ], [4, 1], [_REGS_CONSUMER, _REGS_PRODUCER])
+        else:
+            for i in gl.static_range(STAGES):
+                _issue(k_desc, k_full, k_bufs, b, hk, i, first, n_tiles, STAGES, CHUNK, BLOCK_N)
+                _issue(v_desc, v_full, v_bufs, b, hk, i, first, n_tiles, STAGES, CHUNK, BLOCK_N)
+            mbarrier.wait(q_bar, 0)
+            _consumer(q_all, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
+                      Q, K, V, Out, Lse, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh,
+                      stride_plc, dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh,
+                      stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
+                      b, h, hk, t0, first, n_tiles, n_text, window, qk_scale,
+                      HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N, STAGES, False, num_warps)

@@ -193,39 +193,6 @@ def _ksa_prefill_body(Q, K, V, Out, Lse, KT, VT, KP, VP, PO, PL,
                       n_text, length, qk_scale, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N)
 
 
-@triton.jit
-def _ksa_summary_kernel(Q, K, V, Out, Lse, stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh,
-                        stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
-                        heads, length, n_text, qk_scale, GROUPS: tl.constexpr, HEAD_DIM: tl.constexpr,
-                        BLOCK_D: tl.constexpr, CHUNK: tl.constexpr, SUMMARIES: tl.constexpr, BLOCK_M: tl.constexpr,
-                        BLOCK_N: tl.constexpr):
-    """Only the summary queries (their chunk's text and their own slots), for the Gluon band kernel's launches."""
-    pid_bh = tl.program_id(1)
-    b = (pid_bh // heads).to(tl.int64)
-    h = pid_bh % heads
-    hk = h // GROUPS
-    summary_rows(Q + b * stride_qb + h * stride_qh, K + b * stride_kb + hk * stride_kh, V + b * stride_vb + hk * stride_vh,
-                  Out + b * stride_ob + h * stride_oh, Lse + b * stride_lb + h * stride_lh, stride_ql, stride_kl,
-                  stride_vl, stride_ol, tl.program_id(0) * BLOCK_M, n_text, length, qk_scale, CHUNK, SUMMARIES,
-                  HEAD_DIM, BLOCK_D, BLOCK_M, BLOCK_N)
-
-
-#: summary-query launch beside the Gluon band kernel: 16 chunks (16 summary rows at S = 1) per program
-SUMMARY_BLOCK_M = 128
-
-
-def _summary_launch(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
-                    chunk: int, summaries: int, scale: float) -> None:
-    b, length, heads, head_dim = q.shape
-    n_text, _ = split_length(length, chunk, summaries)
-    _ksa_summary_kernel[(triton.cdiv(n_text, SUMMARY_BLOCK_M), b * heads)](
-        q, k, v, out, lse, q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), lse.stride(0),
-        lse.stride(1), heads, length, n_text, scale * LOG2E, GROUPS=heads // k.shape[2], HEAD_DIM=head_dim,
-        BLOCK_D=max(16, triton.next_power_of_2(head_dim)), CHUNK=chunk, SUMMARIES=summaries,
-        BLOCK_M=SUMMARY_BLOCK_M, BLOCK_N=64, num_warps=4, num_stages=2)
-
-
 _ksa_prefill_kernel = triton.autotune(
     configs=_configs(), key=["HEAD_DIM", "CHUNK", "SUMMARIES", "window", "GROUPS", "seq_bucket", "TMA", "DENSE"],
     prune_configs_by={"early_config_prune": _prune})(_ksa_prefill_body)
@@ -290,9 +257,8 @@ def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: i
     for row in range(b):  # the dense call's views address one batch row
         qb, kb, vb, ob, lb = q[row:row + 1], k[row:row + 1], v[row:row + 1], out[row:row + 1], lse[row:row + 1]
         given = ksa_dense.dense_prefix(qb, kb, vb, chunk_size, window, scale)
-        if gluon_band:  # text rows by the Gluon kernel, summary rows by a small Triton one
+        if gluon_band:  # text band and summary rows by the Gluon kernel (Hopper)
             ksa_gluon.ksa_band(qb, kb, vb, ob, lb, given, chunk_size, window, scale)
-            _summary_launch(qb, kb, vb, ob, lb, chunk_size, summaries, scale)
         else:
             launch(qb, kb, vb, ob, lb, given)
     return out, lse
