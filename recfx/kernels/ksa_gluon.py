@@ -110,7 +110,7 @@ def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), lse.stride(0),
         lse.stride(1), heads, n_text, window, scale * LOG2E,
         GROUPS=heads // k.shape[2], HEAD_DIM=head_dim, CHUNK=chunk_size, BLOCK_M=bm, BLOCK_N=bn, STAGES=stages,
-        WS=ws, num_warps=warps)
+        WS=ws, num_warps=warps, ABL=int(os.environ.get("RECFX_KSA_GLUON_ABL", "0")))
 
 
 if gluon is not None:
@@ -128,8 +128,13 @@ if gluon is not None:
 
     @gluon.jit
     def _softmax(s, m_i, l_i, start, t, band_lo, qk_scale, masked,
-                 S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr):
+                 S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr, ABL: gl.constexpr = 0):
         """Online-softmax step on raw scores -> (p fp32, alpha, new max, new sums); masks only when ``masked``."""
+        if ABL & 8:
+            return s, m_i * 0.0 + 1.0, m_i, l_i
+        if ABL & 1:
+            m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+            return s * qk_scale - m_new[:, None], m_i * 0.0 + 1.0, m_new, l_i + gl.sum(s, 1)
         if masked:
             cols = start + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, S_LAYOUT))
             ok = (cols[None, :] >= band_lo[:, None]) & (cols[None, :] <= t[:, None])
@@ -155,7 +160,7 @@ if gluon is not None:
               PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
               stride_ol, b, h, hk, o_base, lse_base, t0, first, n_tiles, n_text, window, qk_scale,
               HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-              STAGES: gl.constexpr, WS: gl.constexpr, WARPS: gl.constexpr):
+              STAGES: gl.constexpr, WS: gl.constexpr, WARPS: gl.constexpr, ABL: gl.constexpr):
         """``ROWS`` text rows from t0 (one warpgroup): band attention over the CTA's key tiles, rows stored.
 
         Single-partition (``WS`` false): this warpgroup also refills the rings. Warp-specialised: a producer warp
@@ -212,38 +217,55 @@ if gluon is not None:
             _issue(k_desc, k_full, k_bufs, b, hk, j_lo + STAGES, first, n_tiles, STAGES, CHUNK, BLOCK_N)
         start = first + j_lo * BLOCK_N
         p, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
-                                      (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
+                                      (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N, ABL)
         o = o * gl.convert_layout(alpha, ROW_O)[:, None]
         p = gl.convert_layout(p.to(dtype), P_LAYOUT)
 
         # S_j and P_{j-1} V_{j-1} in flight together, the softmax of S_j under the latter
         for j in range(j_lo + 1, j_hi):
             slot = j % STAGES
-            mbarrier.wait(k_full.index(slot), (j // STAGES) & 1)
+            if ABL & 4:
+                slot = 0
+            mbarrier.wait(k_full.index(slot), (j // STAGES) & 1, pred=(ABL & 4) == 0)
             k_tile = k_bufs.index(slot).reshape([BLOCK_N, HEAD_DIM])
             s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
             prev = (j - 1) % STAGES
-            mbarrier.wait(v_full.index(prev), ((j - 1) // STAGES) & 1)
+            if ABL & 4:
+                prev = 0
+            mbarrier.wait(v_full.index(prev), ((j - 1) // STAGES) & 1, pred=(ABL & 4) == 0)
             v_tile = v_bufs.index(prev).reshape([BLOCK_N, HEAD_DIM])
-            o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
-            s, _, _ = warpgroup_mma_wait(1, deps=(s_tok, q_tile, k_tile))
+            if ABL & 2:
+                o_tok = o
+                s, _, _ = warpgroup_mma_wait(0, deps=(s_tok, q_tile, k_tile))
+            else:
+                o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
+                s, _, _ = warpgroup_mma_wait(1, deps=(s_tok, q_tile, k_tile))
             if WS:
                 mbarrier.arrive(k_empty.index(slot))
+            elif ABL & 4:
+                pass
             else:
                 _issue(k_desc, k_full, k_bufs, b, hk, j + STAGES, first, n_tiles, STAGES, CHUNK, BLOCK_N)
             start = first + j * BLOCK_N
             p_new, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
-                                              (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
-            o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
+                                              (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N, ABL)
+            if ABL & 2:
+                o = o_tok
+            else:
+                o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
             if WS:
                 mbarrier.arrive(v_empty.index(prev))
+            elif ABL & 4:
+                pass
             else:
                 _issue(v_desc, v_full, v_bufs, b, hk, j - 1 + STAGES, first, n_tiles, STAGES, CHUNK, BLOCK_N)
             o = o * gl.convert_layout(alpha, ROW_O)[:, None]
             p = gl.convert_layout(p_new.to(dtype), P_LAYOUT)
 
         last = (j_hi - 1) % STAGES
-        mbarrier.wait(v_full.index(last), ((j_hi - 1) // STAGES) & 1)
+        if ABL & 4:
+            last = 0
+        mbarrier.wait(v_full.index(last), ((j_hi - 1) // STAGES) & 1, pred=(ABL & 4) == 0)
         v_tile = v_bufs.index(last).reshape([BLOCK_N, HEAD_DIM])
         o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
         o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
@@ -309,7 +331,7 @@ if gluon is not None:
                   stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
                   b, h, hk, t0, first, n_tiles, n_text, window, qk_scale,
                   HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-                  STAGES: gl.constexpr, WS: gl.constexpr, WARPS: gl.constexpr):
+                  STAGES: gl.constexpr, WS: gl.constexpr, WARPS: gl.constexpr, ABL: gl.constexpr):
         """Text rows [t0, t0 + ROWS) of one head, then the summary queries of their chunks."""
         b64 = b.to(gl.int64)
         o_base = Out + b64 * stride_ob + h * stride_oh
@@ -317,7 +339,7 @@ if gluon is not None:
         _rows(q_tile, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
               PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
               stride_ol, b, h, hk, o_base, lse_base, t0, first, n_tiles, n_text, window, qk_scale,
-              HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, WS, WARPS)
+              HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, WS, WARPS, ABL)
         _summary_rows(Q + b64 * stride_qb + h * stride_qh, K + b64 * stride_kb + hk * stride_kh,
                       V + b64 * stride_vb + hk * stride_vh, o_base, lse_base, stride_ql, stride_kl, stride_vl,
                       stride_ol, t0 // CHUNK, n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, ROWS, WARPS)
@@ -341,7 +363,8 @@ if gluon is not None:
                      stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
                      heads, n_text, window, qk_scale,
                      GROUPS: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr,
-                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, WS: gl.constexpr, num_warps: gl.constexpr):
+                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, WS: gl.constexpr, num_warps: gl.constexpr,
+                     ABL: gl.constexpr):
         dtype: gl.constexpr = q_desc.dtype
         pid_m = gl.num_programs(0) - 1 - gl.program_id(0)  # (all band tiles cost the same; early ones less)
         pid_bh = gl.program_id(1)
@@ -379,13 +402,13 @@ if gluon is not None:
                              stride_plc, dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb, stride_kl,
                              stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb,
                              stride_lh, b, h, hk, t0, first, n_tiles, n_text, window, qk_scale,
-                             HEAD_DIM, CHUNK, HALF, BLOCK_N, STAGES, True, 4)),
+                             HEAD_DIM, CHUNK, HALF, BLOCK_N, STAGES, True, 4, ABL)),
                 (_consumer, (q_all.slice(HALF, HALF), k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty,
                              v_empty, Q, K, V, Out, Lse, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp,
                              stride_plh, stride_plc, dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb,
                              stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh,
                              stride_lb, stride_lh, b, h, hk, t0 + HALF, first, n_tiles, n_text, window, qk_scale,
-                             HEAD_DIM, CHUNK, HALF, BLOCK_N, STAGES, True, 4)),
+                             HEAD_DIM, CHUNK, HALF, BLOCK_N, STAGES, True, 4, ABL)),
                 (_producer, (k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, b, hk, first,
                              n_tiles, STAGES, CHUNK, BLOCK_N)),
             ], [4, 1], [_REGS_CONSUMER, _REGS_PRODUCER])
@@ -399,4 +422,4 @@ if gluon is not None:
                       stride_plc, dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh,
                       stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
                       b, h, hk, t0, first, n_tiles, n_text, window, qk_scale,
-                      HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N, STAGES, False, num_warps)
+                      HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N, STAGES, False, num_warps, ABL)
