@@ -68,6 +68,11 @@ def band_supported(q: torch.Tensor, k: torch.Tensor, chunk_size: int, summaries:
 
 
 @functools.cache
+def _sm_count(index: int | None) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
+
+
+@functools.cache
 def _capability(index: int | None) -> int:
     return torch.cuda.get_device_capability(index)[0]
 
@@ -102,15 +107,17 @@ def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
     n_text = length - length // (chunk_size + 1)
     bm, bn, stages, warps, ws = _config()
     po, pl = prefix
-    grid = (-(-n_text // bm), q.shape[0] * heads)
+    n_row_tiles = -(-n_text // bm)
+    total = n_row_tiles * q.shape[0] * heads
+    grid = (min(total, _sm_count(q.device.index)) if ws else total,)
     _band_kernel[grid](
         _text_descriptor(q, chunk_size, bm), _text_descriptor(k, chunk_size, bn), _text_descriptor(v, chunk_size, bn),
         q, k, v, out, lse, po, pl, *po.stride()[:3], *pl.stride(), po.shape[2],
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), lse.stride(0),
-        lse.stride(1), heads, n_text, window, scale * LOG2E,
+        lse.stride(1), n_row_tiles, total, heads, n_text, window, scale * LOG2E,
         GROUPS=heads // k.shape[2], HEAD_DIM=head_dim, CHUNK=chunk_size, BLOCK_M=bm, BLOCK_N=bn, STAGES=stages,
-        WS=ws, num_warps=warps, ABL=int(os.environ.get("RECFX_KSA_GLUON_ABL", "0")))
+        WS=ws, num_warps=warps)
 
 
 if gluon is not None:
@@ -128,13 +135,8 @@ if gluon is not None:
 
     @gluon.jit
     def _softmax(s, m_i, l_i, start, t, band_lo, qk_scale, masked,
-                 S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr, ABL: gl.constexpr = 0):
+                 S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr):
         """Online-softmax step on raw scores -> (p fp32, alpha, new max, new sums); masks only when ``masked``."""
-        if ABL & 8:
-            return s, m_i * 0.0 + 1.0, m_i, l_i
-        if ABL & 1:
-            m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
-            return s * qk_scale - m_new[:, None], m_i * 0.0 + 1.0, m_new, l_i + gl.sum(s, 1)
         if masked:
             cols = start + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, S_LAYOUT))
             ok = (cols[None, :] >= band_lo[:, None]) & (cols[None, :] <= t[:, None])
@@ -150,21 +152,22 @@ if gluon is not None:
         return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
 
     @gluon.jit
-    def _pass(full, empty, j, STAGES: gl.constexpr):
-        """Consumer side of a tile this consumer does not compute: wait for it, release it."""
-        mbarrier.wait(full.index(j % STAGES), (j // STAGES) & 1)
-        mbarrier.arrive(empty.index(j % STAGES))
+    def _pass(full, empty, g, STAGES: gl.constexpr):
+        """Consumer side of a ring tile this consumer does not compute: wait for it, release it."""
+        mbarrier.wait(full.index(g % STAGES), (g // STAGES) & 1)
+        mbarrier.arrive(empty.index(g % STAGES))
 
     @gluon.jit
     def _rows(q_tile, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
               PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
-              stride_ol, b, h, hk, o_base, lse_base, t0, first, n_tiles, n_text, window, qk_scale,
+              stride_ol, b, h, hk, o_base, lse_base, t0, first, n_tiles, g0, n_text, window, qk_scale,
               HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-              STAGES: gl.constexpr, WS: gl.constexpr, WARPS: gl.constexpr, ABL: gl.constexpr):
+              STAGES: gl.constexpr, WS: gl.constexpr, WARPS: gl.constexpr):
         """``ROWS`` text rows from t0 (one warpgroup): band attention over the CTA's key tiles, rows stored.
 
-        Single-partition (``WS`` false): this warpgroup also refills the rings. Warp-specialised: a producer warp
-        fills them and this warpgroup releases every tile (computed or not) through the ``empty`` barriers.
+        The CTA's key tiles are ring entries g0 .. g0 + n_tiles - 1 (slot g % STAGES, phase g // STAGES).
+        Single-partition (``WS`` false, g0 = 0): this warpgroup also refills the rings. Warp-specialised: a
+        producer warp fills them and this warpgroup releases every entry, computed or not, through ``empty``.
         """
         S_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
                                                            instr_shape=[16, BLOCK_N, 16])
@@ -185,8 +188,8 @@ if gluon is not None:
         j_lo = gl.minimum(j_lo, j_hi - 1)  # (a half past the end of the text computes a tile nobody stores)
         if WS:
             for j in range(0, j_lo):
-                _pass(k_full, k_empty, j, STAGES)
-                _pass(v_full, v_empty, j, STAGES)
+                _pass(k_full, k_empty, g0 + j, STAGES)
+                _pass(v_full, v_empty, g0 + j, STAGES)
 
         # rows: text index, window bound, start from the dense prefix where there is one
         t = t0 + gl.arange(0, ROWS, layout=ROW_S)
@@ -206,74 +209,56 @@ if gluon is not None:
         zero_s = gl.zeros([ROWS, BLOCK_N], gl.float32, S_LAYOUT)
 
         # first tile: scores, softmax
-        slot = j_lo % STAGES
-        mbarrier.wait(k_full.index(slot), (j_lo // STAGES) & 1)
-        k_tile = k_bufs.index(slot).reshape([BLOCK_N, HEAD_DIM])
+        g = g0 + j_lo
+        mbarrier.wait(k_full.index(g % STAGES), (g // STAGES) & 1)
+        k_tile = k_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
         s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
         s, _, _ = warpgroup_mma_wait(0, deps=(s_tok, q_tile, k_tile))
         if WS:
-            mbarrier.arrive(k_empty.index(slot))
+            mbarrier.arrive(k_empty.index(g % STAGES))
         else:
             _issue(k_desc, k_full, k_bufs, b, hk, j_lo + STAGES, first, n_tiles, STAGES, CHUNK, BLOCK_N)
         start = first + j_lo * BLOCK_N
         p, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
-                                      (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N, ABL)
+                                      (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
         o = o * gl.convert_layout(alpha, ROW_O)[:, None]
         p = gl.convert_layout(p.to(dtype), P_LAYOUT)
 
         # S_j and P_{j-1} V_{j-1} in flight together, the softmax of S_j under the latter
         for j in range(j_lo + 1, j_hi):
-            slot = j % STAGES
-            if ABL & 4:
-                slot = 0
-            mbarrier.wait(k_full.index(slot), (j // STAGES) & 1, pred=(ABL & 4) == 0)
-            k_tile = k_bufs.index(slot).reshape([BLOCK_N, HEAD_DIM])
+            g = g0 + j
+            mbarrier.wait(k_full.index(g % STAGES), (g // STAGES) & 1)
+            k_tile = k_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
             s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
-            prev = (j - 1) % STAGES
-            if ABL & 4:
-                prev = 0
-            mbarrier.wait(v_full.index(prev), ((j - 1) // STAGES) & 1, pred=(ABL & 4) == 0)
-            v_tile = v_bufs.index(prev).reshape([BLOCK_N, HEAD_DIM])
-            if ABL & 2:
-                o_tok = o
-                s, _, _ = warpgroup_mma_wait(0, deps=(s_tok, q_tile, k_tile))
-            else:
-                o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
-                s, _, _ = warpgroup_mma_wait(1, deps=(s_tok, q_tile, k_tile))
+            mbarrier.wait(v_full.index((g - 1) % STAGES), ((g - 1) // STAGES) & 1)
+            v_tile = v_bufs.index((g - 1) % STAGES).reshape([BLOCK_N, HEAD_DIM])
+            o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
+            s, _, _ = warpgroup_mma_wait(1, deps=(s_tok, q_tile, k_tile))
             if WS:
-                mbarrier.arrive(k_empty.index(slot))
-            elif ABL & 4:
-                pass
+                mbarrier.arrive(k_empty.index(g % STAGES))
             else:
                 _issue(k_desc, k_full, k_bufs, b, hk, j + STAGES, first, n_tiles, STAGES, CHUNK, BLOCK_N)
             start = first + j * BLOCK_N
             p_new, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
-                                              (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N, ABL)
-            if ABL & 2:
-                o = o_tok
-            else:
-                o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
+                                              (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
+            o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
             if WS:
-                mbarrier.arrive(v_empty.index(prev))
-            elif ABL & 4:
-                pass
+                mbarrier.arrive(v_empty.index((g - 1) % STAGES))
             else:
                 _issue(v_desc, v_full, v_bufs, b, hk, j - 1 + STAGES, first, n_tiles, STAGES, CHUNK, BLOCK_N)
             o = o * gl.convert_layout(alpha, ROW_O)[:, None]
             p = gl.convert_layout(p_new.to(dtype), P_LAYOUT)
 
-        last = (j_hi - 1) % STAGES
-        if ABL & 4:
-            last = 0
-        mbarrier.wait(v_full.index(last), ((j_hi - 1) // STAGES) & 1, pred=(ABL & 4) == 0)
-        v_tile = v_bufs.index(last).reshape([BLOCK_N, HEAD_DIM])
+        g = g0 + j_hi - 1
+        mbarrier.wait(v_full.index(g % STAGES), (g // STAGES) & 1)
+        v_tile = v_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
         o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
         o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
         if WS:
-            mbarrier.arrive(v_empty.index(last))
+            mbarrier.arrive(v_empty.index(g % STAGES))
             for j in range(j_hi, n_tiles):
-                _pass(k_full, k_empty, j, STAGES)
-                _pass(v_full, v_empty, j, STAGES)
+                _pass(k_full, k_empty, g0 + j, STAGES)
+                _pass(v_full, v_empty, g0 + j, STAGES)
 
         # rows out: interleaved positions, natural log-sum-exp
         ok_o = t_o < n_text
@@ -325,101 +310,139 @@ if gluon is not None:
         gl.store(lse_base + sum_pos, (m + gl.log2(l)) * 0.6931471805599453, mask=ok)
 
     @gluon.jit
-    def _consumer(q_tile, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
+    def _tile(tile_id, n_row_tiles, heads, n_text, window, GROUPS: gl.constexpr, CHUNK: gl.constexpr,
+              BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
+        """Row tile ``tile_id`` -> (b, h, kv head, first text row, first key, key tiles). Consecutive ids are
+        neighbouring row tiles of one head (their key windows overlap in L2), the longest first."""
+        pid_bh = tile_id // n_row_tiles
+        t0 = (n_row_tiles - 1 - tile_id % n_row_tiles) * BLOCK_M
+        t_last = gl.minimum(t0 + BLOCK_M, n_text) - 1
+        first = gl.maximum(t0 // CHUNK - window, 0) * CHUNK // BLOCK_N * BLOCK_N
+        h = pid_bh % heads
+        return pid_bh // heads, h, h // GROUPS, t0, first, (t_last + 1 - first + BLOCK_N - 1) // BLOCK_N
+
+    @gluon.jit
+    def _consumer(half: gl.constexpr, q_bufs, q_full, q_empty, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
                   Q, K, V, Out, Lse, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc,
                   dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh,
                   stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
-                  b, h, hk, t0, first, n_tiles, n_text, window, qk_scale,
-                  HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-                  STAGES: gl.constexpr, WS: gl.constexpr, WARPS: gl.constexpr, ABL: gl.constexpr):
-        """Text rows [t0, t0 + ROWS) of one head, then the summary queries of their chunks."""
-        b64 = b.to(gl.int64)
-        o_base = Out + b64 * stride_ob + h * stride_oh
-        lse_base = Lse + b64 * stride_lb + h * stride_lh
-        _rows(q_tile, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
-              PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
-              stride_ol, b, h, hk, o_base, lse_base, t0, first, n_tiles, n_text, window, qk_scale,
-              HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, WS, WARPS, ABL)
-        _summary_rows(Q + b64 * stride_qb + h * stride_qh, K + b64 * stride_kb + hk * stride_kh,
-                      V + b64 * stride_vb + hk * stride_vh, o_base, lse_base, stride_ql, stride_kl, stride_vl,
-                      stride_ol, t0 // CHUNK, n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, ROWS, WARPS)
+                  n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale,
+                  GROUPS: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr,
+                  BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+        """One consumer warpgroup of the persistent kernel: rows [t0 + half * BLOCK_M / 2, + BLOCK_M / 2) of every
+        row tile of this CTA, then the summary queries of their chunks."""
+        ROWS: gl.constexpr = BLOCK_M // 2
+        g0 = 0
+        r = 0
+        for tile_id in range(gl.program_id(0), n_tiles_total, gl.num_programs(0)):
+            b, h, hk, t0, first, n_tiles = _tile(tile_id, n_row_tiles, heads, n_text, window, GROUPS, CHUNK,
+                                                 BLOCK_M, BLOCK_N)
+            b64 = b.to(gl.int64)
+            o_base = Out + b64 * stride_ob + h * stride_oh
+            lse_base = Lse + b64 * stride_lb + h * stride_lh
+            mbarrier.wait(q_full.index(r % 2), (r // 2) & 1)
+            q_tile = q_bufs.index(r % 2).reshape([BLOCK_M, HEAD_DIM]).slice(half * ROWS, ROWS)
+            _rows(q_tile, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
+                  PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
+                  stride_ol, b, h, hk, o_base, lse_base, t0 + half * ROWS, first, n_tiles, g0, n_text, window,
+                  qk_scale, HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, True, 4)
+            mbarrier.arrive(q_empty.index(r % 2))
+            _summary_rows(Q + b64 * stride_qb + h * stride_qh, K + b64 * stride_kb + hk * stride_kh,
+                          V + b64 * stride_vb + hk * stride_vh, o_base, lse_base, stride_ql, stride_kl, stride_vl,
+                          stride_ol, (t0 + half * ROWS) // CHUNK, n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, ROWS,
+                          4)
+            g0 += n_tiles
+            r += 1
 
     @gluon.jit
-    def _producer(k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, b, hk, first, n_tiles,
-                  STAGES: gl.constexpr, CHUNK: gl.constexpr, BLOCK_N: gl.constexpr):
-        """One warp: K and V tiles into the rings as soon as both consumers released the slot."""
-        for j in range(n_tiles):
-            slot = j % STAGES
-            refill = j >= STAGES
-            mbarrier.wait(k_empty.index(slot), ((j // STAGES) + 1) & 1, pred=refill)
-            _issue(k_desc, k_full, k_bufs, b, hk, j, first, n_tiles, STAGES, CHUNK, BLOCK_N)
-            mbarrier.wait(v_empty.index(slot), ((j // STAGES) + 1) & 1, pred=refill)
-            _issue(v_desc, v_full, v_bufs, b, hk, j, first, n_tiles, STAGES, CHUNK, BLOCK_N)
+    def _producer(q_desc, k_desc, v_desc, q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
+                  n_row_tiles, n_tiles_total, heads, n_text, window, GROUPS: gl.constexpr, CHUNK: gl.constexpr,
+                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+        """One warp: each row tile's Q, then its K and V tiles, into the rings as soon as both consumers released
+        the slot (runs ahead across row tiles)."""
+        g = 0
+        r = 0
+        for tile_id in range(gl.program_id(0), n_tiles_total, gl.num_programs(0)):
+            b, h, hk, t0, first, n_tiles = _tile(tile_id, n_row_tiles, heads, n_text, window, GROUPS, CHUNK,
+                                                 BLOCK_M, BLOCK_N)
+            mbarrier.wait(q_empty.index(r % 2), ((r // 2) + 1) & 1, pred=r >= 2)
+            mbarrier.expect(q_full.index(r % 2), q_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(q_desc, [b, h, t0 // CHUNK, 0, 0], q_full.index(r % 2), q_bufs.index(r % 2))
+            for j in range(n_tiles):
+                slot = g % STAGES
+                coord = [b, hk, (first + j * BLOCK_N) // CHUNK, 0, 0]
+                mbarrier.wait(k_empty.index(slot), ((g // STAGES) + 1) & 1, pred=g >= STAGES)
+                mbarrier.expect(k_full.index(slot), k_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(k_desc, coord, k_full.index(slot), k_bufs.index(slot))
+                mbarrier.wait(v_empty.index(slot), ((g // STAGES) + 1) & 1, pred=g >= STAGES)
+                mbarrier.expect(v_full.index(slot), v_desc.block_type.nbytes)
+                tma.async_copy_global_to_shared(v_desc, coord, v_full.index(slot), v_bufs.index(slot))
+                g += 1
+            r += 1
 
     @gluon.jit
     def _band_kernel(q_desc, k_desc, v_desc, Q, K, V, Out, Lse, PO, PL,
                      stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
                      stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh,
                      stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
-                     heads, n_text, window, qk_scale,
+                     n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale,
                      GROUPS: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr,
-                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, WS: gl.constexpr, num_warps: gl.constexpr,
-                     ABL: gl.constexpr):
+                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, WS: gl.constexpr, num_warps: gl.constexpr):
         dtype: gl.constexpr = q_desc.dtype
-        pid_m = gl.num_programs(0) - 1 - gl.program_id(0)  # (all band tiles cost the same; early ones less)
-        pid_bh = gl.program_id(1)
-        b = pid_bh // heads
-        h = pid_bh % heads
-        hk = h // GROUPS
-        t0 = pid_m * BLOCK_M
-        t_last = gl.minimum(t0 + BLOCK_M, n_text) - 1
-        first = gl.maximum(t0 // CHUNK - window, 0) * CHUNK // BLOCK_N * BLOCK_N  # the CTA's first key tile
-        n_tiles = (t_last + 1 - first + BLOCK_N - 1) // BLOCK_N
-
-        q_smem = gl.allocate_shared_memory(dtype, q_desc.block_type.shape, q_desc.layout)
         k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
         v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
-        q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
         k_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         v_full = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         k_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
         v_empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-        mbarrier.init(q_bar, count=1)
         for i in gl.static_range(STAGES):
             mbarrier.init(k_full.index(i), count=1)
             mbarrier.init(v_full.index(i), count=1)
             mbarrier.init(k_empty.index(i), count=2)
             mbarrier.init(v_empty.index(i), count=2)
-        mbarrier.expect(q_bar, q_desc.block_type.nbytes)
-        tma.async_copy_global_to_shared(q_desc, [b, h, t0 // CHUNK, 0, 0], q_bar, q_smem)
-        q_all = q_smem.reshape([BLOCK_M, HEAD_DIM])
-        if WS:  # two consumer warpgroups of BLOCK_M / 2 rows each and one producer warp
-            HALF: gl.constexpr = BLOCK_M // 2
-            mbarrier.wait(q_bar, 0)
+        if WS:  # persistent: two consumer warpgroups of BLOCK_M / 2 rows each and one producer warp
+            q_bufs = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
+            q_full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+            q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+            for i in gl.static_range(2):
+                mbarrier.init(q_full.index(i), count=1)
+                mbarrier.init(q_empty.index(i), count=2)
             gl.warp_specialize([
-                (_consumer, (q_all.slice(0, HALF), k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
-                             Q, K, V, Out, Lse, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh,
-                             stride_plc, dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb, stride_kl,
-                             stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb,
-                             stride_lh, b, h, hk, t0, first, n_tiles, n_text, window, qk_scale,
-                             HEAD_DIM, CHUNK, HALF, BLOCK_N, STAGES, True, 4, ABL)),
-                (_consumer, (q_all.slice(HALF, HALF), k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty,
+                (_consumer, (0, q_bufs, q_full, q_empty, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty,
                              v_empty, Q, K, V, Out, Lse, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp,
                              stride_plh, stride_plc, dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb,
                              stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh,
-                             stride_lb, stride_lh, b, h, hk, t0 + HALF, first, n_tiles, n_text, window, qk_scale,
-                             HEAD_DIM, CHUNK, HALF, BLOCK_N, STAGES, True, 4, ABL)),
-                (_producer, (k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, b, hk, first,
-                             n_tiles, STAGES, CHUNK, BLOCK_N)),
+                             stride_lb, stride_lh, n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale,
+                             GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N, STAGES)),
+                (_consumer, (1, q_bufs, q_full, q_empty, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty,
+                             v_empty, Q, K, V, Out, Lse, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp,
+                             stride_plh, stride_plc, dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb,
+                             stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh,
+                             stride_lb, stride_lh, n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale,
+                             GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N, STAGES)),
+                (_producer, (q_desc, k_desc, v_desc, q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full,
+                             k_empty, v_empty, n_row_tiles, n_tiles_total, heads, n_text, window, GROUPS, CHUNK,
+                             BLOCK_M, BLOCK_N, STAGES)),
             ], [4, 1], [_REGS_CONSUMER, _REGS_PRODUCER])
-        else:
+        else:  # one row tile per program, one warpgroup that also issues the loads
+            b, h, hk, t0, first, n_tiles = _tile(gl.program_id(0), n_row_tiles, heads, n_text, window, GROUPS,
+                                                 CHUNK, BLOCK_M, BLOCK_N)
+            q_smem = gl.allocate_shared_memory(dtype, q_desc.block_type.shape, q_desc.layout)
+            q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+            mbarrier.init(q_bar, count=1)
+            mbarrier.expect(q_bar, q_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(q_desc, [b, h, t0 // CHUNK, 0, 0], q_bar, q_smem)
             for i in gl.static_range(STAGES):
                 _issue(k_desc, k_full, k_bufs, b, hk, i, first, n_tiles, STAGES, CHUNK, BLOCK_N)
                 _issue(v_desc, v_full, v_bufs, b, hk, i, first, n_tiles, STAGES, CHUNK, BLOCK_N)
             mbarrier.wait(q_bar, 0)
-            _consumer(q_all, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
-                      Q, K, V, Out, Lse, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh,
-                      stride_plc, dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh,
-                      stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
-                      b, h, hk, t0, first, n_tiles, n_text, window, qk_scale,
-                      HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N, STAGES, False, num_warps, ABL)
+            b64 = b.to(gl.int64)
+            o_base = Out + b64 * stride_ob + h * stride_oh
+            lse_base = Lse + b64 * stride_lb + h * stride_lh
+            _rows(q_smem.reshape([BLOCK_M, HEAD_DIM]), k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty,
+                  v_empty, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc,
+                  dense_chunks, stride_ol, b, h, hk, o_base, lse_base, t0, first, n_tiles, 0, n_text, window,
+                  qk_scale, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N, STAGES, False, num_warps)
+            _summary_rows(Q + b64 * stride_qb + h * stride_qh, K + b64 * stride_kb + hk * stride_kh,
+                          V + b64 * stride_vb + hk * stride_vh, o_base, lse_base, stride_ql, stride_kl, stride_vl,
+                          stride_ol, t0 // CHUNK, n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, BLOCK_M, num_warps)
