@@ -41,9 +41,9 @@ __all__ = ["band_supported", "ksa_band"]
 
 LOG2E = math.log2(math.e)
 #: (BLOCK_M, BLOCK_N, STAGES, num_warps); RECFX_KSA_GLUON_CONFIG="bm,bn,stages,warps" overrides (sweeps)
-DEFAULT_CONFIG = (64, 64, 3, 4, False)
+DEFAULT_CONFIG = (128, 64, 3, 4, True, False)
 #: registers per thread of the warp-specialised partitions (setmaxnreg): consumer warpgroup, producer warp
-REGS_CONSUMER = 168
+REGS_CONSUMER = int(os.environ.get('RECFX_KSA_GLUON_REGS', '168'))
 REGS_PRODUCER = 40
 if gluon is not None:
     _REGS_CONSUMER = gl.constexpr(REGS_CONSUMER)
@@ -59,7 +59,7 @@ def band_supported(q: torch.Tensor, k: torch.Tensor, chunk_size: int, summaries:
         return False
     length, head_dim = q.shape[1], q.shape[3]
     n_text = length - length // (chunk_size + 1)
-    bm, bn, _, _, _ = _config()
+    bm, bn, _, _, _, _ = _config()
     return (summaries == 1 and _capability(q.device.index) == 9 and q.dtype in (torch.bfloat16, torch.float16)
             and k.dtype == q.dtype and head_dim in (64, 128) and n_text % chunk_size == 0 and n_text > 0
             and bm % chunk_size == 0 and bn % chunk_size == 0
@@ -77,13 +77,13 @@ def _capability(index: int | None) -> int:
     return torch.cuda.get_device_capability(index)[0]
 
 
-def _config() -> tuple[int, int, int, int, bool]:
-    """(BLOCK_M, BLOCK_N, STAGES, warps, warp-specialised): DEFAULT_CONFIG or RECFX_KSA_GLUON_CONFIG."""
+def _config() -> tuple[int, int, int, int, bool, bool]:
+    """(BLOCK_M, BLOCK_N, STAGES, warps, warp-specialised, Q in registers): DEFAULT_CONFIG or RECFX_KSA_GLUON_CONFIG."""
     text = os.environ.get("RECFX_KSA_GLUON_CONFIG")
     if not text:
         return DEFAULT_CONFIG
-    bm, bn, stages, warps, *ws = (int(x) for x in text.split(","))
-    return bm, bn, stages, warps, bool(ws and ws[0])
+    bm, bn, stages, warps, *flags = (int(x) for x in text.split(","))
+    return bm, bn, stages, warps, bool(flags and flags[0]), bool(len(flags) > 1 and flags[1])
 
 
 def _text_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:
@@ -105,7 +105,7 @@ def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
     """
     _, length, heads, head_dim = q.shape
     n_text = length - length // (chunk_size + 1)
-    bm, bn, stages, warps, ws = _config()
+    bm, bn, stages, warps, ws, q_regs = _config()
     po, pl = prefix
     n_row_tiles = -(-n_text // bm)
     total = n_row_tiles * q.shape[0] * heads
@@ -117,7 +117,7 @@ def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), lse.stride(0),
         lse.stride(1), n_row_tiles, total, heads, n_text, window, scale * LOG2E,
         GROUPS=heads // k.shape[2], HEAD_DIM=head_dim, CHUNK=chunk_size, BLOCK_M=bm, BLOCK_N=bn, STAGES=stages,
-        WS=ws, num_warps=warps)
+        WS=ws, Q_REGS=q_regs, num_warps=warps)
 
 
 if gluon is not None:
@@ -162,7 +162,7 @@ if gluon is not None:
               PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
               stride_ol, b, h, hk, o_base, lse_base, t0, first, n_tiles, g0, n_text, window, qk_scale,
               HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-              STAGES: gl.constexpr, WS: gl.constexpr, WARPS: gl.constexpr):
+              STAGES: gl.constexpr, WS: gl.constexpr, WARPS: gl.constexpr, Q_REGS: gl.constexpr):
         """``ROWS`` text rows from t0 (one warpgroup): band attention over the CTA's key tiles, rows stored.
 
         The CTA's key tiles are ring entries g0 .. g0 + n_tiles - 1 (slot g % STAGES, phase g // STAGES).
@@ -207,13 +207,17 @@ if gluon is not None:
         po = PO + h * stride_poh + (t_o % CHUNK) * stride_pop + cp_o * stride_poc
         o = gl.load(po[:, None] + d_o[None, :], mask=given_o[:, None], other=0.0).to(gl.float32)
         zero_s = gl.zeros([ROWS, BLOCK_N], gl.float32, S_LAYOUT)
+        if Q_REGS:  # Q as the register operand of Q K^T: the tensor cores then read only K from shared memory
+            q_op = q_tile.load(gl.DotOperandLayout(operand_index=0, parent=S_LAYOUT, k_width=2))
+        else:
+            q_op = q_tile
 
         # first tile: scores, softmax
         g = g0 + j_lo
         mbarrier.wait(k_full.index(g % STAGES), (g // STAGES) & 1)
         k_tile = k_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
-        s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
-        s, _, _ = warpgroup_mma_wait(0, deps=(s_tok, q_tile, k_tile))
+        s_tok = warpgroup_mma(q_op, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
+        s, _, _ = warpgroup_mma_wait(0, deps=(s_tok, q_op, k_tile))
         if WS:
             mbarrier.arrive(k_empty.index(g % STAGES))
         else:
@@ -229,11 +233,11 @@ if gluon is not None:
             g = g0 + j
             mbarrier.wait(k_full.index(g % STAGES), (g // STAGES) & 1)
             k_tile = k_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
-            s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
+            s_tok = warpgroup_mma(q_op, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
             mbarrier.wait(v_full.index((g - 1) % STAGES), ((g - 1) // STAGES) & 1)
             v_tile = v_bufs.index((g - 1) % STAGES).reshape([BLOCK_N, HEAD_DIM])
             o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
-            s, _, _ = warpgroup_mma_wait(1, deps=(s_tok, q_tile, k_tile))
+            s, _, _ = warpgroup_mma_wait(1, deps=(s_tok, q_op, k_tile))
             if WS:
                 mbarrier.arrive(k_empty.index(g % STAGES))
             else:
@@ -328,7 +332,7 @@ if gluon is not None:
                   stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
                   n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale,
                   GROUPS: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr,
-                  BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+                  BLOCK_N: gl.constexpr, STAGES: gl.constexpr, Q_REGS: gl.constexpr):
         """One consumer warpgroup of the persistent kernel: rows [t0 + half * BLOCK_M / 2, + BLOCK_M / 2) of every
         row tile of this CTA, then the summary queries of their chunks."""
         ROWS: gl.constexpr = BLOCK_M // 2
@@ -345,7 +349,7 @@ if gluon is not None:
             _rows(q_tile, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
                   PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
                   stride_ol, b, h, hk, o_base, lse_base, t0 + half * ROWS, first, n_tiles, g0, n_text, window,
-                  qk_scale, HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, True, 4)
+                  qk_scale, HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, True, 4, Q_REGS)
             mbarrier.arrive(q_empty.index(r % 2))
             _summary_rows(Q + b64 * stride_qb + h * stride_qh, K + b64 * stride_kb + hk * stride_kh,
                           V + b64 * stride_vb + hk * stride_vh, o_base, lse_base, stride_ql, stride_kl, stride_vl,
@@ -387,7 +391,8 @@ if gluon is not None:
                      stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
                      n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale,
                      GROUPS: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr,
-                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, WS: gl.constexpr, num_warps: gl.constexpr):
+                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, WS: gl.constexpr, Q_REGS: gl.constexpr,
+                     num_warps: gl.constexpr):
         dtype: gl.constexpr = q_desc.dtype
         k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
         v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
@@ -400,7 +405,8 @@ if gluon is not None:
             mbarrier.init(v_full.index(i), count=1)
             mbarrier.init(k_empty.index(i), count=2)
             mbarrier.init(v_empty.index(i), count=2)
-        if WS:  # persistent: two consumer warpgroups of BLOCK_M / 2 rows each and one producer warp
+        # persistent: two consumer warpgroups of BLOCK_M / 2 rows each and one producer warp
+        if True:
             q_bufs = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
             q_full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
             q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
@@ -413,36 +419,14 @@ if gluon is not None:
                              stride_plh, stride_plc, dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb,
                              stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh,
                              stride_lb, stride_lh, n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale,
-                             GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N, STAGES)),
+                             GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N, STAGES, Q_REGS)),
                 (_consumer, (1, q_bufs, q_full, q_empty, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty,
                              v_empty, Q, K, V, Out, Lse, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp,
                              stride_plh, stride_plc, dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb,
                              stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh,
                              stride_lb, stride_lh, n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale,
-                             GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N, STAGES)),
+                             GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N, STAGES, Q_REGS)),
                 (_producer, (q_desc, k_desc, v_desc, q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full,
                              k_empty, v_empty, n_row_tiles, n_tiles_total, heads, n_text, window, GROUPS, CHUNK,
                              BLOCK_M, BLOCK_N, STAGES)),
             ], [4, 1], [_REGS_CONSUMER, _REGS_PRODUCER])
-        else:  # one row tile per program, one warpgroup that also issues the loads
-            b, h, hk, t0, first, n_tiles = _tile(gl.program_id(0), n_row_tiles, heads, n_text, window, GROUPS,
-                                                 CHUNK, BLOCK_M, BLOCK_N)
-            q_smem = gl.allocate_shared_memory(dtype, q_desc.block_type.shape, q_desc.layout)
-            q_bar = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
-            mbarrier.init(q_bar, count=1)
-            mbarrier.expect(q_bar, q_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(q_desc, [b, h, t0 // CHUNK, 0, 0], q_bar, q_smem)
-            for i in gl.static_range(STAGES):
-                _issue(k_desc, k_full, k_bufs, b, hk, i, first, n_tiles, STAGES, CHUNK, BLOCK_N)
-                _issue(v_desc, v_full, v_bufs, b, hk, i, first, n_tiles, STAGES, CHUNK, BLOCK_N)
-            mbarrier.wait(q_bar, 0)
-            b64 = b.to(gl.int64)
-            o_base = Out + b64 * stride_ob + h * stride_oh
-            lse_base = Lse + b64 * stride_lb + h * stride_lh
-            _rows(q_smem.reshape([BLOCK_M, HEAD_DIM]), k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty,
-                  v_empty, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc,
-                  dense_chunks, stride_ol, b, h, hk, o_base, lse_base, t0, first, n_tiles, 0, n_text, window,
-                  qk_scale, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N, STAGES, False, num_warps)
-            _summary_rows(Q + b64 * stride_qb + h * stride_qh, K + b64 * stride_kb + hk * stride_kh,
-                          V + b64 * stride_vb + hk * stride_vh, o_base, lse_base, stride_ql, stride_kl, stride_vl,
-                          stride_ol, t0 // CHUNK, n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, BLOCK_M, num_warps)
