@@ -44,7 +44,7 @@ LOG2E = math.log2(math.e)
 DEFAULT_CONFIG = (128, 64, 3, 4, True, False)
 #: registers per thread of the warp-specialised partitions (setmaxnreg): consumer warpgroup, producer warp
 REGS_CONSUMER = int(os.environ.get('RECFX_KSA_GLUON_REGS', '168'))
-REGS_PRODUCER = 40
+REGS_PRODUCER = int(os.environ.get('RECFX_KSA_GLUON_PREGS', '40'))
 if gluon is not None:
     _REGS_CONSUMER = gl.constexpr(REGS_CONSUMER)
     _REGS_PRODUCER = gl.constexpr(REGS_PRODUCER)
