@@ -5,7 +5,10 @@ kernel and ``RECFX_KSA_GLUON_CONFIG`` the Gluon block shape. Checks: full output
 head dims, dtypes, ragged tails and batch 2. Timing: every Gluon shape beside the Triton kernel and SDPA causal over
 the text, in the same run (rounds, median).
 
-    PYTHONPATH=$PWD python3 bench/probes/gluon_band.py out.json [--sizes 16384,32768,65536] [--configs "64,64,3,4;..."]
+    PYTHONPATH=$PWD python3 bench/probes/gluon_band.py out.json [--sizes 16384,32768,65536] [--configs "128,2;64,3"]
+
+(--configs: BLOCK_N,STAGES of the Gluon kernel.) Results of the design steps are in bench/results/ksa_gluon_probe*.json
+and ksa_gluon_ablation1.log; the kernel variants they measured are described in docs/ksa.md.
 """
 
 from __future__ import annotations
@@ -125,43 +128,20 @@ def timing(n: int, configs: list[str], rep_ms: int, rounds: int) -> dict[str, An
     return row
 
 
-def ablation(n: int, configs: list[str], abls: list[int], rep_ms: int) -> list[dict[str, Any]]:
-    """Band-kernel time with parts switched off (RECFX_KSA_GLUON_ABL bits: 1 no exp, 2 no P@V, 4 no K/V loads in
-    the loop, 8 no softmax at all). Outputs are wrong by design; only the time counts."""
-    h, d, chunk, w = 16, 128, 8, 128
-    length = interleaved_length(n, chunk, 1)
-    q, k, v = (torch.randn(1, length, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
-    given = ksa_dense.dense_prefix(q, k, v, chunk, w, d**-0.5)
-    out, lse = torch.empty_like(q), torch.empty(1, h, length, device="cuda")
-    rows = []
-    for config in configs:
-        os.environ["RECFX_KSA_GLUON_CONFIG"] = config
-        for abl in abls:
-            os.environ["RECFX_KSA_GLUON_ABL"] = str(abl)
-            ms = timed(lambda: ksa_gluon.ksa_band(q, k, v, out, lse, given, chunk, w, d**-0.5), rep_ms)
-            rows.append({"n": n, "config": config, "abl": abl, "band_ms": ms})
-            log(f"ablation {json.dumps(rows[-1])}")
-    os.environ["RECFX_KSA_GLUON_ABL"] = "0"
-    return rows
-
-
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("out")
     p.add_argument("--sizes", type=lambda s: [int(x) for x in s.split(",")], default=[16384, 32768, 65536])
-    p.add_argument("--configs", type=lambda s: s.split(";"), default=["64,64,3,4"])
+    p.add_argument("--configs", type=lambda s: s.split(";"), default=["128,2"])
     p.add_argument("--rep-ms", type=int, default=100)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--parts", default="checks,timing")
-    p.add_argument("--abl", type=lambda s: [int(x) for x in s.split(",")], default=[0, 1, 2, 4, 8, 6, 10, 14])
     args = p.parse_args()
     result: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
     if "checks" in args.parts:
         result["checks"] = checks(args.configs)
     if "timing" in args.parts:
         result["timing"] = [timing(n, args.configs, args.rep_ms, args.rounds) for n in args.sizes]
-    if "ablation" in args.parts:
-        result["ablation"] = [r for n in args.sizes for r in ablation(n, args.configs, args.abl, args.rep_ms)]
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
 

@@ -1,23 +1,26 @@
-"""The KSA text band as a Gluon kernel for Hopper: explicit TMA rings, mbarriers and asynchronous wgmma.
+"""The KSA text band as a Gluon kernel for Hopper: a persistent, warp-specialised FlashAttention-3-style loop.
 
-With the summary prefix taken from one dense attention (``ksa_dense.py``), what is left of a text row's work is
-its text band: the whole text of the W previous chunks and its own chunk causally, about W*k + 1 keys. The Triton
-kernel (``ksa_prefill.py``) walks it at about 260 useful TFLOP/s at 32K text tokens, because Triton's pipeliner
-neither hides the K/V loads nor overlaps the softmax with the tensor cores (docs/ksa.md). This kernel schedules
-both by hand, as FlashAttention-3 does within one warpgroup:
+With the summary prefix taken from one dense attention (``ksa_dense.py``, cuDNN), what is left of a text row's work
+is its text band: the whole text of the W previous chunks and its own chunk causally, about W*k + 1 keys. The
+Triton kernel (``ksa_prefill.py``) walks it at about 260 useful TFLOP/s at 32K text tokens: Triton's pipeliner
+neither hides the K/V loads nor overlaps the softmax with the tensor cores (docs/ksa.md). This kernel schedules both
+by hand, in Gluon (Triton's explicit dialect: layouts, shared memory, mbarriers and wgmma are spelled out):
 
-- K and V come through TMA into two rings of ``STAGES`` buffers, each buffer with its own mbarrier. A K buffer is
-  refilled as soon as its scores are computed, a V buffer as soon as its P @ V product is done, so every load is
-  issued ``STAGES - 1`` iterations before it is needed.
-- Iteration j issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} back to back, waits for S_j only, and computes the
-  softmax of S_j while the P @ V product still runs on the tensor cores. O is rescaled once that product is done.
-- Each program owns ``BLOCK_M`` consecutive text rows of one (batch, head) (one warpgroup). Rows of chunks past the
-  window start from the dense prefix's (out, lse); only the band's first tile (the window's lower bound, chunk
-  granular) and the tiles crossing the diagonal are masked.
+- Persistent: one CTA per SM walks row tiles ``BLOCK_M`` = 128 text rows of one (batch, head) at a time;
+  neighbouring CTAs take neighbouring row tiles of one head, so their key windows meet in L2.
+- Warp-specialised: a producer warp brings each row tile's Q and then its K and V tiles (``BLOCK_N`` keys, grouped
+  by whole chunks of the interleaved layout) through TMA into rings of ``STAGES`` slots, running ahead across row
+  tiles; two consumer warpgroups own 64 rows each and release every slot through an ``empty`` mbarrier.
+- In each consumer, iteration j issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} back to back on the tensor cores,
+  waits for S_j only, and computes the softmax of S_j while the P @ V product still runs.
+- Rows of chunks past the window start from the dense prefix's (out, lse); only the band's first tile (the window's
+  lower bound, chunk granular) and the tiles crossing the diagonal are masked. After its text rows, each consumer
+  computes the summary queries of their chunks (S = 1: their chunk's text and themselves) on the CUDA cores.
 
-Scope: S = 1, every chunk complete (n_text % k == 0), k dividing both block sizes, 16-bit inputs, head dim 64 or
-128, sm90. The summary queries are left to the Triton kernel (``ksa_prefill._ksa_summary_kernel``). Gluon kernels
-do not run under the Triton interpreter: they are checked on the GPU (``bench/ksa.py --parts checks``).
+Scope (``band_supported``): S = 1, every chunk complete (n_text % k == 0), k a power of two dividing 64, bf16/fp16,
+head dim 64 or 128, Hopper (sm90), 16-byte aligned strides. Gluon kernels do not run under the Triton interpreter:
+they are checked on the GPU against float64 (``bench/probes/gluon_band.py``, ``bench/ksa.py --parts checks``).
+Measurements and the designs that lost: docs/ksa.md.
 """
 
 from __future__ import annotations
@@ -40,18 +43,23 @@ except ImportError:  # a Triton without Gluon: the Triton kernel runs the band
 __all__ = ["band_supported", "ksa_band"]
 
 LOG2E = math.log2(math.e)
-#: (BLOCK_M, BLOCK_N, STAGES, num_warps); RECFX_KSA_GLUON_CONFIG="bm,bn,stages,warps" overrides (sweeps)
-DEFAULT_CONFIG = (128, 64, 3, 4, True, False)
-#: registers per thread of the warp-specialised partitions (setmaxnreg): consumer warpgroup, producer warp
-REGS_CONSUMER = int(os.environ.get('RECFX_KSA_GLUON_REGS', '168'))
-REGS_PRODUCER = int(os.environ.get('RECFX_KSA_GLUON_PREGS', '40'))
+#: text rows per row tile: two consumer warpgroups of 64 rows
+BLOCK_M = 128
+#: (BLOCK_N, STAGES): keys per tile and ring depth. 128 keys x 2 stages was 13% faster on the band than 64 x 3 at 32K
+#: text tokens (bench/results/ksa_gluon_probe6.json); RECFX_KSA_GLUON_CONFIG="bn,stages" overrides (sweeps)
+DEFAULT_CONFIG = (128, 2)
+#: registers per thread after setmaxnreg: consumer warpgroup, producer partition. The default partition (the first
+#: consumer) is raised to 256, the CTA starts with 168 x 384 threads, and the producer partition is padded to a
+#: warpgroup, so 256 + consumer + producer must stay <= 504 or a register request never completes.
+REGS_CONSUMER = 216
+REGS_PRODUCER = 32
 if gluon is not None:
     _REGS_CONSUMER = gl.constexpr(REGS_CONSUMER)
     _REGS_PRODUCER = gl.constexpr(REGS_PRODUCER)
 
 
 def band_supported(q: torch.Tensor, k: torch.Tensor, chunk_size: int, summaries: int) -> bool:
-    """Whether :func:`ksa_band` can run the text band of these inputs (see the module docstring).
+    """Whether :func:`ksa_band` can run these inputs (see the module docstring).
 
     ``RECFX_KSA_BAND=triton`` turns it off (A/B measurements).
     """
@@ -59,12 +67,12 @@ def band_supported(q: torch.Tensor, k: torch.Tensor, chunk_size: int, summaries:
         return False
     length, head_dim = q.shape[1], q.shape[3]
     n_text = length - length // (chunk_size + 1)
-    bm, bn, _, _, _, _ = _config()
+    block_n, _ = _config()
     return (summaries == 1 and _capability(q.device.index) == 9 and q.dtype in (torch.bfloat16, torch.float16)
             and k.dtype == q.dtype and head_dim in (64, 128) and n_text % chunk_size == 0 and n_text > 0
-            and bm % chunk_size == 0 and bn % chunk_size == 0
-            and all(x.stride(-1) == 1 and x.data_ptr() % 16 == 0 and all(s * x.element_size() % 16 == 0
-                                                                       for s in x.stride()[:-1]) for x in (q, k)))
+            and chunk_size & (chunk_size - 1) == 0 and 64 % chunk_size == 0 and block_n % chunk_size == 0
+            and all(x.stride(-1) == 1 and x.data_ptr() % 16 == 0
+                    and all(st * x.element_size() % 16 == 0 for st in x.stride()[:-1]) for x in (q, k)))
 
 
 @functools.cache
@@ -77,13 +85,13 @@ def _capability(index: int | None) -> int:
     return torch.cuda.get_device_capability(index)[0]
 
 
-def _config() -> tuple[int, int, int, int, bool, bool]:
-    """(BLOCK_M, BLOCK_N, STAGES, warps, warp-specialised, Q in registers): DEFAULT_CONFIG or RECFX_KSA_GLUON_CONFIG."""
+def _config() -> tuple[int, int]:
+    """(BLOCK_N, STAGES): DEFAULT_CONFIG, or RECFX_KSA_GLUON_CONFIG="bn,stages" (A/B sweeps)."""
     text = os.environ.get("RECFX_KSA_GLUON_CONFIG")
     if not text:
         return DEFAULT_CONFIG
-    bm, bn, stages, warps, *flags = (int(x) for x in text.split(","))
-    return bm, bn, stages, warps, bool(flags and flags[0]), bool(len(flags) > 1 and flags[1])
+    block_n, stages = (int(x) for x in text.split(","))
+    return block_n, stages
 
 
 def _text_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:
@@ -99,39 +107,26 @@ def _text_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:
 
 def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
              prefix: tuple[torch.Tensor, torch.Tensor], chunk_size: int, window: int, scale: float) -> None:
-    """Text rows and summary rows of one batch row (B = 1 views), the text rows started from the dense prefix.
-
-    ``prefix`` is ``ksa_dense.dense_prefix``'s (out [k, H, C', D], lse [k, H, C']) for this row.
-    """
+    """Text rows and summary rows of one batch row (B = 1 views) into out / lse, the text rows started from the
+    dense prefix: ``ksa_dense.dense_prefix``'s (out [k, H, C', D], lse [k, H, C']) for this row."""
     _, length, heads, head_dim = q.shape
     n_text = length - length // (chunk_size + 1)
-    bm, bn, stages, warps, ws, q_regs = _config()
+    block_n, stages = _config()
     po, pl = prefix
-    n_row_tiles = -(-n_text // bm)
+    n_row_tiles = -(-n_text // BLOCK_M)
     total = n_row_tiles * q.shape[0] * heads
-    grid = (min(total, _sm_count(q.device.index)) if ws else total,)
-    _band_kernel[grid](
-        _text_descriptor(q, chunk_size, bm), _text_descriptor(k, chunk_size, bn), _text_descriptor(v, chunk_size, bn),
+    _band_kernel[(min(total, _sm_count(q.device.index)),)](
+        _text_descriptor(q, chunk_size, BLOCK_M), _text_descriptor(k, chunk_size, block_n),
+        _text_descriptor(v, chunk_size, block_n),
         q, k, v, out, lse, po, pl, *po.stride()[:3], *pl.stride(), po.shape[2],
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), lse.stride(0),
         lse.stride(1), n_row_tiles, total, heads, n_text, window, scale * LOG2E,
-        GROUPS=heads // k.shape[2], HEAD_DIM=head_dim, CHUNK=chunk_size, BLOCK_M=bm, BLOCK_N=bn, STAGES=stages,
-        WS=ws, Q_REGS=q_regs, num_warps=warps)
+        GROUPS=heads // k.shape[2], HEAD_DIM=head_dim, CHUNK=chunk_size, BLOCK_M=BLOCK_M, BLOCK_N=block_n,
+        STAGES=stages, num_warps=4)
 
 
 if gluon is not None:
-
-    @gluon.jit
-    def _issue(desc, bars, bufs, b, h, tile, first, n_tiles, STAGES: gl.constexpr, CHUNK: gl.constexpr,
-               BLOCK_N: gl.constexpr):
-        """TMA load of key tile ``tile`` (text keys first + tile * BLOCK_N ...) into its ring slot (if it exists)."""
-        slot = tile % STAGES
-        bar = bars.index(slot)
-        ok = tile < n_tiles
-        mbarrier.expect(bar, desc.block_type.nbytes, pred=ok)
-        tma.async_copy_global_to_shared(desc, [b, h, (first + tile * BLOCK_N) // CHUNK, 0, 0], bar,
-                                        bufs.index(slot), pred=ok)
 
     @gluon.jit
     def _softmax(s, m_i, l_i, start, t, band_lo, qk_scale, masked,
@@ -162,16 +157,13 @@ if gluon is not None:
               PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
               stride_ol, b, h, hk, o_base, lse_base, t0, first, n_tiles, g0, n_text, window, qk_scale,
               HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-              STAGES: gl.constexpr, WS: gl.constexpr, WARPS: gl.constexpr, Q_REGS: gl.constexpr):
-        """``ROWS`` text rows from t0 (one warpgroup): band attention over the CTA's key tiles, rows stored.
-
-        The CTA's key tiles are ring entries g0 .. g0 + n_tiles - 1 (slot g % STAGES, phase g // STAGES).
-        Single-partition (``WS`` false, g0 = 0): this warpgroup also refills the rings. Warp-specialised: a
-        producer warp fills them and this warpgroup releases every entry, computed or not, through ``empty``.
-        """
-        S_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
+              STAGES: gl.constexpr):
+        """``ROWS`` = 64 text rows from t0 (one consumer warpgroup): band attention over its row tile's key tiles,
+        rows stored. The row tile's key tiles are ring entries g0 .. g0 + n_tiles - 1 (slot g % STAGES, phase
+        g // STAGES); every entry is released through ``empty``, also those this half does not need."""
+        S_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, BLOCK_N, 16])
-        O_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
+        O_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, HEAD_DIM, 16])
         P_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=O_LAYOUT, k_width=2)
         ROW_S: gl.constexpr = gl.SliceLayout(1, S_LAYOUT)
@@ -186,10 +178,9 @@ if gluon is not None:
         j_lo = (gl.maximum(c0 - window, 0) * CHUNK // BLOCK_N * BLOCK_N - first) // BLOCK_N
         j_hi = (t_last + 1 - first + BLOCK_N - 1) // BLOCK_N
         j_lo = gl.minimum(j_lo, j_hi - 1)  # (a half past the end of the text computes a tile nobody stores)
-        if WS:
-            for j in range(0, j_lo):
-                _pass(k_full, k_empty, g0 + j, STAGES)
-                _pass(v_full, v_empty, g0 + j, STAGES)
+        for j in range(0, j_lo):
+            _pass(k_full, k_empty, g0 + j, STAGES)
+            _pass(v_full, v_empty, g0 + j, STAGES)
 
         # rows: text index, window bound, start from the dense prefix where there is one
         t = t0 + gl.arange(0, ROWS, layout=ROW_S)
@@ -207,21 +198,14 @@ if gluon is not None:
         po = PO + h * stride_poh + (t_o % CHUNK) * stride_pop + cp_o * stride_poc
         o = gl.load(po[:, None] + d_o[None, :], mask=given_o[:, None], other=0.0).to(gl.float32)
         zero_s = gl.zeros([ROWS, BLOCK_N], gl.float32, S_LAYOUT)
-        if Q_REGS:  # Q as the register operand of Q K^T: the tensor cores then read only K from shared memory
-            q_op = q_tile.load(gl.DotOperandLayout(operand_index=0, parent=S_LAYOUT, k_width=2))
-        else:
-            q_op = q_tile
 
         # first tile: scores, softmax
         g = g0 + j_lo
         mbarrier.wait(k_full.index(g % STAGES), (g // STAGES) & 1)
         k_tile = k_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
-        s_tok = warpgroup_mma(q_op, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
-        s, _, _ = warpgroup_mma_wait(0, deps=(s_tok, q_op, k_tile))
-        if WS:
-            mbarrier.arrive(k_empty.index(g % STAGES))
-        else:
-            _issue(k_desc, k_full, k_bufs, b, hk, j_lo + STAGES, first, n_tiles, STAGES, CHUNK, BLOCK_N)
+        s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
+        s, _, _ = warpgroup_mma_wait(0, deps=(s_tok, q_tile, k_tile))
+        mbarrier.arrive(k_empty.index(g % STAGES))
         start = first + j_lo * BLOCK_N
         p, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
                                       (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
@@ -233,23 +217,17 @@ if gluon is not None:
             g = g0 + j
             mbarrier.wait(k_full.index(g % STAGES), (g // STAGES) & 1)
             k_tile = k_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
-            s_tok = warpgroup_mma(q_op, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
+            s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
             mbarrier.wait(v_full.index((g - 1) % STAGES), ((g - 1) // STAGES) & 1)
             v_tile = v_bufs.index((g - 1) % STAGES).reshape([BLOCK_N, HEAD_DIM])
             o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
-            s, _, _ = warpgroup_mma_wait(1, deps=(s_tok, q_op, k_tile))
-            if WS:
-                mbarrier.arrive(k_empty.index(g % STAGES))
-            else:
-                _issue(k_desc, k_full, k_bufs, b, hk, j + STAGES, first, n_tiles, STAGES, CHUNK, BLOCK_N)
+            s, _, _ = warpgroup_mma_wait(1, deps=(s_tok, q_tile, k_tile))
+            mbarrier.arrive(k_empty.index(g % STAGES))
             start = first + j * BLOCK_N
             p_new, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
                                               (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
             o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
-            if WS:
-                mbarrier.arrive(v_empty.index((g - 1) % STAGES))
-            else:
-                _issue(v_desc, v_full, v_bufs, b, hk, j - 1 + STAGES, first, n_tiles, STAGES, CHUNK, BLOCK_N)
+            mbarrier.arrive(v_empty.index((g - 1) % STAGES))
             o = o * gl.convert_layout(alpha, ROW_O)[:, None]
             p = gl.convert_layout(p_new.to(dtype), P_LAYOUT)
 
@@ -258,11 +236,10 @@ if gluon is not None:
         v_tile = v_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
         o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
         o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
-        if WS:
-            mbarrier.arrive(v_empty.index(g % STAGES))
-            for j in range(j_hi, n_tiles):
-                _pass(k_full, k_empty, g0 + j, STAGES)
-                _pass(v_full, v_empty, g0 + j, STAGES)
+        mbarrier.arrive(v_empty.index(g % STAGES))
+        for j in range(j_hi, n_tiles):
+            _pass(k_full, k_empty, g0 + j, STAGES)
+            _pass(v_full, v_empty, g0 + j, STAGES)
 
         # rows out: interleaved positions, natural log-sum-exp
         ok_o = t_o < n_text
@@ -301,17 +278,17 @@ if gluon is not None:
         m = gl.maximum(gl.max(scores, 1), own)
         p = gl.exp2(scores - m[:, None])
         p_own = gl.exp2(own - m)
-        l = gl.sum(p, 1) + p_own
+        l_sum = gl.sum(p, 1) + p_own
         vt = gl.load(v_base + text_pos[:, :, None] * stride_vl + d3, mask=ok3, other=0.0).to(gl.float32)
         vs = gl.load(v_base + sum_pos[:, None, None] * stride_vl + d3, mask=ok3, other=0.0).to(gl.float32)
         acc = gl.sum(p[:, :, None] * vt, 1) + gl.sum(p_own[:, None, None] * vs, 1)  # [CH, D]
-        l_cd = gl.convert_layout(l, gl.SliceLayout(1, L_CD))
+        l_cd = gl.convert_layout(l_sum, gl.SliceLayout(1, L_CD))
         out = acc / l_cd[:, None]
         pos_cd = gl.convert_layout(sum_pos, gl.SliceLayout(1, L_CD))
         ok_cd = gl.convert_layout(ok, gl.SliceLayout(1, L_CD))
         gl.store(o_base + pos_cd[:, None] * stride_ol + dd[None, :], out.to(o_base.dtype.element_ty),
                  mask=ok_cd[:, None])
-        gl.store(lse_base + sum_pos, (m + gl.log2(l)) * 0.6931471805599453, mask=ok)
+        gl.store(lse_base + sum_pos, (m + gl.log2(l_sum)) * 0.6931471805599453, mask=ok)
 
     @gluon.jit
     def _tile(tile_id, n_row_tiles, heads, n_text, window, GROUPS: gl.constexpr, CHUNK: gl.constexpr,
@@ -326,13 +303,14 @@ if gluon is not None:
         return pid_bh // heads, h, h // GROUPS, t0, first, (t_last + 1 - first + BLOCK_N - 1) // BLOCK_N
 
     @gluon.jit
-    def _consumer(half: gl.constexpr, q_bufs, q_full, q_empty, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
+    def _consumer(half: gl.constexpr, q_bufs, q_full, q_empty, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full,
+                  k_empty, v_empty,
                   Q, K, V, Out, Lse, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc,
                   dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh,
                   stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
                   n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale,
                   GROUPS: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr,
-                  BLOCK_N: gl.constexpr, STAGES: gl.constexpr, Q_REGS: gl.constexpr):
+                  BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
         """One consumer warpgroup of the persistent kernel: rows [t0 + half * BLOCK_M / 2, + BLOCK_M / 2) of every
         row tile of this CTA, then the summary queries of their chunks."""
         ROWS: gl.constexpr = BLOCK_M // 2
@@ -349,14 +327,14 @@ if gluon is not None:
             _rows(q_tile, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
                   PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
                   stride_ol, b, h, hk, o_base, lse_base, t0 + half * ROWS, first, n_tiles, g0, n_text, window,
-                  qk_scale, HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, True, 4, Q_REGS)
+                  qk_scale, HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES)
             mbarrier.arrive(q_empty.index(r % 2))
             _summary_rows(Q + b64 * stride_qb + h * stride_qh, K + b64 * stride_kb + hk * stride_kh,
                           V + b64 * stride_vb + hk * stride_vh, o_base, lse_base, stride_ql, stride_kl, stride_vl,
                           stride_ol, (t0 + half * ROWS) // CHUNK, n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, ROWS,
                           4)
             g0 += n_tiles
-            r += 1
+            r += 1  # noqa: SIM113 (no enumerate in Gluon)
 
     @gluon.jit
     def _producer(q_desc, k_desc, v_desc, q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
@@ -371,7 +349,8 @@ if gluon is not None:
                                                  BLOCK_M, BLOCK_N)
             mbarrier.wait(q_empty.index(r % 2), ((r // 2) + 1) & 1, pred=r >= 2)
             mbarrier.expect(q_full.index(r % 2), q_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(q_desc, [b, h, t0 // CHUNK, 0, 0], q_full.index(r % 2), q_bufs.index(r % 2))
+            tma.async_copy_global_to_shared(q_desc, [b, h, t0 // CHUNK, 0, 0], q_full.index(r % 2),
+                                            q_bufs.index(r % 2))
             for j in range(n_tiles):
                 slot = g % STAGES
                 coord = [b, hk, (first + j * BLOCK_N) // CHUNK, 0, 0]
@@ -382,7 +361,7 @@ if gluon is not None:
                 mbarrier.expect(v_full.index(slot), v_desc.block_type.nbytes)
                 tma.async_copy_global_to_shared(v_desc, coord, v_full.index(slot), v_bufs.index(slot))
                 g += 1
-            r += 1
+            r += 1  # noqa: SIM113 (no enumerate in Gluon)
 
     @gluon.jit
     def _band_kernel(q_desc, k_desc, v_desc, Q, K, V, Out, Lse, PO, PL,
@@ -391,8 +370,7 @@ if gluon is not None:
                      stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
                      n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale,
                      GROUPS: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr,
-                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, WS: gl.constexpr, Q_REGS: gl.constexpr,
-                     num_warps: gl.constexpr):
+                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, num_warps: gl.constexpr):
         dtype: gl.constexpr = q_desc.dtype
         k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
         v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
@@ -405,28 +383,27 @@ if gluon is not None:
             mbarrier.init(v_full.index(i), count=1)
             mbarrier.init(k_empty.index(i), count=2)
             mbarrier.init(v_empty.index(i), count=2)
-        # persistent: two consumer warpgroups of BLOCK_M / 2 rows each and one producer warp
-        if True:
-            q_bufs = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
-            q_full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-            q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-            for i in gl.static_range(2):
-                mbarrier.init(q_full.index(i), count=1)
-                mbarrier.init(q_empty.index(i), count=2)
-            gl.warp_specialize([
-                (_consumer, (0, q_bufs, q_full, q_empty, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty,
-                             v_empty, Q, K, V, Out, Lse, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp,
-                             stride_plh, stride_plc, dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb,
-                             stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh,
-                             stride_lb, stride_lh, n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale,
-                             GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N, STAGES, Q_REGS)),
-                (_consumer, (1, q_bufs, q_full, q_empty, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty,
-                             v_empty, Q, K, V, Out, Lse, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp,
-                             stride_plh, stride_plc, dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb,
-                             stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh,
-                             stride_lb, stride_lh, n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale,
-                             GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N, STAGES, Q_REGS)),
-                (_producer, (q_desc, k_desc, v_desc, q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full,
-                             k_empty, v_empty, n_row_tiles, n_tiles_total, heads, n_text, window, GROUPS, CHUNK,
-                             BLOCK_M, BLOCK_N, STAGES)),
-            ], [4, 1], [_REGS_CONSUMER, _REGS_PRODUCER])
+        # two consumer warpgroups of BLOCK_M / 2 rows each, one producer warp
+        q_bufs = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
+        q_full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(2):
+            mbarrier.init(q_full.index(i), count=1)
+            mbarrier.init(q_empty.index(i), count=2)
+        gl.warp_specialize([
+            (_consumer, (0, q_bufs, q_full, q_empty, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty,
+                         v_empty, Q, K, V, Out, Lse, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp,
+                         stride_plh, stride_plc, dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb,
+                         stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh,
+                         stride_lb, stride_lh, n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale,
+                         GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N, STAGES)),
+            (_consumer, (1, q_bufs, q_full, q_empty, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty,
+                         v_empty, Q, K, V, Out, Lse, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp,
+                         stride_plh, stride_plc, dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb,
+                         stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh,
+                         stride_lb, stride_lh, n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale,
+                         GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N, STAGES)),
+            (_producer, (q_desc, k_desc, v_desc, q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full,
+                         k_empty, v_empty, n_row_tiles, n_tiles_total, heads, n_text, window, GROUPS, CHUNK,
+                         BLOCK_M, BLOCK_N, STAGES)),
+        ], [4, 1], [_REGS_CONSUMER, _REGS_PRODUCER])
