@@ -2,7 +2,7 @@
 
 With the summary prefix taken from one dense attention (``ksa_dense.py``, cuDNN), what is left of a text row's work
 is its text band: the whole text of the W previous chunks and its own chunk causally, about W*k + 1 keys. The
-Triton kernel (``ksa_prefill.py``) walks it at about 260 useful TFLOP/s at 32K text tokens: Triton's pipeliner
+Triton kernel (``ksa_prefill.py``) walks it at about 300 useful TFLOP/s at 32K text tokens: Triton's pipeliner
 neither hides the K/V loads nor overlaps the softmax with the tensor cores (docs/ksa.md). This kernel schedules both
 by hand, in Gluon (Triton's explicit dialect: layouts, shared memory, mbarriers and wgmma are spelled out):
 
@@ -39,6 +39,8 @@ try:
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 except ImportError:  # a Triton without Gluon: the Triton kernel runs the band
     gluon = None
+else:  # TMA global -> shared copy: async_copy_global_to_shared up to Triton 3.6, async_load from 3.7
+    _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 
 __all__ = ["band_supported", "ksa_band"]
 
@@ -349,17 +351,17 @@ if gluon is not None:
                                                  BLOCK_M, BLOCK_N)
             mbarrier.wait(q_empty.index(r % 2), ((r // 2) + 1) & 1, pred=r >= 2)
             mbarrier.expect(q_full.index(r % 2), q_desc.block_type.nbytes)
-            tma.async_copy_global_to_shared(q_desc, [b, h, t0 // CHUNK, 0, 0], q_full.index(r % 2),
+            _tma_load(q_desc, [b, h, t0 // CHUNK, 0, 0], q_full.index(r % 2),
                                             q_bufs.index(r % 2))
             for j in range(n_tiles):
                 slot = g % STAGES
                 coord = [b, hk, (first + j * BLOCK_N) // CHUNK, 0, 0]
                 mbarrier.wait(k_empty.index(slot), ((g // STAGES) + 1) & 1, pred=g >= STAGES)
                 mbarrier.expect(k_full.index(slot), k_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(k_desc, coord, k_full.index(slot), k_bufs.index(slot))
+                _tma_load(k_desc, coord, k_full.index(slot), k_bufs.index(slot))
                 mbarrier.wait(v_empty.index(slot), ((g // STAGES) + 1) & 1, pred=g >= STAGES)
                 mbarrier.expect(v_full.index(slot), v_desc.block_type.nbytes)
-                tma.async_copy_global_to_shared(v_desc, coord, v_full.index(slot), v_bufs.index(slot))
+                _tma_load(v_desc, coord, v_full.index(slot), v_bufs.index(slot))
                 g += 1
             r += 1  # noqa: SIM113 (no enumerate in Gluon)
 

@@ -26,9 +26,9 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from recfx.kernels import ksa_prefill, ksa_tma
+from recfx.kernels import ksa_gluon, ksa_prefill, ksa_tma
 
-__all__ = ["KernelResources", "prefill_resources"]
+__all__ = ["KernelResources", "band_resources", "prefill_resources"]
 
 #: the kernel pointer arguments and their element types (bf16 inputs, float32 log-sum-exp)
 _POINTERS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "Out": "*bf16", "Lse": "*fp32", "PO": "*bf16", "PL": "*fp32"}
@@ -80,8 +80,49 @@ def prefill_resources(block_m: int, block_n: int, *, num_warps: int, num_stages:
             signature[name] = "i32"
     source = ASTSource(fn=ksa_prefill._ksa_prefill_body, signature=signature,
                        constexprs={(names.index(k),): v for k, v in constexprs.items()})
-    kernel = triton.compile(source, target=GPUTarget("cuda", arch, 32),
-                            options={"num_warps": num_warps, "num_stages": num_stages})
+    return _resources(triton.compile(source, target=GPUTarget("cuda", arch, 32),
+                                     options={"num_warps": num_warps, "num_stages": num_stages}))
+
+
+def band_resources(block_n: int, stages: int, *, head_dim: int = 128, chunk: int = 8,
+                   arch: int = 90) -> KernelResources:
+    """Build the Gluon band kernel (``ksa_gluon.py``, bf16, GQA 1) for ``sm_<arch>`` and return its resource use.
+
+    Registers and stack are those ptxas reports for the whole kernel (its partitions change their register count
+    with setmaxnreg); shared memory decides how many CTAs fit on an SM (one, by design).
+
+    Raises:
+        RuntimeError: this Triton has no Gluon.
+        triton.compiler.errors.CompilationError: the kernel does not compile for that target.
+    """
+    if ksa_gluon.gluon is None:
+        raise RuntimeError("this Triton build has no Gluon (triton.experimental.gluon)")
+    from triton.experimental.gluon import language as gl
+    from triton.experimental.gluon._runtime import GluonASTSource
+
+    constexprs: dict[str, Any] = {"GROUPS": 1, "HEAD_DIM": head_dim, "CHUNK": chunk, "BLOCK_M": ksa_gluon.BLOCK_M,
+                                  "BLOCK_N": block_n, "STAGES": stages, "num_warps": 4}
+    names = list(inspect.signature(ksa_gluon._band_kernel.fn).parameters)
+    signature = {}
+    for name in names:
+        if name in constexprs:
+            signature[name] = "constexpr"
+        elif name in _POINTERS:
+            signature[name] = _POINTERS[name]
+        elif name.endswith("_desc"):
+            rows = ksa_gluon.BLOCK_M if name == "q_desc" else block_n
+            layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=5)
+            signature[name] = f"tensordesc<bf16[1,1,{rows // chunk},{chunk},{head_dim}],{layout!r}>"
+        elif name == "qk_scale":
+            signature[name] = "fp32"
+        else:
+            signature[name] = "i32"
+    source = GluonASTSource(fn=ksa_gluon._band_kernel, signature=signature,
+                            constexprs={(names.index(k),): v for k, v in constexprs.items()})
+    return _resources(triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": 4}))
+
+
+def _resources(kernel: Any) -> KernelResources:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "kernel.cubin")
         with open(path, "wb") as f:
@@ -109,12 +150,21 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="resource use of the KSA prefill kernel built for a GPU target, "
                                             "without a GPU (default: every autotuned config, TMA and pointer loads)")
     p.add_argument("--arch", type=int, default=90, help="compute capability as an integer (default 90)")
+    p.add_argument("--band", action="append", metavar="BLOCK_N,STAGES",
+                   help="the Gluon band kernel (ksa_gluon.py) instead, with these tiles (repeatable)")
     p.add_argument("--config", type=_parse_config, action="append",
                    help="BLOCK_M,BLOCK_N,warps,stages,tma|ptr[,split|dense] (repeatable; dense: the variant that "
                         "starts from a dense summary prefix)")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         p.error("run without TRITON_INTERPRET=1: the interpreter does not compile kernels")
+    if args.band:
+        print("Gluon band kernel: BLOCK_N stages | registers stack(spills) shared")
+        for text in args.band:
+            block_n, stages = (int(x) for x in text.split(","))
+            use = band_resources(block_n, stages, arch=args.arch)
+            print(f"{block_n:7} {stages:6} | {use.registers:9} {use.stack_bytes:13} {use.shared_bytes:6}", flush=True)
+        return 0
     configs = args.config or [
         (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages, tma, c.kwargs["SPLIT_LOOPS"], False)
         for c in ksa_prefill._configs() for tma in (True, False)] + [

@@ -1,5 +1,5 @@
-"""The KSA prefill kernel still compiles for sm_90 (Triton's bundled ptxas, no GPU): TMA and pointer paths, and
-the variant that starts from a dense summary prefix.
+"""The KSA prefill kernels still compile for sm_90 (Triton's bundled ptxas, no GPU): the Triton kernel's TMA and
+pointer paths and its variant that starts from a dense summary prefix, and the Gluon band kernel.
 
 CPU tests otherwise run kernels under the interpreter, which never invokes the compiler; this catches code that
 interprets fine but does not build for the GPU. It runs in a subprocess without TRITON_INTERPRET.
@@ -30,6 +30,34 @@ def test_prefill_kernel_builds_for_sm90() -> None:
         registers, stack, shared = (int(x) for x in row.split("|")[1].split())
         assert 0 < registers <= 255 and shared > 0
         assert stack < 4096  # spills stay bounded (bytes per thread); the table is in docs/ksa.md
+
+
+def test_gluon_band_kernel_builds_for_sm90() -> None:
+    """The Gluon band kernel (ksa_gluon.py) compiles for sm_90 with the installed Triton, and its rings fit one CTA
+    per SM (at most 227 KB of shared memory)."""
+    from recfx.kernels import ksa_gluon
+
+    if ksa_gluon.gluon is None:
+        pytest.skip("this Triton has no Gluon")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    bn, stages = ksa_gluon.DEFAULT_CONFIG
+    result = subprocess.run([sys.executable, "-m", "recfx.kernels.resources", "--band", f"{bn},{stages}"],
+                            capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [line for line in result.stdout.splitlines() if re.match(r"\s+\d+\s+\d+\s+\|", line)]
+    assert len(rows) == 1, result.stdout
+    registers, _, shared = (int(x) for x in rows[0].split("|")[1].split())
+    assert 0 < registers <= 255 and 0 < shared <= 227 * 1024
+
+
+def test_gluon_register_requests_fit_the_cta_pool() -> None:
+    """setmaxnreg requests that exceed what the CTA started with never complete (the kernel would hang): the first
+    consumer is raised to 256, the others take the configured counts, the producer is padded to a warpgroup."""
+    from recfx.kernels import ksa_gluon
+
+    launch = 168  # registers per thread at launch: 65536 / 384 threads, rounded down to a multiple of 8
+    assert ksa_gluon.REGS_CONSUMER + ksa_gluon.REGS_PRODUCER + 256 <= 3 * launch
+    assert ksa_gluon.REGS_CONSUMER % 8 == 0 and ksa_gluon.REGS_PRODUCER % 8 == 0 and ksa_gluon.REGS_PRODUCER >= 24
 
 
 def test_resources_refuses_the_interpreter() -> None:

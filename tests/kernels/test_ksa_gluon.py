@@ -1,0 +1,89 @@
+"""Host side of the Gluon band kernel (``recfx/kernels/ksa_gluon.py``): when it runs, its tile settings, and how
+``ksa_prefill`` hands it the dense prefix.
+
+The kernel itself needs a Hopper GPU (Gluon does not run under the interpreter): it is checked against float64 by
+``bench/probes/gluon_band.py`` and ``bench/ksa.py --parts checks`` on the H200, and its sm_90 build is checked on
+the CPU by ``test_resources.py``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import torch
+
+pytest.importorskip("triton")
+
+from recfx.kernels import ksa_dense, ksa_gluon
+from recfx.kernels import ksa_prefill as prefill_mod
+from recfx.kernels.ksa_reference import prefill_reference
+
+
+def test_band_not_supported_off_gpu_or_when_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    q = torch.randn(1, 90, 4, 128, dtype=torch.bfloat16)
+    assert not ksa_gluon.band_supported(q, q, 8, 1)  # a CPU tensor
+    monkeypatch.setenv("RECFX_KSA_BAND", "triton")
+    assert not ksa_gluon.band_supported(q, q, 8, 1)
+
+
+def test_config_default_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RECFX_KSA_GLUON_CONFIG", raising=False)
+    assert ksa_gluon._config() == ksa_gluon.DEFAULT_CONFIG
+    monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", "64,3")
+    assert ksa_gluon._config() == (64, 3)
+
+
+def test_text_descriptor_groups_whole_chunks() -> None:
+    """The TMA view skips every chunk's summary row: [B, H, chunks, k, D] with the chunk stride (k + 1) rows."""
+    if ksa_gluon.gluon is None:
+        pytest.skip("this Triton has no Gluon")
+    x = torch.zeros(2, 9 * 5, 4, 128, dtype=torch.bfloat16)  # 5 blocks of k = 8 text + 1 summary
+    desc = ksa_gluon._text_descriptor(x, 8, 64)
+    assert list(desc.shape) == [2, 4, 5, 8, 128]
+    assert list(desc.strides) == [x.stride(0), x.stride(2), 9 * x.stride(1), x.stride(1), 1]
+    assert list(desc.block_shape) == [1, 1, 8, 8, 128]
+
+
+def test_prefill_hands_each_batch_row_and_its_dense_prefix_to_the_band_kernel(monkeypatch: pytest.MonkeyPatch
+                                                                               ) -> None:
+    """With the band kernel available, the dense path calls it once per batch row with that row's views and the
+    prefix ``dense_prefix`` computed for them, and the Triton kernel not at all. The stand-in fills the rows from
+    the float64 reference, so the assembled output is checked too."""
+    batch, length, chunk, window, heads = 2, 9 * 12, 8, 2, 4
+    q = torch.randn(batch, length, heads, 16).half()
+    k, v = (torch.randn(batch, length, heads, 16).half() for _ in range(2))
+    ref, ref_lse = prefill_reference(q.double(), k.double(), v.double(), chunk, 1, window, 0.25)
+    calls: list[dict[str, Any]] = []
+
+    def band(qb: torch.Tensor, kb: torch.Tensor, vb: torch.Tensor, ob: torch.Tensor, lb: torch.Tensor,
+             given: tuple[torch.Tensor, torch.Tensor], chunk_size: int, win: int, scale: float) -> None:
+        row = len(calls)
+        assert qb.data_ptr() == q[row].data_ptr() and qb.shape == (1, length, heads, 16)
+        want = ksa_dense.dense_prefix(qb, kb, vb, chunk_size, win, scale)
+        assert torch.equal(given[0], want[0]) and torch.equal(given[1], want[1])
+        ob.copy_(ref[row:row + 1].to(ob.dtype))
+        lb.copy_(ref_lse[row:row + 1].float())
+        calls.append({"chunk": chunk_size, "window": win, "scale": scale})
+
+    def no_triton(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("the Triton kernel ran although the band kernel was available")
+
+    monkeypatch.setattr(ksa_gluon, "band_supported", lambda *a: True)
+    monkeypatch.setattr(ksa_gluon, "ksa_band", band)
+    monkeypatch.setattr(prefill_mod._Launch, "__call__", no_triton)
+    out, lse = prefill_mod.ksa_prefill(q, k, v, chunk, 1, window, 0.25, prefix="dense")
+    assert calls == [{"chunk": chunk, "window": window, "scale": 0.25}] * batch
+    assert (out.double() - ref).abs().max() < 1e-3 and (lse.double() - ref_lse).abs().max() < 1e-6
+
+
+def test_explicit_triton_settings_keep_the_triton_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A block config or tma=False asks for the Triton kernel (sweeps, A/B): the band kernel is not used."""
+    q = torch.randn(1, 9 * 6, 2, 16).half()
+    monkeypatch.setattr(ksa_gluon, "band_supported", lambda *a: True)
+    monkeypatch.setattr(ksa_gluon, "ksa_band", lambda *a: pytest.fail("band kernel used"))
+    ref, _ = prefill_reference(q.double(), q.double(), q.double(), 8, 1, 1, 0.25)
+    for kwargs in ({"config": {"BLOCK_M": 16, "BLOCK_N": 16, "SPLIT_LOOPS": False, "num_warps": 1,
+                               "num_stages": 1}}, {"tma": False}):
+        out, _ = prefill_mod.ksa_prefill(q, q, q, 8, 1, 1, 0.25, prefix="dense", **kwargs)
+        assert (out.double() - ref).abs().max() < 3e-3
