@@ -207,10 +207,10 @@ def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: i
 
     ``config`` (BLOCK_M, BLOCK_N, SPLIT_LOOPS, num_warps, num_stages) bypasses autotuning (tests, sweeps).
     ``tma=False`` forces pointer loads; None uses TMA where ``tma_supported``. Either one keeps the Triton kernel
-    for the band too; otherwise the dense path hands the band to the Gluon kernel where ``band_supported``. ``prefix="dense"`` takes the summary
-    prefix of the text rows from one dense causal attention (``recfx/kernels/ksa_dense.py``, cuDNN on the GPU) and
-    runs the rest in the kernel; ``"kernel"`` walks it in the kernel; None picks dense where
-    ``dense_prefix_supported`` (S = 1, long sequences, cuDNN attention on sm90+).
+    for the band too; otherwise the dense path hands the band to the Gluon kernel where ``band_supported``.
+    ``prefix="dense"`` takes the summary prefix of the text rows from one dense causal attention
+    (``recfx/kernels/ksa_dense.py``, cuDNN on the GPU) and runs the rest in the kernel; ``"kernel"`` walks it in the
+    kernel; None picks dense where ``dense_prefix_supported`` (S = 1, long sequences, cuDNN attention on sm90+).
 
     Raises:
         ValueError: tensors not on a CUDA device (outside the Triton interpreter), not bf16/fp16/fp32, head dim

@@ -55,8 +55,9 @@ def test_gluon_register_requests_fit_the_cta_pool() -> None:
     consumer is raised to 256, the others take the configured counts, the producer is padded to a warpgroup."""
     from recfx.kernels import ksa_gluon
 
-    launch = 168  # registers per thread at launch: 65536 / 384 threads, rounded down to a multiple of 8
-    assert ksa_gluon.REGS_CONSUMER + ksa_gluon.REGS_PRODUCER + 256 <= 3 * launch
+    pool = 3 * 168  # per thread of one warpgroup: 65536 registers / 384 threads at launch, a multiple of 8
+    requested = ksa_gluon.REGS_CONSUMER + ksa_gluon.REGS_PRODUCER + 256
+    assert requested <= pool
     assert ksa_gluon.REGS_CONSUMER % 8 == 0 and ksa_gluon.REGS_PRODUCER % 8 == 0 and ksa_gluon.REGS_PRODUCER >= 24
 
 
