@@ -17,9 +17,10 @@ by hand, in Gluon (Triton's explicit dialect: layouts, shared memory, mbarriers 
   lower bound, chunk granular) and the tiles crossing the diagonal are masked. After its text rows, each consumer
   computes the summary queries of their chunks (S = 1: their chunk's text and themselves) on the CUDA cores.
 
-Scope (``band_supported``): S = 1, every chunk complete (n_text % k == 0), k a power of two dividing 64, bf16/fp16,
-head dim 64 or 128, Hopper (sm90), 16-byte aligned strides. Gluon kernels do not run under the Triton interpreter:
-they are checked on the GPU against float64 (``bench/probes/gluon_band.py``, ``bench/ksa.py --parts checks``).
+Scope (``band_supported``): S = 1, every chunk complete with its summary (L a multiple of k + 1), k a power of two
+dividing 64, bf16/fp16, head dim 64 or 128, Hopper (sm90), 16-byte aligned strides, and by default a Triton release
+it was validated on (``VALIDATED_TRITON``). Gluon kernels do not run under the Triton interpreter: they are checked
+on the GPU against float64 (``bench/probes/gluon_band.py``, ``bench/ksa.py --parts checks``).
 Measurements and the designs that lost: docs/ksa.md.
 """
 
@@ -31,6 +32,7 @@ import os
 from typing import Any
 
 import torch
+import triton
 
 try:
     from triton.experimental import gluon
@@ -60,18 +62,32 @@ if gluon is not None:
     _REGS_PRODUCER = gl.constexpr(REGS_PRODUCER)
 
 
-def band_supported(q: torch.Tensor, k: torch.Tensor, chunk_size: int, summaries: int) -> bool:
-    """Whether :func:`ksa_band` can run these inputs (see the module docstring).
+#: Triton releases on which the kernel was checked against float64 and timed on an H200; on others (it also builds
+#: with 3.9) it runs only when asked for with RECFX_KSA_BAND=gluon
+VALIDATED_TRITON = ("3.6.",)
 
-    ``RECFX_KSA_BAND=triton`` turns it off (A/B measurements).
+
+def band_supported(q: torch.Tensor, k: torch.Tensor, chunk_size: int, summaries: int) -> bool:
+    """Whether :func:`ksa_band` runs these inputs (see the module docstring for the conditions).
+
+    ``RECFX_KSA_BAND``: ``auto`` (default) uses it on the validated Triton releases, ``gluon`` on any Triton with
+    Gluon, ``triton`` never (A/B measurements).
+
+    Raises:
+        ValueError: ``RECFX_KSA_BAND`` is set to something else.
     """
-    if gluon is None or os.environ.get("RECFX_KSA_BAND", "gluon") == "triton" or not q.is_cuda:
+    choice = os.environ.get("RECFX_KSA_BAND", "auto")
+    if choice not in ("auto", "gluon", "triton"):
+        raise ValueError(f"RECFX_KSA_BAND must be auto, gluon or triton, got {choice!r}")
+    if gluon is None or choice == "triton" or not q.is_cuda:
+        return False
+    if choice == "auto" and not triton.__version__.startswith(VALIDATED_TRITON):
         return False
     length, head_dim = q.shape[1], q.shape[3]
     n_text = length - length // (chunk_size + 1)
     block_n, _ = _config()
     return (summaries == 1 and _capability(q.device.index) == 9 and q.dtype in (torch.bfloat16, torch.float16)
-            and k.dtype == q.dtype and head_dim in (64, 128) and n_text % chunk_size == 0 and n_text > 0
+            and k.dtype == q.dtype and head_dim in (64, 128) and length % (chunk_size + 1) == 0 and n_text > 0
             and chunk_size & (chunk_size - 1) == 0 and 64 % chunk_size == 0 and block_n % chunk_size == 0
             and all(x.stride(-1) == 1 and x.data_ptr() % 16 == 0
                     and all(st * x.element_size() % 16 == 0 for st in x.stride()[:-1]) for x in (q, k)))

@@ -61,25 +61,16 @@ def prefill_resources(block_m: int, block_n: int, *, num_warps: int, num_stages:
         "GROUPS": 1, "HEAD_DIM": head_dim, "BLOCK_D": head_dim, "CHUNK": chunk, "SUMMARIES": summaries,
         "BLOCK_M": block_m, "BLOCK_N": block_n, "SPLIT_LOOPS": split_loops, "TMA": tma,
         "DENSE": dense}
-    names = list(inspect.signature(ksa_prefill._ksa_prefill_body.fn).parameters)
-    signature = {}
-    for name in names:
-        if name in constexprs:
-            signature[name] = "constexpr"
-        elif name in _POINTERS:
-            signature[name] = _POINTERS[name]
-        elif name in ("KT", "VT", "KP", "VP"):
-            group = chunk if name in ("KT", "VT") else summaries
-            box = ksa_tma.box(4 if group == 1 else 5, block_n, group, head_dim)
-            signature[name] = f"tensordesc<bf16[{','.join(map(str, box))}]>" if tma else "constexpr"
-            if not tma:
-                constexprs[name] = None
-        elif name == "qk_scale":
-            signature[name] = "fp32"
+    descriptors = {}
+    for name in ("KT", "VT", "KP", "VP"):
+        group = chunk if name in ("KT", "VT") else summaries
+        box = ksa_tma.box(4 if group == 1 else 5, block_n, group, head_dim)
+        if tma:
+            descriptors[name] = f"tensordesc<bf16[{','.join(map(str, box))}]>"
         else:
-            signature[name] = "i32"
-    source = ASTSource(fn=ksa_prefill._ksa_prefill_body, signature=signature,
-                       constexprs={(names.index(k),): v for k, v in constexprs.items()})
+            constexprs[name] = None
+    signature, indexed = _signature(ksa_prefill._ksa_prefill_body, constexprs, descriptors)
+    source = ASTSource(fn=ksa_prefill._ksa_prefill_body, signature=signature, constexprs=indexed)
     return _resources(triton.compile(source, target=GPUTarget("cuda", arch, 32),
                                      options={"num_warps": num_warps, "num_stages": num_stages}))
 
@@ -102,24 +93,30 @@ def band_resources(block_n: int, stages: int, *, head_dim: int = 128, chunk: int
 
     constexprs: dict[str, Any] = {"GROUPS": 1, "HEAD_DIM": head_dim, "CHUNK": chunk, "BLOCK_M": ksa_gluon.BLOCK_M,
                                   "BLOCK_N": block_n, "STAGES": stages, "num_warps": 4}
-    names = list(inspect.signature(ksa_gluon._band_kernel.fn).parameters)
+    layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=5)
+    descriptors = {name: f"tensordesc<bf16[1,1,{rows // chunk},{chunk},{head_dim}],{layout!r}>"
+                   for name, rows in (("q_desc", ksa_gluon.BLOCK_M), ("k_desc", block_n), ("v_desc", block_n))}
+    signature, indexed = _signature(ksa_gluon._band_kernel, constexprs, descriptors)
+    source = GluonASTSource(fn=ksa_gluon._band_kernel, signature=signature, constexprs=indexed)
+    return _resources(triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": 4}))
+
+
+def _signature(kernel: Any, constexprs: dict[str, Any], descriptors: dict[str, str]
+               ) -> tuple[dict[str, str], dict[tuple[int, ...], Any]]:
+    """Compile signature of a jitted kernel: constexprs, the bf16/fp32 pointers of ``_POINTERS``, the given
+    descriptor types, ``qk_scale`` as fp32 and every other argument as i32; and the constexprs by position."""
+    names = list(inspect.signature(kernel.fn).parameters)
     signature = {}
     for name in names:
         if name in constexprs:
             signature[name] = "constexpr"
         elif name in _POINTERS:
             signature[name] = _POINTERS[name]
-        elif name.endswith("_desc"):
-            rows = ksa_gluon.BLOCK_M if name == "q_desc" else block_n
-            layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=5)
-            signature[name] = f"tensordesc<bf16[1,1,{rows // chunk},{chunk},{head_dim}],{layout!r}>"
-        elif name == "qk_scale":
-            signature[name] = "fp32"
+        elif name in descriptors:
+            signature[name] = descriptors[name]
         else:
-            signature[name] = "i32"
-    source = GluonASTSource(fn=ksa_gluon._band_kernel, signature=signature,
-                            constexprs={(names.index(k),): v for k, v in constexprs.items()})
-    return _resources(triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": 4}))
+            signature[name] = "fp32" if name == "qk_scale" else "i32"
+    return signature, {(names.index(k),): v for k, v in constexprs.items()}
 
 
 def _resources(kernel: Any) -> KernelResources:

@@ -27,6 +27,28 @@ def test_band_not_supported_off_gpu_or_when_switched_off(monkeypatch: pytest.Mon
     assert not ksa_gluon.band_supported(q, q, 8, 1)
 
 
+def test_band_runs_by_default_only_on_validated_triton(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a (pretended) Hopper GPU: the validated Triton release uses the kernel, another only when asked for, and a
+    bad switch value is an error that names the choices."""
+    if ksa_gluon.gluon is None:
+        pytest.skip("this Triton has no Gluon")
+    q = torch.randn(1, 9 * 16, 4, 128, dtype=torch.bfloat16)
+    monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
+    monkeypatch.setattr(ksa_gluon, "_capability", lambda index: 9)
+    monkeypatch.setattr(ksa_gluon.triton, "__version__", "3.6.0")
+    assert ksa_gluon.band_supported(q, q, 8, 1)
+    assert not ksa_gluon.band_supported(q, q, 8, 2)  # S = 2
+    for cut in (1, 4):  # the last chunk without its summary, or incomplete (not in the TMA view of whole chunks)
+        assert not ksa_gluon.band_supported(q[:, :-cut], q[:, :-cut], 8, 1)
+    monkeypatch.setattr(ksa_gluon.triton, "__version__", "3.9.0")
+    assert not ksa_gluon.band_supported(q, q, 8, 1)
+    monkeypatch.setenv("RECFX_KSA_BAND", "gluon")
+    assert ksa_gluon.band_supported(q, q, 8, 1)
+    monkeypatch.setenv("RECFX_KSA_BAND", "fast")
+    with pytest.raises(ValueError, match="auto, gluon or triton"):
+        ksa_gluon.band_supported(q, q, 8, 1)
+
+
 def test_config_default_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RECFX_KSA_GLUON_CONFIG", raising=False)
     assert ksa_gluon._config() == ksa_gluon.DEFAULT_CONFIG
