@@ -17,10 +17,11 @@ by hand, in Gluon (Triton's explicit dialect: layouts, shared memory, mbarriers 
   lower bound, chunk granular) and the tiles crossing the diagonal are masked. After its text rows, each consumer
   computes the summary queries of their chunks (S = 1: their chunk's text and themselves) on the CUDA cores.
 
-Scope (``band_supported``): S = 1, every chunk complete with its summary (L a multiple of k + 1), k a power of two
-dividing 64, bf16/fp16, head dim 64 or 128, Hopper (sm90), 16-byte aligned strides, and by default a Triton release
-it was validated on (``VALIDATED_TRITON``). Gluon kernels do not run under the Triton interpreter: they are checked
-on the GPU against float64 (``bench/probes/gluon_band.py``, ``bench/ksa.py --parts checks``).
+Scope (``band_supported``): S = 1, every chunk complete with its summary (L a multiple of k + 1), k = 4 or 8
+(``VALIDATED_CHUNKS``), bf16/fp16 q, k and v alike, head dim 64 or 128, heads a multiple of the kv heads, Hopper
+(sm90), 16-byte aligned non-zero strides, and by default a Triton release it was validated on
+(``VALIDATED_TRITON``). Gluon kernels do not run under the Triton interpreter: they are checked on the GPU against
+float64 (``bench/probes/gluon_band.py``, ``bench/ksa.py --parts checks``).
 Measurements and the designs that lost: docs/ksa.md.
 """
 
@@ -67,7 +68,11 @@ if gluon is not None:
 VALIDATED_TRITON = ("3.6.",)
 
 
-def band_supported(q: torch.Tensor, k: torch.Tensor, chunk_size: int, summaries: int) -> bool:
+#: chunk sizes the kernel was checked with on the GPU (k = 8 is the spec's default); others keep the Triton kernel
+VALIDATED_CHUNKS = (4, 8)
+
+
+def band_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int, summaries: int) -> bool:
     """Whether :func:`ksa_band` runs these inputs (see the module docstring for the conditions).
 
     ``RECFX_KSA_BAND``: ``auto`` (default) uses it on the validated Triton releases, ``gluon`` on any Triton with
@@ -83,14 +88,19 @@ def band_supported(q: torch.Tensor, k: torch.Tensor, chunk_size: int, summaries:
         return False
     if choice == "auto" and not triton.__version__.startswith(VALIDATED_TRITON):
         return False
-    length, head_dim = q.shape[1], q.shape[3]
-    n_text = length - length // (chunk_size + 1)
+    length, heads, head_dim = q.shape[1], q.shape[2], q.shape[3]
     block_n, _ = _config()
-    return (summaries == 1 and _capability(q.device.index) == 9 and q.dtype in (torch.bfloat16, torch.float16)
-            and k.dtype == q.dtype and head_dim in (64, 128) and length % (chunk_size + 1) == 0 and n_text > 0
-            and chunk_size & (chunk_size - 1) == 0 and 64 % chunk_size == 0 and block_n % chunk_size == 0
-            and all(x.stride(-1) == 1 and x.data_ptr() % 16 == 0
-                    and all(st * x.element_size() % 16 == 0 for st in x.stride()[:-1]) for x in (q, k)))
+    return (summaries == 1 and chunk_size in VALIDATED_CHUNKS and block_n % chunk_size == 0
+            and length % (chunk_size + 1) == 0 and length > 0 and head_dim in (64, 128)
+            and heads % k.shape[2] == 0 and _capability(q.device.index) == 9
+            and q.dtype in (torch.bfloat16, torch.float16) and k.dtype == q.dtype and v.dtype == q.dtype
+            and k.shape == v.shape and all(_tma_ready(x) for x in (q, k, v)))
+
+
+def _tma_ready(x: torch.Tensor) -> bool:
+    """Contiguous rows, 16-byte aligned base and strides, no broadcast (zero-stride) dimension."""
+    return (x.stride(-1) == 1 and x.data_ptr() % 16 == 0
+            and all(st > 0 and st * x.element_size() % 16 == 0 for st in x.stride()[:-1]))
 
 
 @functools.cache

@@ -256,7 +256,7 @@ def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: i
     if not dense:
         launch(q, k, v, out, lse, None)
         return out, lse
-    gluon_band = config is None and tma is not False and ksa_gluon.band_supported(q, k, chunk_size, summaries)
+    gluon_band = config is None and tma is not False and ksa_gluon.band_supported(q, k, v, chunk_size, summaries)
     for row in range(b):  # the dense call's views address one batch row
         qb, kb, vb, ob, lb = q[row:row + 1], k[row:row + 1], v[row:row + 1], out[row:row + 1], lse[row:row + 1]
         given = ksa_dense.dense_prefix(qb, kb, vb, chunk_size, window, scale)

@@ -22,9 +22,9 @@ from recfx.kernels.ksa_reference import prefill_reference
 
 def test_band_not_supported_off_gpu_or_when_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     q = torch.randn(1, 90, 4, 128, dtype=torch.bfloat16)
-    assert not ksa_gluon.band_supported(q, q, 8, 1)  # a CPU tensor
+    assert not ksa_gluon.band_supported(q, q, q, 8, 1)  # a CPU tensor
     monkeypatch.setenv("RECFX_KSA_BAND", "triton")
-    assert not ksa_gluon.band_supported(q, q, 8, 1)
+    assert not ksa_gluon.band_supported(q, q, q, 8, 1)
 
 
 def test_band_runs_by_default_only_on_validated_triton(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -36,17 +36,23 @@ def test_band_runs_by_default_only_on_validated_triton(monkeypatch: pytest.Monke
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
     monkeypatch.setattr(ksa_gluon, "_capability", lambda index: 9)
     monkeypatch.setattr(ksa_gluon.triton, "__version__", "3.6.0")
-    assert ksa_gluon.band_supported(q, q, 8, 1)
-    assert not ksa_gluon.band_supported(q, q, 8, 2)  # S = 2
+    assert ksa_gluon.band_supported(q, q, q, 8, 1)
+    assert not ksa_gluon.band_supported(q, q, q, 8, 2)  # S = 2
     for cut in (1, 4):  # the last chunk without its summary, or incomplete (not in the TMA view of whole chunks)
-        assert not ksa_gluon.band_supported(q[:, :-cut], q[:, :-cut], 8, 1)
+        assert not ksa_gluon.band_supported(q[:, :-cut], q[:, :-cut], q[:, :-cut], 8, 1)
+    kv3 = q[:, :, :3]  # 4 query heads over 3 kv heads: not a GQA grouping
+    assert not ksa_gluon.band_supported(q, kv3, kv3, 8, 1)
+    assert not ksa_gluon.band_supported(q, q, q.half(), 8, 1)  # v in another dtype
+    assert not ksa_gluon.band_supported(q, q[:, :, :1].expand_as(q), q, 8, 1)  # a broadcast (zero-stride) kv head
+    q16 = torch.randn(1, 17 * 8, 4, 128, dtype=torch.bfloat16)
+    assert not ksa_gluon.band_supported(q16, q16, q16, 16, 1)  # k = 16: not validated on the GPU
     monkeypatch.setattr(ksa_gluon.triton, "__version__", "3.9.0")
-    assert not ksa_gluon.band_supported(q, q, 8, 1)
+    assert not ksa_gluon.band_supported(q, q, q, 8, 1)
     monkeypatch.setenv("RECFX_KSA_BAND", "gluon")
-    assert ksa_gluon.band_supported(q, q, 8, 1)
+    assert ksa_gluon.band_supported(q, q, q, 8, 1)
     monkeypatch.setenv("RECFX_KSA_BAND", "fast")
     with pytest.raises(ValueError, match="auto, gluon or triton"):
-        ksa_gluon.band_supported(q, q, 8, 1)
+        ksa_gluon.band_supported(q, q, q, 8, 1)
 
 
 def test_config_default_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
