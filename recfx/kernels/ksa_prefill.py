@@ -214,7 +214,8 @@ def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: i
 
     Raises:
         ValueError: tensors not on a CUDA device (outside the Triton interpreter), not bf16/fp16/fp32, head dim
-            over 256, offsets that do not fit 32 bits, ``tma=True`` or ``prefix="dense"`` where they cannot run.
+            over 256, k / v shapes that differ or whose kv heads do not divide the query heads, offsets that do not
+            fit 32 bits, ``tma=True`` or ``prefix="dense"`` where they cannot run.
 
     Example (GPU, or ``TRITON_INTERPRET=1`` on the CPU):
         >>> q = torch.randn(1, 12, 2, 16, dtype=torch.float16); kv = torch.randn(1, 12, 1, 16, dtype=torch.float16)
@@ -230,6 +231,9 @@ def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: i
     b, length, heads, head_dim = q.shape
     if head_dim > 256:
         raise ValueError(f"ksa_prefill supports head dims up to 256, got {head_dim}")
+    if k.shape[2] < 1 or heads % k.shape[2] or k.shape != v.shape:
+        raise ValueError(f"k and v must have the same shape (B, L, Hkv, D) with the query heads ({heads}) a multiple "
+                         f"of Hkv; got k {tuple(k.shape)}, v {tuple(v.shape)}")
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
     if max(length * x.stride(1) + x.shape[2] * x.stride(2) for x in (q, k, v)) > MAX_INT32:
         raise ValueError(f"sequence of {length} positions is too long for 32-bit offsets per batch row")

@@ -60,6 +60,11 @@ def test_prefill_rejects_bad_input() -> None:
     q = torch.randn(1, 8, 2, 16, dtype=torch.float64)
     with pytest.raises(ValueError, match="bf16/fp16/fp32"):
         ksa_prefill(q, q, q, 4, 1, 1, 0.25)
+    q = torch.randn(1, 8, 4, 16, dtype=torch.float16)
+    with pytest.raises(ValueError, match="multiple of Hkv"):
+        ksa_prefill(q, q[:, :, :3], q[:, :, :3], 4, 1, 1, 0.25)
+    with pytest.raises(ValueError, match="same shape"):
+        ksa_prefill(q, q[:, :, :2], q[:, :, :1], 4, 1, 1, 0.25)
 
 
 @pytest.mark.parametrize("config", [
