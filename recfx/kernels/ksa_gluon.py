@@ -331,16 +331,18 @@ if gluon is not None:
         return pid_bh // heads, h, h // GROUPS, t0, first, (t_last + 1 - first + BLOCK_N - 1) // BLOCK_N
 
     @gluon.jit
-    def _consumer(half: gl.constexpr, q_bufs, q_full, q_empty, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full,
-                  k_empty, v_empty,
-                  Q, K, V, Out, Lse, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc,
-                  dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh,
-                  stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
-                  n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale,
-                  GROUPS: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr,
-                  BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+    def _consumer(half: gl.constexpr, k_desc, v_desc, rings, ptrs, strides, sizes, GROUPS: gl.constexpr,
+                  HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+                  STAGES: gl.constexpr):
         """One consumer warpgroup of the persistent kernel: rows [t0 + half * BLOCK_M / 2, + BLOCK_M / 2) of every
-        row tile of this CTA, then the summary queries of their chunks."""
+        row tile of this CTA, then the summary queries of their chunks. ``rings``, ``ptrs``, ``strides`` and
+        ``sizes`` are the kernel's arguments of those kinds, grouped (``_band_kernel``)."""
+        q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty = rings
+        Q, K, V, Out, Lse, PO, PL = ptrs
+        (stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, stride_qb, stride_ql, stride_qh,
+         stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb,
+         stride_lh) = strides
+        dense_chunks, n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale = sizes
         ROWS: gl.constexpr = BLOCK_M // 2
         g0 = 0
         r = 0
@@ -418,19 +420,17 @@ if gluon is not None:
         for i in gl.static_range(2):
             mbarrier.init(q_full.index(i), count=1)
             mbarrier.init(q_empty.index(i), count=2)
+        rings = (q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty)
+        ptrs = (Q, K, V, Out, Lse, PO, PL)
+        strides = (stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, stride_qb, stride_ql,
+                   stride_qh, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol,
+                   stride_oh, stride_lb, stride_lh)
+        sizes = (dense_chunks, n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale)
         gl.warp_specialize([
-            (_consumer, (0, q_bufs, q_full, q_empty, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty,
-                         v_empty, Q, K, V, Out, Lse, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp,
-                         stride_plh, stride_plc, dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb,
-                         stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh,
-                         stride_lb, stride_lh, n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale,
-                         GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N, STAGES)),
-            (_consumer, (1, q_bufs, q_full, q_empty, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty,
-                         v_empty, Q, K, V, Out, Lse, PO, PL, stride_pop, stride_poh, stride_poc, stride_plp,
-                         stride_plh, stride_plc, dense_chunks, stride_qb, stride_ql, stride_qh, stride_kb,
-                         stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh,
-                         stride_lb, stride_lh, n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale,
-                         GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N, STAGES)),
+            (_consumer, (0, k_desc, v_desc, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
+                         STAGES)),
+            (_consumer, (1, k_desc, v_desc, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
+                         STAGES)),
             (_producer, (q_desc, k_desc, v_desc, q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full,
                          k_empty, v_empty, n_row_tiles, n_tiles_total, heads, n_text, window, GROUPS, CHUNK,
                          BLOCK_M, BLOCK_N, STAGES)),
