@@ -50,9 +50,11 @@ __all__ = ["band_supported", "ksa_band"]
 LOG2E = math.log2(math.e)
 #: text rows per row tile: two consumer warpgroups of 64 rows
 BLOCK_M = 128
-#: (BLOCK_N, STAGES): keys per tile and ring depth. 128 keys x 2 stages was 13% faster on the band than 64 x 3 at 32K
-#: text tokens (bench/results/ksa_gluon_probe6.json); RECFX_KSA_GLUON_CONFIG="bn,stages" overrides (sweeps)
-DEFAULT_CONFIG = (128, 2)
+#: (BLOCK_N, STAGES, Q_BUFS, PINGPONG): keys per tile, K/V ring depth, Q ring depth, consumers taking turns on the
+#: tensor cores. 128 keys x 2 stages with 2 Q buffers was 13% faster on the band than 64 x 3 at 32K text tokens
+#: (bench/results/ksa_gluon_probe6.json). One Q buffer (room for 3 stages of 128 keys) and PINGPONG compile but have
+#: not run on a GPU yet. RECFX_KSA_GLUON_CONFIG="bn,stages[,q_bufs[,pingpong]]" overrides (sweeps)
+DEFAULT_CONFIG = (128, 2, 2, False)
 #: registers per thread after setmaxnreg: consumer warpgroup, producer partition. The default partition (the first
 #: consumer) is raised to 256, the CTA starts with 168 x 384 threads, and the producer partition is padded to a
 #: warpgroup, so 256 + consumer + producer must stay <= 504 or a register request never completes.
@@ -89,7 +91,7 @@ def band_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size
     if choice == "auto" and not triton.__version__.startswith(VALIDATED_TRITON):
         return False
     length, heads, head_dim = q.shape[1], q.shape[2], q.shape[3]
-    block_n, _ = _config()
+    block_n = _config()[0]
     return (summaries == 1 and chunk_size in VALIDATED_CHUNKS and block_n % chunk_size == 0
             and length % (chunk_size + 1) == 0 and length > 0 and head_dim in (64, 128)
             and heads % k.shape[2] == 0 and _capability(q.device.index) == 9
@@ -113,13 +115,23 @@ def _capability(index: int | None) -> int:
     return torch.cuda.get_device_capability(index)[0]
 
 
-def _config() -> tuple[int, int]:
-    """(BLOCK_N, STAGES): DEFAULT_CONFIG, or RECFX_KSA_GLUON_CONFIG="bn,stages" (A/B sweeps)."""
+def _config() -> tuple[int, int, int, bool]:
+    """(BLOCK_N, STAGES, Q_BUFS, PINGPONG): DEFAULT_CONFIG, or RECFX_KSA_GLUON_CONFIG (A/B sweeps).
+
+    Raises:
+        ValueError: RECFX_KSA_GLUON_CONFIG is not ``bn,stages[,q_bufs[,pingpong]]`` (integers).
+    """
     text = os.environ.get("RECFX_KSA_GLUON_CONFIG")
     if not text:
         return DEFAULT_CONFIG
-    block_n, stages = (int(x) for x in text.split(","))
-    return block_n, stages
+    try:
+        values = [int(x) for x in text.split(",")]
+    except ValueError:
+        values = []
+    if not 2 <= len(values) <= 4:
+        raise ValueError(f"RECFX_KSA_GLUON_CONFIG wants bn,stages[,q_bufs[,pingpong]] (integers), got {text!r}")
+    block_n, stages, q_bufs, pingpong = values + list(DEFAULT_CONFIG[len(values):])
+    return block_n, stages, q_bufs, bool(pingpong)
 
 
 def _text_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:
@@ -139,7 +151,7 @@ def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
     dense prefix: ``ksa_dense.dense_prefix``'s (out [k, H, C', D], lse [k, H, C']) for this row."""
     _, length, heads, head_dim = q.shape
     n_text = length - length // (chunk_size + 1)
-    block_n, stages = _config()
+    block_n, stages, q_bufs, pingpong = _config()
     po, pl = prefix
     n_row_tiles = -(-n_text // BLOCK_M)
     total = n_row_tiles * q.shape[0] * heads
@@ -151,7 +163,7 @@ def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), lse.stride(0),
         lse.stride(1), n_row_tiles, total, heads, n_text, window, scale * LOG2E,
         GROUPS=heads // k.shape[2], HEAD_DIM=head_dim, CHUNK=chunk_size, BLOCK_M=BLOCK_M, BLOCK_N=block_n,
-        STAGES=stages, num_warps=4)
+        STAGES=stages, Q_BUFS=q_bufs, PINGPONG=pingpong, num_warps=4)
 
 
 if gluon is not None:
@@ -181,14 +193,26 @@ if gluon is not None:
         mbarrier.arrive(empty.index(g % STAGES))
 
     @gluon.jit
-    def _rows(q_tile, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
+    def _take_turn(turn, g, HALF: gl.constexpr, PINGPONG: gl.constexpr):
+        """Ping-pong: wait until the other consumer has issued its work for ring entry g - 1 (HALF 1: for g)."""
+        if PINGPONG:
+            mbarrier.wait(turn.index(HALF), g & 1)
+
+    @gluon.jit
+    def _give_turn(turn, HALF: gl.constexpr, PINGPONG: gl.constexpr):
+        if PINGPONG:
+            mbarrier.arrive(turn.index(1 - HALF))
+
+    @gluon.jit
+    def _rows(q_tile, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, turn,
               PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
               stride_ol, b, h, hk, o_base, lse_base, t0, first, n_tiles, g0, n_text, window, qk_scale,
               HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-              STAGES: gl.constexpr):
+              STAGES: gl.constexpr, HALF: gl.constexpr, PINGPONG: gl.constexpr):
         """``ROWS`` = 64 text rows from t0 (one consumer warpgroup): band attention over its row tile's key tiles,
         rows stored. The row tile's key tiles are ring entries g0 .. g0 + n_tiles - 1 (slot g % STAGES, phase
-        g // STAGES); every entry is released through ``empty``, also those this half does not need."""
+        g // STAGES); every entry is released through ``empty``, also those this half does not need. With
+        ``PINGPONG`` the two consumers take turns (``turn``) to issue each entry's tensor-core work."""
         S_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, BLOCK_N, 16])
         O_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -209,6 +233,8 @@ if gluon is not None:
         for j in range(0, j_lo):
             _pass(k_full, k_empty, g0 + j, STAGES)
             _pass(v_full, v_empty, g0 + j, STAGES)
+            _take_turn(turn, g0 + j, HALF, PINGPONG)
+            _give_turn(turn, HALF, PINGPONG)
 
         # rows: text index, window bound, start from the dense prefix where there is one
         t = t0 + gl.arange(0, ROWS, layout=ROW_S)
@@ -231,7 +257,9 @@ if gluon is not None:
         g = g0 + j_lo
         mbarrier.wait(k_full.index(g % STAGES), (g // STAGES) & 1)
         k_tile = k_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
+        _take_turn(turn, g, HALF, PINGPONG)
         s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
+        _give_turn(turn, HALF, PINGPONG)
         s, _, _ = warpgroup_mma_wait(0, deps=(s_tok, q_tile, k_tile))
         mbarrier.arrive(k_empty.index(g % STAGES))
         start = first + j_lo * BLOCK_N
@@ -245,10 +273,12 @@ if gluon is not None:
             g = g0 + j
             mbarrier.wait(k_full.index(g % STAGES), (g // STAGES) & 1)
             k_tile = k_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
+            _take_turn(turn, g, HALF, PINGPONG)
             s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
             mbarrier.wait(v_full.index((g - 1) % STAGES), ((g - 1) // STAGES) & 1)
             v_tile = v_bufs.index((g - 1) % STAGES).reshape([BLOCK_N, HEAD_DIM])
             o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
+            _give_turn(turn, HALF, PINGPONG)
             s, _, _ = warpgroup_mma_wait(1, deps=(s_tok, q_tile, k_tile))
             mbarrier.arrive(k_empty.index(g % STAGES))
             start = first + j * BLOCK_N
@@ -268,6 +298,8 @@ if gluon is not None:
         for j in range(j_hi, n_tiles):
             _pass(k_full, k_empty, g0 + j, STAGES)
             _pass(v_full, v_empty, g0 + j, STAGES)
+            _take_turn(turn, g0 + j, HALF, PINGPONG)
+            _give_turn(turn, HALF, PINGPONG)
 
         # rows out: interleaved positions, natural log-sum-exp
         ok_o = t_o < n_text
@@ -333,11 +365,11 @@ if gluon is not None:
     @gluon.jit
     def _consumer(half: gl.constexpr, k_desc, v_desc, rings, ptrs, strides, sizes, GROUPS: gl.constexpr,
                   HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  STAGES: gl.constexpr):
+                  STAGES: gl.constexpr, Q_BUFS: gl.constexpr, PINGPONG: gl.constexpr):
         """One consumer warpgroup of the persistent kernel: rows [t0 + half * BLOCK_M / 2, + BLOCK_M / 2) of every
         row tile of this CTA, then the summary queries of their chunks. ``rings``, ``ptrs``, ``strides`` and
         ``sizes`` are the kernel's arguments of those kinds, grouped (``_band_kernel``)."""
-        q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty = rings
+        q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, turn = rings
         Q, K, V, Out, Lse, PO, PL = ptrs
         (stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, stride_qb, stride_ql, stride_qh,
          stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb,
@@ -352,13 +384,13 @@ if gluon is not None:
             b64 = b.to(gl.int64)
             o_base = Out + b64 * stride_ob + h * stride_oh
             lse_base = Lse + b64 * stride_lb + h * stride_lh
-            mbarrier.wait(q_full.index(r % 2), (r // 2) & 1)
-            q_tile = q_bufs.index(r % 2).reshape([BLOCK_M, HEAD_DIM]).slice(half * ROWS, ROWS)
-            _rows(q_tile, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
+            mbarrier.wait(q_full.index(r % Q_BUFS), (r // Q_BUFS) & 1)
+            q_tile = q_bufs.index(r % Q_BUFS).reshape([BLOCK_M, HEAD_DIM]).slice(half * ROWS, ROWS)
+            _rows(q_tile, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, turn,
                   PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
                   stride_ol, b, h, hk, o_base, lse_base, t0 + half * ROWS, first, n_tiles, g0, n_text, window,
-                  qk_scale, HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES)
-            mbarrier.arrive(q_empty.index(r % 2))
+                  qk_scale, HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, half, PINGPONG)
+            mbarrier.arrive(q_empty.index(r % Q_BUFS))
             _summary_rows(Q + b64 * stride_qb + h * stride_qh, K + b64 * stride_kb + hk * stride_kh,
                           V + b64 * stride_vb + hk * stride_vh, o_base, lse_base, stride_ql, stride_kl, stride_vl,
                           stride_ol, (t0 + half * ROWS) // CHUNK, n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, ROWS,
@@ -369,7 +401,7 @@ if gluon is not None:
     @gluon.jit
     def _producer(q_desc, k_desc, v_desc, q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
                   n_row_tiles, n_tiles_total, heads, n_text, window, GROUPS: gl.constexpr, CHUNK: gl.constexpr,
-                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr):
+                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, Q_BUFS: gl.constexpr):
         """One warp: each row tile's Q, then its K and V tiles, into the rings as soon as both consumers released
         the slot (runs ahead across row tiles)."""
         g = 0
@@ -377,10 +409,9 @@ if gluon is not None:
         for tile_id in range(gl.program_id(0), n_tiles_total, gl.num_programs(0)):
             b, h, hk, t0, first, n_tiles = _tile(tile_id, n_row_tiles, heads, n_text, window, GROUPS, CHUNK,
                                                  BLOCK_M, BLOCK_N)
-            mbarrier.wait(q_empty.index(r % 2), ((r // 2) + 1) & 1, pred=r >= 2)
-            mbarrier.expect(q_full.index(r % 2), q_desc.block_type.nbytes)
-            _tma_load(q_desc, [b, h, t0 // CHUNK, 0, 0], q_full.index(r % 2),
-                                            q_bufs.index(r % 2))
+            mbarrier.wait(q_empty.index(r % Q_BUFS), ((r // Q_BUFS) + 1) & 1, pred=r >= Q_BUFS)
+            mbarrier.expect(q_full.index(r % Q_BUFS), q_desc.block_type.nbytes)
+            _tma_load(q_desc, [b, h, t0 // CHUNK, 0, 0], q_full.index(r % Q_BUFS), q_bufs.index(r % Q_BUFS))
             for j in range(n_tiles):
                 slot = g % STAGES
                 coord = [b, hk, (first + j * BLOCK_N) // CHUNK, 0, 0]
@@ -400,7 +431,8 @@ if gluon is not None:
                      stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
                      n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale,
                      GROUPS: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr,
-                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, num_warps: gl.constexpr):
+                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, Q_BUFS: gl.constexpr, PINGPONG: gl.constexpr,
+                     num_warps: gl.constexpr):
         dtype: gl.constexpr = q_desc.dtype
         k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
         v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
@@ -414,13 +446,20 @@ if gluon is not None:
             mbarrier.init(k_empty.index(i), count=2)
             mbarrier.init(v_empty.index(i), count=2)
         # two consumer warpgroups of BLOCK_M / 2 rows each, one producer warp
-        q_bufs = gl.allocate_shared_memory(dtype, [2] + q_desc.block_type.shape, q_desc.layout)
-        q_full = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-        q_empty = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-        for i in gl.static_range(2):
+        q_bufs = gl.allocate_shared_memory(dtype, [Q_BUFS] + q_desc.block_type.shape, q_desc.layout)
+        q_full = gl.allocate_shared_memory(gl.int64, [Q_BUFS, 1], mbarrier.MBarrierLayout())
+        q_empty = gl.allocate_shared_memory(gl.int64, [Q_BUFS, 1], mbarrier.MBarrierLayout())
+        for i in gl.static_range(Q_BUFS):
             mbarrier.init(q_full.index(i), count=1)
             mbarrier.init(q_empty.index(i), count=2)
-        rings = (q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty)
+        if PINGPONG:  # the first consumer takes the first turn
+            turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
+            mbarrier.init(turn.index(0), count=1)
+            mbarrier.init(turn.index(1), count=1)
+            mbarrier.arrive(turn.index(0))
+        else:  # (never touched)
+            turn = k_empty
+        rings = (q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, turn)
         ptrs = (Q, K, V, Out, Lse, PO, PL)
         strides = (stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, stride_qb, stride_ql,
                    stride_qh, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol,
@@ -428,10 +467,10 @@ if gluon is not None:
         sizes = (dense_chunks, n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale)
         gl.warp_specialize([
             (_consumer, (0, k_desc, v_desc, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
-                         STAGES)),
+                         STAGES, Q_BUFS, PINGPONG)),
             (_consumer, (1, k_desc, v_desc, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
-                         STAGES)),
+                         STAGES, Q_BUFS, PINGPONG)),
             (_producer, (q_desc, k_desc, v_desc, q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full,
                          k_empty, v_empty, n_row_tiles, n_tiles_total, heads, n_text, window, GROUPS, CHUNK,
-                         BLOCK_M, BLOCK_N, STAGES)),
+                         BLOCK_M, BLOCK_N, STAGES, Q_BUFS)),
         ], [4, 1], [_REGS_CONSUMER, _REGS_PRODUCER])

@@ -75,8 +75,8 @@ def prefill_resources(block_m: int, block_n: int, *, num_warps: int, num_stages:
                                      options={"num_warps": num_warps, "num_stages": num_stages}))
 
 
-def band_resources(block_n: int, stages: int, *, head_dim: int = 128, chunk: int = 8,
-                   arch: int = 90) -> KernelResources:
+def band_resources(block_n: int, stages: int, q_bufs: int = 2, pingpong: bool = False, *, head_dim: int = 128,
+                   chunk: int = 8, arch: int = 90) -> KernelResources:
     """Build the Gluon band kernel (``ksa_gluon.py``, bf16, GQA 1) for ``sm_<arch>`` and return its resource use.
 
     Registers and stack are those ptxas reports for the whole kernel (its partitions change their register count
@@ -92,7 +92,8 @@ def band_resources(block_n: int, stages: int, *, head_dim: int = 128, chunk: int
     from triton.experimental.gluon._runtime import GluonASTSource
 
     constexprs: dict[str, Any] = {"GROUPS": 1, "HEAD_DIM": head_dim, "CHUNK": chunk, "BLOCK_M": ksa_gluon.BLOCK_M,
-                                  "BLOCK_N": block_n, "STAGES": stages, "num_warps": 4}
+                                  "BLOCK_N": block_n, "STAGES": stages, "Q_BUFS": q_bufs, "PINGPONG": pingpong,
+                                  "num_warps": 4}
     layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=5)
     descriptors = {name: f"tensordesc<bf16[1,1,{rows // chunk},{chunk},{head_dim}],{layout!r}>"
                    for name, rows in (("q_desc", ksa_gluon.BLOCK_M), ("k_desc", block_n), ("v_desc", block_n))}
@@ -147,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="resource use of the KSA prefill kernel built for a GPU target, "
                                             "without a GPU (default: every autotuned config, TMA and pointer loads)")
     p.add_argument("--arch", type=int, default=90, help="compute capability as an integer (default 90)")
-    p.add_argument("--band", action="append", metavar="BLOCK_N,STAGES",
+    p.add_argument("--band", action="append", metavar="BLOCK_N,STAGES[,Q_BUFS[,PINGPONG]]",
                    help="the Gluon band kernel (ksa_gluon.py) instead, with these tiles (repeatable)")
     p.add_argument("--config", type=_parse_config, action="append",
                    help="BLOCK_M,BLOCK_N,warps,stages,tma|ptr[,split|dense] (repeatable; dense: the variant that "
@@ -156,11 +157,12 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("TRITON_INTERPRET") == "1":
         p.error("run without TRITON_INTERPRET=1: the interpreter does not compile kernels")
     if args.band:
-        print("Gluon band kernel: BLOCK_N stages | registers stack(spills) shared")
+        print("Gluon band kernel: BLOCK_N stages q_bufs pingpong | registers stack(spills) shared")
         for text in args.band:
-            block_n, stages = (int(x) for x in text.split(","))
-            use = band_resources(block_n, stages, arch=args.arch)
-            print(f"{block_n:7} {stages:6} | {use.registers:9} {use.stack_bytes:13} {use.shared_bytes:6}", flush=True)
+            block_n, stages, q_bufs, pingpong = ([int(x) for x in text.split(",")] + [2, 0])[:4]
+            use = band_resources(block_n, stages, q_bufs, bool(pingpong), arch=args.arch)
+            print(f"{block_n:7} {stages:6} {q_bufs:6} {pingpong:8} | {use.registers:9} {use.stack_bytes:13} "
+                  f"{use.shared_bytes:6}", flush=True)
         return 0
     configs = args.config or [
         (c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], c.num_warps, c.num_stages, tma, c.kwargs["SPLIT_LOOPS"], False)

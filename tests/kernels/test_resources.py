@@ -34,20 +34,22 @@ def test_prefill_kernel_builds_for_sm90() -> None:
 
 def test_gluon_band_kernel_builds_for_sm90() -> None:
     """The Gluon band kernel (ksa_gluon.py) compiles for sm_90 with the installed Triton, and its rings fit one CTA
-    per SM (at most 227 KB of shared memory)."""
+    per SM (at most 227 KB of shared memory), also in its largest variant."""
     from recfx.kernels import ksa_gluon
 
     if ksa_gluon.gluon is None:
         pytest.skip("this Triton has no Gluon")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    bn, stages = ksa_gluon.DEFAULT_CONFIG
-    result = subprocess.run([sys.executable, "-m", "recfx.kernels.resources", "--band", f"{bn},{stages}"],
+    bn, stages, q_bufs, pingpong = ksa_gluon.DEFAULT_CONFIG
+    result = subprocess.run([sys.executable, "-m", "recfx.kernels.resources", "--band",
+                             f"{bn},{stages},{q_bufs},{int(pingpong)}", "--band", "128,3,1,1"],
                             capture_output=True, text=True, env=env, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line for line in result.stdout.splitlines() if re.match(r"\s+\d+\s+\d+\s+\|", line)]
-    assert len(rows) == 1, result.stdout
-    registers, _, shared = (int(x) for x in rows[0].split("|")[1].split())
-    assert 0 < registers <= 255 and 0 < shared <= 227 * 1024
+    rows = [line for line in result.stdout.splitlines() if re.match(r"(\s+\d+){4}\s+\|", line)]
+    assert len(rows) == 2, result.stdout
+    for row in rows:  # the shipped configuration, and one Q buffer with 3 stages and ping-pong (the largest)
+        registers, _, shared = (int(x) for x in row.split("|")[1].split())
+        assert 0 < registers <= 255 and 0 < shared <= 227 * 1024
 
 
 def test_gluon_register_requests_fit_the_cta_pool() -> None:
