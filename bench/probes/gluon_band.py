@@ -7,9 +7,10 @@ the text, in the same run (rounds, median).
 
     PYTHONPATH=$PWD python3 bench/probes/gluon_band.py out.json [--sizes 16384,32768,65536] [--configs "128,2;64,3"]
 
-(--configs: BLOCK_N,STAGES[,Q_BUFS[,PINGPONG]] of the Gluon kernel, as RECFX_KSA_GLUON_CONFIG; e.g. "128,2;128,3,1;
-128,2,2,1;128,3,1,1" for the shipped tiles, one Q buffer with 3 stages, and the consumers in ping-pong.) Results of the design steps are in bench/results/ksa_gluon_probe*.json
-and ksa_gluon_ablation1.log; the kernel variants they measured are described in docs/ksa.md.
+(--configs: BLOCK_N,STAGES[,Q_BUFS[,PINGPONG]] of the Gluon kernel, as RECFX_KSA_GLUON_CONFIG; e.g.
+"128,2;128,3,1;128,2,2,1;128,3,1,1" for the shipped tiles, one Q buffer with 3 stages, and the consumers in
+ping-pong.) Results of the design steps are in bench/results/ksa_gluon_probe*.json and ksa_gluon_ablation1.log;
+the kernel variants they measured are described in docs/ksa.md.
 """
 
 from __future__ import annotations
