@@ -42,7 +42,7 @@ try:
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 except ImportError:  # a Triton without Gluon: the Triton kernel runs the band
     gluon = None
-else:  # TMA global -> shared copy: async_copy_global_to_shared up to Triton 3.6, async_load from 3.7
+else:  # TMA global -> shared copy: async_copy_global_to_shared in Triton 3.6, async_load in later releases (3.9)
     _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 
 __all__ = ["band_supported", "ksa_band"]
