@@ -69,7 +69,7 @@ def checks(configs: list[str]) -> list[dict[str, Any]]:
         for band, config in [("triton", None)] + [("gluon", c) for c in configs]:
             row: dict[str, Any] = {"B": b, "n": n, "k": chunk, "W": w, "H": h, "Hkv": hkv, "D": d,
                                    "dtype": str(dtype), "band": band, "config": config,
-                                   "supported": ksa_gluon.band_supported(q, k, chunk, 1)}
+                                   "supported": ksa_gluon.band_supported(q, k, v, chunk, 1)}
             try:
                 out, lse = run(q, k, v, chunk, w, band, config)
                 torch.cuda.synchronize()

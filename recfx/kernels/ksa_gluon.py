@@ -35,6 +35,8 @@ from typing import Any
 import torch
 import triton
 
+from recfx.kernels import ksa_tma
+
 try:
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
@@ -45,7 +47,7 @@ except ImportError:  # a Triton without Gluon: the Triton kernel runs the band
 else:  # TMA global -> shared copy: async_copy_global_to_shared in Triton 3.6, async_load in later releases (3.9)
     _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
 
-__all__ = ["band_supported", "ksa_band"]
+__all__ = ["band_supported", "ksa_band", "parse_config"]
 
 LOG2E = math.log2(math.e)
 #: text rows per row tile: two consumer warpgroups of 64 rows
@@ -91,18 +93,10 @@ def band_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size
     if choice == "auto" and not triton.__version__.startswith(VALIDATED_TRITON):
         return False
     length, heads, head_dim = q.shape[1], q.shape[2], q.shape[3]
-    block_n = _config()[0]
-    return (summaries == 1 and chunk_size in VALIDATED_CHUNKS and block_n % chunk_size == 0
-            and length % (chunk_size + 1) == 0 and length > 0 and head_dim in (64, 128)
-            and heads % k.shape[2] == 0 and _capability(q.device.index) == 9
-            and q.dtype in (torch.bfloat16, torch.float16) and k.dtype == q.dtype and v.dtype == q.dtype
-            and k.shape == v.shape and all(_tma_ready(x) for x in (q, k, v)))
-
-
-def _tma_ready(x: torch.Tensor) -> bool:
-    """Contiguous rows, 16-byte aligned base and strides, no broadcast (zero-stride) dimension."""
-    return (x.stride(-1) == 1 and x.data_ptr() % 16 == 0
-            and all(st > 0 and st * x.element_size() % 16 == 0 for st in x.stride()[:-1]))
+    return (summaries == 1 and chunk_size in VALIDATED_CHUNKS and _config()[0] % chunk_size == 0
+            and length % (chunk_size + 1) == 0 and head_dim in (64, 128) and heads % k.shape[2] == 0
+            and ksa_tma._capability(q.device.index)[0] == 9 and k.dtype == q.dtype and v.dtype == q.dtype
+            and k.shape == v.shape and all(ksa_tma.tma_supported(x, chunk_size, summaries) for x in (q, k, v)))
 
 
 @functools.cache
@@ -110,26 +104,25 @@ def _sm_count(index: int | None) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-@functools.cache
-def _capability(index: int | None) -> int:
-    return torch.cuda.get_device_capability(index)[0]
-
-
 def _config() -> tuple[int, int, int, bool]:
-    """(BLOCK_N, STAGES, Q_BUFS, PINGPONG): DEFAULT_CONFIG, or RECFX_KSA_GLUON_CONFIG (A/B sweeps).
+    """(BLOCK_N, STAGES, Q_BUFS, PINGPONG): DEFAULT_CONFIG, or RECFX_KSA_GLUON_CONFIG (A/B sweeps)."""
+    text = os.environ.get("RECFX_KSA_GLUON_CONFIG")
+    return parse_config(text, "RECFX_KSA_GLUON_CONFIG") if text else DEFAULT_CONFIG
+
+
+def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool]:
+    """``bn,stages[,q_bufs[,pingpong]]`` (integers; omitted ones from DEFAULT_CONFIG) -> (BLOCK_N, STAGES, Q_BUFS,
+    PINGPONG).
 
     Raises:
-        ValueError: RECFX_KSA_GLUON_CONFIG is not ``bn,stages[,q_bufs[,pingpong]]`` (integers).
+        ValueError: the text is not of that form (the message names ``source``, e.g. the environment variable).
     """
-    text = os.environ.get("RECFX_KSA_GLUON_CONFIG")
-    if not text:
-        return DEFAULT_CONFIG
     try:
         values = [int(x) for x in text.split(",")]
     except ValueError:
         values = []
     if not 2 <= len(values) <= 4:
-        raise ValueError(f"RECFX_KSA_GLUON_CONFIG wants bn,stages[,q_bufs[,pingpong]] (integers), got {text!r}")
+        raise ValueError(f"{source} wants bn,stages[,q_bufs[,pingpong]] (integers, e.g. 128,2), got {text!r}")
     block_n, stages, q_bufs, pingpong = values + list(DEFAULT_CONFIG[len(values):])
     return block_n, stages, q_bufs, bool(pingpong)
 
@@ -204,9 +197,9 @@ if gluon is not None:
             mbarrier.arrive(turn.index(1 - HALF))
 
     @gluon.jit
-    def _rows(q_tile, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, turn,
+    def _rows(q_tile, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, turn,
               PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
-              stride_ol, b, h, hk, o_base, lse_base, t0, first, n_tiles, g0, n_text, window, qk_scale,
+              stride_ol, h, o_base, lse_base, t0, first, n_tiles, g0, n_text, window, qk_scale,
               HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
               STAGES: gl.constexpr, HALF: gl.constexpr, PINGPONG: gl.constexpr):
         """``ROWS`` = 64 text rows from t0 (one consumer warpgroup): band attention over its row tile's key tiles,
@@ -220,7 +213,7 @@ if gluon is not None:
         P_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=O_LAYOUT, k_width=2)
         ROW_S: gl.constexpr = gl.SliceLayout(1, S_LAYOUT)
         ROW_O: gl.constexpr = gl.SliceLayout(1, O_LAYOUT)
-        dtype: gl.constexpr = k_desc.dtype
+        dtype: gl.constexpr = k_bufs.dtype
 
         t_last = gl.minimum(t0 + ROWS, n_text) - 1
         c0 = t0 // CHUNK
@@ -313,11 +306,11 @@ if gluon is not None:
 
     @gluon.jit
     def _summary_rows(q_base, k_base, v_base, o_base, lse_base, stride_ql, stride_kl, stride_vl, stride_ol,
-                      c_first, n_chunks, qk_scale, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr,
-                      WARPS: gl.constexpr):
+                      c_first, n_chunks, qk_scale, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr,
+                      ROWS: gl.constexpr):
         """Summary queries (S = 1) of the chunks [c_first, c_first + ROWS / k): each sees its chunk's text and
         itself. CUDA-core dot products over [chunks, k, D] tiles read from L2 (the band tiles just brought them)."""
-        L3: gl.constexpr = gl.BlockedLayout([1, 1, HEAD_DIM // 16], [1, 2, 16], [WARPS, 1, 1], [2, 1, 0])
+        L3: gl.constexpr = gl.BlockedLayout([1, 1, HEAD_DIM // 16], [1, 2, 16], [4, 1, 1], [2, 1, 0])  # one warpgroup
         CH: gl.constexpr = ROWS // CHUNK
         L_CK: gl.constexpr = gl.SliceLayout(2, L3)
         L_CD: gl.constexpr = gl.SliceLayout(1, L3)
@@ -363,7 +356,7 @@ if gluon is not None:
         return pid_bh // heads, h, h // GROUPS, t0, first, (t_last + 1 - first + BLOCK_N - 1) // BLOCK_N
 
     @gluon.jit
-    def _consumer(half: gl.constexpr, k_desc, v_desc, rings, ptrs, strides, sizes, GROUPS: gl.constexpr,
+    def _consumer(half: gl.constexpr, rings, ptrs, strides, sizes, GROUPS: gl.constexpr,
                   HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                   STAGES: gl.constexpr, Q_BUFS: gl.constexpr, PINGPONG: gl.constexpr):
         """One consumer warpgroup of the persistent kernel: rows [t0 + half * BLOCK_M / 2, + BLOCK_M / 2) of every
@@ -386,15 +379,14 @@ if gluon is not None:
             lse_base = Lse + b64 * stride_lb + h * stride_lh
             mbarrier.wait(q_full.index(r % Q_BUFS), (r // Q_BUFS) & 1)
             q_tile = q_bufs.index(r % Q_BUFS).reshape([BLOCK_M, HEAD_DIM]).slice(half * ROWS, ROWS)
-            _rows(q_tile, k_desc, v_desc, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, turn,
+            _rows(q_tile, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, turn,
                   PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
-                  stride_ol, b, h, hk, o_base, lse_base, t0 + half * ROWS, first, n_tiles, g0, n_text, window,
+                  stride_ol, h, o_base, lse_base, t0 + half * ROWS, first, n_tiles, g0, n_text, window,
                   qk_scale, HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, half, PINGPONG)
             mbarrier.arrive(q_empty.index(r % Q_BUFS))
             _summary_rows(Q + b64 * stride_qb + h * stride_qh, K + b64 * stride_kb + hk * stride_kh,
                           V + b64 * stride_vb + hk * stride_vh, o_base, lse_base, stride_ql, stride_kl, stride_vl,
-                          stride_ol, (t0 + half * ROWS) // CHUNK, n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, ROWS,
-                          4)
+                          stride_ol, (t0 + half * ROWS) // CHUNK, n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, ROWS)
             g0 += n_tiles
             r += 1  # noqa: SIM113 (no enumerate in Gluon)
 
@@ -466,9 +458,9 @@ if gluon is not None:
                    stride_oh, stride_lb, stride_lh)
         sizes = (dense_chunks, n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale)
         gl.warp_specialize([
-            (_consumer, (0, k_desc, v_desc, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
+            (_consumer, (0, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
                          STAGES, Q_BUFS, PINGPONG)),
-            (_consumer, (1, k_desc, v_desc, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
+            (_consumer, (1, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
                          STAGES, Q_BUFS, PINGPONG)),
             (_producer, (q_desc, k_desc, v_desc, q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full,
                          k_empty, v_empty, n_row_tiles, n_tiles_total, heads, n_text, window, GROUPS, CHUNK,

@@ -49,7 +49,8 @@ def tma_supported(x: torch.Tensor, chunk_size: int, summaries: int) -> bool:
     """Whether K/V tiles of ``x`` (B, L, Hkv, D) can be read by TMA descriptors in groups of whole chunks.
 
     Needs a Hopper-or-newer GPU (or the interpreter), 16-bit elements, power-of-two chunk, summary count and head
-    dim (TMA boxes and Triton tiles are powers of two), 16-byte aligned base and strides, and at least one complete
+    dim (TMA boxes and Triton tiles are powers of two), 16-byte aligned base and non-zero strides (a broadcast
+    dimension has none to describe), and at least one complete
     chunk. ``RECFX_KSA_TMA=0`` turns it off (A/B measurements).
     """
     if os.environ.get("RECFX_KSA_TMA", "1") == "0" or TensorDescriptor is None:
@@ -61,7 +62,7 @@ def tma_supported(x: torch.Tensor, chunk_size: int, summaries: int) -> bool:
     return (x.dtype in (torch.bfloat16, torch.float16) and _is_pow2(chunk_size) and _is_pow2(summaries)
             and chunk_size <= 64 and summaries <= 64 and _is_pow2(head_dim) and head_dim * item >= 16
             and x.stride(-1) == 1 and x.data_ptr() % 16 == 0 and length >= chunk_size + summaries
-            and all(st * item % 16 == 0 for st in x.stride()[:-1]))
+            and all(st > 0 and st * item % 16 == 0 for st in x.stride()[:-1]))
 
 
 def chunk_descriptors(x: torch.Tensor, chunk_size: int, summaries: int) -> tuple[Any, Any]:

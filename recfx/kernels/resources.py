@@ -144,11 +144,18 @@ def _parse_config(text: str) -> tuple[int, int, int, int, bool, bool, bool]:
     return bm, bn, warps, stages, parts[4] == "tma", parts[5:] == ["split"], parts[5:] == ["dense"]
 
 
+def _parse_band(text: str) -> tuple[int, int, int, bool]:
+    try:
+        return ksa_gluon.parse_config(text, "--band")
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="resource use of the KSA prefill kernel built for a GPU target, "
                                             "without a GPU (default: every autotuned config, TMA and pointer loads)")
     p.add_argument("--arch", type=int, default=90, help="compute capability as an integer (default 90)")
-    p.add_argument("--band", action="append", metavar="BLOCK_N,STAGES[,Q_BUFS[,PINGPONG]]",
+    p.add_argument("--band", action="append", type=_parse_band, metavar="BLOCK_N,STAGES[,Q_BUFS[,PINGPONG]]",
                    help="the Gluon band kernel (ksa_gluon.py) instead, with these tiles (repeatable)")
     p.add_argument("--config", type=_parse_config, action="append",
                    help="BLOCK_M,BLOCK_N,warps,stages,tma|ptr[,split|dense] (repeatable; dense: the variant that "
@@ -158,10 +165,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("run without TRITON_INTERPRET=1: the interpreter does not compile kernels")
     if args.band:
         print("Gluon band kernel: BLOCK_N stages q_bufs pingpong | registers stack(spills) shared")
-        for text in args.band:
-            block_n, stages, q_bufs, pingpong = ([int(x) for x in text.split(",")] + [2, 0])[:4]
-            use = band_resources(block_n, stages, q_bufs, bool(pingpong), arch=args.arch)
-            print(f"{block_n:7} {stages:6} {q_bufs:6} {pingpong:8} | {use.registers:9} {use.stack_bytes:13} "
+        for block_n, stages, q_bufs, pingpong in args.band:
+            use = band_resources(block_n, stages, q_bufs, pingpong, arch=args.arch)
+            print(f"{block_n:7} {stages:6} {q_bufs:6} {pingpong:8d} | {use.registers:9} {use.stack_bytes:13} "
                   f"{use.shared_bytes:6}", flush=True)
         return 0
     configs = args.config or [

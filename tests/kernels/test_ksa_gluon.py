@@ -34,7 +34,7 @@ def test_band_runs_by_default_only_on_validated_triton(monkeypatch: pytest.Monke
         pytest.skip("this Triton has no Gluon")
     q = torch.randn(1, 9 * 16, 4, 128, dtype=torch.bfloat16)
     monkeypatch.setattr(torch.Tensor, "is_cuda", property(lambda self: True))
-    monkeypatch.setattr(ksa_gluon, "_capability", lambda index: 9)
+    monkeypatch.setattr(ksa_gluon.ksa_tma, "_capability", lambda index: (9, 0))
     monkeypatch.setattr(ksa_gluon.triton, "__version__", "3.6.0")
     assert ksa_gluon.band_supported(q, q, q, 8, 1)
     assert not ksa_gluon.band_supported(q, q, q, 8, 2)  # S = 2
@@ -64,7 +64,7 @@ def test_config_default_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ksa_gluon._config() == (128, 3, 1, True)
     for bad in ("128", "128,x", "1,2,3,4,5"):
         monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", bad)
-        with pytest.raises(ValueError, match="bn,stages"):
+        with pytest.raises(ValueError, match="RECFX_KSA_GLUON_CONFIG wants bn,stages"):
             ksa_gluon._config()
 
 

@@ -111,5 +111,6 @@ def test_tma_supported_conditions() -> None:
     assert not tma_supported(x.float(), 4, 1)  # 16-bit elements only
     assert not tma_supported(torch.randn(1, 40, 2, 24).half(), 4, 1)  # head dim not a power of two
     assert not tma_supported(x[:, :3], 4, 1)  # no complete block
+    assert not tma_supported(x[:, :, :1].expand_as(x), 4, 1)  # a broadcast head: a zero stride has no TMA view
     with pytest.raises(ValueError, match="TMA"):
         ksa_prefill(x, x, x, 3, 1, 1, 0.25, tma=True)

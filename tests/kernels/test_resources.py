@@ -63,6 +63,13 @@ def test_gluon_register_requests_fit_the_cta_pool() -> None:
     assert ksa_gluon.REGS_CONSUMER % 8 == 0 and ksa_gluon.REGS_PRODUCER % 8 == 0 and ksa_gluon.REGS_PRODUCER >= 24
 
 
+def test_resources_band_argument_is_checked() -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-m", "recfx.kernels.resources", "--band", "128"],
+                            capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert result.returncode == 2 and "--band wants bn,stages" in result.stderr
+
+
 def test_resources_refuses_the_interpreter() -> None:
     result = subprocess.run([sys.executable, "-m", "recfx.kernels.resources", "--config", "64,64,4,3,tma"],
                             capture_output=True, text=True, env={**os.environ, "TRITON_INTERPRET": "1"}, timeout=120,
