@@ -7,10 +7,11 @@ the text, in the same run (rounds, median).
 
     PYTHONPATH=$PWD python3 bench/probes/gluon_band.py out.json [--sizes 16384,32768,65536] [--configs "128,2;64,3"]
 
-(--configs: BLOCK_N,STAGES[,Q_BUFS[,PINGPONG]] of the Gluon kernel, as RECFX_KSA_GLUON_CONFIG; e.g.
-"128,2;128,3,1;128,2,2,1;128,3,1,1" for the shipped tiles, one Q buffer with 3 stages, and the consumers in
-ping-pong.) Results of the design steps are in bench/results/ksa_gluon_probe*.json and ksa_gluon_ablation1.log;
-the kernel variants they measured are described in docs/ksa.md.
+(--configs: BLOCK_N,STAGES[,Q_BUFS[,PINGPONG[,BALANCED]]] of the Gluon kernel, as RECFX_KSA_GLUON_CONFIG; e.g.
+"128,2;128,3,1;128,2,2,1;128,2,2,0,1" for the shipped tiles, one Q buffer with 3 stages, the consumers in
+ping-pong, the row tiles dealt by cost. --ablate summary: timing without the summary queries.) Results of the
+design steps are in bench/results/ksa_gluon_probe*.json and ksa_gluon_ablation1.log; the kernel variants they
+measured are described in docs/ksa.md.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
 from triton.testing import do_bench
 
 from recfx.kernels import ksa_dense, ksa_gluon
@@ -130,6 +133,13 @@ def timing(n: int, configs: list[str], rep_ms: int, rounds: int) -> dict[str, An
     return row
 
 
+@gluon.jit
+def _no_summary_rows(q_base, k_base, v_base, o_base, lse_base, stride_ql, stride_kl, stride_vl, stride_ol,
+                     c_first, n_chunks, qk_scale, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr):
+    """Stand-in for ``ksa_gluon._summary_rows`` that computes nothing (``--ablate summary``)."""
+    pass
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("out")
@@ -138,12 +148,17 @@ def main() -> None:
     p.add_argument("--rep-ms", type=int, default=100)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--parts", default="checks,timing")
+    p.add_argument("--ablate", choices=["summary"], help="timing only: the Gluon kernel without its summary "
+                   "queries (outputs wrong), to see what they cost")
     args = p.parse_args()
-    result: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__}
-    if "checks" in args.parts:
-        result["checks"] = checks(args.configs)
+    result: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+                              "ablate": args.ablate}
+    if args.ablate == "summary":  # before anything compiles: the kernel resolves the name at compile time
+        ksa_gluon._summary_rows = _no_summary_rows
     if "timing" in args.parts:
         result["timing"] = [timing(n, args.configs, args.rep_ms, args.rounds) for n in args.sizes]
+    if "checks" in args.parts and not args.ablate:
+        result["checks"] = checks(args.configs)
     with open(args.out, "w") as f:
         json.dump(result, f, indent=1)
 

@@ -52,11 +52,13 @@ __all__ = ["band_supported", "ksa_band", "parse_config"]
 LOG2E = math.log2(math.e)
 #: text rows per row tile: two consumer warpgroups of 64 rows
 BLOCK_M = 128
-#: (BLOCK_N, STAGES, Q_BUFS, PINGPONG): keys per tile, K/V ring depth, Q ring depth, consumers taking turns on the
-#: tensor cores. 128 keys x 2 stages with 2 Q buffers was 13% faster on the band than 64 x 3 at 32K text tokens
-#: (bench/results/ksa_gluon_probe6.json). One Q buffer (room for 3 stages of 128 keys) and PINGPONG compile but have
-#: not run on a GPU yet. RECFX_KSA_GLUON_CONFIG="bn,stages[,q_bufs[,pingpong]]" overrides (sweeps)
-DEFAULT_CONFIG = (128, 2, 2, False)
+#: (BLOCK_N, STAGES, Q_BUFS, PINGPONG, BALANCED): keys per tile, K/V ring depth, Q ring depth, consumers taking
+#: turns on the tensor cores, row tiles dealt to the CTAs by cost (``_tile_id``) rather than round robin. 128 keys x 2
+#: stages with 2 Q buffers was 13% faster on the band than 64 x 3 at 32K text tokens
+#: (bench/results/ksa_gluon_probe6.json). One Q buffer (room for 3 stages of 128 keys), PINGPONG and BALANCED
+#: compile but have not run on a GPU yet. RECFX_KSA_GLUON_CONFIG="bn,stages[,q_bufs[,pingpong[,balanced]]]"
+#: overrides (sweeps)
+DEFAULT_CONFIG = (128, 2, 2, False, False)
 #: registers per thread after setmaxnreg: consumer warpgroup, producer partition. The default partition (the first
 #: consumer) is raised to 256, the CTA starts with 168 x 384 threads, and the producer partition is padded to a
 #: warpgroup, so 256 + consumer + producer must stay <= 504 or a register request never completes.
@@ -104,15 +106,15 @@ def _sm_count(index: int | None) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def _config() -> tuple[int, int, int, bool]:
-    """(BLOCK_N, STAGES, Q_BUFS, PINGPONG): DEFAULT_CONFIG, or RECFX_KSA_GLUON_CONFIG (A/B sweeps)."""
+def _config() -> tuple[int, int, int, bool, bool]:
+    """(BLOCK_N, STAGES, Q_BUFS, PINGPONG, BALANCED): DEFAULT_CONFIG, or RECFX_KSA_GLUON_CONFIG (A/B sweeps)."""
     text = os.environ.get("RECFX_KSA_GLUON_CONFIG")
     return parse_config(text, "RECFX_KSA_GLUON_CONFIG") if text else DEFAULT_CONFIG
 
 
-def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool]:
-    """``bn,stages[,q_bufs[,pingpong]]`` (integers; omitted ones from DEFAULT_CONFIG) -> (BLOCK_N, STAGES, Q_BUFS,
-    PINGPONG).
+def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool, bool]:
+    """``bn,stages[,q_bufs[,pingpong[,balanced]]]`` (integers; omitted ones from DEFAULT_CONFIG) -> (BLOCK_N,
+    STAGES, Q_BUFS, PINGPONG, BALANCED).
 
     Raises:
         ValueError: the text is not of that form (the message names ``source``, e.g. the environment variable).
@@ -121,10 +123,11 @@ def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool
         values = [int(x) for x in text.split(",")]
     except ValueError:
         values = []
-    if not 2 <= len(values) <= 4:
-        raise ValueError(f"{source} wants bn,stages[,q_bufs[,pingpong]] (integers, e.g. 128,2), got {text!r}")
-    block_n, stages, q_bufs, pingpong = values + list(DEFAULT_CONFIG[len(values):])
-    return block_n, stages, q_bufs, bool(pingpong)
+    if not 2 <= len(values) <= 5:
+        raise ValueError(f"{source} wants bn,stages[,q_bufs[,pingpong[,balanced]]] (integers, e.g. 128,2), "
+                         f"got {text!r}")
+    block_n, stages, q_bufs, pingpong, balanced = values + list(DEFAULT_CONFIG[len(values):])
+    return block_n, stages, q_bufs, bool(pingpong), bool(balanced)
 
 
 def _text_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:
@@ -144,7 +147,7 @@ def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
     dense prefix: ``ksa_dense.dense_prefix``'s (out [k, H, C', D], lse [k, H, C']) for this row."""
     _, length, heads, head_dim = q.shape
     n_text = length - length // (chunk_size + 1)
-    block_n, stages, q_bufs, pingpong = _config()
+    block_n, stages, q_bufs, pingpong, balanced = _config()
     po, pl = prefix
     n_row_tiles = -(-n_text // BLOCK_M)
     total = n_row_tiles * q.shape[0] * heads
@@ -154,9 +157,10 @@ def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
         q, k, v, out, lse, po, pl, *po.stride()[:3], *pl.stride(), po.shape[2],
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), lse.stride(0),
-        lse.stride(1), n_row_tiles, total, heads, n_text, window, scale * LOG2E,
+        lse.stride(1), n_row_tiles, min(n_row_tiles, -(-window * chunk_size // BLOCK_M)), total, heads, n_text,
+        window, scale * LOG2E,
         GROUPS=heads // k.shape[2], HEAD_DIM=head_dim, CHUNK=chunk_size, BLOCK_M=BLOCK_M, BLOCK_N=block_n,
-        STAGES=stages, Q_BUFS=q_bufs, PINGPONG=pingpong, num_warps=4)
+        STAGES=stages, Q_BUFS=q_bufs, PINGPONG=pingpong, BALANCED=balanced, num_warps=4)
 
 
 if gluon is not None:
@@ -344,6 +348,36 @@ if gluon is not None:
         gl.store(lse_base + sum_pos, (m + gl.log2(l_sum)) * 0.6931471805599453, mask=ok)
 
     @gluon.jit
+    def _rounds(total, BALANCED: gl.constexpr):
+        """Row tiles this CTA computes: every num_programs-th of ``total`` (BALANCED: in snake order)."""
+        pid = gl.program_id(0)
+        n_prog = gl.num_programs(0)
+        if BALANCED:
+            last = total // n_prog  # the partial round (if any): slots 0 .. total % n_prog - 1, reversed when odd
+            slot = gl.where(last % 2 == 0, pid, n_prog - 1 - pid)
+            return last + (slot < total % n_prog).to(gl.int32)
+        else:
+            return (total - pid + n_prog - 1) // n_prog
+
+    @gluon.jit
+    def _tile_id(r, n_row_tiles, n_short, total, BALANCED: gl.constexpr):
+        """The CTA's r-th row tile. Round robin; or, BALANCED, over the tiles sorted by cost (every head's full-band
+        tiles, then the short tiles at the start of the text, longest first) dealt in snake order (rounds alternate
+        direction), which evens out the CTAs' total work."""
+        pid = gl.program_id(0)
+        n_prog = gl.num_programs(0)
+        if BALANCED:
+            s = r * n_prog + gl.where(r % 2 == 0, pid, n_prog - 1 - pid)
+            n_long = n_row_tiles - n_short
+            heads_total = total // n_row_tiles
+            tile_long = (s // gl.maximum(n_long, 1)) * n_row_tiles + s % gl.maximum(n_long, 1)
+            s_short = s - heads_total * n_long
+            tile_short = (s_short % heads_total) * n_row_tiles + n_long + s_short // heads_total
+            return gl.where(s_short < 0, tile_long, tile_short)
+        else:
+            return pid + r * n_prog
+
+    @gluon.jit
     def _tile(tile_id, n_row_tiles, heads, n_text, window, GROUPS: gl.constexpr, CHUNK: gl.constexpr,
               BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr):
         """Row tile ``tile_id`` -> (b, h, kv head, first text row, first key, key tiles). Consecutive ids are
@@ -358,7 +392,7 @@ if gluon is not None:
     @gluon.jit
     def _consumer(half: gl.constexpr, rings, ptrs, strides, sizes, GROUPS: gl.constexpr,
                   HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  STAGES: gl.constexpr, Q_BUFS: gl.constexpr, PINGPONG: gl.constexpr):
+                  STAGES: gl.constexpr, Q_BUFS: gl.constexpr, PINGPONG: gl.constexpr, BALANCED: gl.constexpr):
         """One consumer warpgroup of the persistent kernel: rows [t0 + half * BLOCK_M / 2, + BLOCK_M / 2) of every
         row tile of this CTA, then the summary queries of their chunks. ``rings``, ``ptrs``, ``strides`` and
         ``sizes`` are the kernel's arguments of those kinds, grouped (``_band_kernel``)."""
@@ -367,11 +401,12 @@ if gluon is not None:
         (stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, stride_qb, stride_ql, stride_qh,
          stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb,
          stride_lh) = strides
-        dense_chunks, n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale = sizes
+        dense_chunks, n_row_tiles, n_short, n_tiles_total, heads, n_text, window, qk_scale = sizes
         ROWS: gl.constexpr = BLOCK_M // 2
         g0 = 0
         r = 0
-        for tile_id in range(gl.program_id(0), n_tiles_total, gl.num_programs(0)):
+        for i in range(_rounds(n_tiles_total, BALANCED)):
+            tile_id = _tile_id(i, n_row_tiles, n_short, n_tiles_total, BALANCED)
             b, h, hk, t0, first, n_tiles = _tile(tile_id, n_row_tiles, heads, n_text, window, GROUPS, CHUNK,
                                                  BLOCK_M, BLOCK_N)
             b64 = b.to(gl.int64)
@@ -392,13 +427,15 @@ if gluon is not None:
 
     @gluon.jit
     def _producer(q_desc, k_desc, v_desc, q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
-                  n_row_tiles, n_tiles_total, heads, n_text, window, GROUPS: gl.constexpr, CHUNK: gl.constexpr,
-                  BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr, Q_BUFS: gl.constexpr):
+                  n_row_tiles, n_short, n_tiles_total, heads, n_text, window, GROUPS: gl.constexpr,
+                  CHUNK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
+                  Q_BUFS: gl.constexpr, BALANCED: gl.constexpr):
         """One warp: each row tile's Q, then its K and V tiles, into the rings as soon as both consumers released
         the slot (runs ahead across row tiles)."""
         g = 0
         r = 0
-        for tile_id in range(gl.program_id(0), n_tiles_total, gl.num_programs(0)):
+        for i in range(_rounds(n_tiles_total, BALANCED)):
+            tile_id = _tile_id(i, n_row_tiles, n_short, n_tiles_total, BALANCED)
             b, h, hk, t0, first, n_tiles = _tile(tile_id, n_row_tiles, heads, n_text, window, GROUPS, CHUNK,
                                                  BLOCK_M, BLOCK_N)
             mbarrier.wait(q_empty.index(r % Q_BUFS), ((r // Q_BUFS) + 1) & 1, pred=r >= Q_BUFS)
@@ -421,10 +458,10 @@ if gluon is not None:
                      stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
                      stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh,
                      stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
-                     n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale,
+                     n_row_tiles, n_short, n_tiles_total, heads, n_text, window, qk_scale,
                      GROUPS: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr,
                      BLOCK_N: gl.constexpr, STAGES: gl.constexpr, Q_BUFS: gl.constexpr, PINGPONG: gl.constexpr,
-                     num_warps: gl.constexpr):
+                     BALANCED: gl.constexpr, num_warps: gl.constexpr):
         dtype: gl.constexpr = q_desc.dtype
         k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
         v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
@@ -456,13 +493,13 @@ if gluon is not None:
         strides = (stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, stride_qb, stride_ql,
                    stride_qh, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol,
                    stride_oh, stride_lb, stride_lh)
-        sizes = (dense_chunks, n_row_tiles, n_tiles_total, heads, n_text, window, qk_scale)
+        sizes = (dense_chunks, n_row_tiles, n_short, n_tiles_total, heads, n_text, window, qk_scale)
         gl.warp_specialize([
             (_consumer, (0, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
-                         STAGES, Q_BUFS, PINGPONG)),
+                         STAGES, Q_BUFS, PINGPONG, BALANCED)),
             (_consumer, (1, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
-                         STAGES, Q_BUFS, PINGPONG)),
+                         STAGES, Q_BUFS, PINGPONG, BALANCED)),
             (_producer, (q_desc, k_desc, v_desc, q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full,
-                         k_empty, v_empty, n_row_tiles, n_tiles_total, heads, n_text, window, GROUPS, CHUNK,
-                         BLOCK_M, BLOCK_N, STAGES, Q_BUFS)),
+                         k_empty, v_empty, n_row_tiles, n_short, n_tiles_total, heads, n_text, window, GROUPS,
+                         CHUNK, BLOCK_M, BLOCK_N, STAGES, Q_BUFS, BALANCED)),
         ], [4, 1], [_REGS_CONSUMER, _REGS_PRODUCER])
