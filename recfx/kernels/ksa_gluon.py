@@ -52,13 +52,15 @@ __all__ = ["band_supported", "ksa_band", "parse_config"]
 LOG2E = math.log2(math.e)
 #: text rows per row tile: two consumer warpgroups of 64 rows
 BLOCK_M = 128
-#: (BLOCK_N, STAGES, Q_BUFS, PINGPONG, BALANCED): keys per tile, K/V ring depth, Q ring depth, consumers taking
-#: turns on the tensor cores, row tiles dealt to the CTAs by cost (``_tile_id``) rather than round robin. 128 keys x 2
+#: (BLOCK_N, STAGES, Q_BUFS, PINGPONG, BALANCED, SUMMARY_SMEM): keys per tile, K/V ring depth, Q ring depth,
+#: consumers taking turns on the tensor cores, row tiles dealt to the CTAs by cost (``_tile_id``) rather than round
+#: robin, summary queries computed from the shared-memory tiles (``_summary_from_tiles``, BLOCK_N = BLOCK_M only)
+#: rather than from L2. 128 keys x 2
 #: stages with 2 Q buffers was 13% faster on the band than 64 x 3 at 32K text tokens
 #: (bench/results/ksa_gluon_probe6.json). One Q buffer (room for 3 stages of 128 keys), PINGPONG and BALANCED
-#: compile but have not run on a GPU yet. RECFX_KSA_GLUON_CONFIG="bn,stages[,q_bufs[,pingpong[,balanced]]]"
+#: compile but have not run on a GPU yet. RECFX_KSA_GLUON_CONFIG="bn,stages[,q_bufs[,pingpong[,balanced[,smem]]]]"
 #: overrides (sweeps)
-DEFAULT_CONFIG = (128, 2, 2, False, False)
+DEFAULT_CONFIG = (128, 2, 2, False, False, True)
 #: registers per thread after setmaxnreg: consumer warpgroup, producer partition. The default partition (the first
 #: consumer) is raised to 256, the CTA starts with 168 x 384 threads, and the producer partition is padded to a
 #: warpgroup, so 256 + consumer + producer must stay <= 504 or a register request never completes.
@@ -106,15 +108,16 @@ def _sm_count(index: int | None) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def _config() -> tuple[int, int, int, bool, bool]:
-    """(BLOCK_N, STAGES, Q_BUFS, PINGPONG, BALANCED): DEFAULT_CONFIG, or RECFX_KSA_GLUON_CONFIG (A/B sweeps)."""
+def _config() -> tuple[int, int, int, bool, bool, bool]:
+    """(BLOCK_N, STAGES, Q_BUFS, PINGPONG, BALANCED, SUMMARY_SMEM): DEFAULT_CONFIG, or RECFX_KSA_GLUON_CONFIG (A/B
+    sweeps)."""
     text = os.environ.get("RECFX_KSA_GLUON_CONFIG")
     return parse_config(text, "RECFX_KSA_GLUON_CONFIG") if text else DEFAULT_CONFIG
 
 
-def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool, bool]:
-    """``bn,stages[,q_bufs[,pingpong[,balanced]]]`` (integers; omitted ones from DEFAULT_CONFIG) -> (BLOCK_N,
-    STAGES, Q_BUFS, PINGPONG, BALANCED).
+def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool, bool, bool]:
+    """``bn,stages[,q_bufs[,pingpong[,balanced[,smem]]]]`` (integers; omitted ones from DEFAULT_CONFIG) ->
+    (BLOCK_N, STAGES, Q_BUFS, PINGPONG, BALANCED, SUMMARY_SMEM); SUMMARY_SMEM is dropped unless BLOCK_N = BLOCK_M.
 
     Raises:
         ValueError: the text is not of that form (the message names ``source``, e.g. the environment variable).
@@ -123,11 +126,11 @@ def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool
         values = [int(x) for x in text.split(",")]
     except ValueError:
         values = []
-    if not 2 <= len(values) <= 5:
-        raise ValueError(f"{source} wants bn,stages[,q_bufs[,pingpong[,balanced]]] (integers, e.g. 128,2), "
+    if not 2 <= len(values) <= 6:
+        raise ValueError(f"{source} wants bn,stages[,q_bufs[,pingpong[,balanced[,smem]]]] (integers, e.g. 128,2), "
                          f"got {text!r}")
-    block_n, stages, q_bufs, pingpong, balanced = values + list(DEFAULT_CONFIG[len(values):])
-    return block_n, stages, q_bufs, bool(pingpong), bool(balanced)
+    block_n, stages, q_bufs, pingpong, balanced, smem = values + list(DEFAULT_CONFIG[len(values):])
+    return block_n, stages, q_bufs, bool(pingpong), bool(balanced), bool(smem) and block_n == BLOCK_M
 
 
 def _text_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:
@@ -141,26 +144,36 @@ def _text_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:
     return TensorDescriptor(x, shape, [sb, sh, (chunk_size + 1) * sl, sl, 1], block, layout)
 
 
+def _summary_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:
+    """[B, H, chunks, D] over the summary rows of ``x`` (B, L, H, D) with S = 1; box: those of ``rows`` text rows."""
+    b, length, heads, head_dim = x.shape
+    sb, sl, sh, _ = x.stride()
+    layout = gl.NVMMASharedLayout(swizzle_byte_width=128 if head_dim * x.element_size() >= 128 else 64,
+                                  element_bitwidth=x.element_size() * 8, rank=4)
+    return TensorDescriptor(x[:, chunk_size:], [b, heads, length // (chunk_size + 1), head_dim],
+                            [sb, sh, (chunk_size + 1) * sl, 1], [1, 1, rows // chunk_size, head_dim], layout)
+
+
 def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
              prefix: tuple[torch.Tensor, torch.Tensor], chunk_size: int, window: int, scale: float) -> None:
     """Text rows and summary rows of one batch row (B = 1 views) into out / lse, the text rows started from the
     dense prefix: ``ksa_dense.dense_prefix``'s (out [k, H, C', D], lse [k, H, C']) for this row."""
     _, length, heads, head_dim = q.shape
     n_text = length - length // (chunk_size + 1)
-    block_n, stages, q_bufs, pingpong, balanced = _config()
+    block_n, stages, q_bufs, pingpong, balanced, summary_smem = _config()
     po, pl = prefix
     n_row_tiles = -(-n_text // BLOCK_M)
     total = n_row_tiles * q.shape[0] * heads
     _band_kernel[(min(total, _sm_count(q.device.index)),)](
         _text_descriptor(q, chunk_size, BLOCK_M), _text_descriptor(k, chunk_size, block_n),
-        _text_descriptor(v, chunk_size, block_n),
+        _text_descriptor(v, chunk_size, block_n), *(_summary_descriptor(x, chunk_size, BLOCK_M) for x in (q, k, v)),
         q, k, v, out, lse, po, pl, *po.stride()[:3], *pl.stride(), po.shape[2],
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), lse.stride(0),
         lse.stride(1), n_row_tiles, min(n_row_tiles, -(-window * chunk_size // BLOCK_M)), total, heads, n_text,
         window, scale * LOG2E,
         GROUPS=heads // k.shape[2], HEAD_DIM=head_dim, CHUNK=chunk_size, BLOCK_M=BLOCK_M, BLOCK_N=block_n,
-        STAGES=stages, Q_BUFS=q_bufs, PINGPONG=pingpong, BALANCED=balanced, num_warps=4)
+        STAGES=stages, Q_BUFS=q_bufs, PINGPONG=pingpong, BALANCED=balanced, SUMMARY_SMEM=summary_smem, num_warps=4)
 
 
 if gluon is not None:
@@ -184,6 +197,14 @@ if gluon is not None:
         return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
 
     @gluon.jit
+    def _release(empty, pred, HOLD: gl.constexpr):
+        """Release a ring slot; with ``HOLD`` only where ``pred`` (the row tile's last slot stays taken)."""
+        if HOLD:
+            mbarrier.arrive(empty, pred=pred)
+        else:
+            mbarrier.arrive(empty)
+
+    @gluon.jit
     def _pass(full, empty, g, STAGES: gl.constexpr):
         """Consumer side of a ring tile this consumer does not compute: wait for it, release it."""
         mbarrier.wait(full.index(g % STAGES), (g // STAGES) & 1)
@@ -205,11 +226,12 @@ if gluon is not None:
               PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
               stride_ol, h, o_base, lse_base, t0, first, n_tiles, g0, n_text, window, qk_scale,
               HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-              STAGES: gl.constexpr, HALF: gl.constexpr, PINGPONG: gl.constexpr):
+              STAGES: gl.constexpr, HALF: gl.constexpr, PINGPONG: gl.constexpr, HOLD: gl.constexpr):
         """``ROWS`` = 64 text rows from t0 (one consumer warpgroup): band attention over its row tile's key tiles,
         rows stored. The row tile's key tiles are ring entries g0 .. g0 + n_tiles - 1 (slot g % STAGES, phase
         g // STAGES); every entry is released through ``empty``, also those this half does not need. With
-        ``PINGPONG`` the two consumers take turns (``turn``) to issue each entry's tensor-core work."""
+        ``PINGPONG`` the two consumers take turns (``turn``) to issue each entry's tensor-core work. With ``HOLD``
+        the last entry (the row tile's own text) is not released: the summary queries read it next."""
         S_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, BLOCK_N, 16])
         O_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -258,7 +280,7 @@ if gluon is not None:
         s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
         _give_turn(turn, HALF, PINGPONG)
         s, _, _ = warpgroup_mma_wait(0, deps=(s_tok, q_tile, k_tile))
-        mbarrier.arrive(k_empty.index(g % STAGES))
+        _release(k_empty.index(g % STAGES), j_lo < j_hi - 1, HOLD)
         start = first + j_lo * BLOCK_N
         p, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
                                       (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
@@ -277,7 +299,7 @@ if gluon is not None:
             o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
             _give_turn(turn, HALF, PINGPONG)
             s, _, _ = warpgroup_mma_wait(1, deps=(s_tok, q_tile, k_tile))
-            mbarrier.arrive(k_empty.index(g % STAGES))
+            _release(k_empty.index(g % STAGES), j < j_hi - 1, HOLD)
             start = first + j * BLOCK_N
             p_new, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
                                               (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
@@ -291,7 +313,8 @@ if gluon is not None:
         v_tile = v_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
         o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
         o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
-        mbarrier.arrive(v_empty.index(g % STAGES))
+        if not HOLD:
+            mbarrier.arrive(v_empty.index(g % STAGES))
         for j in range(j_hi, n_tiles):
             _pass(k_full, k_empty, g0 + j, STAGES)
             _pass(v_full, v_empty, g0 + j, STAGES)
@@ -348,6 +371,49 @@ if gluon is not None:
         gl.store(lse_base + sum_pos, (m + gl.log2(l_sum)) * 0.6931471805599453, mask=ok)
 
     @gluon.jit
+    def _pack_rows(packs, index, CH: gl.constexpr, HEAD_DIM: gl.constexpr, HALF: gl.constexpr):
+        """This consumer's CH summary rows of pack ``index`` ([2 CH, D] per row tile)."""
+        return packs.index(index).reshape([2 * CH, HEAD_DIM]).slice(HALF * CH, CH)
+
+    @gluon.jit
+    def _summary_from_tiles(packs, first_pack, k_tile, v_tile, k_empty, v_empty, o_base, lse_base, stride_ol,
+                            c_first, n_chunks, qk_scale, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr,
+                            ROWS: gl.constexpr, HALF: gl.constexpr):
+        """``_summary_rows`` from shared memory: the chunks' text is this half of the row tile's last K / V ring
+        tiles (BLOCK_N = BLOCK_M: the tile of the row tile's own text), released here once read; the summary rows'
+        q, k and v came with Q (``packs`` first_pack, + 1, + 2: [BLOCK_M / k, D] each)."""
+        L3: gl.constexpr = gl.BlockedLayout([1, 1, HEAD_DIM // 16], [1, 2, 16], [4, 1, 1], [2, 1, 0])  # one warpgroup
+        CH: gl.constexpr = ROWS // CHUNK
+        L_CK: gl.constexpr = gl.SliceLayout(2, L3)
+        L_CD: gl.constexpr = gl.SliceLayout(1, L3)
+        qs = gl.expand_dims(_pack_rows(packs, first_pack, CH, HEAD_DIM, HALF).load(L_CD), 1)
+        ks = gl.expand_dims(_pack_rows(packs, first_pack + 1, CH, HEAD_DIM, HALF).load(L_CD), 1)
+        kt = k_tile.reshape([2 * CH, CHUNK, HEAD_DIM]).slice(HALF * CH, CH).load(L3)
+        qs = qs.to(gl.float32)
+        scores = gl.sum(kt.to(gl.float32) * qs, 2) * qk_scale  # [CH, k]
+        own = gl.max(gl.sum(ks.to(gl.float32) * qs, 2), 1) * qk_scale  # [CH] (the max squeezes the unit axis)
+        mbarrier.arrive(k_empty)
+        m = gl.maximum(gl.max(scores, 1), own)
+        p = gl.exp2(scores - m[:, None])
+        p_own = gl.exp2(own - m)
+        l_sum = gl.sum(p, 1) + p_own
+        vt = v_tile.reshape([2 * CH, CHUNK, HEAD_DIM]).slice(HALF * CH, CH).load(L3)
+        vs = gl.expand_dims(_pack_rows(packs, first_pack + 2, CH, HEAD_DIM, HALF).load(L_CD), 1)
+        acc = gl.sum(p[:, :, None] * vt.to(gl.float32), 1) + gl.sum(p_own[:, None, None] * vs.to(gl.float32), 1)
+        mbarrier.arrive(v_empty)
+        ch = gl.arange(0, CH, layout=gl.SliceLayout(1, L_CK))
+        c = c_first + ch
+        sum_pos = c * (CHUNK + 1) + CHUNK
+        ok = c < n_chunks
+        dd = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, L_CD))
+        out = acc / gl.convert_layout(l_sum, gl.SliceLayout(1, L_CD))[:, None]
+        pos_cd = gl.convert_layout(sum_pos, gl.SliceLayout(1, L_CD))
+        ok_cd = gl.convert_layout(ok, gl.SliceLayout(1, L_CD))
+        gl.store(o_base + pos_cd[:, None] * stride_ol + dd[None, :], out.to(o_base.dtype.element_ty),
+                 mask=ok_cd[:, None])
+        gl.store(lse_base + sum_pos, (m + gl.log2(l_sum)) * 0.6931471805599453, mask=ok)
+
+    @gluon.jit
     def _rounds(total, BALANCED: gl.constexpr):
         """Row tiles this CTA computes: every num_programs-th of ``total`` (BALANCED: in snake order)."""
         pid = gl.program_id(0)
@@ -392,11 +458,12 @@ if gluon is not None:
     @gluon.jit
     def _consumer(half: gl.constexpr, rings, ptrs, strides, sizes, GROUPS: gl.constexpr,
                   HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  STAGES: gl.constexpr, Q_BUFS: gl.constexpr, PINGPONG: gl.constexpr, BALANCED: gl.constexpr):
+                  STAGES: gl.constexpr, Q_BUFS: gl.constexpr, PINGPONG: gl.constexpr, BALANCED: gl.constexpr,
+                  SUMMARY_SMEM: gl.constexpr):
         """One consumer warpgroup of the persistent kernel: rows [t0 + half * BLOCK_M / 2, + BLOCK_M / 2) of every
         row tile of this CTA, then the summary queries of their chunks. ``rings``, ``ptrs``, ``strides`` and
         ``sizes`` are the kernel's arguments of those kinds, grouped (``_band_kernel``)."""
-        q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, turn = rings
+        q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, turn, packs = rings
         Q, K, V, Out, Lse, PO, PL = ptrs
         (stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, stride_qb, stride_ql, stride_qh,
          stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb,
@@ -417,21 +484,31 @@ if gluon is not None:
             _rows(q_tile, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, turn,
                   PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
                   stride_ol, h, o_base, lse_base, t0 + half * ROWS, first, n_tiles, g0, n_text, window,
-                  qk_scale, HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, half, PINGPONG)
-            mbarrier.arrive(q_empty.index(r % Q_BUFS))
-            _summary_rows(Q + b64 * stride_qb + h * stride_qh, K + b64 * stride_kb + hk * stride_kh,
-                          V + b64 * stride_vb + hk * stride_vh, o_base, lse_base, stride_ql, stride_kl, stride_vl,
-                          stride_ol, (t0 + half * ROWS) // CHUNK, n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, ROWS)
+                  qk_scale, HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, half, PINGPONG, SUMMARY_SMEM)
+            if SUMMARY_SMEM:
+                last = (g0 + n_tiles - 1) % STAGES
+                _summary_from_tiles(packs, (r % Q_BUFS) * 3, k_bufs.index(last), v_bufs.index(last),
+                                    k_empty.index(last), v_empty.index(last), o_base, lse_base, stride_ol,
+                                    (t0 + half * ROWS) // CHUNK, n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, ROWS,
+                                    half)
+                mbarrier.arrive(q_empty.index(r % Q_BUFS))
+            else:
+                mbarrier.arrive(q_empty.index(r % Q_BUFS))
+                _summary_rows(Q + b64 * stride_qb + h * stride_qh, K + b64 * stride_kb + hk * stride_kh,
+                              V + b64 * stride_vb + hk * stride_vh, o_base, lse_base, stride_ql, stride_kl,
+                              stride_vl, stride_ol, (t0 + half * ROWS) // CHUNK, n_text // CHUNK, qk_scale, HEAD_DIM,
+                              CHUNK, ROWS)
             g0 += n_tiles
             r += 1  # noqa: SIM113 (no enumerate in Gluon)
 
     @gluon.jit
-    def _producer(q_desc, k_desc, v_desc, q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
+    def _producer(descs, q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, packs,
                   n_row_tiles, n_short, n_tiles_total, heads, n_text, window, GROUPS: gl.constexpr,
                   CHUNK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, STAGES: gl.constexpr,
-                  Q_BUFS: gl.constexpr, BALANCED: gl.constexpr):
-        """One warp: each row tile's Q, then its K and V tiles, into the rings as soon as both consumers released
-        the slot (runs ahead across row tiles)."""
+                  Q_BUFS: gl.constexpr, BALANCED: gl.constexpr, SUMMARY_SMEM: gl.constexpr):
+        """One warp: each row tile's Q (and with SUMMARY_SMEM its summary rows' q, k, v), then its K and V tiles,
+        into the rings as soon as both consumers released the slot (runs ahead across row tiles)."""
+        q_desc, k_desc, v_desc, qs_desc, ks_desc, vs_desc = descs
         g = 0
         r = 0
         for i in range(_rounds(n_tiles_total, BALANCED)):
@@ -439,7 +516,14 @@ if gluon is not None:
             b, h, hk, t0, first, n_tiles = _tile(tile_id, n_row_tiles, heads, n_text, window, GROUPS, CHUNK,
                                                  BLOCK_M, BLOCK_N)
             mbarrier.wait(q_empty.index(r % Q_BUFS), ((r // Q_BUFS) + 1) & 1, pred=r >= Q_BUFS)
-            mbarrier.expect(q_full.index(r % Q_BUFS), q_desc.block_type.nbytes)
+            if SUMMARY_SMEM:
+                mbarrier.expect(q_full.index(r % Q_BUFS), q_desc.block_type.nbytes + 3 * qs_desc.block_type.nbytes)
+                pack = (r % Q_BUFS) * 3
+                _tma_load(qs_desc, [b, h, t0 // CHUNK, 0], q_full.index(r % Q_BUFS), packs.index(pack))
+                _tma_load(ks_desc, [b, hk, t0 // CHUNK, 0], q_full.index(r % Q_BUFS), packs.index(pack + 1))
+                _tma_load(vs_desc, [b, hk, t0 // CHUNK, 0], q_full.index(r % Q_BUFS), packs.index(pack + 2))
+            else:
+                mbarrier.expect(q_full.index(r % Q_BUFS), q_desc.block_type.nbytes)
             _tma_load(q_desc, [b, h, t0 // CHUNK, 0, 0], q_full.index(r % Q_BUFS), q_bufs.index(r % Q_BUFS))
             for j in range(n_tiles):
                 slot = g % STAGES
@@ -454,14 +538,14 @@ if gluon is not None:
             r += 1  # noqa: SIM113 (no enumerate in Gluon)
 
     @gluon.jit
-    def _band_kernel(q_desc, k_desc, v_desc, Q, K, V, Out, Lse, PO, PL,
+    def _band_kernel(q_desc, k_desc, v_desc, qs_desc, ks_desc, vs_desc, Q, K, V, Out, Lse, PO, PL,
                      stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
                      stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh,
                      stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
                      n_row_tiles, n_short, n_tiles_total, heads, n_text, window, qk_scale,
                      GROUPS: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr,
                      BLOCK_N: gl.constexpr, STAGES: gl.constexpr, Q_BUFS: gl.constexpr, PINGPONG: gl.constexpr,
-                     BALANCED: gl.constexpr, num_warps: gl.constexpr):
+                     BALANCED: gl.constexpr, SUMMARY_SMEM: gl.constexpr, num_warps: gl.constexpr):
         dtype: gl.constexpr = q_desc.dtype
         k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
         v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
@@ -488,7 +572,12 @@ if gluon is not None:
             mbarrier.arrive(turn.index(0))
         else:  # (never touched)
             turn = k_empty
-        rings = (q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, turn)
+        if SUMMARY_SMEM:  # per Q buffer: the row tile's summary rows of q, k and v
+            gl.static_assert(BLOCK_N == BLOCK_M, "the summary queries read the row tile's own text tile")
+            packs = gl.allocate_shared_memory(dtype, [Q_BUFS * 3] + qs_desc.block_type.shape, qs_desc.layout)
+        else:  # (never touched)
+            packs = q_bufs
+        rings = (q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, turn, packs)
         ptrs = (Q, K, V, Out, Lse, PO, PL)
         strides = (stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, stride_qb, stride_ql,
                    stride_qh, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol,
@@ -496,10 +585,10 @@ if gluon is not None:
         sizes = (dense_chunks, n_row_tiles, n_short, n_tiles_total, heads, n_text, window, qk_scale)
         gl.warp_specialize([
             (_consumer, (0, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
-                         STAGES, Q_BUFS, PINGPONG, BALANCED)),
+                         STAGES, Q_BUFS, PINGPONG, BALANCED, SUMMARY_SMEM)),
             (_consumer, (1, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
-                         STAGES, Q_BUFS, PINGPONG, BALANCED)),
-            (_producer, (q_desc, k_desc, v_desc, q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full,
-                         k_empty, v_empty, n_row_tiles, n_short, n_tiles_total, heads, n_text, window, GROUPS,
-                         CHUNK, BLOCK_M, BLOCK_N, STAGES, Q_BUFS, BALANCED)),
+                         STAGES, Q_BUFS, PINGPONG, BALANCED, SUMMARY_SMEM)),
+            (_producer, ((q_desc, k_desc, v_desc, qs_desc, ks_desc, vs_desc), q_bufs, q_full, q_empty, k_bufs,
+                         v_bufs, k_full, v_full, k_empty, v_empty, packs, n_row_tiles, n_short, n_tiles_total, heads,
+                         n_text, window, GROUPS, CHUNK, BLOCK_M, BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM)),
         ], [4, 1], [_REGS_CONSUMER, _REGS_PRODUCER])
