@@ -140,6 +140,38 @@ def _no_summary_rows(q_base, k_base, v_base, o_base, lse_base, stride_ql, stride
     pass
 
 
+@gluon.jit
+def _softmax_noexp(s, m_i, l_i, start, t, band_lo, qk_scale, masked, S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr):
+    """``ksa_gluon._softmax`` with P = scaled scores (no exponentials of the tile; --ablate noexp)."""
+    m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+    p = s * qk_scale - m_new[:, None]
+    alpha = gl.exp2(m_i - m_new)
+    return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
+
+
+@gluon.jit
+def _softmax_norescale(s, m_i, l_i, start, t, band_lo, qk_scale, masked, S_LAYOUT: gl.constexpr,
+                       BLOCK_N: gl.constexpr):
+    """``ksa_gluon._softmax`` with alpha = 1 (O never rescaled; --ablate norescale)."""
+    m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+    p = gl.exp2(s * qk_scale - m_new[:, None])
+    return p, gl.full_like(m_i, 1.0), m_new, l_i + gl.sum(p, 1)
+
+
+@gluon.jit
+def _softmax_nomask(s, m_i, l_i, start, t, band_lo, qk_scale, masked, S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr):
+    """``ksa_gluon._softmax`` that never masks (--ablate nomask)."""
+    m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
+    p = gl.exp2(s * qk_scale - m_new[:, None])
+    alpha = gl.exp2(m_i - m_new)
+    return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
+
+
+#: --ablate NAME: (the ksa_gluon function replaced, its stand-in)
+ABLATIONS = {"summary": ("_summary_rows", _no_summary_rows), "noexp": ("_softmax", _softmax_noexp),
+             "norescale": ("_softmax", _softmax_norescale), "nomask": ("_softmax", _softmax_nomask)}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("out")
@@ -148,13 +180,15 @@ def main() -> None:
     p.add_argument("--rep-ms", type=int, default=100)
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--parts", default="checks,timing")
-    p.add_argument("--ablate", choices=["summary"], help="timing only: the Gluon kernel without its summary "
-                   "queries (outputs wrong), to see what they cost")
+    p.add_argument("--ablate", choices=sorted(ABLATIONS), help="timing only, outputs wrong: the Gluon kernel "
+                   "without its summary queries (summary), without the exponentials of P (noexp), without rescaling "
+                   "O (norescale), or without masks (nomask), to see what each costs")
     args = p.parse_args()
     result: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                               "ablate": args.ablate}
-    if args.ablate == "summary":  # before anything compiles: the kernel resolves the name at compile time
-        ksa_gluon._summary_rows = _no_summary_rows
+    if args.ablate:  # before anything compiles: the kernel resolves these names at compile time
+        name, stand_in = ABLATIONS[args.ablate]
+        setattr(ksa_gluon, name, stand_in)
     if "timing" in args.parts:
         result["timing"] = [timing(n, args.configs, args.rep_ms, args.rounds) for n in args.sizes]
     if "checks" in args.parts and not args.ablate:

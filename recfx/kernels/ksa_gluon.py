@@ -144,6 +144,18 @@ def _text_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:
     return TensorDescriptor(x, shape, [sb, sh, (chunk_size + 1) * sl, sl, 1], block, layout)
 
 
+#: shared memory per CTA on Hopper (bytes), and what the kernel's barriers and layout padding take beside its rings
+SHARED_LIMIT = 227 * 1024
+_SHARED_SLACK = 1024
+
+
+def _shared_bytes(block_n: int, stages: int, q_bufs: int, summary_smem: bool, chunk_size: int, head_dim: int,
+                  element_size: int) -> int:
+    """Shared memory of ``_band_kernel``: the Q ring, the K and V rings, the summary packs (an upper bound)."""
+    rows = q_bufs * BLOCK_M + 2 * stages * block_n + (3 * q_bufs * BLOCK_M // chunk_size if summary_smem else 0)
+    return rows * head_dim * element_size + _SHARED_SLACK
+
+
 def _summary_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:
     """[B, H, chunks, D] over the summary rows of ``x`` (B, L, H, D) with S = 1; box: those of ``rows`` text rows."""
     b, length, heads, head_dim = x.shape
@@ -161,6 +173,8 @@ def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
     _, length, heads, head_dim = q.shape
     n_text = length - length // (chunk_size + 1)
     block_n, stages, q_bufs, pingpong, balanced, summary_smem = _config()
+    summary_smem = summary_smem and _shared_bytes(block_n, stages, q_bufs, True, chunk_size, head_dim,
+                                                  q.element_size()) <= SHARED_LIMIT
     po, pl = prefix
     n_row_tiles = -(-n_text // BLOCK_M)
     total = n_row_tiles * q.shape[0] * heads

@@ -123,3 +123,12 @@ def test_explicit_triton_settings_keep_the_triton_kernel(monkeypatch: pytest.Mon
                                "num_stages": 1}}, {"tma": False}):
         out, _ = prefill_mod.ksa_prefill(q, q, q, 8, 1, 1, 0.25, prefix="dense", **kwargs)
         assert (out.double() - ref).abs().max() < 3e-3
+
+
+def test_summary_packs_only_where_they_fit() -> None:
+    """The shipped rings with k = 8 leave room for the summary packs; with k = 4 the packs are twice as large and
+    the kernel keeps the summary queries on L2 (a build that needs more than 227 KB would fail at launch)."""
+    bn, stages, q_bufs = ksa_gluon.DEFAULT_CONFIG[:3]
+    assert ksa_gluon._shared_bytes(bn, stages, q_bufs, True, 8, 128, 2) <= ksa_gluon.SHARED_LIMIT
+    assert ksa_gluon._shared_bytes(bn, stages, q_bufs, True, 4, 128, 2) > ksa_gluon.SHARED_LIMIT
+    assert ksa_gluon._shared_bytes(bn, stages, q_bufs, False, 4, 128, 2) <= ksa_gluon.SHARED_LIMIT
