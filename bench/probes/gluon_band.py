@@ -7,10 +7,10 @@ the text, in the same run (rounds, median).
 
     PYTHONPATH=$PWD python3 bench/probes/gluon_band.py out.json [--sizes 16384,32768,65536] [--configs "128,2;64,3"]
 
-(--configs: BLOCK_N,STAGES[,Q_BUFS[,PINGPONG[,BALANCED]]] of the Gluon kernel, as RECFX_KSA_GLUON_CONFIG; e.g.
-"128,2;128,3,1;128,2,2,1;128,2,2,0,1" for the shipped tiles, one Q buffer with 3 stages, the consumers in
-ping-pong, the row tiles dealt by cost. --ablate summary: timing without the summary queries.) Results of the
-design steps are in bench/results/ksa_gluon_probe*.json and ksa_gluon_ablation1.log; the kernel variants they
+(--configs: BLOCK_N,STAGES[,Q_BUFS[,BALANCED[,SMEM]]] of the Gluon kernel, as RECFX_KSA_GLUON_CONFIG; e.g.
+"128,2,2,1,1;128,2,2,0,0" for the shipped kernel and the one before its balanced order and shared-memory summary
+queries. --ablate: timing without a part of the kernel, see --help.) Results of the design steps are in
+bench/results/ksa_gluon_probe*.json / .log and ksa_gluon_ablation1.log; the kernel variants they
 measured are described in docs/ksa.md.
 """
 
@@ -181,7 +181,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--parts", default="checks,timing")
     p.add_argument("--ablate", choices=sorted(ABLATIONS), help="timing only, outputs wrong: the Gluon kernel "
-                   "without its summary queries (summary), without the exponentials of P (noexp), without rescaling "
+                   "without its summary queries (summary; the L2 variant, smem 0), without the exponentials of P (noexp), without rescaling "
                    "O (norescale), or without masks (nomask), to see what each costs")
     args = p.parse_args()
     result: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,

@@ -52,15 +52,11 @@ __all__ = ["band_supported", "ksa_band", "parse_config"]
 LOG2E = math.log2(math.e)
 #: text rows per row tile: two consumer warpgroups of 64 rows
 BLOCK_M = 128
-#: (BLOCK_N, STAGES, Q_BUFS, PINGPONG, BALANCED, SUMMARY_SMEM, LAZY): keys per tile, K/V ring depth, Q ring depth,
-#: consumers taking turns on the tensor cores, row tiles dealt to the CTAs by cost (``_tile_id``) rather than round
-#: robin, summary queries computed from the shared-memory tiles (``_summary_from_tiles``, BLOCK_N = BLOCK_M only)
-#: rather than from L2, O rescaled only when a running max moved by more than ``RESCALE_SLACK`` (``_softmax``).
-#: Measurements: docs/ksa.md. RECFX_KSA_GLUON_CONFIG="bn,stages[,q_bufs[,pingpong[,balanced[,smem[,lazy]]]]]"
-#: overrides (sweeps)
-DEFAULT_CONFIG = (128, 2, 2, False, True, True, True)
-#: log2 units: with LAZY, P stays below 2^8 between rescales (ample range for bf16/fp16 P, fp32 sums)
-RESCALE_SLACK = 8.0
+#: (BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM): keys per tile, K/V ring depth, Q ring depth, row tiles dealt
+#: to the CTAs by cost (``_tile_id``) rather than round robin, summary queries computed from the shared-memory tiles
+#: (``_summary_from_tiles``, BLOCK_N = BLOCK_M and where the packs fit) rather than from L2. Measurements, and the
+#: variants that lost: docs/ksa.md. RECFX_KSA_GLUON_CONFIG="bn,stages[,q_bufs[,balanced[,smem]]]" overrides (sweeps)
+DEFAULT_CONFIG = (128, 2, 2, True, True)
 #: registers per thread after setmaxnreg: consumer warpgroup, producer partition. The default partition (the first
 #: consumer) is raised to 256, the CTA starts with 168 x 384 threads, and the producer partition is padded to a
 #: warpgroup, so 256 + consumer + producer must stay <= 504 or a register request never completes.
@@ -69,7 +65,6 @@ REGS_PRODUCER = 32
 if gluon is not None:
     _REGS_CONSUMER = gl.constexpr(REGS_CONSUMER)
     _REGS_PRODUCER = gl.constexpr(REGS_PRODUCER)
-    _RESCALE_SLACK = gl.constexpr(RESCALE_SLACK)
 
 
 #: Triton releases on which the kernel was checked against float64 and timed on an H200; on others (it also builds
@@ -109,17 +104,15 @@ def _sm_count(index: int | None) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def _config() -> tuple[int, int, int, bool, bool, bool, bool]:
-    """(BLOCK_N, STAGES, Q_BUFS, PINGPONG, BALANCED, SUMMARY_SMEM, LAZY): DEFAULT_CONFIG, or RECFX_KSA_GLUON_CONFIG (A/B
-    sweeps)."""
+def _config() -> tuple[int, int, int, bool, bool]:
+    """(BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM): DEFAULT_CONFIG, or RECFX_KSA_GLUON_CONFIG (A/B sweeps)."""
     text = os.environ.get("RECFX_KSA_GLUON_CONFIG")
     return parse_config(text, "RECFX_KSA_GLUON_CONFIG") if text else DEFAULT_CONFIG
 
 
-def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool, bool, bool, bool]:
-    """``bn,stages[,q_bufs[,pingpong[,balanced[,smem[,lazy]]]]]`` (integers; omitted ones from DEFAULT_CONFIG) ->
-    (BLOCK_N, STAGES, Q_BUFS, PINGPONG, BALANCED, SUMMARY_SMEM, LAZY); SUMMARY_SMEM is dropped unless
-    BLOCK_N = BLOCK_M.
+def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool, bool]:
+    """``bn,stages[,q_bufs[,balanced[,smem]]]`` (integers; omitted ones from DEFAULT_CONFIG) -> (BLOCK_N, STAGES,
+    Q_BUFS, BALANCED, SUMMARY_SMEM); SUMMARY_SMEM is dropped unless BLOCK_N = BLOCK_M.
 
     Raises:
         ValueError: the text is not of that form (the message names ``source``, e.g. the environment variable).
@@ -128,12 +121,10 @@ def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool
         values = [int(x) for x in text.split(",")]
     except ValueError:
         values = []
-    if not 2 <= len(values) <= 7:
-        raise ValueError(f"{source} wants bn,stages[,q_bufs[,pingpong[,balanced[,smem[,lazy]]]]] (integers, e.g. "
-                         f"128,2), got {text!r}")
-    block_n, stages, q_bufs, pingpong, balanced, smem, lazy = values + list(DEFAULT_CONFIG[len(values):])
-    return (block_n, stages, q_bufs, bool(pingpong), bool(balanced), bool(smem) and block_n == BLOCK_M,
-            bool(lazy))
+    if not 2 <= len(values) <= 5:
+        raise ValueError(f"{source} wants bn,stages[,q_bufs[,balanced[,smem]]] (integers, e.g. 128,2), got {text!r}")
+    block_n, stages, q_bufs, balanced, smem = values + list(DEFAULT_CONFIG[len(values):])
+    return block_n, stages, q_bufs, bool(balanced), bool(smem) and block_n == BLOCK_M
 
 
 def _text_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:
@@ -175,7 +166,7 @@ def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
     dense prefix: ``ksa_dense.dense_prefix``'s (out [k, H, C', D], lse [k, H, C']) for this row."""
     _, length, heads, head_dim = q.shape
     n_text = length - length // (chunk_size + 1)
-    block_n, stages, q_bufs, pingpong, balanced, summary_smem, lazy = _config()
+    block_n, stages, q_bufs, balanced, summary_smem = _config()
     summary_smem = summary_smem and _shared_bytes(block_n, stages, q_bufs, True, chunk_size, head_dim,
                                                   q.element_size()) <= SHARED_LIMIT
     po, pl = prefix
@@ -190,47 +181,28 @@ def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
         lse.stride(1), n_row_tiles, min(n_row_tiles, -(-window * chunk_size // BLOCK_M)), total, heads, n_text,
         window, scale * LOG2E,
         GROUPS=heads // k.shape[2], HEAD_DIM=head_dim, CHUNK=chunk_size, BLOCK_M=BLOCK_M, BLOCK_N=block_n,
-        STAGES=stages, Q_BUFS=q_bufs, PINGPONG=pingpong, BALANCED=balanced, SUMMARY_SMEM=summary_smem,
-        LAZY=lazy, num_warps=4)
+        STAGES=stages, Q_BUFS=q_bufs, BALANCED=balanced, SUMMARY_SMEM=summary_smem, num_warps=4)
 
 
 if gluon is not None:
 
     @gluon.jit
     def _softmax(s, m_i, l_i, start, t, band_lo, qk_scale, masked,
-                 S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr, LAZY: gl.constexpr):
-        """Online-softmax step on raw scores -> (p fp32, alpha, new max, new sums, whether O needs rescaling);
-        masks only when ``masked``. With ``LAZY`` the rows' running max (log2 units) moves only when some row of the
-        warpgroup would grow by more than ``_RESCALE_SLACK``: P then stays below 2^slack (exact either way: out and
-        lse use the same max as the sums), and O is rescaled on those steps only."""
+                 S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr):
+        """Online-softmax step on raw scores -> (p fp32, alpha, new max, new sums); masks only when ``masked``."""
         if masked:
             cols = start + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, S_LAYOUT))
             ok = (cols[None, :] >= band_lo[:, None]) & (cols[None, :] <= t[:, None])
             s = gl.where(ok, s * qk_scale, float("-inf"))
             m_new = gl.maximum(m_i, gl.max(s, 1))
-            scale = 1.0
+            m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
+            p = gl.exp2(s - m_use[:, None])
         else:
             m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
-            scale = qk_scale
-        if LAZY:
-            need = gl.max(gl.where(m_new > m_i, m_new - m_i, 0.0), 0) > _RESCALE_SLACK
-            m_new = gl.where(need, m_new, m_i)
-        else:
-            need = True
-        m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-        p = gl.exp2(s * scale - m_use[:, None])
+            m_use = m_new
+            p = gl.exp2(s * qk_scale - m_use[:, None])
         alpha = gl.exp2(m_i - m_use)
-        return p, alpha, m_new, l_i * alpha + gl.sum(p, 1), need
-
-    @gluon.jit
-    def _rescale(o, alpha, need, ROW_O: gl.constexpr, LAZY: gl.constexpr):
-        """O scaled by the rows' alpha: always, or with ``LAZY`` on the steps whose max moved (``_softmax``)."""
-        if LAZY:
-            if need:
-                o = o * gl.convert_layout(alpha, ROW_O)[:, None]
-        else:
-            o = o * gl.convert_layout(alpha, ROW_O)[:, None]
-        return o
+        return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
 
     @gluon.jit
     def _release(empty, pred, HOLD: gl.constexpr):
@@ -247,28 +219,15 @@ if gluon is not None:
         mbarrier.arrive(empty.index(g % STAGES))
 
     @gluon.jit
-    def _take_turn(turn, g, HALF: gl.constexpr, PINGPONG: gl.constexpr):
-        """Ping-pong: wait until the other consumer has issued its work for ring entry g - 1 (HALF 1: for g)."""
-        if PINGPONG:
-            mbarrier.wait(turn.index(HALF), g & 1)
-
-    @gluon.jit
-    def _give_turn(turn, HALF: gl.constexpr, PINGPONG: gl.constexpr):
-        if PINGPONG:
-            mbarrier.arrive(turn.index(1 - HALF))
-
-    @gluon.jit
-    def _rows(q_tile, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, turn,
+    def _rows(q_tile, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
               PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
               stride_ol, h, o_base, lse_base, t0, first, n_tiles, g0, n_text, window, qk_scale,
               HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-              STAGES: gl.constexpr, HALF: gl.constexpr, PINGPONG: gl.constexpr, HOLD: gl.constexpr,
-              LAZY: gl.constexpr):
+              STAGES: gl.constexpr, HOLD: gl.constexpr):
         """``ROWS`` = 64 text rows from t0 (one consumer warpgroup): band attention over its row tile's key tiles,
         rows stored. The row tile's key tiles are ring entries g0 .. g0 + n_tiles - 1 (slot g % STAGES, phase
-        g // STAGES); every entry is released through ``empty``, also those this half does not need. With
-        ``PINGPONG`` the two consumers take turns (``turn``) to issue each entry's tensor-core work. With ``HOLD``
-        the last entry (the row tile's own text) is not released: the summary queries read it next."""
+        g // STAGES); every entry is released through ``empty``, also those this half does not need, except with
+        ``HOLD`` the last one (the row tile's own text): the summary queries read it next."""
         S_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, BLOCK_N, 16])
         O_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -289,8 +248,6 @@ if gluon is not None:
         for j in range(0, j_lo):
             _pass(k_full, k_empty, g0 + j, STAGES)
             _pass(v_full, v_empty, g0 + j, STAGES)
-            _take_turn(turn, g0 + j, HALF, PINGPONG)
-            _give_turn(turn, HALF, PINGPONG)
 
         # rows: text index, window bound, start from the dense prefix where there is one
         t = t0 + gl.arange(0, ROWS, layout=ROW_S)
@@ -313,14 +270,12 @@ if gluon is not None:
         g = g0 + j_lo
         mbarrier.wait(k_full.index(g % STAGES), (g // STAGES) & 1)
         k_tile = k_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
-        _take_turn(turn, g, HALF, PINGPONG)
         s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
-        _give_turn(turn, HALF, PINGPONG)
         s, _, _ = warpgroup_mma_wait(0, deps=(s_tok, q_tile, k_tile))
         _release(k_empty.index(g % STAGES), j_lo < j_hi - 1, HOLD)
         start = first + j_lo * BLOCK_N
-        p, alpha, m_i, l_i, _need = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
-                                         (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N, LAZY)
+        p, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
+                                      (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
         o = o * gl.convert_layout(alpha, ROW_O)[:, None]
         p = gl.convert_layout(p.to(dtype), P_LAYOUT)
 
@@ -329,22 +284,19 @@ if gluon is not None:
             g = g0 + j
             mbarrier.wait(k_full.index(g % STAGES), (g // STAGES) & 1)
             k_tile = k_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
-            _take_turn(turn, g, HALF, PINGPONG)
             s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
             mbarrier.wait(v_full.index((g - 1) % STAGES), ((g - 1) // STAGES) & 1)
             v_tile = v_bufs.index((g - 1) % STAGES).reshape([BLOCK_N, HEAD_DIM])
             o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
-            _give_turn(turn, HALF, PINGPONG)
             s, _, _ = warpgroup_mma_wait(1, deps=(s_tok, q_tile, k_tile))
             _release(k_empty.index(g % STAGES), j < j_hi - 1, HOLD)
             start = first + j * BLOCK_N
-            p_new, alpha, m_i, l_i, need = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
-                                                    (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N,
-                                                    LAZY)
+            p_new, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
+                                              (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
             p_next = gl.convert_layout(p_new.to(dtype), P_LAYOUT)
             o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
             mbarrier.arrive(v_empty.index((g - 1) % STAGES))
-            o = _rescale(o, alpha, need, ROW_O, LAZY)
+            o = o * gl.convert_layout(alpha, ROW_O)[:, None]
             p = p_next
 
         g = g0 + j_hi - 1
@@ -357,8 +309,6 @@ if gluon is not None:
         for j in range(j_hi, n_tiles):
             _pass(k_full, k_empty, g0 + j, STAGES)
             _pass(v_full, v_empty, g0 + j, STAGES)
-            _take_turn(turn, g0 + j, HALF, PINGPONG)
-            _give_turn(turn, HALF, PINGPONG)
 
         # rows out: interleaved positions, natural log-sum-exp
         ok_o = t_o < n_text
@@ -497,12 +447,11 @@ if gluon is not None:
     @gluon.jit
     def _consumer(half: gl.constexpr, rings, ptrs, strides, sizes, GROUPS: gl.constexpr,
                   HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  STAGES: gl.constexpr, Q_BUFS: gl.constexpr, PINGPONG: gl.constexpr, BALANCED: gl.constexpr,
-                  SUMMARY_SMEM: gl.constexpr, LAZY: gl.constexpr):
+                  STAGES: gl.constexpr, Q_BUFS: gl.constexpr, BALANCED: gl.constexpr, SUMMARY_SMEM: gl.constexpr):
         """One consumer warpgroup of the persistent kernel: rows [t0 + half * BLOCK_M / 2, + BLOCK_M / 2) of every
         row tile of this CTA, then the summary queries of their chunks. ``rings``, ``ptrs``, ``strides`` and
         ``sizes`` are the kernel's arguments of those kinds, grouped (``_band_kernel``)."""
-        q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, turn, packs = rings
+        q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, packs = rings
         Q, K, V, Out, Lse, PO, PL = ptrs
         (stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, stride_qb, stride_ql, stride_qh,
          stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb,
@@ -520,10 +469,10 @@ if gluon is not None:
             lse_base = Lse + b64 * stride_lb + h * stride_lh
             mbarrier.wait(q_full.index(r % Q_BUFS), (r // Q_BUFS) & 1)
             q_tile = q_bufs.index(r % Q_BUFS).reshape([BLOCK_M, HEAD_DIM]).slice(half * ROWS, ROWS)
-            _rows(q_tile, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, turn,
+            _rows(q_tile, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
                   PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
                   stride_ol, h, o_base, lse_base, t0 + half * ROWS, first, n_tiles, g0, n_text, window,
-                  qk_scale, HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, half, PINGPONG, SUMMARY_SMEM, LAZY)
+                  qk_scale, HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, SUMMARY_SMEM)
             if SUMMARY_SMEM:
                 last = (g0 + n_tiles - 1) % STAGES
                 _summary_from_tiles(packs, (r % Q_BUFS) * 3, k_bufs.index(last), v_bufs.index(last),
@@ -583,9 +532,8 @@ if gluon is not None:
                      stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
                      n_row_tiles, n_short, n_tiles_total, heads, n_text, window, qk_scale,
                      GROUPS: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr,
-                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, Q_BUFS: gl.constexpr, PINGPONG: gl.constexpr,
-                     BALANCED: gl.constexpr, SUMMARY_SMEM: gl.constexpr, LAZY: gl.constexpr,
-                     num_warps: gl.constexpr):
+                     BLOCK_N: gl.constexpr, STAGES: gl.constexpr, Q_BUFS: gl.constexpr, BALANCED: gl.constexpr,
+                     SUMMARY_SMEM: gl.constexpr, num_warps: gl.constexpr):
         dtype: gl.constexpr = q_desc.dtype
         k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
         v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
@@ -605,19 +553,12 @@ if gluon is not None:
         for i in gl.static_range(Q_BUFS):
             mbarrier.init(q_full.index(i), count=1)
             mbarrier.init(q_empty.index(i), count=2)
-        if PINGPONG:  # the first consumer takes the first turn
-            turn = gl.allocate_shared_memory(gl.int64, [2, 1], mbarrier.MBarrierLayout())
-            mbarrier.init(turn.index(0), count=1)
-            mbarrier.init(turn.index(1), count=1)
-            mbarrier.arrive(turn.index(0))
-        else:  # (never touched)
-            turn = k_empty
         if SUMMARY_SMEM:  # per Q buffer: the row tile's summary rows of q, k and v
             gl.static_assert(BLOCK_N == BLOCK_M, "the summary queries read the row tile's own text tile")
             packs = gl.allocate_shared_memory(dtype, [Q_BUFS * 3] + qs_desc.block_type.shape, qs_desc.layout)
         else:  # (never touched)
             packs = q_bufs
-        rings = (q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, turn, packs)
+        rings = (q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, packs)
         ptrs = (Q, K, V, Out, Lse, PO, PL)
         strides = (stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, stride_qb, stride_ql,
                    stride_qh, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol,
@@ -625,9 +566,9 @@ if gluon is not None:
         sizes = (dense_chunks, n_row_tiles, n_short, n_tiles_total, heads, n_text, window, qk_scale)
         gl.warp_specialize([
             (_consumer, (0, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
-                         STAGES, Q_BUFS, PINGPONG, BALANCED, SUMMARY_SMEM, LAZY)),
+                         STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM)),
             (_consumer, (1, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
-                         STAGES, Q_BUFS, PINGPONG, BALANCED, SUMMARY_SMEM, LAZY)),
+                         STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM)),
             (_producer, ((q_desc, k_desc, v_desc, qs_desc, ks_desc, vs_desc), q_bufs, q_full, q_empty, k_bufs,
                          v_bufs, k_full, v_full, k_empty, v_empty, packs, n_row_tiles, n_short, n_tiles_total, heads,
                          n_text, window, GROUPS, CHUNK, BLOCK_M, BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM)),
