@@ -181,8 +181,8 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--parts", default="checks,timing")
     p.add_argument("--ablate", choices=sorted(ABLATIONS), help="timing only, outputs wrong: the Gluon kernel "
-                   "without its summary queries (summary; the L2 variant, smem 0), without the exponentials of P (noexp), without rescaling "
-                   "O (norescale), or without masks (nomask), to see what each costs")
+                   "without its summary queries (summary; the L2 variant, smem 0), without the exponentials of P "
+                   "(noexp), without rescaling O (norescale), or without masks (nomask), to see what each costs")
     args = p.parse_args()
     result: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                               "ablate": args.ablate}
