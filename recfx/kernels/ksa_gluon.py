@@ -52,12 +52,11 @@ __all__ = ["band_supported", "ksa_band", "parse_config"]
 LOG2E = math.log2(math.e)
 #: text rows per row tile: two consumer warpgroups of 64 rows
 BLOCK_M = 128
-#: (BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM, EDGES): keys per tile, K/V ring depth, Q ring depth, row tiles
-#: dealt to the CTAs by cost (``_tile_id``) rather than round robin, summary queries computed from the shared-memory
-#: tiles (``_summary_from_tiles``, BLOCK_N = BLOCK_M and where the packs fit) rather than from L2, half edge tiles
-#: (``_rows``). Measurements, and the variants that lost: docs/ksa.md.
-#: RECFX_KSA_GLUON_CONFIG="bn,stages[,q_bufs[,balanced[,smem[,edges]]]]" overrides (sweeps)
-DEFAULT_CONFIG = (128, 2, 2, True, True, True)
+#: (BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM): keys per tile, K/V ring depth, Q ring depth, row tiles dealt
+#: to the CTAs by cost (``_tile_id``) rather than round robin, summary queries computed from the shared-memory tiles
+#: (``_summary_from_tiles``, BLOCK_N = BLOCK_M and where the packs fit) rather than from L2. Measurements, and the
+#: variants that lost: docs/ksa.md. RECFX_KSA_GLUON_CONFIG="bn,stages[,q_bufs[,balanced[,smem]]]" overrides (sweeps)
+DEFAULT_CONFIG = (128, 2, 2, True, True)
 #: registers per thread after setmaxnreg: consumer warpgroup, producer partition. The default partition (the first
 #: consumer) is raised to 256, the CTA starts with 168 x 384 threads, and the producer partition is padded to a
 #: warpgroup, so 256 + consumer + producer must stay <= 504 or a register request never completes.
@@ -105,16 +104,15 @@ def _sm_count(index: int | None) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def _config() -> tuple[int, int, int, bool, bool, bool]:
-    """(BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM, EDGES): DEFAULT_CONFIG, or RECFX_KSA_GLUON_CONFIG (A/B
-    sweeps)."""
+def _config() -> tuple[int, int, int, bool, bool]:
+    """(BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM): DEFAULT_CONFIG, or RECFX_KSA_GLUON_CONFIG (A/B sweeps)."""
     text = os.environ.get("RECFX_KSA_GLUON_CONFIG")
     return parse_config(text, "RECFX_KSA_GLUON_CONFIG") if text else DEFAULT_CONFIG
 
 
-def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool, bool, bool]:
-    """``bn,stages[,q_bufs[,balanced[,smem[,edges]]]]`` (integers; omitted ones from DEFAULT_CONFIG) -> (BLOCK_N,
-    STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM, EDGES); SUMMARY_SMEM is dropped unless BLOCK_N = BLOCK_M.
+def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool, bool]:
+    """``bn,stages[,q_bufs[,balanced[,smem]]]`` (integers; omitted ones from DEFAULT_CONFIG) -> (BLOCK_N, STAGES,
+    Q_BUFS, BALANCED, SUMMARY_SMEM); SUMMARY_SMEM is dropped unless BLOCK_N = BLOCK_M.
 
     Raises:
         ValueError: the text is not of that form (the message names ``source``, e.g. the environment variable).
@@ -123,11 +121,10 @@ def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool
         values = [int(x) for x in text.split(",")]
     except ValueError:
         values = []
-    if not 2 <= len(values) <= 6:
-        raise ValueError(f"{source} wants bn,stages[,q_bufs[,balanced[,smem[,edges]]]] (integers, e.g. 128,2), got "
-                         f"{text!r}")
-    block_n, stages, q_bufs, balanced, smem, edges = values + list(DEFAULT_CONFIG[len(values):])
-    return block_n, stages, q_bufs, bool(balanced), bool(smem) and block_n == BLOCK_M, bool(edges)
+    if not 2 <= len(values) <= 5:
+        raise ValueError(f"{source} wants bn,stages[,q_bufs[,balanced[,smem]]] (integers, e.g. 128,2), got {text!r}")
+    block_n, stages, q_bufs, balanced, smem = values + list(DEFAULT_CONFIG[len(values):])
+    return block_n, stages, q_bufs, bool(balanced), bool(smem) and block_n == BLOCK_M
 
 
 def _text_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:
@@ -169,7 +166,7 @@ def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
     dense prefix: ``ksa_dense.dense_prefix``'s (out [k, H, C', D], lse [k, H, C']) for this row."""
     _, length, heads, head_dim = q.shape
     n_text = length - length // (chunk_size + 1)
-    block_n, stages, q_bufs, balanced, summary_smem, edges = _config()
+    block_n, stages, q_bufs, balanced, summary_smem = _config()
     summary_smem = summary_smem and _shared_bytes(block_n, stages, q_bufs, True, chunk_size, head_dim,
                                                   q.element_size()) <= SHARED_LIMIT
     po, pl = prefix
@@ -184,7 +181,7 @@ def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
         lse.stride(1), n_row_tiles, min(n_row_tiles, -(-window * chunk_size // BLOCK_M)), total, heads, n_text,
         window, scale * LOG2E,
         GROUPS=heads // k.shape[2], HEAD_DIM=head_dim, CHUNK=chunk_size, BLOCK_M=BLOCK_M, BLOCK_N=block_n,
-        STAGES=stages, Q_BUFS=q_bufs, BALANCED=balanced, SUMMARY_SMEM=summary_smem, EDGES=edges, num_warps=4)
+        STAGES=stages, Q_BUFS=q_bufs, BALANCED=balanced, SUMMARY_SMEM=summary_smem, num_warps=4)
 
 
 if gluon is not None:
@@ -208,30 +205,6 @@ if gluon is not None:
         return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
 
     @gluon.jit
-    def _half_tile(q_tile, k_buf, v_buf, offset: gl.constexpr, o, m_i, l_i, start, t, band_lo, qk_scale,
-                   HEAD_DIM: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr, ROW_S: gl.constexpr,
-                   O_LAYOUT: gl.constexpr):
-        """Keys [offset, offset + BLOCK_N / 2) of one ring tile (``start`` the first one's index), masked and not
-        overlapped: S, softmax, O += P V. Returns (o, m_i, l_i) in the pipelined tiles' layouts."""
-        HALF_N: gl.constexpr = BLOCK_N // 2
-        S_HALF: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                         instr_shape=[16, HALF_N, 16])
-        ROW_H: gl.constexpr = gl.SliceLayout(1, S_HALF)
-        k_half = k_buf.reshape([BLOCK_N, HEAD_DIM]).slice(offset, HALF_N)
-        v_half = v_buf.reshape([BLOCK_N, HEAD_DIM]).slice(offset, HALF_N)
-        s_tok = warpgroup_mma(q_tile, k_half.permute((1, 0)), gl.zeros([ROWS, HALF_N], gl.float32, S_HALF),
-                              use_acc=False, is_async=True)
-        s, _, _ = warpgroup_mma_wait(0, deps=(s_tok, q_tile, k_half))
-        p, alpha, m_h, l_h = _softmax(s, gl.convert_layout(m_i, ROW_H), gl.convert_layout(l_i, ROW_H), start,
-                                      gl.convert_layout(t, ROW_H), gl.convert_layout(band_lo, ROW_H), qk_scale, True,
-                                      S_HALF, HALF_N)
-        o = o * gl.convert_layout(alpha, gl.SliceLayout(1, O_LAYOUT))[:, None]
-        p = gl.convert_layout(p.to(k_buf.dtype), gl.DotOperandLayout(operand_index=0, parent=O_LAYOUT, k_width=2))
-        o_tok = warpgroup_mma(p, v_half, o, is_async=True)
-        o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_half))
-        return o, gl.convert_layout(m_h, ROW_S), gl.convert_layout(l_h, ROW_S)
-
-    @gluon.jit
     def _release(empty, pred, HOLD: gl.constexpr):
         """Release a ring slot; with ``HOLD`` only where ``pred`` (the row tile's last slot stays taken)."""
         if HOLD:
@@ -250,15 +223,11 @@ if gluon is not None:
               PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
               stride_ol, h, o_base, lse_base, t0, first, n_tiles, g0, n_text, window, qk_scale,
               HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-              STAGES: gl.constexpr, HOLD: gl.constexpr, HALF: gl.constexpr, EDGES: gl.constexpr):
+              STAGES: gl.constexpr, HOLD: gl.constexpr):
         """``ROWS`` = 64 text rows from t0 (one consumer warpgroup): band attention over its row tile's key tiles,
         rows stored. The row tile's key tiles are ring entries g0 .. g0 + n_tiles - 1 (slot g % STAGES, phase
         g // STAGES); every entry is released through ``empty``, also those this half does not need, except with
-        ``HOLD`` the last one (the row tile's own text): the summary queries read it next.
-
-        ``EDGES``: where half of an edge tile is outside every row's band (the second consumer's first tile, below
-        the window; the first consumer's diagonal tile, above its last row), only the other half is computed
-        (``_half_tile``, before or after the pipelined tiles)."""
+        ``HOLD`` the last one (the row tile's own text): the summary queries read it next."""
         S_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
                                                            instr_shape=[16, BLOCK_N, 16])
         O_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
@@ -297,41 +266,21 @@ if gluon is not None:
         o = gl.load(po[:, None] + d_o[None, :], mask=given_o[:, None], other=0.0).to(gl.float32)
         zero_s = gl.zeros([ROWS, BLOCK_N], gl.float32, S_LAYOUT)
 
-        # the pipelined tiles are [j_first, j_end); a half edge tile before or after them
-        HALF_N: gl.constexpr = BLOCK_N // 2
-        j_first = j_lo
-        j_end = j_hi
-        if EDGES:
-            if HALF == 1:
-                if (j_lo < j_hi - 1) & (gl.maximum(c0 - window, 0) * CHUNK >= first + j_lo * BLOCK_N + HALF_N):
-                    g = g0 + j_lo
-                    mbarrier.wait(k_full.index(g % STAGES), (g // STAGES) & 1)
-                    mbarrier.wait(v_full.index(g % STAGES), (g // STAGES) & 1)
-                    o, m_i, l_i = _half_tile(q_tile, k_bufs.index(g % STAGES), v_bufs.index(g % STAGES), HALF_N, o,
-                                             m_i, l_i, first + j_lo * BLOCK_N + HALF_N, t, band_lo, qk_scale,
-                                             HEAD_DIM, ROWS, BLOCK_N, ROW_S, O_LAYOUT)
-                    mbarrier.arrive(k_empty.index(g % STAGES))
-                    mbarrier.arrive(v_empty.index(g % STAGES))
-                    j_first = j_lo + 1
-            else:
-                if (j_lo < j_hi - 1) & (t_last < first + (j_hi - 1) * BLOCK_N + HALF_N):
-                    j_end = j_hi - 1
-
         # first tile: scores, softmax
-        g = g0 + j_first
+        g = g0 + j_lo
         mbarrier.wait(k_full.index(g % STAGES), (g // STAGES) & 1)
         k_tile = k_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
         s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
         s, _, _ = warpgroup_mma_wait(0, deps=(s_tok, q_tile, k_tile))
-        _release(k_empty.index(g % STAGES), j_first < j_hi - 1, HOLD)
-        start = first + j_first * BLOCK_N
+        _release(k_empty.index(g % STAGES), j_lo < j_hi - 1, HOLD)
+        start = first + j_lo * BLOCK_N
         p, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
                                       (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
         o = o * gl.convert_layout(alpha, ROW_O)[:, None]
         p = gl.convert_layout(p.to(dtype), P_LAYOUT)
 
         # S_j and P_{j-1} V_{j-1} in flight together, the softmax of S_j under the latter
-        for j in range(j_first + 1, j_end):
+        for j in range(j_lo + 1, j_hi):
             g = g0 + j
             mbarrier.wait(k_full.index(g % STAGES), (g // STAGES) & 1)
             k_tile = k_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
@@ -350,24 +299,13 @@ if gluon is not None:
             o = o * gl.convert_layout(alpha, ROW_O)[:, None]
             p = p_next
 
-        g = g0 + j_end - 1
+        g = g0 + j_hi - 1
         mbarrier.wait(v_full.index(g % STAGES), (g // STAGES) & 1)
         v_tile = v_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
         o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
         o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
-        _release(v_empty.index(g % STAGES), j_end < j_hi, HOLD)
-        # (the constexpr test apart from the runtime one: only the first consumer's build has this code)
-        if EDGES and HALF == 0:  # noqa: SIM102
-            if j_end < j_hi:  # the diagonal tile's lower half, when it alone is needed
-                g = g0 + j_hi - 1
-                mbarrier.wait(k_full.index(g % STAGES), (g // STAGES) & 1)
-                mbarrier.wait(v_full.index(g % STAGES), (g // STAGES) & 1)
-                o, m_i, l_i = _half_tile(q_tile, k_bufs.index(g % STAGES), v_bufs.index(g % STAGES), 0, o, m_i,
-                                         l_i, first + (j_hi - 1) * BLOCK_N, t, band_lo, qk_scale, HEAD_DIM, ROWS,
-                                         BLOCK_N, ROW_S, O_LAYOUT)
-                if not HOLD:
-                    mbarrier.arrive(k_empty.index(g % STAGES))
-                    mbarrier.arrive(v_empty.index(g % STAGES))
+        if not HOLD:
+            mbarrier.arrive(v_empty.index(g % STAGES))
         for j in range(j_hi, n_tiles):
             _pass(k_full, k_empty, g0 + j, STAGES)
             _pass(v_full, v_empty, g0 + j, STAGES)
@@ -509,8 +447,7 @@ if gluon is not None:
     @gluon.jit
     def _consumer(half: gl.constexpr, rings, ptrs, strides, sizes, GROUPS: gl.constexpr,
                   HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  STAGES: gl.constexpr, Q_BUFS: gl.constexpr, BALANCED: gl.constexpr, SUMMARY_SMEM: gl.constexpr,
-                  EDGES: gl.constexpr):
+                  STAGES: gl.constexpr, Q_BUFS: gl.constexpr, BALANCED: gl.constexpr, SUMMARY_SMEM: gl.constexpr):
         """One consumer warpgroup of the persistent kernel: rows [t0 + half * BLOCK_M / 2, + BLOCK_M / 2) of every
         row tile of this CTA, then the summary queries of their chunks. ``rings``, ``ptrs``, ``strides`` and
         ``sizes`` are the kernel's arguments of those kinds, grouped (``_band_kernel``)."""
@@ -535,7 +472,7 @@ if gluon is not None:
             _rows(q_tile, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
                   PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
                   stride_ol, h, o_base, lse_base, t0 + half * ROWS, first, n_tiles, g0, n_text, window,
-                  qk_scale, HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, SUMMARY_SMEM, half, EDGES)
+                  qk_scale, HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, SUMMARY_SMEM)
             if SUMMARY_SMEM:
                 last = (g0 + n_tiles - 1) % STAGES
                 _summary_from_tiles(packs, (r % Q_BUFS) * 3, k_bufs.index(last), v_bufs.index(last),
@@ -596,7 +533,7 @@ if gluon is not None:
                      n_row_tiles, n_short, n_tiles_total, heads, n_text, window, qk_scale,
                      GROUPS: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr,
                      BLOCK_N: gl.constexpr, STAGES: gl.constexpr, Q_BUFS: gl.constexpr, BALANCED: gl.constexpr,
-                     SUMMARY_SMEM: gl.constexpr, EDGES: gl.constexpr, num_warps: gl.constexpr):
+                     SUMMARY_SMEM: gl.constexpr, num_warps: gl.constexpr):
         dtype: gl.constexpr = q_desc.dtype
         k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
         v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
@@ -629,9 +566,9 @@ if gluon is not None:
         sizes = (dense_chunks, n_row_tiles, n_short, n_tiles_total, heads, n_text, window, qk_scale)
         gl.warp_specialize([
             (_consumer, (0, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
-                         STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM, EDGES)),
+                         STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM)),
             (_consumer, (1, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
-                         STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM, EDGES)),
+                         STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM)),
             (_producer, ((q_desc, k_desc, v_desc, qs_desc, ks_desc, vs_desc), q_bufs, q_full, q_empty, k_bufs,
                          v_bufs, k_full, v_full, k_empty, v_empty, packs, n_row_tiles, n_short, n_tiles_total, heads,
                          n_text, window, GROUPS, CHUNK, BLOCK_M, BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM)),

@@ -59,12 +59,12 @@ def test_config_default_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RECFX_KSA_GLUON_CONFIG", raising=False)
     assert ksa_gluon._config() == ksa_gluon.DEFAULT_CONFIG
     monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", "64,3")
-    assert ksa_gluon._config() == (64, 3, 2, True, False, True)  # the shared-memory summary needs bn = BLOCK_M
+    assert ksa_gluon._config() == (64, 3, 2, True, False)  # the shared-memory summary needs bn = BLOCK_M
     monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", "128,3,1")
-    assert ksa_gluon._config() == (128, 3, 1, True, True, True)
-    monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", "128,2,2,0,0,0")
-    assert ksa_gluon._config() == (128, 2, 2, False, False, False)
-    for bad in ("128", "128,x", "1,2,3,4,5,6,7"):
+    assert ksa_gluon._config() == (128, 3, 1, True, True)
+    monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", "128,2,2,0,0")
+    assert ksa_gluon._config() == (128, 2, 2, False, False)
+    for bad in ("128", "128,x", "1,2,3,4,5,6"):
         monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", bad)
         with pytest.raises(ValueError, match="RECFX_KSA_GLUON_CONFIG wants bn,stages"):
             ksa_gluon._config()
