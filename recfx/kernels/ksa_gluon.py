@@ -7,7 +7,8 @@ neither hides the K/V loads nor overlaps the softmax with the tensor cores (docs
 by hand, in Gluon (Triton's explicit dialect: layouts, shared memory, mbarriers and wgmma are spelled out):
 
 - Persistent: one CTA per SM walks row tiles ``BLOCK_M`` = 128 text rows of one (batch, head) at a time;
-  neighbouring CTAs take neighbouring row tiles of one head, so their key windows meet in L2.
+  neighbouring CTAs take neighbouring row tiles of one head, so their key windows meet in L2. ``BALANCED``: the
+  tiles are dealt sorted by cost (full-band tiles first) in snake order, which evens out the CTAs' work.
 - Warp-specialised: a producer warp brings each row tile's Q and then its K and V tiles (``BLOCK_N`` keys, grouped
   by whole chunks of the interleaved layout) through TMA into rings of ``STAGES`` slots, running ahead across row
   tiles; two consumer warpgroups own 64 rows each and release every slot through an ``empty`` mbarrier.
@@ -15,7 +16,9 @@ by hand, in Gluon (Triton's explicit dialect: layouts, shared memory, mbarriers 
   waits for S_j only, and computes the softmax of S_j while the P @ V product still runs.
 - Rows of chunks past the window start from the dense prefix's (out, lse); only the band's first tile (the window's
   lower bound, chunk granular) and the tiles crossing the diagonal are masked. After its text rows, each consumer
-  computes the summary queries of their chunks (S = 1: their chunk's text and themselves) on the CUDA cores.
+  computes the summary queries of their chunks (S = 1: their chunk's text and themselves) on the CUDA cores; with
+  ``SUMMARY_SMEM`` from the row tile's last K / V ring tile (its own text, kept until read) and the summary rows'
+  q, k, v that the producer loads with Q, else from L2.
 
 Scope (``band_supported``): S = 1, every chunk complete with its summary (L a multiple of k + 1), k = 4 or 8
 (``VALIDATED_CHUNKS``), bf16/fp16 q, k and v alike, head dim 64 or 128, heads a multiple of the kv heads, Hopper
