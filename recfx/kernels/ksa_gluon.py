@@ -354,8 +354,13 @@ if gluon is not None:
         vt = gl.load(v_base + text_pos[:, :, None] * stride_vl + d3, mask=ok3, other=0.0).to(gl.float32)
         vs = gl.load(v_base + sum_pos[:, None, None] * stride_vl + d3, mask=ok3, other=0.0).to(gl.float32)
         acc = gl.sum(p[:, :, None] * vt, 1) + gl.sum(p_own[:, None, None] * vs, 1)  # [CH, D]
-        l_cd = gl.convert_layout(l_sum, gl.SliceLayout(1, L_CD))
-        out = acc / l_cd[:, None]
+        _summary_store(o_base, lse_base, stride_ol, acc, l_sum, m, sum_pos, ok, dd, L_CD)
+
+    @gluon.jit
+    def _summary_store(o_base, lse_base, stride_ol, acc, l_sum, m, sum_pos, ok, dd, L_CD: gl.constexpr):
+        """Summary rows out: acc [CH, D] / l_sum at interleaved positions ``sum_pos`` (columns ``dd``), natural
+        log-sum-exp."""
+        out = acc / gl.convert_layout(l_sum, gl.SliceLayout(1, L_CD))[:, None]
         pos_cd = gl.convert_layout(sum_pos, gl.SliceLayout(1, L_CD))
         ok_cd = gl.convert_layout(ok, gl.SliceLayout(1, L_CD))
         gl.store(o_base + pos_cd[:, None] * stride_ol + dd[None, :], out.to(o_base.dtype.element_ty),
@@ -393,17 +398,10 @@ if gluon is not None:
         vs = gl.expand_dims(_pack_rows(packs, first_pack + 2, CH, HEAD_DIM, HALF).load(L_CD), 1)
         acc = gl.sum(p[:, :, None] * vt.to(gl.float32), 1) + gl.sum(p_own[:, None, None] * vs.to(gl.float32), 1)
         mbarrier.arrive(v_empty)
-        ch = gl.arange(0, CH, layout=gl.SliceLayout(1, L_CK))
-        c = c_first + ch
+        c = c_first + gl.arange(0, CH, layout=gl.SliceLayout(1, L_CK))
         sum_pos = c * (CHUNK + 1) + CHUNK
-        ok = c < n_chunks
-        dd = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, L_CD))
-        out = acc / gl.convert_layout(l_sum, gl.SliceLayout(1, L_CD))[:, None]
-        pos_cd = gl.convert_layout(sum_pos, gl.SliceLayout(1, L_CD))
-        ok_cd = gl.convert_layout(ok, gl.SliceLayout(1, L_CD))
-        gl.store(o_base + pos_cd[:, None] * stride_ol + dd[None, :], out.to(o_base.dtype.element_ty),
-                 mask=ok_cd[:, None])
-        gl.store(lse_base + sum_pos, (m + gl.log2(l_sum)) * 0.6931471805599453, mask=ok)
+        _summary_store(o_base, lse_base, stride_ol, acc, l_sum, m, sum_pos, c < n_chunks,
+                       gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, L_CD)), L_CD)
 
     @gluon.jit
     def _rounds(total, BALANCED: gl.constexpr):
