@@ -71,10 +71,10 @@ def checks(configs: list[str]) -> list[dict[str, Any]]:
         ref, ref_lse = prefill_reference(q.double(), k.double(), v.double(), chunk, 1, w, d**-0.5)
         for band, config in [("triton", None)] + [("gluon", c) for c in configs]:
             row: dict[str, Any] = {"B": b, "n": n, "k": chunk, "W": w, "H": h, "Hkv": hkv, "D": d,
-                                   "dtype": str(dtype), "band": band, "config": config,
-                                   "supported": ksa_gluon.band_supported(q, k, v, chunk, 1)}
+                                   "dtype": str(dtype), "band": band, "config": config}
             try:
                 out, lse = run(q, k, v, chunk, w, band, config)
+                row["supported"] = ksa_gluon.band_supported(q, k, v, chunk, 1)  # under the env run() set
                 torch.cuda.synchronize()
                 row.update(rel_err=rel(out, ref), lse_max_abs=(lse.double() - ref_lse).abs().max().item(),
                            finite=bool(torch.isfinite(out).all() and torch.isfinite(lse).all()))

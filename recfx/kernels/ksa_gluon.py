@@ -77,6 +77,9 @@ VALIDATED_TRITON = ("3.6.",)
 
 #: chunk sizes the kernel was checked with on the GPU (k = 8 is the spec's default); others keep the Triton kernel
 VALIDATED_CHUNKS = (4, 8)
+#: chunk sizes whose summary queries were checked in the shared-memory form (SUMMARY_SMEM); k = 4 reads L2 (its packs
+#: are twice as large and, with D = 128, do not fit beside the rings)
+SMEM_SUMMARY_CHUNKS = (8,)
 
 
 def band_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int, summaries: int) -> bool:
@@ -86,7 +89,7 @@ def band_supported(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size
     Gluon, ``triton`` never (A/B measurements).
 
     Raises:
-        ValueError: ``RECFX_KSA_BAND`` is set to something else.
+        ValueError: ``RECFX_KSA_BAND`` is set to something else, or ``RECFX_KSA_GLUON_CONFIG`` is malformed.
     """
     choice = os.environ.get("RECFX_KSA_BAND", "auto")
     if choice not in ("auto", "gluon", "triton"):
@@ -114,8 +117,9 @@ def _config() -> tuple[int, int, int, bool, bool]:
 
 
 def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool, bool]:
-    """``bn,stages[,q_bufs[,balanced[,smem]]]`` (integers; omitted ones from DEFAULT_CONFIG) -> (BLOCK_N, STAGES,
-    Q_BUFS, BALANCED, SUMMARY_SMEM); SUMMARY_SMEM is dropped unless BLOCK_N = BLOCK_M.
+    """``bn,stages[,q_bufs[,balanced[,smem]]]`` (omitted ones from DEFAULT_CONFIG) -> (BLOCK_N, STAGES, Q_BUFS,
+    BALANCED, SUMMARY_SMEM): BLOCK_N a power of two from 16 to 256, STAGES and Q_BUFS from 1 to 4, the two switches 0
+    or 1; SUMMARY_SMEM is dropped unless BLOCK_N = BLOCK_M.
 
     Raises:
         ValueError: the text is not of that form (the message names ``source``, e.g. the environment variable).
@@ -124,9 +128,11 @@ def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool
         values = [int(x) for x in text.split(",")]
     except ValueError:
         values = []
-    if not 2 <= len(values) <= 5:
-        raise ValueError(f"{source} wants bn,stages[,q_bufs[,balanced[,smem]]] (integers, e.g. 128,2), got {text!r}")
-    block_n, stages, q_bufs, balanced, smem = values + list(DEFAULT_CONFIG[len(values):])
+    block_n, stages, q_bufs, balanced, smem = (values + list(DEFAULT_CONFIG[len(values):]))[:5]
+    if (not 2 <= len(values) <= 5 or block_n not in (16, 32, 64, 128, 256) or not 1 <= stages <= 4
+            or not 1 <= q_bufs <= 4 or balanced not in (0, 1) or smem not in (0, 1)):
+        raise ValueError(f"{source} wants bn,stages[,q_bufs[,balanced[,smem]]]: bn a power of two from 16 to 256, "
+                         f"stages and q_bufs 1 to 4, balanced and smem 0 or 1 (e.g. 128,2), got {text!r}")
     return block_n, stages, q_bufs, bool(balanced), bool(smem) and block_n == BLOCK_M
 
 
@@ -170,8 +176,9 @@ def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
     _, length, heads, head_dim = q.shape
     n_text = length - length // (chunk_size + 1)
     block_n, stages, q_bufs, balanced, summary_smem = _config()
-    summary_smem = summary_smem and _shared_bytes(block_n, stages, q_bufs, True, chunk_size, head_dim,
-                                                  q.element_size()) <= SHARED_LIMIT
+    summary_smem = (summary_smem and chunk_size in SMEM_SUMMARY_CHUNKS
+                    and _shared_bytes(block_n, stages, q_bufs, True, chunk_size, head_dim, q.element_size())
+                    <= SHARED_LIMIT)
     po, pl = prefix
     n_row_tiles = -(-n_text // BLOCK_M)
     total = n_row_tiles * q.shape[0] * heads

@@ -91,6 +91,7 @@ def band_resources(block_n: int, stages: int, q_bufs: int = 2, balanced: bool = 
     from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
+    summary_smem = summary_smem and block_n == ksa_gluon.BLOCK_M  # as the launcher decides (parse_config)
     constexprs: dict[str, Any] = {"GROUPS": 1, "HEAD_DIM": head_dim, "CHUNK": chunk, "BLOCK_M": ksa_gluon.BLOCK_M,
                                   "BLOCK_N": block_n, "STAGES": stages, "Q_BUFS": q_bufs,
                                   "BALANCED": balanced, "SUMMARY_SMEM": summary_smem,

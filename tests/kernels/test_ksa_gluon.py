@@ -64,7 +64,7 @@ def test_config_default_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
     assert ksa_gluon._config() == (128, 3, 1, True, True)
     monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", "128,2,2,0,0")
     assert ksa_gluon._config() == (128, 2, 2, False, False)
-    for bad in ("128", "128,x", "1,2,3,4,5,6"):
+    for bad in ("128", "128,x", "1,2,3,4,5,6", "0,2", "96,2", "128,0", "128,2,2,2", "128,2,2,1,5"):
         monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", bad)
         with pytest.raises(ValueError, match="RECFX_KSA_GLUON_CONFIG wants bn,stages"):
             ksa_gluon._config()
@@ -79,6 +79,19 @@ def test_text_descriptor_groups_whole_chunks() -> None:
     assert list(desc.shape) == [2, 4, 5, 8, 128]
     assert list(desc.strides) == [x.stride(0), x.stride(2), 9 * x.stride(1), x.stride(1), 1]
     assert list(desc.block_shape) == [1, 1, 8, 8, 128]
+
+
+def test_summary_descriptor_addresses_the_summary_rows() -> None:
+    """The summary view starts at row k and steps a chunk (k + 1 rows) at a time: [B, H, chunks, D]; a box holds the
+    summary rows of one 128-row tile's chunks."""
+    if ksa_gluon.gluon is None:
+        pytest.skip("this Triton has no Gluon")
+    x = torch.zeros(2, 9 * 5, 4, 128, dtype=torch.bfloat16)
+    desc = ksa_gluon._summary_descriptor(x, 8, 128)
+    assert desc.base.data_ptr() == x[:, 8].data_ptr()
+    assert list(desc.shape) == [2, 4, 5, 128]
+    assert list(desc.strides) == [x.stride(0), x.stride(2), 9 * x.stride(1), 1]
+    assert list(desc.block_shape) == [1, 1, 16, 128]
 
 
 def test_prefill_hands_each_batch_row_and_its_dense_prefix_to_the_band_kernel(monkeypatch: pytest.MonkeyPatch
@@ -126,9 +139,11 @@ def test_explicit_triton_settings_keep_the_triton_kernel(monkeypatch: pytest.Mon
 
 
 def test_summary_packs_only_where_they_fit() -> None:
-    """The shipped rings with k = 8 leave room for the summary packs; with k = 4 the packs are twice as large and
-    the kernel keeps the summary queries on L2 (a build that needs more than 227 KB would fail at launch)."""
+    """The shipped rings with k = 8 leave room for the summary packs; with k = 4 the packs are twice as large (with
+    D = 128 they would not fit: a build that needs more than 227 KB fails at launch) and, not checked on the GPU in
+    that form, the kernel keeps k = 4's summary queries on L2."""
     bn, stages, q_bufs = ksa_gluon.DEFAULT_CONFIG[:3]
     assert ksa_gluon._shared_bytes(bn, stages, q_bufs, True, 8, 128, 2) <= ksa_gluon.SHARED_LIMIT
     assert ksa_gluon._shared_bytes(bn, stages, q_bufs, True, 4, 128, 2) > ksa_gluon.SHARED_LIMIT
     assert ksa_gluon._shared_bytes(bn, stages, q_bufs, False, 4, 128, 2) <= ksa_gluon.SHARED_LIMIT
+    assert 8 in ksa_gluon.SMEM_SUMMARY_CHUNKS and 4 not in ksa_gluon.SMEM_SUMMARY_CHUNKS  # as checked on the GPU
