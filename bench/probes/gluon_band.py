@@ -7,9 +7,9 @@ the text, in the same run (rounds, median).
 
     PYTHONPATH=$PWD python3 bench/probes/gluon_band.py out.json [--sizes 16384,32768,65536] [--configs "128,2;64,3"]
 
-(--configs: BLOCK_N,STAGES[,Q_BUFS[,BALANCED[,SMEM]]] of the Gluon kernel, as RECFX_KSA_GLUON_CONFIG; e.g.
-"128,2,2,1,1;128,2,2,0,0" for the shipped kernel and the one before its balanced order and shared-memory summary
-queries. --ablate: timing without a part of the kernel, see --help.) Results of the design steps are in
+(--configs: BLOCK_N,STAGES[,Q_BUFS[,BALANCED[,SMEM[,EXP_SPLIT]]]] of the Gluon kernel, as RECFX_KSA_GLUON_CONFIG;
+e.g. "128,2,2,1,1,0;128,2,2,1,1,1" for the shipped kernel and the same with half of P's exponentials on the FMA
+units, not yet run on a GPU. --ablate: timing without a part of the kernel, see --help.) Results of the design steps are in
 bench/results/ksa_gluon_probe*.json / .log and ksa_gluon_ablation1.log; the kernel variants they
 measured are described in docs/ksa.md.
 """

@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+import struct
 from typing import Any
 
 import torch
@@ -55,19 +56,52 @@ __all__ = ["band_supported", "ksa_band", "parse_config"]
 LOG2E = math.log2(math.e)
 #: text rows per row tile: two consumer warpgroups of 64 rows
 BLOCK_M = 128
-#: (BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM): keys per tile, K/V ring depth, Q ring depth, row tiles dealt
-#: to the CTAs by cost (``_tile_id``) rather than round robin, summary queries computed from the shared-memory tiles
-#: (``_summary_from_tiles``, BLOCK_N = BLOCK_M and where the packs fit) rather than from L2. Measurements, and the
-#: variants that lost: docs/ksa.md. RECFX_KSA_GLUON_CONFIG="bn,stages[,q_bufs[,balanced[,smem]]]" overrides (sweeps)
-DEFAULT_CONFIG = (128, 2, 2, True, True)
+#: (BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM, EXP_SPLIT): keys per tile, K/V ring depth, Q ring depth, row
+#: tiles dealt to the CTAs by cost (``_tile_id``) rather than round robin, summary queries computed from the
+#: shared-memory tiles (``_summary_from_tiles``, BLOCK_N = BLOCK_M and where the packs fit) rather than from L2, half
+#: of P's exponentials by a polynomial (``_exp2``: built for sm_90 on the CPU, NOT yet run on a GPU, so off).
+#: Measurements, and the variants that lost: docs/ksa.md.
+#: RECFX_KSA_GLUON_CONFIG="bn,stages[,q_bufs[,balanced[,smem[,exp_split]]]]" overrides (sweeps)
+DEFAULT_CONFIG = (128, 2, 2, True, True, False)
 #: registers per thread after setmaxnreg: consumer warpgroup, producer partition. The default partition (the first
 #: consumer) is raised to 256, the CTA starts with 168 x 384 threads, and the producer partition is padded to a
 #: warpgroup, so 256 + consumer + producer must stay <= 504 or a register request never completes.
 REGS_CONSUMER = 216
 REGS_PRODUCER = 32
+#: EXP_SPLIT: 2^f on [0, 1) as c0 + f (c1 + f (c2 + f c3)), fitted here for relative error (max 7.6e-5 in float32,
+#: against bf16's 3.9e-3 rounding of P); 2^x = 2^floor(x) * 2^frac(x), the integer part added to the exponent bits
+EXP2_POLY = (0.9999268054962158, 0.6958240270614624, 0.22607266902923584, 0.078030064702034)
+#: below this the polynomial half clamps (2^-125 instead of 0 for masked scores: the exponent field stays >= 1)
+EXP2_FLOOR = -125.0
+
+
+def _f32_hex(value: float) -> str:
+    """PTX float32 literal (0fXXXXXXXX)."""
+    return f"0f{struct.unpack('<I', struct.pack('<f', value))[0]:08X}"
+
+
+def _exp2_pair_asm(poly: tuple[float, ...], floor: float) -> str:
+    """PTX for two exponentials: $0 = 2^$2 on the MUFU (ex2.approx), $1 = 2^$3 by the polynomial on the FMA units."""
+    c0, c1, c2, c3 = (_f32_hex(c) for c in poly)
+    return ("{ .reg .f32 xc, j, f, p; .reg .s32 ji, pb;\n"
+            "ex2.approx.ftz.f32 $0, $2;\n"
+            f"max.f32 xc, $3, {_f32_hex(floor)};\n"
+            "cvt.rmi.f32.f32 j, xc;\n"
+            "sub.f32 f, xc, j;\n"
+            f"fma.rn.f32 p, f, {c3}, {c2};\n"
+            f"fma.rn.f32 p, p, f, {c1};\n"
+            f"fma.rn.f32 p, p, f, {c0};\n"
+            "cvt.rzi.s32.f32 ji, j;\n"
+            "shl.b32 ji, ji, 23;\n"
+            "mov.b32 pb, p;\n"
+            "add.s32 pb, pb, ji;\n"
+            "mov.b32 $1, pb; }")
+
+
 if gluon is not None:
     _REGS_CONSUMER = gl.constexpr(REGS_CONSUMER)
     _REGS_PRODUCER = gl.constexpr(REGS_PRODUCER)
+    _EXP2_PAIR_ASM = gl.constexpr(_exp2_pair_asm(EXP2_POLY, EXP2_FLOOR))
 
 
 #: Triton releases on which the kernel was checked against float64 and timed on an H200; on others (it also builds
@@ -110,16 +144,17 @@ def _sm_count(index: int | None) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def _config() -> tuple[int, int, int, bool, bool]:
-    """(BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM): DEFAULT_CONFIG, or RECFX_KSA_GLUON_CONFIG (A/B sweeps)."""
+def _config() -> tuple[int, int, int, bool, bool, bool]:
+    """(BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM, EXP_SPLIT): DEFAULT_CONFIG, or RECFX_KSA_GLUON_CONFIG (A/B
+    sweeps)."""
     text = os.environ.get("RECFX_KSA_GLUON_CONFIG")
     return parse_config(text, "RECFX_KSA_GLUON_CONFIG") if text else DEFAULT_CONFIG
 
 
-def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool, bool]:
-    """``bn,stages[,q_bufs[,balanced[,smem]]]`` (omitted ones from DEFAULT_CONFIG) -> (BLOCK_N, STAGES, Q_BUFS,
-    BALANCED, SUMMARY_SMEM): BLOCK_N a power of two from 16 to 256, STAGES and Q_BUFS from 1 to 4, the two switches 0
-    or 1; SUMMARY_SMEM is dropped unless BLOCK_N = BLOCK_M.
+def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool, bool, bool]:
+    """``bn,stages[,q_bufs[,balanced[,smem[,exp_split]]]]`` (omitted ones from DEFAULT_CONFIG) -> (BLOCK_N, STAGES,
+    Q_BUFS, BALANCED, SUMMARY_SMEM, EXP_SPLIT): BLOCK_N a power of two from 16 to 256, STAGES and Q_BUFS from 1 to 4,
+    the switches 0 or 1; SUMMARY_SMEM is dropped unless BLOCK_N = BLOCK_M.
 
     Raises:
         ValueError: the text is not of that form (the message names ``source``, e.g. the environment variable).
@@ -128,12 +163,12 @@ def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool
         values = [int(x) for x in text.split(",")]
     except ValueError:
         values = []
-    block_n, stages, q_bufs, balanced, smem = (values + list(DEFAULT_CONFIG[len(values):]))[:5]
-    if (not 2 <= len(values) <= 5 or block_n not in (16, 32, 64, 128, 256) or not 1 <= stages <= 4
-            or not 1 <= q_bufs <= 4 or balanced not in (0, 1) or smem not in (0, 1)):
-        raise ValueError(f"{source} wants bn,stages[,q_bufs[,balanced[,smem]]]: bn a power of two from 16 to 256, "
-                         f"stages and q_bufs 1 to 4, balanced and smem 0 or 1 (e.g. 128,2), got {text!r}")
-    return block_n, stages, q_bufs, bool(balanced), bool(smem) and block_n == BLOCK_M
+    block_n, stages, q_bufs, balanced, smem, exp_split = (values + list(DEFAULT_CONFIG[len(values):]))[:6]
+    if (not 2 <= len(values) <= 6 or block_n not in (16, 32, 64, 128, 256) or not 1 <= stages <= 4
+            or not 1 <= q_bufs <= 4 or any(flag not in (0, 1) for flag in (balanced, smem, exp_split))):
+        raise ValueError(f"{source} wants bn,stages[,q_bufs[,balanced[,smem[,exp_split]]]]: bn a power of two from 16 "
+                         f"to 256, stages and q_bufs 1 to 4, the switches 0 or 1 (e.g. 128,2), got {text!r}")
+    return block_n, stages, q_bufs, bool(balanced), bool(smem) and block_n == BLOCK_M, bool(exp_split)
 
 
 def _text_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:
@@ -175,7 +210,7 @@ def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
     dense prefix: ``ksa_dense.dense_prefix``'s (out [k, H, C', D], lse [k, H, C']) for this row."""
     _, length, heads, head_dim = q.shape
     n_text = length - length // (chunk_size + 1)
-    block_n, stages, q_bufs, balanced, summary_smem = _config()
+    block_n, stages, q_bufs, balanced, summary_smem, exp_split = _config()
     summary_smem = (summary_smem and chunk_size in SMEM_SUMMARY_CHUNKS
                     and _shared_bytes(block_n, stages, q_bufs, True, chunk_size, head_dim, q.element_size())
                     <= SHARED_LIMIT)
@@ -191,14 +226,25 @@ def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
         lse.stride(1), n_row_tiles, min(n_row_tiles, -(-window * chunk_size // BLOCK_M)), total, heads, n_text,
         window, scale * LOG2E,
         GROUPS=heads // k.shape[2], HEAD_DIM=head_dim, CHUNK=chunk_size, BLOCK_M=BLOCK_M, BLOCK_N=block_n,
-        STAGES=stages, Q_BUFS=q_bufs, BALANCED=balanced, SUMMARY_SMEM=summary_smem, num_warps=4)
+        STAGES=stages, Q_BUFS=q_bufs, BALANCED=balanced, SUMMARY_SMEM=summary_smem, EXP_SPLIT=exp_split, num_warps=4)
 
 
 if gluon is not None:
 
     @gluon.jit
+    def _exp2(x, EXP_SPLIT: gl.constexpr):
+        """2^x elementwise; with ``EXP_SPLIT`` half of the elements (one of each register pair) by a polynomial on the
+        FMA units and half on the MUFU, which alone issues 16 exponentials per clock per SM (FlashAttention-4's
+        idea; ``_exp2_pair_asm``)."""
+        if EXP_SPLIT:
+            return gl.inline_asm_elementwise(_EXP2_PAIR_ASM, "=f,=f,f,f", [x], dtype=gl.float32, is_pure=True,
+                                             pack=2)
+        else:
+            return gl.exp2(x)
+
+    @gluon.jit
     def _softmax(s, m_i, l_i, start, t, band_lo, qk_scale, masked,
-                 S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr):
+                 S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr, EXP_SPLIT: gl.constexpr):
         """Online-softmax step on raw scores -> (p fp32, alpha, new max, new sums); masks only when ``masked``."""
         if masked:
             cols = start + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, S_LAYOUT))
@@ -206,11 +252,11 @@ if gluon is not None:
             s = gl.where(ok, s * qk_scale, float("-inf"))
             m_new = gl.maximum(m_i, gl.max(s, 1))
             m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-            p = gl.exp2(s - m_use[:, None])
+            p = _exp2(s - m_use[:, None], EXP_SPLIT)
         else:
             m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
             m_use = m_new
-            p = gl.exp2(s * qk_scale - m_use[:, None])
+            p = _exp2(s * qk_scale - m_use[:, None], EXP_SPLIT)
         alpha = gl.exp2(m_i - m_use)
         return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
 
@@ -233,7 +279,7 @@ if gluon is not None:
               PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
               stride_ol, h, o_base, lse_base, t0, first, n_tiles, g0, n_text, window, qk_scale,
               HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-              STAGES: gl.constexpr, HOLD: gl.constexpr):
+              STAGES: gl.constexpr, HOLD: gl.constexpr, EXP_SPLIT: gl.constexpr):
         """``ROWS`` = 64 text rows from t0 (one consumer warpgroup): band attention over its row tile's key tiles,
         rows stored. The row tile's key tiles are ring entries g0 .. g0 + n_tiles - 1 (slot g % STAGES, phase
         g // STAGES); every entry is released through ``empty``, also those this half does not need, except with
@@ -285,7 +331,7 @@ if gluon is not None:
         _release(k_empty.index(g % STAGES), j_lo < j_hi - 1, HOLD)
         start = first + j_lo * BLOCK_N
         p, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
-                                      (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
+                                      (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N, EXP_SPLIT)
         o = o * gl.convert_layout(alpha, ROW_O)[:, None]
         p = gl.convert_layout(p.to(dtype), P_LAYOUT)
 
@@ -302,7 +348,8 @@ if gluon is not None:
             _release(k_empty.index(g % STAGES), j < j_hi - 1, HOLD)
             start = first + j * BLOCK_N
             p_new, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
-                                              (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
+                                              (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N,
+                                              EXP_SPLIT)
             p_next = gl.convert_layout(p_new.to(dtype), P_LAYOUT)
             o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
             mbarrier.arrive(v_empty.index((g - 1) % STAGES))
@@ -455,7 +502,8 @@ if gluon is not None:
     @gluon.jit
     def _consumer(half: gl.constexpr, rings, ptrs, strides, sizes, GROUPS: gl.constexpr,
                   HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  STAGES: gl.constexpr, Q_BUFS: gl.constexpr, BALANCED: gl.constexpr, SUMMARY_SMEM: gl.constexpr):
+                  STAGES: gl.constexpr, Q_BUFS: gl.constexpr, BALANCED: gl.constexpr, SUMMARY_SMEM: gl.constexpr,
+                  EXP_SPLIT: gl.constexpr):
         """One consumer warpgroup of the persistent kernel: rows [t0 + half * BLOCK_M / 2, + BLOCK_M / 2) of every
         row tile of this CTA, then the summary queries of their chunks. ``rings``, ``ptrs``, ``strides`` and
         ``sizes`` are the kernel's arguments of those kinds, grouped (``_band_kernel``)."""
@@ -480,7 +528,7 @@ if gluon is not None:
             _rows(q_tile, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
                   PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
                   stride_ol, h, o_base, lse_base, t0 + half * ROWS, first, n_tiles, g0, n_text, window,
-                  qk_scale, HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, SUMMARY_SMEM)
+                  qk_scale, HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, SUMMARY_SMEM, EXP_SPLIT)
             if SUMMARY_SMEM:
                 last = (g0 + n_tiles - 1) % STAGES
                 _summary_from_tiles(packs, (r % Q_BUFS) * 3, k_bufs.index(last), v_bufs.index(last),
@@ -541,7 +589,7 @@ if gluon is not None:
                      n_row_tiles, n_short, n_tiles_total, heads, n_text, window, qk_scale,
                      GROUPS: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr,
                      BLOCK_N: gl.constexpr, STAGES: gl.constexpr, Q_BUFS: gl.constexpr, BALANCED: gl.constexpr,
-                     SUMMARY_SMEM: gl.constexpr, num_warps: gl.constexpr):
+                     SUMMARY_SMEM: gl.constexpr, EXP_SPLIT: gl.constexpr, num_warps: gl.constexpr):
         dtype: gl.constexpr = q_desc.dtype
         k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
         v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
@@ -574,9 +622,9 @@ if gluon is not None:
         sizes = (dense_chunks, n_row_tiles, n_short, n_tiles_total, heads, n_text, window, qk_scale)
         gl.warp_specialize([
             (_consumer, (0, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
-                         STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM)),
+                         STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM, EXP_SPLIT)),
             (_consumer, (1, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
-                         STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM)),
+                         STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM, EXP_SPLIT)),
             (_producer, ((q_desc, k_desc, v_desc, qs_desc, ks_desc, vs_desc), q_bufs, q_full, q_empty, k_bufs,
                          v_bufs, k_full, v_full, k_empty, v_empty, packs, n_row_tiles, n_short, n_tiles_total, heads,
                          n_text, window, GROUPS, CHUNK, BLOCK_M, BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM)),

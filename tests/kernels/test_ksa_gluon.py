@@ -59,12 +59,12 @@ def test_config_default_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RECFX_KSA_GLUON_CONFIG", raising=False)
     assert ksa_gluon._config() == ksa_gluon.DEFAULT_CONFIG
     monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", "64,3")
-    assert ksa_gluon._config() == (64, 3, 2, True, False)  # the shared-memory summary needs bn = BLOCK_M
+    assert ksa_gluon._config() == (64, 3, 2, True, False, False)  # the shared-memory summary needs bn = BLOCK_M
     monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", "128,3,1")
-    assert ksa_gluon._config() == (128, 3, 1, True, True)
-    monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", "128,2,2,0,0")
-    assert ksa_gluon._config() == (128, 2, 2, False, False)
-    for bad in ("128", "128,x", "1,2,3,4,5,6", "0,2", "96,2", "128,0", "128,2,2,2", "128,2,2,1,5"):
+    assert ksa_gluon._config() == (128, 3, 1, True, True, False)
+    monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", "128,2,2,0,0,1")
+    assert ksa_gluon._config() == (128, 2, 2, False, False, True)
+    for bad in ("128", "128,x", "1,2,3,4,5,6,7", "0,2", "96,2", "128,0", "128,2,2,2", "128,2,2,1,5", "128,2,2,1,1,2"):
         monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", bad)
         with pytest.raises(ValueError, match="RECFX_KSA_GLUON_CONFIG wants bn,stages"):
             ksa_gluon._config()
@@ -147,3 +147,24 @@ def test_summary_packs_only_where_they_fit() -> None:
     assert ksa_gluon._shared_bytes(bn, stages, q_bufs, True, 4, 128, 2) > ksa_gluon.SHARED_LIMIT
     assert ksa_gluon._shared_bytes(bn, stages, q_bufs, False, 4, 128, 2) <= ksa_gluon.SHARED_LIMIT
     assert 8 in ksa_gluon.SMEM_SUMMARY_CHUNKS and 4 not in ksa_gluon.SMEM_SUMMARY_CHUNKS  # as checked on the GPU
+
+
+def test_split_exponentials_match_exp2() -> None:
+    """``EXP_SPLIT``'s polynomial half, computed in float32 as its PTX does (clamp, floor, Horner, exponent-bit add),
+    is within 1e-4 relative of 2^x over the softmax's range (bf16 rounds P to 3.9e-3), gives a tiny positive number
+    (not NaN, not negative) for masked scores, and the PTX carries the same constants."""
+    import numpy as np
+
+    c0, c1, c2, c3 = (np.float32(c) for c in ksa_gluon.EXP2_POLY)
+    x = np.concatenate([np.linspace(-60, 0, 200001, dtype=np.float32), np.float32([-np.inf, -1e4, -125.5])])
+    xc = np.maximum(x, np.float32(ksa_gluon.EXP2_FLOOR))
+    whole = np.floor(xc)
+    frac = xc - whole
+    poly = ((c3 * frac + c2) * frac + c1) * frac + c0
+    got = (poly.astype(np.float32).view(np.int32) + (whole.astype(np.int32) << 23)).view(np.float32)
+    want = np.exp2(x.astype(np.float64))
+    in_range = x >= -60
+    assert np.max(np.abs(got[in_range] - want[in_range]) / want[in_range]) < 1e-4
+    assert np.all(np.isfinite(got)) and np.all(got >= 0) and np.all(got[~in_range] < 1e-37)
+    asm = ksa_gluon._exp2_pair_asm(ksa_gluon.EXP2_POLY, ksa_gluon.EXP2_FLOOR)
+    assert all(ksa_gluon._f32_hex(c) in asm for c in ksa_gluon.EXP2_POLY) and "0fC2FA0000" in asm
