@@ -9,8 +9,8 @@ the text, in the same run (rounds, median).
 
 (--configs: BLOCK_N,STAGES[,Q_BUFS[,BALANCED[,SMEM[,EXP_SPLIT]]]] of the Gluon kernel, as RECFX_KSA_GLUON_CONFIG;
 e.g. "128,2,2,1,1,0;128,2,2,1,1,1" for the shipped kernel and the same with half of P's exponentials on the FMA
-units, not yet run on a GPU. --ablate: timing without a part of the kernel, see --help.) Results of the design steps are in
-bench/results/ksa_gluon_probe*.json / .log and ksa_gluon_ablation1.log; the kernel variants they
+units, not yet run on a GPU. --ablate: timing without a part of the kernel, see --help.) Results of the design
+steps are in bench/results/ksa_gluon_probe*.json / .log and ksa_gluon_ablation1.log; the kernel variants they
 measured are described in docs/ksa.md.
 """
 
