@@ -30,7 +30,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.testing import do_bench
 
-from recfx.kernels import ksa_dense, ksa_gluon
+from recfx.kernels import ksa_dense, ksa_gluon, ksa_gluon_kernel
 from recfx.kernels import ksa_prefill as prefill_mod
 from recfx.kernels.ksa_reference import count_allowed_pairs, prefill_reference
 from recfx.models.ksa_mask import interleaved_length
@@ -144,13 +144,14 @@ def timing(n: int, configs: list[str], rep_ms: int, rounds: int) -> dict[str, An
 @gluon.jit
 def _no_summary_rows(q_base, k_base, v_base, o_base, lse_base, stride_ql, stride_kl, stride_vl, stride_ol,
                      c_first, n_chunks, qk_scale, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr):
-    """Stand-in for ``ksa_gluon._summary_rows`` that computes nothing (``--ablate summary``)."""
+    """Stand-in for ``ksa_gluon_kernel._summary_rows`` that computes nothing (``--ablate summary``)."""
     pass
 
 
 @gluon.jit
-def _softmax_noexp(s, m_i, l_i, start, t, band_lo, qk_scale, masked, S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr):
-    """``ksa_gluon._softmax`` with P = scaled scores (no exponentials of the tile; --ablate noexp)."""
+def _softmax_noexp(s, m_i, l_i, start, t, band_lo, qk_scale, masked, S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr,
+                   EXP_SPLIT: gl.constexpr):
+    """``ksa_gluon_kernel._softmax`` with P = scaled scores (no exponentials of the tile; --ablate noexp)."""
     m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
     p = s * qk_scale - m_new[:, None]
     alpha = gl.exp2(m_i - m_new)
@@ -159,23 +160,24 @@ def _softmax_noexp(s, m_i, l_i, start, t, band_lo, qk_scale, masked, S_LAYOUT: g
 
 @gluon.jit
 def _softmax_norescale(s, m_i, l_i, start, t, band_lo, qk_scale, masked, S_LAYOUT: gl.constexpr,
-                       BLOCK_N: gl.constexpr):
-    """``ksa_gluon._softmax`` with alpha = 1 (O never rescaled; --ablate norescale)."""
+                       BLOCK_N: gl.constexpr, EXP_SPLIT: gl.constexpr):
+    """``ksa_gluon_kernel._softmax`` with alpha = 1 (O never rescaled; --ablate norescale)."""
     m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
     p = gl.exp2(s * qk_scale - m_new[:, None])
     return p, gl.full_like(m_i, 1.0), m_new, l_i + gl.sum(p, 1)
 
 
 @gluon.jit
-def _softmax_nomask(s, m_i, l_i, start, t, band_lo, qk_scale, masked, S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr):
-    """``ksa_gluon._softmax`` that never masks (--ablate nomask)."""
+def _softmax_nomask(s, m_i, l_i, start, t, band_lo, qk_scale, masked, S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr,
+                    EXP_SPLIT: gl.constexpr):
+    """``ksa_gluon_kernel._softmax`` that never masks (--ablate nomask)."""
     m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
     p = gl.exp2(s * qk_scale - m_new[:, None])
     alpha = gl.exp2(m_i - m_new)
     return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
 
 
-#: --ablate NAME: (the ksa_gluon function replaced, its stand-in)
+#: --ablate NAME: (the ksa_gluon_kernel function replaced, its stand-in)
 ABLATIONS = {"summary": ("_summary_rows", _no_summary_rows), "noexp": ("_softmax", _softmax_noexp),
              "norescale": ("_softmax", _softmax_norescale), "nomask": ("_softmax", _softmax_nomask)}
 
@@ -196,7 +198,7 @@ def main() -> None:
                               "ablate": args.ablate}
     if args.ablate:  # before anything compiles: the kernel resolves these names at compile time
         name, stand_in = ABLATIONS[args.ablate]
-        setattr(ksa_gluon, name, stand_in)
+        setattr(ksa_gluon_kernel, name, stand_in)
     if "timing" in args.parts:
         result["timing"] = [timing(n, args.configs, args.rep_ms, args.rounds) for n in args.sizes]
     if "checks" in args.parts and not args.ablate:

@@ -20,8 +20,9 @@ design choices and what was measured for them on the H200: ``docs/ksa.md``.
 With S = 1 and long sequences the launcher takes the text rows' summary prefix from ONE dense causal attention
 (``recfx/kernels/ksa_dense.py``: cuDNN on the GPU) and the kernel starts those rows from its (out, lse) (``DENSE``),
 walking only the text band and the summary queries. On Hopper, where ``ksa_gluon.band_supported`` holds, that band
-and the summary queries run in the Gluon kernel instead (``recfx/kernels/ksa_gluon.py``: persistent and
-warp-specialised, 79.75% of the ideal ratio at 32K text tokens against 73% for this kernel; docs/ksa.md).
+and the summary queries run in the Gluon kernel instead (``recfx/kernels/ksa_gluon.py`` and ``ksa_gluon_kernel.py``:
+persistent and warp-specialised, 79.75% of the ideal ratio at 32K text tokens against 73% for this kernel;
+docs/ksa.md).
 """
 
 from __future__ import annotations

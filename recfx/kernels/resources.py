@@ -26,7 +26,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from recfx.kernels import ksa_gluon, ksa_prefill, ksa_tma
+from recfx.kernels import ksa_gluon, ksa_gluon_kernel, ksa_prefill, ksa_tma
 
 __all__ = ["KernelResources", "band_resources", "prefill_resources"]
 
@@ -78,7 +78,7 @@ def prefill_resources(block_m: int, block_n: int, *, num_warps: int, num_stages:
 def band_resources(block_n: int, stages: int, q_bufs: int = 2, balanced: bool = True, summary_smem: bool = True,
                    exp_split: bool = False, *, head_dim: int = 128, chunk: int = 8,
                    arch: int = 90) -> KernelResources:
-    """Build the Gluon band kernel (``ksa_gluon.py``, bf16, GQA 1) for ``sm_<arch>`` and return its resource use.
+    """Build the Gluon band kernel (``ksa_gluon_kernel.py``, bf16, GQA 1) for ``sm_<arch>`` and return its resource use.
 
     Registers and stack are those ptxas reports for the whole kernel (its partitions change their register count
     with setmaxnreg); shared memory decides how many CTAs fit on an SM (one, by design).
@@ -103,8 +103,8 @@ def band_resources(block_n: int, stages: int, q_bufs: int = 2, balanced: bool = 
     summary_layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=4)
     summary = f"tensordesc<bf16[1,1,{ksa_gluon.BLOCK_M // chunk},{head_dim}],{summary_layout!r}>"
     descriptors.update(dict.fromkeys(("qs_desc", "ks_desc", "vs_desc"), summary))
-    signature, indexed = _signature(ksa_gluon._band_kernel, constexprs, descriptors)
-    source = GluonASTSource(fn=ksa_gluon._band_kernel, signature=signature, constexprs=indexed)
+    signature, indexed = _signature(ksa_gluon_kernel._band_kernel, constexprs, descriptors)
+    source = GluonASTSource(fn=ksa_gluon_kernel._band_kernel, signature=signature, constexprs=indexed)
     return _resources(triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": 4}))
 
 
@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arch", type=int, default=90, help="compute capability as an integer (default 90)")
     p.add_argument("--band", action="append", type=_parse_band,
                    metavar="BLOCK_N,STAGES[,Q_BUFS[,BALANCED[,SMEM[,EXP_SPLIT]]]]",
-                   help="the Gluon band kernel (ksa_gluon.py) instead, with these tiles (repeatable)")
+                   help="the Gluon band kernel (ksa_gluon_kernel.py) instead, with these tiles (repeatable)")
     p.add_argument("--config", type=_parse_config, action="append",
                    help="BLOCK_M,BLOCK_N,warps,stages,tma|ptr[,split|dense] (repeatable; dense: the variant that "
                         "starts from a dense summary prefix)")

@@ -8,6 +8,7 @@ the CPU by ``test_resources.py``.
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from recfx.kernels import ksa_dense, ksa_gluon
+from recfx.kernels import ksa_dense, ksa_gluon, ksa_gluon_kernel
 from recfx.kernels import ksa_prefill as prefill_mod
 from recfx.kernels.ksa_reference import prefill_reference
 
@@ -155,9 +156,9 @@ def test_split_exponentials_match_exp2() -> None:
     (not NaN, not negative) for masked scores, and the PTX carries the same constants."""
     import numpy as np
 
-    c0, c1, c2, c3 = (np.float32(c) for c in ksa_gluon.EXP2_POLY)
+    c0, c1, c2, c3 = (np.float32(c) for c in ksa_gluon_kernel.EXP2_POLY)
     x = np.concatenate([np.linspace(-60, 0, 200001, dtype=np.float32), np.float32([-np.inf, -1e4, -125.5])])
-    xc = np.maximum(x, np.float32(ksa_gluon.EXP2_FLOOR))
+    xc = np.maximum(x, np.float32(ksa_gluon_kernel.EXP2_FLOOR))
     whole = np.floor(xc)
     frac = xc - whole
     poly = ((c3 * frac + c2) * frac + c1) * frac + c0
@@ -166,5 +167,39 @@ def test_split_exponentials_match_exp2() -> None:
     in_range = x >= -60
     assert np.max(np.abs(got[in_range] - want[in_range]) / want[in_range]) < 1e-4
     assert np.all(np.isfinite(got)) and np.all(got >= 0) and np.all(got[~in_range] < 1e-37)
-    asm = ksa_gluon._exp2_pair_asm(ksa_gluon.EXP2_POLY, ksa_gluon.EXP2_FLOOR)
-    assert all(ksa_gluon._f32_hex(c) in asm for c in ksa_gluon.EXP2_POLY) and "0fC2FA0000" in asm
+    asm = ksa_gluon_kernel._exp2_pair_asm(ksa_gluon_kernel.EXP2_POLY, ksa_gluon_kernel.EXP2_FLOOR)
+    assert all(ksa_gluon_kernel._f32_hex(c) in asm for c in ksa_gluon_kernel.EXP2_POLY) and "0fC2FA0000" in asm
+
+
+def test_launcher_grid_order_and_summary_form(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``ksa_band`` launches one persistent CTA per SM (fewer if there are fewer row tiles), passes the row tiles'
+    count and the short ones at the text's start (for the balanced order), and keeps the summary queries in shared
+    memory only where that form was checked and fits: k = 8, not k = 4, not beside 3 stages of 128 keys."""
+    if ksa_gluon.gluon is None:
+        pytest.skip("this Triton has no Gluon")
+    launches: list[tuple[tuple[int, ...], dict[str, Any]]] = []
+    names = list(inspect.signature(ksa_gluon_kernel._band_kernel.fn).parameters)
+
+    class Recorder:  # the kernel's arguments by name
+        def __getitem__(self, grid: tuple[int, ...]) -> Any:
+            return lambda *args, **kwargs: launches.append((grid, {**dict(zip(names, args)), **kwargs}))
+
+    monkeypatch.setattr(ksa_gluon.kernel, "_band_kernel", Recorder())
+    monkeypatch.setattr(ksa_gluon, "_sm_count", lambda index: 132)
+    monkeypatch.delenv("RECFX_KSA_GLUON_CONFIG", raising=False)
+
+    def launch(chunk: int, n_text: int, heads: int = 4) -> tuple[tuple[int, ...], dict[str, Any]]:
+        length = n_text + n_text // chunk
+        q, k, v = (torch.zeros(1, length, heads, 128, dtype=torch.bfloat16) for _ in range(3))
+        prefix = torch.zeros(chunk, heads, 4, 128, dtype=torch.bfloat16), torch.zeros(chunk, heads, 4)
+        ksa_gluon.ksa_band(q, k, v, torch.empty_like(q), torch.empty(1, heads, length), prefix, chunk, 128, 0.1)
+        return launches[-1]
+
+    grid, arg = launch(8, 2400)  # 19 row tiles per head, the first 1024 text rows (8 tiles) short
+    assert grid == (76,) and (arg["n_row_tiles"], arg["n_short"], arg["n_tiles_total"]) == (19, 8, 76)
+    assert arg["SUMMARY_SMEM"] and arg["BALANCED"] and not arg["EXP_SPLIT"] and arg["BLOCK_N"] == 128
+    grid, _ = launch(8, 40 * 128, heads=16)  # 640 row tiles: one CTA per SM
+    assert grid == (132,)
+    assert not launch(4, 2400)[1]["SUMMARY_SMEM"]
+    monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", "128,3,1")
+    assert not launch(8, 2400)[1]["SUMMARY_SMEM"]
