@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier
 from triton.testing import do_bench
 
 from recfx.kernels import ksa_dense, ksa_gluon, ksa_gluon_kernel
@@ -93,14 +94,14 @@ def timed(fn: Any, rep_ms: int) -> float:
     return float(do_bench(fn, warmup=25, rep=rep_ms, return_mode="median"))
 
 
-def timing(n: int, configs: list[str], rep_ms: int, rounds: int) -> dict[str, Any]:
+def timing(n: int, configs: list[str], rep_ms: int, rounds: int, with_triton: bool = True) -> dict[str, Any]:
     h, d, chunk, w = 16, 128, 8, 128
     length = interleaved_length(n, chunk, 1)
     torch.manual_seed(n)
     q, k, v = (torch.randn(1, length, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     qt, kt, vt = (torch.randn(1, h, n, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
     ideal = (n * (n + 1) // 2) / count_allowed_pairs(length, chunk, 1, w)
-    want, _ = run(q, k, v, chunk, w, "triton")
+    want, _ = run(q, k, v, chunk, w, "triton" if with_triton else "gluon")
 
     def shipped() -> Any:  # what the op runs at this size: its own prefix choice, band kernel and configuration
         for name in ("RECFX_KSA_BAND", "RECFX_KSA_GLUON_CONFIG", "RECFX_KSA_PREFIX"):
@@ -111,6 +112,8 @@ def timing(n: int, configs: list[str], rep_ms: int, rounds: int) -> dict[str, An
                            "shipped": shipped,
                            "triton": lambda: run(q, k, v, chunk, w, "triton"),
                            "dense_part": lambda: ksa_dense.dense_prefix(q, k, v, chunk, w, d**-0.5)}
+    if not with_triton:  # (its autotuning takes minutes in a fresh process; "vs_triton" is then vs the Gluon default)
+        del fns["triton"], fns["shipped"]
     row: dict[str, Any] = {"n": n, "ideal_ratio": ideal}
     given = ksa_dense.dense_prefix(q, k, v, chunk, w, d**-0.5)
     out, lse = torch.empty_like(q), torch.empty(1, h, length, device="cuda")
@@ -141,11 +144,44 @@ def timing(n: int, configs: list[str], rep_ms: int, rounds: int) -> dict[str, An
     return row
 
 
+def windows(n: int, sizes: list[int], rep_ms: int, rounds: int) -> dict[str, Any]:
+    """The band kernel alone (shipped configuration) at n text tokens for several windows W: a row tile walks about
+    W k / BLOCK_N + 1 key tiles, so the line through (tiles, ms) splits the time into a cost per key tile and a
+    cost per row tile (prologue, epilogue, summary queries, pipeline drain)."""
+    h, d, chunk = 16, 128, 8
+    length = interleaved_length(n, chunk, 1)
+    torch.manual_seed(n)
+    q, k, v = (torch.randn(1, length, h, d, device="cuda", dtype=torch.bfloat16) for _ in range(3))
+    out, lse = torch.empty_like(q), torch.empty(1, h, length, device="cuda")
+    os.environ.pop("RECFX_KSA_GLUON_CONFIG", None)
+    fns = {}
+    for w in sizes:
+        given = ksa_dense.dense_prefix(q, k, v, chunk, w, d**-0.5)
+        fns[w] = lambda w=w, given=given: ksa_gluon.ksa_band(q, k, v, out, lse, given, chunk, w, d**-0.5)
+    times: dict[int, list[float]] = {w: [] for w in fns}
+    for _ in range(rounds):
+        for w, fn in fns.items():
+            times[w].append(timed(fn, rep_ms))
+    row = {"n": n, "band_ms_by_window": {w: statistics.median(ts) for w, ts in times.items()}}
+    log(f"windows {json.dumps(row)}")
+    return row
+
+
 @gluon.jit
 def _no_summary_rows(q_base, k_base, v_base, o_base, lse_base, stride_ql, stride_kl, stride_vl, stride_ol,
                      c_first, n_chunks, qk_scale, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr):
     """Stand-in for ``ksa_gluon_kernel._summary_rows`` that computes nothing (``--ablate summary``)."""
     pass
+
+
+@gluon.jit
+def _no_summary_from_tiles(packs, first_pack, k_tile, v_tile, k_empty, v_empty, o_base, lse_base, stride_ol,
+                           c_first, n_chunks, qk_scale, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr,
+                           ROWS: gl.constexpr, HALF: gl.constexpr):
+    """Stand-in for ``ksa_gluon_kernel._summary_from_tiles`` that only releases the held slot
+    (``--ablate summary_smem``)."""
+    mbarrier.arrive(k_empty)
+    mbarrier.arrive(v_empty)
 
 
 @gluon.jit
@@ -178,7 +214,8 @@ def _softmax_nomask(s, m_i, l_i, start, t, band_lo, qk_scale, masked, S_LAYOUT: 
 
 
 #: --ablate NAME: (the ksa_gluon_kernel function replaced, its stand-in)
-ABLATIONS = {"summary": ("_summary_rows", _no_summary_rows), "noexp": ("_softmax", _softmax_noexp),
+ABLATIONS = {"summary": ("_summary_rows", _no_summary_rows),
+             "summary_smem": ("_summary_from_tiles", _no_summary_from_tiles), "noexp": ("_softmax", _softmax_noexp),
              "norescale": ("_softmax", _softmax_norescale), "nomask": ("_softmax", _softmax_nomask)}
 
 
@@ -189,9 +226,13 @@ def main() -> None:
     p.add_argument("--configs", type=lambda s: s.split(";"), default=["128,2"])
     p.add_argument("--rep-ms", type=int, default=100)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--parts", default="checks,timing")
+    p.add_argument("--no-triton", action="store_true", help="timing without the Triton kernel and the shipped path")
+    p.add_argument("--parts", default="checks,timing", help="checks, timing, windows (comma separated)")
+    p.add_argument("--windows", type=lambda s: [int(x) for x in s.split(",")], default=[32, 64, 128, 256],
+                   help="windows W of the windows part (band kernel alone, at each of --sizes)")
     p.add_argument("--ablate", choices=sorted(ABLATIONS), help="timing only, outputs wrong: the Gluon kernel "
-                   "without its summary queries (summary; the L2 variant, smem 0), without the exponentials of P "
+                   "without its summary queries (summary: the L2 variant, smem 0; summary_smem: the shared-memory "
+                   "one), without the exponentials of P "
                    "(noexp), without rescaling O (norescale), or without masks (nomask), to see what each costs")
     args = p.parse_args()
     result: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
@@ -200,7 +241,9 @@ def main() -> None:
         name, stand_in = ABLATIONS[args.ablate]
         setattr(ksa_gluon_kernel, name, stand_in)
     if "timing" in args.parts:
-        result["timing"] = [timing(n, args.configs, args.rep_ms, args.rounds) for n in args.sizes]
+        result["timing"] = [timing(n, args.configs, args.rep_ms, args.rounds, not args.no_triton) for n in args.sizes]
+    if "windows" in args.parts:
+        result["windows"] = [windows(n, args.windows, args.rep_ms, args.rounds) for n in args.sizes]
     if "checks" in args.parts and not args.ablate:
         result["checks"] = checks(args.configs)
     with open(args.out, "w") as f:

@@ -34,11 +34,11 @@ LOG2E = math.log2(math.e)
 BLOCK_M = 128
 #: (BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM, EXP_SPLIT): keys per tile, K/V ring depth, Q ring depth, row
 #: tiles dealt to the CTAs by cost (``_tile_id``) rather than round robin, summary queries computed from the
-#: shared-memory tiles (``_summary_from_tiles``, BLOCK_N = BLOCK_M and where the packs fit) rather than from L2, half
-#: of P's exponentials by a polynomial (``_exp2``: built for sm_90 on the CPU, NOT yet run on a GPU, so off).
+#: shared-memory tiles (``_summary_from_tiles``, BLOCK_N = BLOCK_M and where the packs fit) rather than from L2, and
+#: 0 or n (2 or 4): one of every n of P's exponentials by a polynomial on the FMA units (``_exp2``).
 #: Measurements, and the variants that lost: docs/ksa.md.
 #: RECFX_KSA_GLUON_CONFIG="bn,stages[,q_bufs[,balanced[,smem[,exp_split]]]]" overrides (sweeps)
-DEFAULT_CONFIG = (128, 2, 2, True, True, False)
+DEFAULT_CONFIG = (128, 2, 2, True, True, 0)
 #: Triton releases on which the kernel was checked against float64 and timed on an H200; on others (it also builds
 #: with 3.9) it runs only when asked for with RECFX_KSA_BAND=gluon
 VALIDATED_TRITON = ("3.6.",)
@@ -79,7 +79,7 @@ def _sm_count(index: int | None) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def _config() -> tuple[int, int, int, bool, bool, bool]:
+def _config() -> tuple[int, int, int, bool, bool, int]:
     """(BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM, EXP_SPLIT): DEFAULT_CONFIG, or RECFX_KSA_GLUON_CONFIG (A/B
     sweeps)."""
     text = os.environ.get("RECFX_KSA_GLUON_CONFIG")
@@ -87,15 +87,15 @@ def _config() -> tuple[int, int, int, bool, bool, bool]:
 
 
 @functools.lru_cache(maxsize=8)
-def _parse_env_config(text: str) -> tuple[int, int, int, bool, bool, bool]:
+def _parse_env_config(text: str) -> tuple[int, int, int, bool, bool, int]:
     """``parse_config`` of the environment variable, once per value (this runs on every launch)."""
     return parse_config(text, "RECFX_KSA_GLUON_CONFIG")
 
 
-def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool, bool, bool]:
+def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool, bool, int]:
     """``bn,stages[,q_bufs[,balanced[,smem[,exp_split]]]]`` (omitted ones from DEFAULT_CONFIG) -> (BLOCK_N, STAGES,
     Q_BUFS, BALANCED, SUMMARY_SMEM, EXP_SPLIT): BLOCK_N a power of two from 16 to 256, STAGES and Q_BUFS from 1 to 4,
-    the switches 0 or 1; SUMMARY_SMEM is dropped unless BLOCK_N = BLOCK_M.
+    the switches 0 or 1, EXP_SPLIT 0, 2 or 4; SUMMARY_SMEM is dropped unless BLOCK_N = BLOCK_M.
 
     Raises:
         ValueError: the text is not of that form (the message names ``source``, e.g. the environment variable).
@@ -106,10 +106,12 @@ def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool
         values = []
     block_n, stages, q_bufs, balanced, smem, exp_split = (values + list(DEFAULT_CONFIG[len(values):]))[:6]
     if (not 2 <= len(values) <= 6 or block_n not in (16, 32, 64, 128, 256) or not 1 <= stages <= 4
-            or not 1 <= q_bufs <= 4 or any(flag not in (0, 1) for flag in (balanced, smem, exp_split))):
+            or not 1 <= q_bufs <= 4 or any(flag not in (0, 1) for flag in (balanced, smem))
+            or exp_split not in (0, *kernel.EXP_SPLIT_GROUPS)):
         raise ValueError(f"{source} wants bn,stages[,q_bufs[,balanced[,smem[,exp_split]]]]: bn a power of two from 16 "
-                         f"to 256, stages and q_bufs 1 to 4, the switches 0 or 1 (e.g. 128,2), got {text!r}")
-    return block_n, stages, q_bufs, bool(balanced), bool(smem) and block_n == BLOCK_M, bool(exp_split)
+                         f"to 256, stages and q_bufs 1 to 4, balanced and smem 0 or 1, exp_split 0 (off) or one "
+                         f"exponential in 2 or 4 on the FMA units (e.g. 128,2 or 128,2,2,1,1,4), got {text!r}")
+    return block_n, stages, q_bufs, bool(balanced), bool(smem) and block_n == BLOCK_M, exp_split
 
 
 def _text_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:

@@ -42,11 +42,17 @@ __all__ = ["REGS_CONSUMER", "REGS_PRODUCER"]
 #: warpgroup, so 256 + consumer + producer must stay <= 504 or a register request never completes.
 REGS_CONSUMER = 216
 REGS_PRODUCER = 32
-#: EXP_SPLIT: 2^f on [0, 1) as c0 + f (c1 + f (c2 + f c3)), fitted here for relative error (max 7.6e-5 in float32,
-#: against bf16's 3.9e-3 rounding of P); 2^x = 2^floor(x) * 2^frac(x), the integer part added to the exponent bits
-EXP2_POLY = (0.9999268054962158, 0.6958240270614624, 0.22607266902923584, 0.078030064702034)
-#: below this the polynomial half clamps (2^-125 instead of 0 for masked scores: the exponent field stays >= 1)
+#: EXP_SPLIT: 2^f on [-1/2, 1/2] as c0 + f (c1 + f (c2 + f c3)), minimax in relative error (max 7.5e-5 in float32,
+#: against bf16's 3.9e-3 rounding of P); 2^x = 2^j * 2^f with j = round(x) added to the exponent bits
+EXP2_POLY = (0.9999280571937561, 0.6932609677314758, 0.2426111251115799, 0.0551716685295105)
+#: below this the polynomial clamps (2^-125 instead of 0 for masked scores: the exponent field stays >= 1)
 EXP2_FLOOR = -125.0
+#: 1.5 * 2^23: x + this rounds x to an integer j held in the low mantissa bits (bits = 0x4B400000 + j), so j << 23 is
+#: those bits shifted (the constant's own bits shift out): no float-to-int conversion, which on sm_90 issues at the
+#: MUFU's rate and would undo the gain
+ROUND_MAGIC = 12582912.0
+#: EXP_SPLIT values: how many of P's exponentials share one polynomial (1 in n on the FMA units, n - 1 on the MUFU)
+EXP_SPLIT_GROUPS = (2, 4)
 
 
 def _f32_hex(value: float) -> str:
@@ -54,40 +60,47 @@ def _f32_hex(value: float) -> str:
     return f"0f{struct.unpack('<I', struct.pack('<f', value))[0]:08X}"
 
 
-def _exp2_pair_asm(poly: tuple[float, ...], floor: float) -> str:
-    """PTX for two exponentials: $0 = 2^$2 on the MUFU (ex2.approx), $1 = 2^$3 by the polynomial on the FMA units."""
+def _exp2_group_asm(n: int, poly: tuple[float, ...] = EXP2_POLY, floor: float = EXP2_FLOOR) -> str:
+    """PTX for n exponentials ($0 .. $n-1 = 2^$n .. 2^$2n-1): the first n - 1 on the MUFU (ex2.approx), the last by
+    the polynomial on the FMA units (only adds, fmas and integer ops: see ROUND_MAGIC)."""
     c0, c1, c2, c3 = (_f32_hex(c) for c in poly)
-    return ("{ .reg .f32 xc, j, f, p; .reg .s32 ji, pb;\n"
-            "ex2.approx.ftz.f32 $0, $2;\n"
-            f"max.f32 xc, $3, {_f32_hex(floor)};\n"
-            "cvt.rmi.f32.f32 j, xc;\n"
-            "sub.f32 f, xc, j;\n"
+    magic = _f32_hex(ROUND_MAGIC)
+    x, out = f"${2 * n - 1}", f"${n - 1}"
+    mufu = "".join(f"ex2.approx.ftz.f32 ${i}, ${n + i};\n" for i in range(n - 1))
+    return ("{ .reg .f32 xc, t, j, f, p; .reg .b32 tb, pb;\n" + mufu
+            + f"max.f32 xc, {x}, {_f32_hex(floor)};\n"
+            f"add.rn.f32 t, xc, {magic};\n"
+            f"sub.rn.f32 j, t, {magic};\n"
+            "sub.rn.f32 f, xc, j;\n"
             f"fma.rn.f32 p, f, {c3}, {c2};\n"
             f"fma.rn.f32 p, p, f, {c1};\n"
             f"fma.rn.f32 p, p, f, {c0};\n"
-            "cvt.rzi.s32.f32 ji, j;\n"
-            "shl.b32 ji, ji, 23;\n"
+            "mov.b32 tb, t;\n"
+            "shl.b32 tb, tb, 23;\n"
             "mov.b32 pb, p;\n"
-            "add.s32 pb, pb, ji;\n"
-            "mov.b32 $1, pb; }")
+            "add.s32 pb, pb, tb;\n"
+            f"mov.b32 {out}, pb; }}")
 
 
 if gluon is not None:
     _REGS_CONSUMER = gl.constexpr(REGS_CONSUMER)
     _REGS_PRODUCER = gl.constexpr(REGS_PRODUCER)
-    _EXP2_PAIR_ASM = gl.constexpr(_exp2_pair_asm(EXP2_POLY, EXP2_FLOOR))
+    _EXP2_ASM_2 = gl.constexpr(_exp2_group_asm(2))
+    _EXP2_ASM_4 = gl.constexpr(_exp2_group_asm(4))
 
 
 if gluon is not None:
 
     @gluon.jit
     def _exp2(x, EXP_SPLIT: gl.constexpr):
-        """2^x elementwise; with ``EXP_SPLIT`` half of the elements (one of each register pair) by a polynomial on the
-        FMA units and half on the MUFU, which alone issues 16 exponentials per clock per SM (FlashAttention-4's
-        idea; ``_exp2_pair_asm``)."""
-        if EXP_SPLIT:
-            return gl.inline_asm_elementwise(_EXP2_PAIR_ASM, "=f,=f,f,f", [x], dtype=gl.float32, is_pure=True,
-                                             pack=2)
+        """2^x elementwise; with ``EXP_SPLIT`` = n, one element in n by a polynomial on the FMA units and the others
+        on the MUFU, which alone issues 16 exponentials per clock per SM (FlashAttention-4's idea;
+        ``_exp2_group_asm``)."""
+        if EXP_SPLIT == 2:
+            return gl.inline_asm_elementwise(_EXP2_ASM_2, "=f,=f,f,f", [x], dtype=gl.float32, is_pure=True, pack=2)
+        elif EXP_SPLIT == 4:
+            return gl.inline_asm_elementwise(_EXP2_ASM_4, "=f,=f,=f,=f,f,f,f,f", [x], dtype=gl.float32,
+                                             is_pure=True, pack=4)
         else:
             return gl.exp2(x)
 

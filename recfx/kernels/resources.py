@@ -76,7 +76,7 @@ def prefill_resources(block_m: int, block_n: int, *, num_warps: int, num_stages:
 
 
 def band_resources(block_n: int, stages: int, q_bufs: int = 2, balanced: bool = True, summary_smem: bool = True,
-                   exp_split: bool = False, *, head_dim: int = 128, chunk: int = 8,
+                   exp_split: int = 0, *, head_dim: int = 128, chunk: int = 8,
                    arch: int = 90) -> KernelResources:
     """Build the Gluon band kernel (``ksa_gluon_kernel.py``, bf16, GQA 1) for ``sm_<arch>`` and return its resource use.
 
