@@ -8,11 +8,11 @@ kernel walking the prefix itself), so a threshold change can be judged in one ca
 
     PYTHONPATH=$PWD python3 bench/probes/gluon_band.py out.json [--sizes 16384,32768,65536] [--configs "128,2;64,3"]
 
-(--configs: BLOCK_N,STAGES[,Q_BUFS[,BALANCED[,SMEM[,EXP_SPLIT]]]] of the Gluon kernel, as RECFX_KSA_GLUON_CONFIG;
-e.g. "128,2,2,1,1,0;128,2,2,1,1,1" for the shipped kernel and the same with half of P's exponentials on the FMA
-units, not yet run on a GPU. --ablate: timing without a part of the kernel, see --help.) Results of the design
-steps are in bench/results/ksa_gluon_probe*.json / .log and ksa_gluon_ablation1.log; the kernel variants they
-measured are described in docs/ksa.md.
+(--configs: BLOCK_N,STAGES[,Q_BUFS[,BALANCED[,SMEM]]] of the Gluon kernel, as RECFX_KSA_GLUON_CONFIG, e.g.
+"128,2,2,1,1;128,2,2,0,1". --ablate: timing without a part of the kernel; --parts windows: the band alone over
+several windows, which splits its time into a cost per key tile and one per row tile; see --help.) Results of the
+design steps are in bench/results/ksa_gluon_probe*.json / .log, ksa_gluon_ablation*.log and ksa_gluon_windows*; the
+kernel variants they measured are described in docs/ksa.md.
 """
 
 from __future__ import annotations
@@ -185,8 +185,7 @@ def _no_summary_from_tiles(packs, first_pack, k_tile, v_tile, k_empty, v_empty, 
 
 
 @gluon.jit
-def _softmax_noexp(s, m_i, l_i, start, t, band_lo, qk_scale, masked, S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr,
-                   EXP_SPLIT: gl.constexpr):
+def _softmax_noexp(s, m_i, l_i, start, t, band_lo, qk_scale, masked, S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr):
     """``ksa_gluon_kernel._softmax`` with P = scaled scores (no exponentials of the tile; --ablate noexp)."""
     m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
     p = s * qk_scale - m_new[:, None]
@@ -196,7 +195,7 @@ def _softmax_noexp(s, m_i, l_i, start, t, band_lo, qk_scale, masked, S_LAYOUT: g
 
 @gluon.jit
 def _softmax_norescale(s, m_i, l_i, start, t, band_lo, qk_scale, masked, S_LAYOUT: gl.constexpr,
-                       BLOCK_N: gl.constexpr, EXP_SPLIT: gl.constexpr):
+                       BLOCK_N: gl.constexpr):
     """``ksa_gluon_kernel._softmax`` with alpha = 1 (O never rescaled; --ablate norescale)."""
     m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
     p = gl.exp2(s * qk_scale - m_new[:, None])
@@ -204,8 +203,7 @@ def _softmax_norescale(s, m_i, l_i, start, t, band_lo, qk_scale, masked, S_LAYOU
 
 
 @gluon.jit
-def _softmax_nomask(s, m_i, l_i, start, t, band_lo, qk_scale, masked, S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr,
-                    EXP_SPLIT: gl.constexpr):
+def _softmax_nomask(s, m_i, l_i, start, t, band_lo, qk_scale, masked, S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr):
     """``ksa_gluon_kernel._softmax`` that never masks (--ablate nomask)."""
     m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
     p = gl.exp2(s * qk_scale - m_new[:, None])

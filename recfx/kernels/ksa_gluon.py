@@ -32,13 +32,12 @@ gluon = kernel.gluon
 LOG2E = math.log2(math.e)
 #: text rows per row tile: two consumer warpgroups of 64 rows
 BLOCK_M = 128
-#: (BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM, EXP_SPLIT): keys per tile, K/V ring depth, Q ring depth, row
+#: (BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM): keys per tile, K/V ring depth, Q ring depth, row
 #: tiles dealt to the CTAs by cost (``_tile_id``) rather than round robin, summary queries computed from the
-#: shared-memory tiles (``_summary_from_tiles``, BLOCK_N = BLOCK_M and where the packs fit) rather than from L2, and
-#: 0 or n (2 or 4): one of every n of P's exponentials by a polynomial on the FMA units (``_exp2``).
+#: shared-memory tiles (``_summary_from_tiles``, BLOCK_N = BLOCK_M and where the packs fit) rather than from L2.
 #: Measurements, and the variants that lost: docs/ksa.md.
-#: RECFX_KSA_GLUON_CONFIG="bn,stages[,q_bufs[,balanced[,smem[,exp_split]]]]" overrides (sweeps)
-DEFAULT_CONFIG = (128, 2, 2, True, True, 0)
+#: RECFX_KSA_GLUON_CONFIG="bn,stages[,q_bufs[,balanced[,smem]]]" overrides (sweeps)
+DEFAULT_CONFIG = (128, 2, 2, True, True)
 #: Triton releases on which the kernel was checked against float64 and timed on an H200; on others (it also builds
 #: with 3.9) it runs only when asked for with RECFX_KSA_BAND=gluon
 VALIDATED_TRITON = ("3.6.",)
@@ -79,23 +78,22 @@ def _sm_count(index: int | None) -> int:
     return torch.cuda.get_device_properties(index).multi_processor_count
 
 
-def _config() -> tuple[int, int, int, bool, bool, int]:
-    """(BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM, EXP_SPLIT): DEFAULT_CONFIG, or RECFX_KSA_GLUON_CONFIG (A/B
-    sweeps)."""
+def _config() -> tuple[int, int, int, bool, bool]:
+    """(BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM): DEFAULT_CONFIG, or RECFX_KSA_GLUON_CONFIG (A/B sweeps)."""
     text = os.environ.get("RECFX_KSA_GLUON_CONFIG")
     return _parse_env_config(text) if text else DEFAULT_CONFIG
 
 
 @functools.lru_cache(maxsize=8)
-def _parse_env_config(text: str) -> tuple[int, int, int, bool, bool, int]:
+def _parse_env_config(text: str) -> tuple[int, int, int, bool, bool]:
     """``parse_config`` of the environment variable, once per value (this runs on every launch)."""
     return parse_config(text, "RECFX_KSA_GLUON_CONFIG")
 
 
-def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool, bool, int]:
-    """``bn,stages[,q_bufs[,balanced[,smem[,exp_split]]]]`` (omitted ones from DEFAULT_CONFIG) -> (BLOCK_N, STAGES,
-    Q_BUFS, BALANCED, SUMMARY_SMEM, EXP_SPLIT): BLOCK_N a power of two from 16 to 256, STAGES and Q_BUFS from 1 to 4,
-    the switches 0 or 1, EXP_SPLIT 0, 2 or 4; SUMMARY_SMEM is dropped unless BLOCK_N = BLOCK_M.
+def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool, bool]:
+    """``bn,stages[,q_bufs[,balanced[,smem]]]`` (omitted ones from DEFAULT_CONFIG) -> (BLOCK_N, STAGES, Q_BUFS,
+    BALANCED, SUMMARY_SMEM): BLOCK_N a power of two from 16 to 256, STAGES and Q_BUFS from 1 to 4, the switches 0 or
+    1; SUMMARY_SMEM is dropped unless BLOCK_N = BLOCK_M.
 
     Raises:
         ValueError: the text is not of that form (the message names ``source``, e.g. the environment variable).
@@ -104,14 +102,12 @@ def parse_config(text: str, source: str = "config") -> tuple[int, int, int, bool
         values = [int(x) for x in text.split(",")]
     except ValueError:
         values = []
-    block_n, stages, q_bufs, balanced, smem, exp_split = (values + list(DEFAULT_CONFIG[len(values):]))[:6]
-    if (not 2 <= len(values) <= 6 or block_n not in (16, 32, 64, 128, 256) or not 1 <= stages <= 4
-            or not 1 <= q_bufs <= 4 or any(flag not in (0, 1) for flag in (balanced, smem))
-            or exp_split not in (0, *kernel.EXP_SPLIT_GROUPS)):
-        raise ValueError(f"{source} wants bn,stages[,q_bufs[,balanced[,smem[,exp_split]]]]: bn a power of two from 16 "
-                         f"to 256, stages and q_bufs 1 to 4, balanced and smem 0 or 1, exp_split 0 (off) or one "
-                         f"exponential in 2 or 4 on the FMA units (e.g. 128,2 or 128,2,2,1,1,4), got {text!r}")
-    return block_n, stages, q_bufs, bool(balanced), bool(smem) and block_n == BLOCK_M, exp_split
+    block_n, stages, q_bufs, balanced, smem = (values + list(DEFAULT_CONFIG[len(values):]))[:5]
+    if (not 2 <= len(values) <= 5 or block_n not in (16, 32, 64, 128, 256) or not 1 <= stages <= 4
+            or not 1 <= q_bufs <= 4 or any(flag not in (0, 1) for flag in (balanced, smem))):
+        raise ValueError(f"{source} wants bn,stages[,q_bufs[,balanced[,smem]]]: bn a power of two from 16 to 256, "
+                         f"stages and q_bufs 1 to 4, balanced and smem 0 or 1 (e.g. 128,2), got {text!r}")
+    return block_n, stages, q_bufs, bool(balanced), bool(smem) and block_n == BLOCK_M
 
 
 def _text_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:
@@ -156,7 +152,7 @@ def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
     dense prefix: ``ksa_dense.dense_prefix``'s (out [k, H, C', D], lse [k, H, C']) for this row."""
     _, length, heads, head_dim = q.shape
     n_text = length - length // (chunk_size + 1)
-    block_n, stages, q_bufs, balanced, summary_smem, exp_split = _config()
+    block_n, stages, q_bufs, balanced, summary_smem = _config()
     summary_smem = (summary_smem and chunk_size in SMEM_SUMMARY_CHUNKS
                     and _shared_bytes(block_n, stages, q_bufs, True, chunk_size, head_dim, q.element_size())
                     <= SHARED_LIMIT)
@@ -172,5 +168,5 @@ def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
         lse.stride(1), n_row_tiles, min(n_row_tiles, -(-window * chunk_size // BLOCK_M)), total, heads, n_text,
         window, scale * LOG2E,
         GROUPS=heads // k.shape[2], HEAD_DIM=head_dim, CHUNK=chunk_size, BLOCK_M=BLOCK_M, BLOCK_N=block_n,
-        STAGES=stages, Q_BUFS=q_bufs, BALANCED=balanced, SUMMARY_SMEM=summary_smem, EXP_SPLIT=exp_split, num_warps=4)
+        STAGES=stages, Q_BUFS=q_bufs, BALANCED=balanced, SUMMARY_SMEM=summary_smem, num_warps=4)
 

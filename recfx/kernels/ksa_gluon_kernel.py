@@ -23,8 +23,6 @@ Gluon kernels do not run under the Triton interpreter: they are checked on the G
 
 from __future__ import annotations
 
-import struct
-
 try:
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
@@ -42,71 +40,16 @@ __all__ = ["REGS_CONSUMER", "REGS_PRODUCER"]
 #: warpgroup, so 256 + consumer + producer must stay <= 504 or a register request never completes.
 REGS_CONSUMER = 216
 REGS_PRODUCER = 32
-#: EXP_SPLIT: 2^f on [-1/2, 1/2] as c0 + f (c1 + f (c2 + f c3)), minimax in relative error (max 7.5e-5 in float32,
-#: against bf16's 3.9e-3 rounding of P); 2^x = 2^j * 2^f with j = round(x) added to the exponent bits
-EXP2_POLY = (0.9999280571937561, 0.6932609677314758, 0.2426111251115799, 0.0551716685295105)
-#: below this the polynomial clamps (2^-125 instead of 0 for masked scores: the exponent field stays >= 1)
-EXP2_FLOOR = -125.0
-#: 1.5 * 2^23: x + this rounds x to an integer j held in the low mantissa bits (bits = 0x4B400000 + j), so j << 23 is
-#: those bits shifted (the constant's own bits shift out): no float-to-int conversion, which on sm_90 issues at the
-#: MUFU's rate and would undo the gain
-ROUND_MAGIC = 12582912.0
-#: EXP_SPLIT values: how many of P's exponentials share one polynomial (1 in n on the FMA units, n - 1 on the MUFU)
-EXP_SPLIT_GROUPS = (2, 4)
-
-
-def _f32_hex(value: float) -> str:
-    """PTX float32 literal (0fXXXXXXXX)."""
-    return f"0f{struct.unpack('<I', struct.pack('<f', value))[0]:08X}"
-
-
-def _exp2_group_asm(n: int, poly: tuple[float, ...] = EXP2_POLY, floor: float = EXP2_FLOOR) -> str:
-    """PTX for n exponentials ($0 .. $n-1 = 2^$n .. 2^$2n-1): the first n - 1 on the MUFU (ex2.approx), the last by
-    the polynomial on the FMA units (only adds, fmas and integer ops: see ROUND_MAGIC)."""
-    c0, c1, c2, c3 = (_f32_hex(c) for c in poly)
-    magic = _f32_hex(ROUND_MAGIC)
-    x, out = f"${2 * n - 1}", f"${n - 1}"
-    mufu = "".join(f"ex2.approx.ftz.f32 ${i}, ${n + i};\n" for i in range(n - 1))
-    return ("{ .reg .f32 xc, t, j, f, p; .reg .b32 tb, pb;\n" + mufu
-            + f"max.f32 xc, {x}, {_f32_hex(floor)};\n"
-            f"add.rn.f32 t, xc, {magic};\n"
-            f"sub.rn.f32 j, t, {magic};\n"
-            "sub.rn.f32 f, xc, j;\n"
-            f"fma.rn.f32 p, f, {c3}, {c2};\n"
-            f"fma.rn.f32 p, p, f, {c1};\n"
-            f"fma.rn.f32 p, p, f, {c0};\n"
-            "mov.b32 tb, t;\n"
-            "shl.b32 tb, tb, 23;\n"
-            "mov.b32 pb, p;\n"
-            "add.s32 pb, pb, tb;\n"
-            f"mov.b32 {out}, pb; }}")
-
-
 if gluon is not None:
     _REGS_CONSUMER = gl.constexpr(REGS_CONSUMER)
     _REGS_PRODUCER = gl.constexpr(REGS_PRODUCER)
-    _EXP2_ASM_2 = gl.constexpr(_exp2_group_asm(2))
-    _EXP2_ASM_4 = gl.constexpr(_exp2_group_asm(4))
 
 
 if gluon is not None:
 
     @gluon.jit
-    def _exp2(x, EXP_SPLIT: gl.constexpr):
-        """2^x elementwise; with ``EXP_SPLIT`` = n, one element in n by a polynomial on the FMA units and the others
-        on the MUFU, which alone issues 16 exponentials per clock per SM (FlashAttention-4's idea;
-        ``_exp2_group_asm``)."""
-        if EXP_SPLIT == 2:
-            return gl.inline_asm_elementwise(_EXP2_ASM_2, "=f,=f,f,f", [x], dtype=gl.float32, is_pure=True, pack=2)
-        elif EXP_SPLIT == 4:
-            return gl.inline_asm_elementwise(_EXP2_ASM_4, "=f,=f,=f,=f,f,f,f,f", [x], dtype=gl.float32,
-                                             is_pure=True, pack=4)
-        else:
-            return gl.exp2(x)
-
-    @gluon.jit
     def _softmax(s, m_i, l_i, start, t, band_lo, qk_scale, masked,
-                 S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr, EXP_SPLIT: gl.constexpr):
+                 S_LAYOUT: gl.constexpr, BLOCK_N: gl.constexpr):
         """Online-softmax step on raw scores -> (p fp32, alpha, new max, new sums); masks only when ``masked``."""
         if masked:
             cols = start + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, S_LAYOUT))
@@ -114,11 +57,11 @@ if gluon is not None:
             s = gl.where(ok, s * qk_scale, float("-inf"))
             m_new = gl.maximum(m_i, gl.max(s, 1))
             m_use = gl.where(m_new == float("-inf"), 0.0, m_new)
-            p = _exp2(s - m_use[:, None], EXP_SPLIT)
+            p = gl.exp2(s - m_use[:, None])
         else:
             m_new = gl.maximum(m_i, gl.max(s, 1) * qk_scale)
             m_use = m_new
-            p = _exp2(s * qk_scale - m_use[:, None], EXP_SPLIT)
+            p = gl.exp2(s * qk_scale - m_use[:, None])
         alpha = gl.exp2(m_i - m_use)
         return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
 
@@ -141,7 +84,7 @@ if gluon is not None:
               PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
               stride_ol, h, o_base, lse_base, t0, first, n_tiles, g0, n_text, window, qk_scale,
               HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-              STAGES: gl.constexpr, HOLD: gl.constexpr, EXP_SPLIT: gl.constexpr):
+              STAGES: gl.constexpr, HOLD: gl.constexpr):
         """``ROWS`` = 64 text rows from t0 (one consumer warpgroup): band attention over its row tile's key tiles,
         rows stored. The row tile's key tiles are ring entries g0 .. g0 + n_tiles - 1 (slot g % STAGES, phase
         g // STAGES); every entry is released through ``empty``, also those this half does not need, except with
@@ -193,7 +136,7 @@ if gluon is not None:
         _release(k_empty.index(g % STAGES), j_lo < j_hi - 1, HOLD)
         start = first + j_lo * BLOCK_N
         p, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
-                                      (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N, EXP_SPLIT)
+                                      (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
         o = o * gl.convert_layout(alpha, ROW_O)[:, None]
         p = gl.convert_layout(p.to(dtype), P_LAYOUT)
 
@@ -210,8 +153,7 @@ if gluon is not None:
             _release(k_empty.index(g % STAGES), j < j_hi - 1, HOLD)
             start = first + j * BLOCK_N
             p_new, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
-                                              (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N,
-                                              EXP_SPLIT)
+                                              (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
             p_next = gl.convert_layout(p_new.to(dtype), P_LAYOUT)
             o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
             mbarrier.arrive(v_empty.index((g - 1) % STAGES))
@@ -364,8 +306,7 @@ if gluon is not None:
     @gluon.jit
     def _consumer(half: gl.constexpr, rings, ptrs, strides, sizes, GROUPS: gl.constexpr,
                   HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-                  STAGES: gl.constexpr, Q_BUFS: gl.constexpr, BALANCED: gl.constexpr, SUMMARY_SMEM: gl.constexpr,
-                  EXP_SPLIT: gl.constexpr):
+                  STAGES: gl.constexpr, Q_BUFS: gl.constexpr, BALANCED: gl.constexpr, SUMMARY_SMEM: gl.constexpr):
         """One consumer warpgroup of the persistent kernel: rows [t0 + half * BLOCK_M / 2, + BLOCK_M / 2) of every
         row tile of this CTA, then the summary queries of their chunks. ``rings``, ``ptrs``, ``strides`` and
         ``sizes`` are the kernel's arguments of those kinds, grouped (``_band_kernel``)."""
@@ -389,7 +330,7 @@ if gluon is not None:
             _rows(q_tile, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
                   PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
                   stride_ol, h, o_base, lse_base, t0 + half * ROWS, first, n_tiles, g0, n_text, window,
-                  qk_scale, HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, SUMMARY_SMEM, EXP_SPLIT)
+                  qk_scale, HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, SUMMARY_SMEM)
             if SUMMARY_SMEM:
                 last = (g0 + n_tiles - 1) % STAGES
                 _summary_from_tiles(packs, (r % Q_BUFS) * 3, k_bufs.index(last), v_bufs.index(last),
@@ -449,7 +390,7 @@ if gluon is not None:
                      n_row_tiles, n_short, n_tiles_total, heads, n_text, window, qk_scale,
                      GROUPS: gl.constexpr, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr,
                      BLOCK_N: gl.constexpr, STAGES: gl.constexpr, Q_BUFS: gl.constexpr, BALANCED: gl.constexpr,
-                     SUMMARY_SMEM: gl.constexpr, EXP_SPLIT: gl.constexpr, num_warps: gl.constexpr):
+                     SUMMARY_SMEM: gl.constexpr, num_warps: gl.constexpr):
         dtype: gl.constexpr = q_desc.dtype
         k_bufs = gl.allocate_shared_memory(dtype, [STAGES] + k_desc.block_type.shape, k_desc.layout)
         v_bufs = gl.allocate_shared_memory(dtype, [STAGES] + v_desc.block_type.shape, v_desc.layout)
@@ -482,9 +423,9 @@ if gluon is not None:
         sizes = (dense_chunks, n_row_tiles, n_short, n_tiles_total, heads, n_text, window, qk_scale)
         gl.warp_specialize([
             (_consumer, (0, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
-                         STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM, EXP_SPLIT)),
+                         STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM)),
             (_consumer, (1, rings, ptrs, strides, sizes, GROUPS, HEAD_DIM, CHUNK, BLOCK_M, BLOCK_N,
-                         STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM, EXP_SPLIT)),
+                         STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM)),
             (_producer, ((q_desc, k_desc, v_desc, qs_desc, ks_desc, vs_desc), q_bufs, q_full, q_empty, k_bufs,
                          v_bufs, k_full, v_full, k_empty, v_empty, packs, n_row_tiles, n_short, n_tiles_total, heads,
                          n_text, window, GROUPS, CHUNK, BLOCK_M, BLOCK_N, STAGES, Q_BUFS, BALANCED, SUMMARY_SMEM)),

@@ -76,8 +76,7 @@ def prefill_resources(block_m: int, block_n: int, *, num_warps: int, num_stages:
 
 
 def band_resources(block_n: int, stages: int, q_bufs: int = 2, balanced: bool = True, summary_smem: bool = True,
-                   exp_split: int = 0, *, head_dim: int = 128, chunk: int = 8,
-                   arch: int = 90) -> KernelResources:
+                   *, head_dim: int = 128, chunk: int = 8, arch: int = 90) -> KernelResources:
     """Build the Gluon band kernel (``ksa_gluon_kernel.py``, bf16, GQA 1) for ``sm_<arch>`` and return its resource use.
 
     Registers and stack are those ptxas reports for the whole kernel (its partitions change their register count
@@ -95,8 +94,7 @@ def band_resources(block_n: int, stages: int, q_bufs: int = 2, balanced: bool = 
     summary_smem = summary_smem and block_n == ksa_gluon.BLOCK_M  # as the launcher decides (parse_config)
     constexprs: dict[str, Any] = {"GROUPS": 1, "HEAD_DIM": head_dim, "CHUNK": chunk, "BLOCK_M": ksa_gluon.BLOCK_M,
                                   "BLOCK_N": block_n, "STAGES": stages, "Q_BUFS": q_bufs,
-                                  "BALANCED": balanced, "SUMMARY_SMEM": summary_smem,
-                                  "EXP_SPLIT": exp_split, "num_warps": 4}
+                                  "BALANCED": balanced, "SUMMARY_SMEM": summary_smem, "num_warps": 4}
     layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=5)
     descriptors = {name: f"tensordesc<bf16[1,1,{rows // chunk},{chunk},{head_dim}],{layout!r}>"
                    for name, rows in (("q_desc", ksa_gluon.BLOCK_M), ("k_desc", block_n), ("v_desc", block_n))}
@@ -150,7 +148,7 @@ def _parse_config(text: str) -> tuple[int, int, int, int, bool, bool, bool]:
     return bm, bn, warps, stages, parts[4] == "tma", parts[5:] == ["split"], parts[5:] == ["dense"]
 
 
-def _parse_band(text: str) -> tuple[int, int, int, bool, bool, bool]:
+def _parse_band(text: str) -> tuple[int, int, int, bool, bool]:
     try:
         return ksa_gluon.parse_config(text, "--band")
     except ValueError as err:
@@ -162,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
                                             "without a GPU (default: every autotuned config, TMA and pointer loads)")
     p.add_argument("--arch", type=int, default=90, help="compute capability as an integer (default 90)")
     p.add_argument("--band", action="append", type=_parse_band,
-                   metavar="BLOCK_N,STAGES[,Q_BUFS[,BALANCED[,SMEM[,EXP_SPLIT]]]]",
+                   metavar="BLOCK_N,STAGES[,Q_BUFS[,BALANCED[,SMEM]]]",
                    help="the Gluon band kernel (ksa_gluon_kernel.py) instead, with these tiles (repeatable)")
     p.add_argument("--config", type=_parse_config, action="append",
                    help="BLOCK_M,BLOCK_N,warps,stages,tma|ptr[,split|dense] (repeatable; dense: the variant that "
@@ -171,10 +169,10 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("TRITON_INTERPRET") == "1":
         p.error("run without TRITON_INTERPRET=1: the interpreter does not compile kernels")
     if args.band:
-        print("Gluon band kernel: BLOCK_N stages q_bufs balanced smem exp_split | registers stack(spills) shared")
-        for block_n, stages, q_bufs, balanced, smem, exp_split in args.band:
-            use = band_resources(block_n, stages, q_bufs, balanced, smem, exp_split, arch=args.arch)
-            print(f"{block_n:7} {stages:6} {q_bufs:6} {balanced:8d} {smem:4d} {exp_split:9d} | {use.registers:9} "
+        print("Gluon band kernel: BLOCK_N stages q_bufs balanced smem | registers stack(spills) shared")
+        for block_n, stages, q_bufs, balanced, smem in args.band:
+            use = band_resources(block_n, stages, q_bufs, balanced, smem, arch=args.arch)
+            print(f"{block_n:7} {stages:6} {q_bufs:6} {balanced:8d} {smem:4d} | {use.registers:9} "
                   f"{use.stack_bytes:13} {use.shared_bytes:6}", flush=True)
         return 0
     configs = args.config or [

@@ -60,13 +60,12 @@ def test_config_default_and_override(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("RECFX_KSA_GLUON_CONFIG", raising=False)
     assert ksa_gluon._config() == ksa_gluon.DEFAULT_CONFIG
     monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", "64,3")
-    assert ksa_gluon._config() == (64, 3, 2, True, False, 0)  # the shared-memory summary needs bn = BLOCK_M
+    assert ksa_gluon._config() == (64, 3, 2, True, False)  # the shared-memory summary needs bn = BLOCK_M
     monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", "128,3,1")
-    assert ksa_gluon._config() == (128, 3, 1, True, True, 0)
-    monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", "128,2,2,0,0,4")
-    assert ksa_gluon._config() == (128, 2, 2, False, False, 4)
-    for bad in ("128", "128,x", "1,2,3,4,5,6,7", "0,2", "96,2", "128,0", "128,2,2,2", "128,2,2,1,5", "128,2,2,1,1,1",
-                "128,2,2,1,1,3"):
+    assert ksa_gluon._config() == (128, 3, 1, True, True)
+    monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", "128,2,2,0,0")
+    assert ksa_gluon._config() == (128, 2, 2, False, False)
+    for bad in ("128", "128,x", "1,2,3,4,5,6", "0,2", "96,2", "128,0", "128,2,2,2", "128,2,2,1,5", "128,2,2,1,1,0"):
         monkeypatch.setenv("RECFX_KSA_GLUON_CONFIG", bad)
         with pytest.raises(ValueError, match="RECFX_KSA_GLUON_CONFIG wants bn,stages"):
             ksa_gluon._config()
@@ -151,33 +150,6 @@ def test_summary_packs_only_where_they_fit() -> None:
     assert 8 in ksa_gluon.SMEM_SUMMARY_CHUNKS and 4 not in ksa_gluon.SMEM_SUMMARY_CHUNKS  # as checked on the GPU
 
 
-def test_split_exponentials_match_exp2() -> None:
-    """``EXP_SPLIT``'s polynomial element, computed in float32 as its PTX does (clamp, round by the magic constant,
-    Horner, exponent-bit add), is within 1e-4 relative of 2^x over the softmax's range (bf16 rounds P to 3.9e-3),
-    gives a tiny positive number (not NaN, not negative) for masked scores, and the PTX carries the same constants,
-    n - 1 MUFU exponentials and no float-to-int conversion (it would issue at the MUFU's rate)."""
-    import numpy as np
-
-    c0, c1, c2, c3 = (np.float32(c) for c in ksa_gluon_kernel.EXP2_POLY)
-    magic = np.float32(ksa_gluon_kernel.ROUND_MAGIC)
-    x = np.concatenate([np.linspace(-125, 1e-6, 2_000_001, dtype=np.float32),
-                        np.float32([-np.inf, -1e4, -125.5, -1e-30, 0.0])])
-    xc = np.maximum(x, np.float32(ksa_gluon_kernel.EXP2_FLOOR))
-    t = xc + magic
-    frac = xc - (t - magic)
-    assert np.all(np.abs(frac) <= 0.5)
-    poly = ((c3 * frac + c2) * frac + c1) * frac + c0
-    got = (poly.astype(np.float32).view(np.int32) + (t.view(np.int32) << 23)).view(np.float32)
-    want = np.exp2(xc.astype(np.float64))
-    assert np.max(np.abs(got - want) / want) < 1e-4
-    assert np.all(np.isfinite(got)) and np.all(got >= 0) and np.all(got[x < -125] < 1e-37)
-    for n in ksa_gluon_kernel.EXP_SPLIT_GROUPS:
-        asm = ksa_gluon_kernel._exp2_group_asm(n)
-        assert all(ksa_gluon_kernel._f32_hex(c) in asm for c in ksa_gluon_kernel.EXP2_POLY)
-        assert "0fC2FA0000" in asm and "0f4B400000" in asm and asm.count("ex2.approx") == n - 1
-        assert "cvt" not in asm and f"${n - 1}, pb" in asm
-
-
 def test_launcher_grid_order_and_summary_form(monkeypatch: pytest.MonkeyPatch) -> None:
     """``ksa_band`` launches one persistent CTA per SM (fewer if there are fewer row tiles), passes the row tiles'
     count and the short ones at the text's start (for the balanced order), and keeps the summary queries in shared
@@ -204,7 +176,7 @@ def test_launcher_grid_order_and_summary_form(monkeypatch: pytest.MonkeyPatch) -
 
     grid, arg = launch(8, 2400)  # 19 row tiles per head, the first 1024 text rows (8 tiles) short
     assert grid == (76,) and (arg["n_row_tiles"], arg["n_short"], arg["n_tiles_total"]) == (19, 8, 76)
-    assert arg["SUMMARY_SMEM"] and arg["BALANCED"] and not arg["EXP_SPLIT"] and arg["BLOCK_N"] == 128
+    assert arg["SUMMARY_SMEM"] and arg["BALANCED"] and arg["BLOCK_N"] == 128
     grid, _ = launch(8, 40 * 128, heads=16)  # 640 row tiles: one CTA per SM
     assert grid == (132,)
     assert not launch(4, 2400)[1]["SUMMARY_SMEM"]
