@@ -27,9 +27,13 @@ from recfx.kernels.ksa_reference import split_length
 
 __all__ = ["dense_prefix", "dense_prefix_chunks", "dense_prefix_supported"]
 
-#: below this many prefix chunks the kernel's own prefix loop is as fast (16K text tokens, 1,919 prefix chunks: the
-#: kernel alone was 4% faster; 32K, 3,967 chunks: dense 1-2% faster; 64K: 6-8% faster; H200, docs/ksa.md)
+#: below this many prefix chunks the Triton kernel's own prefix loop is as fast as the dense call with the band in the
+#: Triton kernel (16K text tokens, 1,919 prefix chunks: the kernel alone was 4% faster; 32K, 3,967 chunks: dense
+#: 1-2% faster; 64K: 6-8% faster; H200, docs/ksa.md)
 MIN_PREFIX_CHUNKS = 3072
+#: the same with the band in the Gluon kernel (``ksa_gluon``): at 16K dense + Gluon took 0.647 ms against 0.678 ms for
+#: the Triton kernel alone (and 0.633 against 0.657 in another call); shorter texts were not timed
+MIN_PREFIX_CHUNKS_GLUON = 1536
 
 
 def dense_prefix_chunks(n_text: int, chunk_size: int, window: int) -> int:

@@ -256,12 +256,14 @@ def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: i
                          "most 128, cuDNN attention on an sm90+ GPU, and text past the window "
                          f"(got S={summaries}, {q.dtype}, D={head_dim}, {n_text} text tokens, window {window}); "
                          "pass prefix=None to use it only where it applies")
-    dense = ksa_dense.dense_prefix_supported(q, chunk_size, summaries, window) if prefix is None else prefix == "dense"
+    gluon_band = config is None and tma is not False and ksa_gluon.band_supported(q, k, v, chunk_size, summaries)
+    min_chunks = ksa_dense.MIN_PREFIX_CHUNKS_GLUON if gluon_band else ksa_dense.MIN_PREFIX_CHUNKS
+    dense = (ksa_dense.dense_prefix_supported(q, chunk_size, summaries, window, min_chunks) if prefix is None
+             else prefix == "dense")
     launch = _Launch(chunk_size, summaries, window, scale, config, tma)
     if not dense:
         launch(q, k, v, out, lse, None)
         return out, lse
-    gluon_band = config is None and tma is not False and ksa_gluon.band_supported(q, k, v, chunk_size, summaries)
     for row in range(b):  # the dense call's views address one batch row
         qb, kb, vb, ob, lb = q[row:row + 1], k[row:row + 1], v[row:row + 1], out[row:row + 1], lse[row:row + 1]
         given = ksa_dense.dense_prefix(qb, kb, vb, chunk_size, window, scale)

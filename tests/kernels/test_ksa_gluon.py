@@ -127,6 +127,26 @@ def test_prefill_hands_each_batch_row_and_its_dense_prefix_to_the_band_kernel(mo
     assert (out.double() - ref).abs().max() < 1e-3 and (lse.double() - ref_lse).abs().max() < 1e-6
 
 
+def test_dense_prefix_threshold_depends_on_the_band_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the Gluon band kernel the dense prefix starts at ``MIN_PREFIX_CHUNKS_GLUON`` prefix chunks (16K text tokens
+    have 1,919), with the band in the Triton kernel at ``MIN_PREFIX_CHUNKS``."""
+    chosen: list[int] = []
+
+    def supported(q: torch.Tensor, chunk_size: int, summaries: int, window: int, min_chunks: int) -> bool:
+        chosen.append(min_chunks)
+        return False  # (then the Triton kernel runs: stubbed below)
+
+    monkeypatch.setattr(ksa_dense, "dense_prefix_supported", supported)
+    monkeypatch.setattr(prefill_mod._Launch, "__call__", lambda *a: None)
+    q = torch.zeros(1, 9 * 4, 2, 16).half()
+    for gluon_band, want in ((True, ksa_dense.MIN_PREFIX_CHUNKS_GLUON), (False, ksa_dense.MIN_PREFIX_CHUNKS)):
+        monkeypatch.setattr(ksa_gluon, "band_supported", lambda *a, on=gluon_band: on)
+        prefill_mod.ksa_prefill(q, q, q, 8, 1, 1, 0.25)
+        assert chosen[-1] == want
+    chunks_16k = ksa_dense.dense_prefix_chunks(16384, 8, 128)
+    assert ksa_dense.MIN_PREFIX_CHUNKS_GLUON <= chunks_16k < ksa_dense.MIN_PREFIX_CHUNKS
+
+
 def test_explicit_triton_settings_keep_the_triton_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     """A block config or tma=False asks for the Triton kernel (sweeps, A/B): the band kernel is not used."""
     q = torch.randn(1, 9 * 6, 2, 16).half()

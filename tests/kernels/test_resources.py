@@ -43,17 +43,17 @@ def test_gluon_band_kernel_builds_for_sm90() -> None:
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     shipped = ",".join(str(int(x)) for x in ksa_gluon.DEFAULT_CONFIG)
     result = subprocess.run([sys.executable, "-m", "recfx.kernels.resources", "--band", shipped,
-                             "--band", "128,3,1,1,0,1"],
+                             "--band", "128,3,1,1,0"],
                             capture_output=True, text=True, env=env, timeout=600, check=False)
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = [line for line in result.stdout.splitlines() if re.match(r"(\s+\d+){6}\s+\|", line)]
+    rows = [line for line in result.stdout.splitlines() if re.match(r"(\s+\d+){5}\s+\|", line)]
     assert len(rows) == 2, result.stdout
-    configs = [ksa_gluon.DEFAULT_CONFIG, (128, 3, 1, True, False, True)]
+    configs = [ksa_gluon.DEFAULT_CONFIG, (128, 3, 1, True, False)]
     for row, config in zip(rows, configs):  # the shipped configuration; one Q buffer and 3 stages (the largest
-        # rings; without the summary packs, which would not fit beside them) with the split exponentials
+        # rings; without the summary packs, which would not fit beside them)
         registers, _, shared = (int(x) for x in row.split("|")[1].split())
         assert 0 < registers <= 255 and 0 < shared <= 227 * 1024
-        block_n, stages, q_bufs, _, smem, _ = config
+        block_n, stages, q_bufs, _, smem = config
         assert shared <= ksa_gluon._shared_bytes(block_n, stages, q_bufs, smem, 8, 128, 2) < shared + 2048
 
 
