@@ -88,13 +88,35 @@ def checks(configs: list[str]) -> list[dict[str, Any]]:
     return rows
 
 
+def _with_kernel(module: Any, fn: Any) -> Any:
+    """Run ``fn`` with ``module`` as the launcher's device code."""
+    shipped = ksa_gluon.kernel
+    ksa_gluon.kernel = module
+    try:
+        return fn()
+    finally:
+        ksa_gluon.kernel = shipped
+
+
+def _load_kernel(path: str) -> Any:
+    """Another version of ``ksa_gluon_kernel.py`` (e.g. ``git show REV:recfx/kernels/ksa_gluon_kernel.py``)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("alt_ksa_gluon_kernel", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def timed(fn: Any, rep_ms: int) -> float:
     fn()
     torch.cuda.synchronize()
     return float(do_bench(fn, warmup=25, rep=rep_ms, return_mode="median"))
 
 
-def timing(n: int, configs: list[str], rep_ms: int, rounds: int, with_triton: bool = True) -> dict[str, Any]:
+def timing(n: int, configs: list[str], rep_ms: int, rounds: int, with_triton: bool = True,
+           alt: Any = None) -> dict[str, Any]:
     h, d, chunk, w = 16, 128, 8, 128
     length = interleaved_length(n, chunk, 1)
     torch.manual_seed(n)
@@ -132,13 +154,16 @@ def timing(n: int, configs: list[str], rep_ms: int, rounds: int, with_triton: bo
             ksa_gluon.ksa_band(q, k, v, out, lse, given, chunk, w, d**-0.5)
 
         fns[f"band_only[{config}]"] = band_only
+        if alt is not None:  # the same configuration of another version of the device code (--alt-kernel)
+            fns[f"alt_gluon[{config}]"] = lambda f=fns[f"gluon[{config}]"]: _with_kernel(alt, f)
+            fns[f"alt_band_only[{config}]"] = lambda f=band_only: _with_kernel(alt, f)
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
             times[name].append(timed(fn, rep_ms))
     for name, ts in times.items():
         row[f"{name}_ms"] = statistics.median(ts)
-        if name in ("shipped", "triton") or name.startswith("gluon["):
+        if name in ("shipped", "triton") or name.startswith(("gluon[", "alt_gluon[")):
             row[f"{name}_fraction"] = row["sdpa_ms"] / row[f"{name}_ms"] / ideal
     log(f"timing {json.dumps(row)}")
     return row
@@ -224,6 +249,7 @@ def main() -> None:
     p.add_argument("--configs", type=lambda s: s.split(";"), default=["128,2"])
     p.add_argument("--rep-ms", type=int, default=100)
     p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--alt-kernel", help="also time this version of ksa_gluon_kernel.py (A/B in one run)")
     p.add_argument("--no-triton", action="store_true", help="timing without the Triton kernel and the shipped path")
     p.add_argument("--parts", default="checks,timing", help="checks, timing, windows (comma separated)")
     p.add_argument("--windows", type=lambda s: [int(x) for x in s.split(",")], default=[32, 64, 128, 256],
@@ -239,7 +265,9 @@ def main() -> None:
         name, stand_in = ABLATIONS[args.ablate]
         setattr(ksa_gluon_kernel, name, stand_in)
     if "timing" in args.parts:
-        result["timing"] = [timing(n, args.configs, args.rep_ms, args.rounds, not args.no_triton) for n in args.sizes]
+        alt = _load_kernel(args.alt_kernel) if args.alt_kernel else None
+        result["timing"] = [timing(n, args.configs, args.rep_ms, args.rounds, not args.no_triton, alt)
+                            for n in args.sizes]
     if "windows" in args.parts:
         result["windows"] = [windows(n, args.windows, args.rep_ms, args.rounds) for n in args.sizes]
     if "checks" in args.parts and not args.ablate:

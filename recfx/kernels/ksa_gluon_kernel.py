@@ -80,106 +80,52 @@ if gluon is not None:
         mbarrier.arrive(empty.index(g % STAGES))
 
     @gluon.jit
-    def _rows(q_tile, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
-              PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
-              stride_ol, h, o_base, lse_base, t0, first, n_tiles, g0, n_text, window, qk_scale,
-              HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr,
-              STAGES: gl.constexpr, HOLD: gl.constexpr):
-        """``ROWS`` = 64 text rows from t0 (one consumer warpgroup): band attention over its row tile's key tiles,
-        rows stored. The row tile's key tiles are ring entries g0 .. g0 + n_tiles - 1 (slot g % STAGES, phase
-        g // STAGES); every entry is released through ``empty``, also those this half does not need, except with
-        ``HOLD`` the last one (the row tile's own text): the summary queries read it next."""
-        S_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                           instr_shape=[16, BLOCK_N, 16])
-        O_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
-                                                           instr_shape=[16, HEAD_DIM, 16])
-        P_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=O_LAYOUT, k_width=2)
-        ROW_S: gl.constexpr = gl.SliceLayout(1, S_LAYOUT)
-        ROW_O: gl.constexpr = gl.SliceLayout(1, O_LAYOUT)
-        dtype: gl.constexpr = k_bufs.dtype
-
+    def _span(t0, first, n_text, window, CHUNK: gl.constexpr, ROWS: gl.constexpr, BLOCK_N: gl.constexpr):
+        """``ROWS`` text rows from t0: their key tiles [j_lo, j_hi) of the row tile's range (tile 0 starts at key
+        ``first``), from their first band tile to their diagonal, and the key below which a tile is masked (window
+        bound). A half past the end of the text computes one tile that nobody stores."""
         t_last = gl.minimum(t0 + ROWS, n_text) - 1
-        c0 = t0 // CHUNK
-        c1 = t_last // CHUNK
-        lo_max = gl.maximum(c1 - window, 0) * CHUNK  # tiles starting below this are masked (window bound)
-        # this warpgroup's tiles of the CTA's range: from its own first band tile to its diagonal
-        j_lo = (gl.maximum(c0 - window, 0) * CHUNK // BLOCK_N * BLOCK_N - first) // BLOCK_N
+        lo_max = gl.maximum(t_last // CHUNK - window, 0) * CHUNK
+        j_lo = (gl.maximum(t0 // CHUNK - window, 0) * CHUNK // BLOCK_N * BLOCK_N - first) // BLOCK_N
         j_hi = (t_last + 1 - first + BLOCK_N - 1) // BLOCK_N
-        j_lo = gl.minimum(j_lo, j_hi - 1)  # (a half past the end of the text computes a tile nobody stores)
-        for j in range(0, j_lo):
-            _pass(k_full, k_empty, g0 + j, STAGES)
-            _pass(v_full, v_empty, g0 + j, STAGES)
+        return gl.minimum(j_lo, j_hi - 1), j_hi, lo_max
 
-        # rows: text index, window bound, start from the dense prefix where there is one
+    @gluon.jit
+    def _prefix_start(PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
+                      h, t0, n_text, window, CHUNK: gl.constexpr, ROWS: gl.constexpr, HEAD_DIM: gl.constexpr,
+                      O_LAYOUT: gl.constexpr, ROW_S: gl.constexpr):
+        """Starting (max in log2 units, sum, O) of ``ROWS`` text rows from t0: the dense prefix's (lse, out) for rows
+        of chunks past the window, else empty."""
+        ROW_O: gl.constexpr = gl.SliceLayout(1, O_LAYOUT)
         t = t0 + gl.arange(0, ROWS, layout=ROW_S)
-        c = t // CHUNK
-        band_lo = gl.maximum(c - window, 0) * CHUNK
-        cp = c - window - 1
+        cp = t // CHUNK - window - 1
         given = (t < n_text) & (cp >= 0) & (cp < dense_chunks)
         pl = PL + h * stride_plh + (t % CHUNK) * stride_plp + cp * stride_plc
         m_i = gl.where(given, gl.load(pl, mask=given, other=0.0) * 1.4426950408889634, float("-inf"))
-        l_i = gl.where(given, 1.0, 0.0)
         t_o = t0 + gl.arange(0, ROWS, layout=ROW_O)
         cp_o = t_o // CHUNK - window - 1
         given_o = (t_o < n_text) & (cp_o >= 0) & (cp_o < dense_chunks)
         d_o = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, O_LAYOUT))
         po = PO + h * stride_poh + (t_o % CHUNK) * stride_pop + cp_o * stride_poc
         o = gl.load(po[:, None] + d_o[None, :], mask=given_o[:, None], other=0.0).to(gl.float32)
-        zero_s = gl.zeros([ROWS, BLOCK_N], gl.float32, S_LAYOUT)
+        return m_i, gl.where(given, 1.0, 0.0), o
 
-        # first tile: scores, softmax
-        g = g0 + j_lo
-        mbarrier.wait(k_full.index(g % STAGES), (g // STAGES) & 1)
-        k_tile = k_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
-        s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
-        s, _, _ = warpgroup_mma_wait(0, deps=(s_tok, q_tile, k_tile))
-        _release(k_empty.index(g % STAGES), j_lo < j_hi - 1, HOLD)
-        start = first + j_lo * BLOCK_N
-        p, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
-                                      (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
-        o = o * gl.convert_layout(alpha, ROW_O)[:, None]
-        p = gl.convert_layout(p.to(dtype), P_LAYOUT)
-
-        # S_j and P_{j-1} V_{j-1} in flight together, the softmax of S_j under the latter
-        for j in range(j_lo + 1, j_hi):
-            g = g0 + j
-            mbarrier.wait(k_full.index(g % STAGES), (g // STAGES) & 1)
-            k_tile = k_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
-            s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
-            mbarrier.wait(v_full.index((g - 1) % STAGES), ((g - 1) // STAGES) & 1)
-            v_tile = v_bufs.index((g - 1) % STAGES).reshape([BLOCK_N, HEAD_DIM])
-            o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
-            s, _, _ = warpgroup_mma_wait(1, deps=(s_tok, q_tile, k_tile))
-            _release(k_empty.index(g % STAGES), j < j_hi - 1, HOLD)
-            start = first + j * BLOCK_N
-            p_new, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
-                                              (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
-            p_next = gl.convert_layout(p_new.to(dtype), P_LAYOUT)
-            o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
-            mbarrier.arrive(v_empty.index((g - 1) % STAGES))
-            o = o * gl.convert_layout(alpha, ROW_O)[:, None]
-            p = p_next
-
-        g = g0 + j_hi - 1
-        mbarrier.wait(v_full.index(g % STAGES), (g // STAGES) & 1)
-        v_tile = v_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
-        o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
-        o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
-        if not HOLD:
-            mbarrier.arrive(v_empty.index(g % STAGES))
-        for j in range(j_hi, n_tiles):
-            _pass(k_full, k_empty, g0 + j, STAGES)
-            _pass(v_full, v_empty, g0 + j, STAGES)
-
-        # rows out: interleaved positions, natural log-sum-exp
+    @gluon.jit
+    def _store_rows(o, m_i, l_i, t0, o_base, lse_base, stride_ol, n_text, CHUNK: gl.constexpr, ROWS: gl.constexpr,
+                    HEAD_DIM: gl.constexpr, O_LAYOUT: gl.constexpr, ROW_S: gl.constexpr):
+        """``ROWS`` text rows from t0 out: O / l at their interleaved positions, the natural log-sum-exp."""
+        ROW_O: gl.constexpr = gl.SliceLayout(1, O_LAYOUT)
+        t = t0 + gl.arange(0, ROWS, layout=ROW_S)
+        t_o = t0 + gl.arange(0, ROWS, layout=ROW_O)
+        d_o = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, O_LAYOUT))
+        ok = t < n_text
         ok_o = t_o < n_text
-        l_o = gl.convert_layout(gl.where(t < n_text, l_i, 1.0), ROW_O)
-        out = o / l_o[:, None]
+        out = o / gl.convert_layout(gl.where(ok, l_i, 1.0), ROW_O)[:, None]
         pos_o = (t_o // CHUNK) * (CHUNK + 1) + t_o % CHUNK
-        gl.store(o_base + pos_o[:, None] * stride_ol + d_o[None, :], out.to(dtype), mask=ok_o[:, None])
+        gl.store(o_base + pos_o[:, None] * stride_ol + d_o[None, :], out.to(o_base.dtype.element_ty),
+                 mask=ok_o[:, None])
         pos = (t // CHUNK) * (CHUNK + 1) + t % CHUNK
-        gl.store(lse_base + pos, (m_i + gl.log2(gl.where(t < n_text, l_i, 1.0))) * 0.6931471805599453,
-                 mask=t < n_text)
+        gl.store(lse_base + pos, (m_i + gl.log2(gl.where(ok, l_i, 1.0))) * 0.6931471805599453, mask=ok)
 
     @gluon.jit
     def _summary_rows(q_base, k_base, v_base, o_base, lse_base, stride_ql, stride_kl, stride_vl, stride_ol,
@@ -231,12 +177,13 @@ if gluon is not None:
         return packs.index(index).reshape([2 * CH, HEAD_DIM]).slice(HALF * CH, CH)
 
     @gluon.jit
-    def _summary_from_tiles(packs, first_pack, k_tile, v_tile, k_empty, v_empty, o_base, lse_base, stride_ol,
+    def _summary_from_tiles(packs, first_pack, k_tile, v_tile, k_empty, o_base, lse_base, stride_ol,
                             c_first, n_chunks, qk_scale, HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr,
                             ROWS: gl.constexpr, HALF: gl.constexpr):
         """``_summary_rows`` from shared memory: the chunks' text is this half of the row tile's last K / V ring
-        tiles (BLOCK_N = BLOCK_M: the tile of the row tile's own text), released here once read; the summary rows'
-        q, k and v came with Q (``packs`` first_pack, + 1, + 2: [BLOCK_M / k, D] each)."""
+        tiles (BLOCK_N = BLOCK_M: the tile of the row tile's own text; the K tile released here once read, the V
+        tile by the caller once P V has read it too); the summary rows' q, k and v came with Q (``packs``
+        first_pack, + 1, + 2: [BLOCK_M / k, D] each)."""
         L3: gl.constexpr = gl.BlockedLayout([1, 1, HEAD_DIM // 16], [1, 2, 16], [4, 1, 1], [2, 1, 0])  # one warpgroup
         CH: gl.constexpr = ROWS // CHUNK
         L_CK: gl.constexpr = gl.SliceLayout(2, L3)
@@ -255,7 +202,6 @@ if gluon is not None:
         vt = v_tile.reshape([2 * CH, CHUNK, HEAD_DIM]).slice(HALF * CH, CH).load(L3)
         vs = gl.expand_dims(_pack_rows(packs, first_pack + 2, CH, HEAD_DIM, HALF).load(L_CD), 1)
         acc = gl.sum(p[:, :, None] * vt.to(gl.float32), 1) + gl.sum(p_own[:, None, None] * vs.to(gl.float32), 1)
-        mbarrier.arrive(v_empty)
         c = c_first + gl.arange(0, CH, layout=gl.SliceLayout(1, L_CK))
         sum_pos = c * (CHUNK + 1) + CHUNK
         _summary_store(o_base, lse_base, stride_ol, acc, l_sum, m, sum_pos, c < n_chunks,
@@ -308,8 +254,16 @@ if gluon is not None:
                   HEAD_DIM: gl.constexpr, CHUNK: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
                   STAGES: gl.constexpr, Q_BUFS: gl.constexpr, BALANCED: gl.constexpr, SUMMARY_SMEM: gl.constexpr):
         """One consumer warpgroup of the persistent kernel: rows [t0 + half * BLOCK_M / 2, + BLOCK_M / 2) of every
-        row tile of this CTA, then the summary queries of their chunks. ``rings``, ``ptrs``, ``strides`` and
-        ``sizes`` are the kernel's arguments of those kinds, grouped (``_band_kernel``)."""
+        row tile of this CTA, and the summary queries of their chunks. ``rings``, ``ptrs``, ``strides`` and ``sizes``
+        are the kernel's arguments of those kinds, grouped (``_band_kernel``).
+
+        The row tile's key tiles are ring entries g0 .. g0 + n_tiles - 1 (slot g % STAGES, phase g // STAGES), every
+        one released through ``empty``, also those this half does not need. With ``SUMMARY_SMEM`` the last one (the
+        row tile's own text) stays taken until the summary queries have read it.
+
+        Iteration j issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} back to back and computes the softmax of S_j under
+        the latter; the rows' starting state is loaded under the first Q K^T, and the summary queries (from shared
+        memory) run on the CUDA cores under the last P V."""
         q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, packs = rings
         Q, K, V, Out, Lse, PO, PL = ptrs
         (stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, stride_qb, stride_ql, stride_qh,
@@ -317,35 +271,89 @@ if gluon is not None:
          stride_lh) = strides
         dense_chunks, n_row_tiles, n_short, n_tiles_total, heads, n_text, window, qk_scale = sizes
         ROWS: gl.constexpr = BLOCK_M // 2
+        S_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, BLOCK_N, 16])
+        O_LAYOUT: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1],
+                                                           instr_shape=[16, HEAD_DIM, 16])
+        P_LAYOUT: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=O_LAYOUT, k_width=2)
+        ROW_S: gl.constexpr = gl.SliceLayout(1, S_LAYOUT)
+        ROW_O: gl.constexpr = gl.SliceLayout(1, O_LAYOUT)
+        dtype: gl.constexpr = k_bufs.dtype
+        zero_s = gl.zeros([ROWS, BLOCK_N], gl.float32, S_LAYOUT)
         g0 = 0
-        r = 0
-        for i in range(_rounds(n_tiles_total, BALANCED)):
-            b, h, hk, t0, first, n_tiles = _tile(_tile_id(i, n_row_tiles, n_short, n_tiles_total, BALANCED),
+        for r in range(_rounds(n_tiles_total, BALANCED)):
+            b, h, hk, t0, first, n_tiles = _tile(_tile_id(r, n_row_tiles, n_short, n_tiles_total, BALANCED),
                                                  n_row_tiles, heads, n_text, window, GROUPS, CHUNK, BLOCK_M, BLOCK_N)
+            t0 += half * ROWS
+            j_lo, j_hi, lo_max = _span(t0, first, n_text, window, CHUNK, ROWS, BLOCK_N)
             b64 = b.to(gl.int64)
-            o_base = Out + b64 * stride_ob + h * stride_oh
-            lse_base = Lse + b64 * stride_lb + h * stride_lh
             mbarrier.wait(q_full.index(r % Q_BUFS), (r // Q_BUFS) & 1)
             q_tile = q_bufs.index(r % Q_BUFS).reshape([BLOCK_M, HEAD_DIM]).slice(half * ROWS, ROWS)
-            _rows(q_tile, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty,
-                  PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
-                  stride_ol, h, o_base, lse_base, t0 + half * ROWS, first, n_tiles, g0, n_text, window,
-                  qk_scale, HEAD_DIM, CHUNK, ROWS, BLOCK_N, STAGES, SUMMARY_SMEM)
-            if SUMMARY_SMEM:
-                last = (g0 + n_tiles - 1) % STAGES
-                _summary_from_tiles(packs, (r % Q_BUFS) * 3, k_bufs.index(last), v_bufs.index(last),
-                                    k_empty.index(last), v_empty.index(last), o_base, lse_base, stride_ol,
-                                    (t0 + half * ROWS) // CHUNK, n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, ROWS,
-                                    half)
-                mbarrier.arrive(q_empty.index(r % Q_BUFS))
-            else:
-                mbarrier.arrive(q_empty.index(r % Q_BUFS))
+            for j in range(0, j_lo):
+                _pass(k_full, k_empty, g0 + j, STAGES)
+                _pass(v_full, v_empty, g0 + j, STAGES)
+
+            # first tile's scores; the rows' start loaded meanwhile
+            g = g0 + j_lo
+            mbarrier.wait(k_full.index(g % STAGES), (g // STAGES) & 1)
+            k_tile = k_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
+            s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
+            m_i, l_i, o = _prefix_start(PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh,
+                                        stride_plc, dense_chunks, h, t0, n_text, window, CHUNK, ROWS, HEAD_DIM,
+                                        O_LAYOUT, ROW_S)
+            t = t0 + gl.arange(0, ROWS, layout=ROW_S)
+            band_lo = gl.maximum(t // CHUNK - window, 0) * CHUNK
+            s, _, _ = warpgroup_mma_wait(0, deps=(s_tok, q_tile, k_tile))
+            _release(k_empty.index(g % STAGES), j_lo < j_hi - 1, SUMMARY_SMEM)
+            start = first + j_lo * BLOCK_N
+            p, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
+                                          (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
+            o = o * gl.convert_layout(alpha, ROW_O)[:, None]
+            p = gl.convert_layout(p.to(dtype), P_LAYOUT)
+
+            # S_j and P_{j-1} V_{j-1} in flight together, the softmax of S_j under the latter
+            for j in range(j_lo + 1, j_hi):
+                g = g0 + j
+                mbarrier.wait(k_full.index(g % STAGES), (g // STAGES) & 1)
+                k_tile = k_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
+                s_tok = warpgroup_mma(q_tile, k_tile.permute((1, 0)), zero_s, use_acc=False, is_async=True)
+                mbarrier.wait(v_full.index((g - 1) % STAGES), ((g - 1) // STAGES) & 1)
+                v_tile = v_bufs.index((g - 1) % STAGES).reshape([BLOCK_N, HEAD_DIM])
+                o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
+                s, _, _ = warpgroup_mma_wait(1, deps=(s_tok, q_tile, k_tile))
+                _release(k_empty.index(g % STAGES), j < j_hi - 1, SUMMARY_SMEM)
+                start = first + j * BLOCK_N
+                p_new, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
+                                                  (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
+                p_next = gl.convert_layout(p_new.to(dtype), P_LAYOUT)
+                o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
+                mbarrier.arrive(v_empty.index((g - 1) % STAGES))
+                o = o * gl.convert_layout(alpha, ROW_O)[:, None]
+                p = p_next
+
+            # last P V; the summary queries of this half's chunks on the CUDA cores meanwhile
+            g = g0 + j_hi - 1
+            mbarrier.wait(v_full.index(g % STAGES), (g // STAGES) & 1)
+            v_tile = v_bufs.index(g % STAGES).reshape([BLOCK_N, HEAD_DIM])
+            o_tok = warpgroup_mma(p, v_tile, o, is_async=True)
+            o_base = Out + b64 * stride_ob + h * stride_oh
+            lse_base = Lse + b64 * stride_lb + h * stride_lh
+            if SUMMARY_SMEM:  # (BLOCK_N = BLOCK_M: this half's last tile is the row tile's last, its own text)
+                _summary_from_tiles(packs, (r % Q_BUFS) * 3, k_bufs.index(g % STAGES), v_bufs.index(g % STAGES),
+                                    k_empty.index(g % STAGES), o_base, lse_base, stride_ol, t0 // CHUNK,
+                                    n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, ROWS, half)
+            o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
+            mbarrier.arrive(v_empty.index(g % STAGES))
+            mbarrier.arrive(q_empty.index(r % Q_BUFS))
+            if not SUMMARY_SMEM:  # (from L2: its [chunks, k, D] tiles would not fit in registers beside P V's)
                 _summary_rows(Q + b64 * stride_qb + h * stride_qh, K + b64 * stride_kb + hk * stride_kh,
                               V + b64 * stride_vb + hk * stride_vh, o_base, lse_base, stride_ql, stride_kl,
-                              stride_vl, stride_ol, (t0 + half * ROWS) // CHUNK, n_text // CHUNK, qk_scale, HEAD_DIM,
-                              CHUNK, ROWS)
+                              stride_vl, stride_ol, t0 // CHUNK, n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, ROWS)
+            _store_rows(o, m_i, l_i, t0, o_base, lse_base, stride_ol, n_text, CHUNK, ROWS, HEAD_DIM, O_LAYOUT, ROW_S)
+            for j in range(j_hi, n_tiles):
+                _pass(k_full, k_empty, g0 + j, STAGES)
+                _pass(v_full, v_empty, g0 + j, STAGES)
             g0 += n_tiles
-            r += 1  # noqa: SIM113 (no enumerate in Gluon)
 
     @gluon.jit
     def _producer(descs, q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, packs,
