@@ -236,10 +236,29 @@ def _softmax_nomask(s, m_i, l_i, start, t, band_lo, qk_scale, masked, S_LAYOUT: 
     return p, alpha, m_new, l_i * alpha + gl.sum(p, 1)
 
 
+@gluon.jit
+def _no_prefix_start(PO, PL, stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
+                     h, t0, n_text, window, CHUNK: gl.constexpr, ROWS: gl.constexpr, HEAD_DIM: gl.constexpr,
+                     O_LAYOUT: gl.constexpr, ROW_S: gl.constexpr):
+    """Stand-in for ``ksa_gluon_kernel._prefix_start``: every row starts empty (--ablate noprefix)."""
+    return (gl.full([ROWS], float("-inf"), gl.float32, ROW_S), gl.zeros([ROWS], gl.float32, ROW_S),
+            gl.zeros([ROWS, HEAD_DIM], gl.float32, O_LAYOUT))
+
+
+@gluon.jit
+def _no_store_rows(o, m_i, l_i, t0, o_base, lse_base, stride_ol, n_text, CHUNK: gl.constexpr, ROWS: gl.constexpr,
+                   HEAD_DIM: gl.constexpr, O_LAYOUT: gl.constexpr, ROW_S: gl.constexpr):
+    """Stand-in for ``ksa_gluon_kernel._store_rows`` that stores one value per row, so the work stays live
+    (--ablate nostore)."""
+    t = t0 + gl.arange(0, ROWS, layout=ROW_S)
+    gl.store(lse_base + t, m_i + l_i + gl.convert_layout(gl.sum(o, 1), ROW_S), mask=t < n_text)
+
+
 #: --ablate NAME: (the ksa_gluon_kernel function replaced, its stand-in)
 ABLATIONS = {"summary": ("_summary_rows", _no_summary_rows),
              "summary_smem": ("_summary_from_tiles", _no_summary_from_tiles), "noexp": ("_softmax", _softmax_noexp),
-             "norescale": ("_softmax", _softmax_norescale), "nomask": ("_softmax", _softmax_nomask)}
+             "norescale": ("_softmax", _softmax_norescale), "nomask": ("_softmax", _softmax_nomask),
+             "noprefix": ("_prefix_start", _no_prefix_start), "nostore": ("_store_rows", _no_store_rows)}
 
 
 def main() -> None:
@@ -257,7 +276,8 @@ def main() -> None:
     p.add_argument("--ablate", choices=sorted(ABLATIONS), help="timing only, outputs wrong: the Gluon kernel "
                    "without its summary queries (summary: the L2 variant, smem 0; summary_smem: the shared-memory "
                    "one), without the exponentials of P "
-                   "(noexp), without rescaling O (norescale), or without masks (nomask), to see what each costs")
+                   "(noexp), without rescaling O (norescale), without masks (nomask), without the dense prefix's "
+                   "loads (noprefix) or without the rows' stores (nostore), to see what each costs")
     args = p.parse_args()
     result: dict[str, Any] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                               "ablate": args.ablate}
