@@ -162,6 +162,7 @@ def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tenso
     kernel._band_kernel[(min(total, _sm_count(q.device.index)),)](
         _text_descriptor(q, chunk_size, BLOCK_M), _text_descriptor(k, chunk_size, block_n),
         _text_descriptor(v, chunk_size, block_n), *(_summary_descriptor(x, chunk_size, BLOCK_M) for x in (q, k, v)),
+        _text_descriptor(out, chunk_size, BLOCK_M // 2),
         q, k, v, out, lse, po, pl, *po.stride()[:3], *pl.stride(), po.shape[2],
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), out.stride(0), out.stride(1), out.stride(2), lse.stride(0),

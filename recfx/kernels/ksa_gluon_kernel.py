@@ -26,12 +26,19 @@ from __future__ import annotations
 try:
     from triton.experimental import gluon
     from triton.experimental.gluon import language as gl
-    from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
+    from triton.experimental.gluon.language.nvidia.hopper import (
+        fence_async_shared,
+        mbarrier,
+        tma,
+        warpgroup_mma,
+        warpgroup_mma_wait,
+    )
     from triton.experimental.gluon.nvidia.hopper import TensorDescriptor  # noqa: F401 (the launcher's, ksa_gluon.py)
 except ImportError:  # a Triton without Gluon: the Triton kernel runs the band
     gluon = None
 else:  # TMA global -> shared copy: async_copy_global_to_shared in Triton 3.6, async_load in later releases (3.9)
     _tma_load = getattr(tma, "async_load", None) or tma.async_copy_global_to_shared
+    _tma_store = getattr(tma, "async_store", None) or tma.async_copy_shared_to_global
 
 __all__ = ["REGS_CONSUMER", "REGS_PRODUCER"]
 
@@ -111,19 +118,18 @@ if gluon is not None:
         return m_i, gl.where(given, 1.0, 0.0), o
 
     @gluon.jit
-    def _store_rows(o, m_i, l_i, t0, o_base, lse_base, stride_ol, n_text, CHUNK: gl.constexpr, ROWS: gl.constexpr,
-                    HEAD_DIM: gl.constexpr, O_LAYOUT: gl.constexpr, ROW_S: gl.constexpr):
-        """``ROWS`` text rows from t0 out: O / l at their interleaved positions, the natural log-sum-exp."""
-        ROW_O: gl.constexpr = gl.SliceLayout(1, O_LAYOUT)
+    def _store_rows(o, m_i, l_i, t0, q_half, q_half_box, o_desc, b, h, lse_base, n_text, CHUNK: gl.constexpr,
+                    ROWS: gl.constexpr, O_LAYOUT: gl.constexpr, ROW_S: gl.constexpr):
+        """``ROWS`` text rows from t0 out: O / l through this half of the row tile's Q buffer (``q_half``, read by
+        no MMA any more; ``q_half_box``: the same as the TMA box) and a TMA store to the text positions (rows past
+        the text are clipped), the natural log-sum-exp by plain stores. The caller waits for the TMA store
+        (``tma.store_wait``) before the Q buffer is refilled."""
+        ok = t0 + gl.arange(0, ROWS, layout=ROW_S) < n_text
+        l_o = gl.convert_layout(gl.where(ok, l_i, 1.0), gl.SliceLayout(1, O_LAYOUT))
+        q_half.store((o / l_o[:, None]).to(q_half.dtype))
+        fence_async_shared()
+        _tma_store(o_desc, [b, h, t0 // CHUNK, 0, 0], q_half_box)
         t = t0 + gl.arange(0, ROWS, layout=ROW_S)
-        t_o = t0 + gl.arange(0, ROWS, layout=ROW_O)
-        d_o = gl.arange(0, HEAD_DIM, layout=gl.SliceLayout(0, O_LAYOUT))
-        ok = t < n_text
-        ok_o = t_o < n_text
-        out = o / gl.convert_layout(gl.where(ok, l_i, 1.0), ROW_O)[:, None]
-        pos_o = (t_o // CHUNK) * (CHUNK + 1) + t_o % CHUNK
-        gl.store(o_base + pos_o[:, None] * stride_ol + d_o[None, :], out.to(o_base.dtype.element_ty),
-                 mask=ok_o[:, None])
         pos = (t // CHUNK) * (CHUNK + 1) + t % CHUNK
         gl.store(lse_base + pos, (m_i + gl.log2(gl.where(ok, l_i, 1.0))) * 0.6931471805599453, mask=ok)
 
@@ -265,7 +271,7 @@ if gluon is not None:
         the latter; the rows' starting state is loaded under the first Q K^T, and the summary queries (from shared
         memory) run on the CUDA cores under the last P V."""
         q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, packs = rings
-        Q, K, V, Out, Lse, PO, PL = ptrs
+        Q, K, V, Out, Lse, PO, PL, o_desc = ptrs
         (stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, stride_qb, stride_ql, stride_qh,
          stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb,
          stride_lh) = strides
@@ -305,6 +311,8 @@ if gluon is not None:
             band_lo = gl.maximum(t // CHUNK - window, 0) * CHUNK
             s, _, _ = warpgroup_mma_wait(0, deps=(s_tok, q_tile, k_tile))
             _release(k_empty.index(g % STAGES), j_lo < j_hi - 1, SUMMARY_SMEM)
+            tma.store_wait(0)  # the previous rows' TMA store has read their Q buffer: hand it back
+            mbarrier.arrive(q_empty.index((r + Q_BUFS - 1) % Q_BUFS), pred=r > 0)
             start = first + j_lo * BLOCK_N
             p, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
                                           (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
@@ -344,16 +352,17 @@ if gluon is not None:
                                     n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, ROWS, half)
             o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
             mbarrier.arrive(v_empty.index(g % STAGES))
-            mbarrier.arrive(q_empty.index(r % Q_BUFS))
             if not SUMMARY_SMEM:  # (from L2: its [chunks, k, D] tiles would not fit in registers beside P V's)
                 _summary_rows(Q + b64 * stride_qb + h * stride_qh, K + b64 * stride_kb + hk * stride_kh,
                               V + b64 * stride_vb + hk * stride_vh, o_base, lse_base, stride_ql, stride_kl,
                               stride_vl, stride_ol, t0 // CHUNK, n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, ROWS)
-            _store_rows(o, m_i, l_i, t0, o_base, lse_base, stride_ol, n_text, CHUNK, ROWS, HEAD_DIM, O_LAYOUT, ROW_S)
+            q_box = q_bufs.index(r % Q_BUFS).slice(half * (ROWS // CHUNK), ROWS // CHUNK, 2)  # = q_tile, as a box
+            _store_rows(o, m_i, l_i, t0, q_tile, q_box, o_desc, b, h, lse_base, n_text, CHUNK, ROWS, O_LAYOUT, ROW_S)
             for j in range(j_hi, n_tiles):
                 _pass(k_full, k_empty, g0 + j, STAGES)
                 _pass(v_full, v_empty, g0 + j, STAGES)
             g0 += n_tiles
+        tma.store_wait(0)
 
     @gluon.jit
     def _producer(descs, q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, packs,
@@ -391,7 +400,7 @@ if gluon is not None:
             r += 1  # noqa: SIM113 (no enumerate in Gluon)
 
     @gluon.jit
-    def _band_kernel(q_desc, k_desc, v_desc, qs_desc, ks_desc, vs_desc, Q, K, V, Out, Lse, PO, PL,
+    def _band_kernel(q_desc, k_desc, v_desc, qs_desc, ks_desc, vs_desc, o_desc, Q, K, V, Out, Lse, PO, PL,
                      stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, dense_chunks,
                      stride_qb, stride_ql, stride_qh, stride_kb, stride_kl, stride_kh,
                      stride_vb, stride_vl, stride_vh, stride_ob, stride_ol, stride_oh, stride_lb, stride_lh,
@@ -424,7 +433,7 @@ if gluon is not None:
         else:  # (never touched)
             packs = q_bufs
         rings = (q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, packs)
-        ptrs = (Q, K, V, Out, Lse, PO, PL)
+        ptrs = (Q, K, V, Out, Lse, PO, PL, o_desc)
         strides = (stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, stride_qb, stride_ql,
                    stride_qh, stride_kb, stride_kl, stride_kh, stride_vb, stride_vl, stride_vh, stride_ob, stride_ol,
                    stride_oh, stride_lb, stride_lh)

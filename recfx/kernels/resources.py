@@ -97,7 +97,8 @@ def band_resources(block_n: int, stages: int, q_bufs: int = 2, balanced: bool = 
                                   "BALANCED": balanced, "SUMMARY_SMEM": summary_smem, "num_warps": 4}
     layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=5)
     descriptors = {name: f"tensordesc<bf16[1,1,{rows // chunk},{chunk},{head_dim}],{layout!r}>"
-                   for name, rows in (("q_desc", ksa_gluon.BLOCK_M), ("k_desc", block_n), ("v_desc", block_n))}
+                   for name, rows in (("q_desc", ksa_gluon.BLOCK_M), ("k_desc", block_n), ("v_desc", block_n),
+                                      ("o_desc", ksa_gluon.BLOCK_M // 2))}
     summary_layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=4)
     summary = f"tensordesc<bf16[1,1,{ksa_gluon.BLOCK_M // chunk},{head_dim}],{summary_layout!r}>"
     descriptors.update(dict.fromkeys(("qs_desc", "ks_desc", "vs_desc"), summary))
