@@ -178,7 +178,7 @@ def prefill_one(n: int, args: argparse.Namespace) -> dict[str, Any]:
     row["recfx_rel_err"] = rel_err(out[:, rows], ref)
     row["recfx_lse_max_abs"] = (lse[:, :, rows].double() - ref_lse).abs().max().item()
     row["recfx_finite"] = bool(torch.isfinite(out).all() and torch.isfinite(lse).all())
-    row["recfx_prefix"] = "dense" if ksa_dense.dense_prefix_supported(q, k, s, w) else "kernel"
+    row["recfx_prefix"] = "dense" if prefill_mod.chooses_dense_prefix(q, kk, v, k, s, w) else "kernel"
 
     def kernel_only() -> Any:
         return prefill_mod.ksa_prefill(q, kk, v, k, s, w, scale, prefix="kernel")

@@ -40,7 +40,7 @@ from recfx.kernels.ksa_reference import split_length
 from recfx.kernels.ksa_tiles import PREFIX_KEYS, attend, attend_tma, diagonal_tile, store_rows, summary_rows
 from recfx.kernels.ksa_tma import chunk_descriptors, set_boxes, tma_supported
 
-__all__ = ["ksa_prefill", "reference", "tma_supported"]
+__all__ = ["chooses_dense_prefix", "ksa_prefill", "reference", "tma_supported"]
 
 LOG2E = math.log2(math.e)
 LOG2E_C = tl.constexpr(LOG2E)
@@ -257,9 +257,7 @@ def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: i
                          f"(got S={summaries}, {q.dtype}, D={head_dim}, {n_text} text tokens, window {window}); "
                          "pass prefix=None to use it only where it applies")
     gluon_band = config is None and tma is not False and ksa_gluon.band_supported(q, k, v, chunk_size, summaries)
-    min_chunks = ksa_dense.MIN_PREFIX_CHUNKS_GLUON if gluon_band else ksa_dense.MIN_PREFIX_CHUNKS
-    dense = (ksa_dense.dense_prefix_supported(q, chunk_size, summaries, window, min_chunks) if prefix is None
-             else prefix == "dense")
+    dense = _dense_chosen(q, chunk_size, summaries, window, gluon_band) if prefix is None else prefix == "dense"
     launch = _Launch(chunk_size, summaries, window, scale, config, tma)
     if not dense:
         launch(q, k, v, out, lse, None)
@@ -272,6 +270,24 @@ def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: i
         else:
             launch(qb, kb, vb, ob, lb, given)
     return out, lse
+
+
+def _dense_chosen(q: torch.Tensor, chunk_size: int, summaries: int, window: int, gluon_band: bool) -> bool:
+    """``prefix=None``'s choice: the dense prefix where it runs and the text is long enough for it to pay, which is
+    sooner with the band on the Gluon kernel (``ksa_dense.MIN_PREFIX_CHUNKS_GLUON``)."""
+    min_chunks = ksa_dense.MIN_PREFIX_CHUNKS_GLUON if gluon_band else ksa_dense.MIN_PREFIX_CHUNKS
+    return ksa_dense.dense_prefix_supported(q, chunk_size, summaries, window, min_chunks)
+
+
+def chooses_dense_prefix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int, summaries: int,
+                         window: int) -> bool:
+    """Whether :func:`ksa_prefill` with its defaults (``prefix=None``, autotuned tiles, TMA where it applies) takes
+    the summary prefix from the dense call for these inputs (benchmarks label their rows with it)."""
+    n_text, _ = split_length(q.shape[1], chunk_size, summaries)
+    window = min(window, n_text // chunk_size + 1)
+    tma = tma_supported(k, chunk_size, summaries) and tma_supported(v, chunk_size, summaries)
+    gluon_band = tma and ksa_gluon.band_supported(q, k, v, chunk_size, summaries)
+    return _dense_chosen(q, chunk_size, summaries, window, gluon_band)
 
 
 class _Launch:

@@ -139,10 +139,12 @@ def test_dense_prefix_threshold_depends_on_the_band_kernel(monkeypatch: pytest.M
     monkeypatch.setattr(ksa_dense, "dense_prefix_supported", supported)
     monkeypatch.setattr(prefill_mod._Launch, "__call__", lambda *a: None)
     q = torch.zeros(1, 9 * 4, 2, 16).half()
+    monkeypatch.setattr(prefill_mod, "tma_supported", lambda *a: True)
     for gluon_band, want in ((True, ksa_dense.MIN_PREFIX_CHUNKS_GLUON), (False, ksa_dense.MIN_PREFIX_CHUNKS)):
         monkeypatch.setattr(ksa_gluon, "band_supported", lambda *a, on=gluon_band: on)
         prefill_mod.ksa_prefill(q, q, q, 8, 1, 1, 0.25)
         assert chosen[-1] == want
+        assert not prefill_mod.chooses_dense_prefix(q, q, q, 8, 1, 1) and chosen[-1] == want  # the benchmark's label
     chunks_16k = ksa_dense.dense_prefix_chunks(16384, 8, 128)
     assert ksa_dense.MIN_PREFIX_CHUNKS_GLUON <= chunks_16k < ksa_dense.MIN_PREFIX_CHUNKS
 
