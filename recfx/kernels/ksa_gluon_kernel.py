@@ -12,10 +12,11 @@ dialect: layouts, shared memory, mbarriers and wgmma are spelled out):
 - In each consumer, iteration j issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} back to back on the tensor cores,
   waits for S_j only, and computes the softmax of S_j while the P @ V product still runs.
 - Rows of chunks past the window start from the dense prefix's (out, lse); only the band's first tile (the window's
-  lower bound, chunk granular) and the tiles crossing the diagonal are masked. After its text rows, each consumer
-  computes the summary queries of their chunks (S = 1: their chunk's text and themselves) on the CUDA cores; with
-  ``SUMMARY_SMEM`` from the row tile's last K / V ring tile (its own text, kept until read) and the summary rows'
-  q, k, v that the producer loads with Q, else from L2.
+  lower bound, chunk granular) and the tiles crossing the diagonal are masked. The rows go out through the
+  consumer's half of the Q buffer and one TMA store.
+- Each consumer also computes the summary queries of its chunks (S = 1: their chunk's text and themselves) on the
+  CUDA cores; with ``SUMMARY_SMEM`` under the row tile's last P @ V, from its last K / V ring tile (its own text,
+  kept until read) and the summary rows' q, k, v that the producer loads with Q, else from L2 afterwards.
 
 Gluon kernels do not run under the Triton interpreter: they are checked on the GPU against float64
 (``bench/probes/gluon_band.py``, ``bench/ksa.py --parts checks``); on the CPU the tests build them for sm_90.
