@@ -312,8 +312,9 @@ if gluon is not None:
             band_lo = gl.maximum(t // CHUNK - window, 0) * CHUNK
             s, _, _ = warpgroup_mma_wait(0, deps=(s_tok, q_tile, k_tile))
             _release(k_empty.index(g % STAGES), j_lo < j_hi - 1, SUMMARY_SMEM)
-            tma.store_wait(0)  # the previous rows' TMA store has read their Q buffer: hand it back
-            mbarrier.arrive(q_empty.index((r + Q_BUFS - 1) % Q_BUFS), pred=r > 0)
+            if Q_BUFS > 1:  # the previous rows' TMA store has read their Q buffer: hand it back
+                tma.store_wait(0)
+                mbarrier.arrive(q_empty.index((r + Q_BUFS - 1) % Q_BUFS), pred=r > 0)
             start = first + j_lo * BLOCK_N
             p, alpha, m_i, l_i = _softmax(s, m_i, l_i, start, t, band_lo, qk_scale,
                                           (start < lo_max) | (start + BLOCK_N > t0 + 1), S_LAYOUT, BLOCK_N)
@@ -359,6 +360,9 @@ if gluon is not None:
                               stride_vl, stride_ol, t0 // CHUNK, n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, ROWS)
             q_box = q_bufs.index(r % Q_BUFS).slice(half * (ROWS // CHUNK), ROWS // CHUNK, 2)  # = q_tile, as a box
             _store_rows(o, m_i, l_i, t0, q_tile, q_box, o_desc, b, h, lse_base, n_text, CHUNK, ROWS, O_LAYOUT, ROW_S)
+            if Q_BUFS == 1:  # (the next row tile's Q goes into this buffer: wait for the store here)
+                tma.store_wait(0)
+                mbarrier.arrive(q_empty.index(0))
             for j in range(j_hi, n_tiles):
                 _pass(k_full, k_empty, g0 + j, STAGES)
                 _pass(v_full, v_empty, g0 + j, STAGES)
