@@ -198,6 +198,10 @@ def test_launcher_grid_order_and_summary_form(monkeypatch: pytest.MonkeyPatch) -
 
     grid, arg = launch(8, 2400)  # 19 row tiles per head, the first 1024 text rows (8 tiles) short
     assert grid == (76,) and (arg["n_row_tiles"], arg["n_short"], arg["n_tiles_total"]) == (19, 8, 76)
+    # the rows go out by TMA: one consumer's 64 text rows (8 chunks of 8) of ``out``, in the Q buffer's layout
+    o_desc = arg["o_desc"]
+    assert o_desc.base.data_ptr() == arg["Out"].data_ptr() and list(o_desc.block_shape) == [1, 1, 8, 8, 128]
+    assert o_desc.layout == arg["q_desc"].layout and list(o_desc.strides) == list(arg["q_desc"].strides)
     assert arg["SUMMARY_SMEM"] and arg["BALANCED"] and arg["BLOCK_N"] == 128
     grid, _ = launch(8, 40 * 128, heads=16)  # 640 row tiles: one CTA per SM
     assert grid == (132,)
