@@ -121,8 +121,13 @@ def _text_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:
 
 def _smem_layout(x: torch.Tensor, rank: int) -> Any:
     """Shared-memory layout of a TMA box of ``x``'s rows (wgmma-ready swizzle: 128 B, or 64 B for short rows)."""
-    return kernel.gl.NVMMASharedLayout(swizzle_byte_width=128 if x.shape[-1] * x.element_size() >= 128 else 64,
-                                element_bitwidth=x.element_size() * 8, rank=rank)
+    return _nvmma_layout(128 if x.shape[-1] * x.element_size() >= 128 else 64, x.element_size() * 8, rank)
+
+
+@functools.cache
+def _nvmma_layout(swizzle: int, bits: int, rank: int) -> Any:
+    """One (immutable) layout object per kind: building one costs ~10 us of host time, and a launch needs seven."""
+    return kernel.gl.NVMMASharedLayout(swizzle_byte_width=swizzle, element_bitwidth=bits, rank=rank)
 
 
 #: shared memory per CTA on Hopper (bytes), and what the kernel's barriers and layout padding take beside its rings
