@@ -354,12 +354,12 @@ if gluon is not None:
                                     n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, ROWS, half)
             o, _, _ = warpgroup_mma_wait(0, deps=(o_tok, p, v_tile))
             mbarrier.arrive(v_empty.index(g % STAGES))
-            if not SUMMARY_SMEM:  # (from L2: its [chunks, k, D] tiles would not fit in registers beside P V's)
+            q_box = q_bufs.index(r % Q_BUFS).slice(half * (ROWS // CHUNK), ROWS // CHUNK, 2)  # = q_tile, as a box
+            _store_rows(o, m_i, l_i, t0, q_tile, q_box, o_desc, b, h, lse_base, n_text, CHUNK, ROWS, O_LAYOUT, ROW_S)
+            if not SUMMARY_SMEM:  # from L2, under the TMA store (its [chunks, k, D] tiles do not fit beside P V's)
                 _summary_rows(Q + b64 * stride_qb + h * stride_qh, K + b64 * stride_kb + hk * stride_kh,
                               V + b64 * stride_vb + hk * stride_vh, o_base, lse_base, stride_ql, stride_kl,
                               stride_vl, stride_ol, t0 // CHUNK, n_text // CHUNK, qk_scale, HEAD_DIM, CHUNK, ROWS)
-            q_box = q_bufs.index(r % Q_BUFS).slice(half * (ROWS // CHUNK), ROWS // CHUNK, 2)  # = q_tile, as a box
-            _store_rows(o, m_i, l_i, t0, q_tile, q_box, o_desc, b, h, lse_base, n_text, CHUNK, ROWS, O_LAYOUT, ROW_S)
             if Q_BUFS == 1:  # (the next row tile's Q goes into this buffer: wait for the store here)
                 tma.store_wait(0)
                 mbarrier.arrive(q_empty.index(0))

@@ -242,22 +242,8 @@ def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: i
     lse = torch.empty((b, heads, length), dtype=torch.float32, device=q.device)
     if length == 0 or b == 0:
         return out, lse
-    n_text, _ = split_length(length, chunk_size, summaries)
-    window = min(window, n_text // chunk_size + 1)  # a wider window sees the same keys
-    supported = tma_supported(k, chunk_size, summaries) and tma_supported(v, chunk_size, summaries)
-    if tma and not supported:
-        raise ValueError("tma=True needs an sm90+ GPU, bf16/fp16 K/V with 16-byte aligned strides, power-of-two "
-                         f"chunk size, summary count and head dim (got {chunk_size}, {summaries}, {k.shape[3]}) and at "
-                         "least one complete chunk; pass tma=None to use TMA only where it applies")
-    tma = supported if tma is None else tma
-    if prefix == "dense" and not (ksa_dense.dense_prefix_runs(q, summaries)
-                                  and ksa_dense.dense_prefix_chunks(n_text, chunk_size, window) > 0):
-        raise ValueError("prefix='dense' needs S = 1, bf16/fp16 inputs with a head dim that is a multiple of 8 and at "
-                         "most 128, cuDNN attention on an sm90+ GPU, and text past the window "
-                         f"(got S={summaries}, {q.dtype}, D={head_dim}, {n_text} text tokens, window {window}); "
-                         "pass prefix=None to use it only where it applies")
-    gluon_band = config is None and tma is not False and ksa_gluon.band_supported(q, k, v, chunk_size, summaries)
-    dense = _dense_chosen(q, chunk_size, summaries, window, gluon_band) if prefix is None else prefix == "dense"
+    window = min(window, split_length(length, chunk_size, summaries)[0] // chunk_size + 1)  # wider sees no more
+    tma, gluon_band, dense = _plan(q, k, v, chunk_size, summaries, window, config, tma, prefix)
     launch = _Launch(chunk_size, summaries, window, scale, config, tma)
     if not dense:
         launch(q, k, v, out, lse, None)
@@ -272,22 +258,41 @@ def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: i
     return out, lse
 
 
-def _dense_chosen(q: torch.Tensor, chunk_size: int, summaries: int, window: int, gluon_band: bool) -> bool:
-    """``prefix=None``'s choice: the dense prefix where it runs and the text is long enough for it to pay, which is
-    sooner with the band on the Gluon kernel (``ksa_dense.MIN_PREFIX_CHUNKS_GLUON``)."""
-    min_chunks = ksa_dense.MIN_PREFIX_CHUNKS_GLUON if gluon_band else ksa_dense.MIN_PREFIX_CHUNKS
-    return ksa_dense.dense_prefix_supported(q, chunk_size, summaries, window, min_chunks)
+def _plan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int, summaries: int, window: int,
+          config: dict[str, int] | None, tma: bool | None, prefix: str | None) -> tuple[bool, bool, bool]:
+    """:func:`ksa_prefill`'s decisions for non-empty inputs (last dims contiguous, window clamped): (TMA loads, band on
+    the Gluon kernel, summary prefix from the dense call). Raises the ValueErrors it documents for tma / prefix."""
+    n_text, _ = split_length(q.shape[1], chunk_size, summaries)
+    supported = tma_supported(k, chunk_size, summaries) and tma_supported(v, chunk_size, summaries)
+    if tma and not supported:
+        raise ValueError("tma=True needs an sm90+ GPU, bf16/fp16 K/V with 16-byte aligned strides, power-of-two "
+                         f"chunk size, summary count and head dim (got {chunk_size}, {summaries}, {k.shape[3]}) and at "
+                         "least one complete chunk; pass tma=None to use TMA only where it applies")
+    tma = supported if tma is None else tma
+    dense_runs = ksa_dense.dense_prefix_runs(q, summaries)
+    if prefix == "dense" and not (dense_runs and ksa_dense.dense_prefix_chunks(n_text, chunk_size, window) > 0):
+        raise ValueError("prefix='dense' needs S = 1, bf16/fp16 inputs with a head dim that is a multiple of 8 and at "
+                         "most 128, cuDNN attention on an sm90+ GPU, and text past the window "
+                         f"(got S={summaries}, {q.dtype}, D={q.shape[3]}, {n_text} text tokens, window {window}); "
+                         "pass prefix=None to use it only where it applies")
+    # the Gluon band kernel only ever runs beside the dense prefix (and not for explicit Triton settings)
+    gluon_band = (prefix != "kernel" and dense_runs and config is None and tma
+                  and ksa_gluon.band_supported(q, k, v, chunk_size, summaries))
+    if prefix is None:  # the dense prefix where the text is long enough for it to pay; sooner with the Gluon band
+        min_chunks = ksa_dense.MIN_PREFIX_CHUNKS_GLUON if gluon_band else ksa_dense.MIN_PREFIX_CHUNKS
+        return tma, gluon_band, ksa_dense.dense_prefix_supported(q, chunk_size, summaries, window, min_chunks)
+    return tma, gluon_band, prefix == "dense"
 
 
 def chooses_dense_prefix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int, summaries: int,
                          window: int) -> bool:
     """Whether :func:`ksa_prefill` with its defaults (``prefix=None``, autotuned tiles, TMA where it applies) takes
     the summary prefix from the dense call for these inputs (benchmarks label their rows with it)."""
-    n_text, _ = split_length(q.shape[1], chunk_size, summaries)
-    window = min(window, n_text // chunk_size + 1)
-    tma = tma_supported(k, chunk_size, summaries) and tma_supported(v, chunk_size, summaries)
-    gluon_band = tma and ksa_gluon.band_supported(q, k, v, chunk_size, summaries)
-    return _dense_chosen(q, chunk_size, summaries, window, gluon_band)
+    if q.shape[0] == 0 or q.shape[1] == 0:
+        return False
+    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    window = min(window, split_length(q.shape[1], chunk_size, summaries)[0] // chunk_size + 1)
+    return _plan(q, k, v, chunk_size, summaries, window, None, None, None)[2]
 
 
 class _Launch:

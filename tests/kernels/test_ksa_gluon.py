@@ -149,6 +149,17 @@ def test_dense_prefix_threshold_depends_on_the_band_kernel(monkeypatch: pytest.M
     assert ksa_dense.MIN_PREFIX_CHUNKS_GLUON <= chunks_16k < ksa_dense.MIN_PREFIX_CHUNKS
 
 
+def test_band_settings_are_read_only_where_the_band_kernel_could_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``prefix="kernel"`` never uses the Gluon kernel, so its environment switches are not even read there (a typo
+    in them cannot break that path); where the dense prefix may run they are, and a bad value is an error."""
+    monkeypatch.setenv("RECFX_KSA_BAND", "bogus")
+    monkeypatch.setattr(prefill_mod._Launch, "__call__", lambda *a: None)
+    q = torch.zeros(1, 9 * 4, 2, 16).half()
+    prefill_mod.ksa_prefill(q, q, q, 8, 1, 1, 0.25, prefix="kernel")
+    with pytest.raises(ValueError, match="RECFX_KSA_BAND"):
+        prefill_mod.ksa_prefill(q, q, q, 8, 1, 1, 0.25)
+
+
 def test_explicit_triton_settings_keep_the_triton_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
     """A block config or tma=False asks for the Triton kernel (sweeps, A/B): the band kernel is not used."""
     q = torch.randn(1, 9 * 6, 2, 16).half()
