@@ -270,7 +270,9 @@ if gluon is not None:
 
         Iteration j issues S_j = Q K_j^T and O += P_{j-1} V_{j-1} back to back and computes the softmax of S_j under
         the latter; the rows' starting state is loaded under the first Q K^T, and the summary queries (from shared
-        memory) run on the CUDA cores under the last P V."""
+        memory) run on the CUDA cores under the last P V. The rows go out through this half of the Q buffer and a
+        TMA store; the buffer is handed back once the store has read it (with two or more buffers at the next row
+        tile's first scores, so the store overlaps that row tile's start)."""
         q_bufs, q_full, q_empty, k_bufs, v_bufs, k_full, v_full, k_empty, v_empty, packs = rings
         Q, K, V, Out, Lse, PO, PL, o_desc = ptrs
         (stride_pop, stride_poh, stride_poc, stride_plp, stride_plh, stride_plc, stride_qb, stride_ql, stride_qh,
