@@ -154,7 +154,8 @@ def _summary_descriptor(x: torch.Tensor, chunk_size: int, rows: int) -> Any:
 def ksa_band(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, out: torch.Tensor, lse: torch.Tensor,
              prefix: tuple[torch.Tensor, torch.Tensor], chunk_size: int, window: int, scale: float) -> None:
     """Text rows and summary rows of one batch row (B = 1 views) into out / lse, the text rows started from the
-    dense prefix: ``ksa_dense.dense_prefix``'s (out [k, H, C', D], lse [k, H, C']) for this row."""
+    dense prefix: ``ksa_dense.dense_prefix``'s (out [k, H, C', D], lse [k, H, C']) for this row. ``out`` is laid
+    out like ``q`` (its text rows are written by TMA; ``ksa_prefill`` allocates it so)."""
     _, length, heads, head_dim = q.shape
     n_text = length - length // (chunk_size + 1)
     block_n, stages, q_bufs, balanced, summary_smem = _config()

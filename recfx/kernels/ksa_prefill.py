@@ -21,8 +21,8 @@ With S = 1 and long sequences the launcher takes the text rows' summary prefix f
 (``recfx/kernels/ksa_dense.py``: cuDNN on the GPU) and the kernel starts those rows from its (out, lse) (``DENSE``),
 walking only the text band and the summary queries. On Hopper, where ``ksa_gluon.band_supported`` holds, that band
 and the summary queries run in the Gluon kernel instead (``recfx/kernels/ksa_gluon.py`` and ``ksa_gluon_kernel.py``:
-persistent and warp-specialised, 79.75% of the ideal ratio at 32K text tokens against 73% for this kernel;
-docs/ksa.md).
+persistent and warp-specialised, 81.7% / 80.9% of the ideal ratio at 32K text tokens in two runs against 73% for
+this kernel; docs/ksa.md).
 """
 
 from __future__ import annotations
@@ -211,7 +211,8 @@ def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: i
     for the band too; otherwise the dense path hands the band to the Gluon kernel where ``band_supported``.
     ``prefix="dense"`` takes the summary prefix of the text rows from one dense causal attention
     (``recfx/kernels/ksa_dense.py``, cuDNN on the GPU) and runs the rest in the kernel; ``"kernel"`` walks it in the
-    kernel; None picks dense where ``dense_prefix_supported`` (S = 1, long sequences, cuDNN attention on sm90+).
+    kernel; None picks dense where ``dense_prefix_supported`` (S = 1, cuDNN attention on sm90+, and enough prefix
+    chunks: ``ksa_dense.MIN_PREFIX_CHUNKS_GLUON`` with the Gluon band, ``MIN_PREFIX_CHUNKS`` without).
 
     Raises:
         ValueError: tensors not on a CUDA device (outside the Triton interpreter), not bf16/fp16/fp32, head dim
@@ -242,8 +243,7 @@ def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: i
     lse = torch.empty((b, heads, length), dtype=torch.float32, device=q.device)
     if length == 0 or b == 0:
         return out, lse
-    window = min(window, split_length(length, chunk_size, summaries)[0] // chunk_size + 1)  # wider sees no more
-    tma, gluon_band, dense = _plan(q, k, v, chunk_size, summaries, window, config, tma, prefix)
+    window, tma, gluon_band, dense = _plan(q, k, v, chunk_size, summaries, window, config, tma, prefix)
     launch = _Launch(chunk_size, summaries, window, scale, config, tma)
     if not dense:
         launch(q, k, v, out, lse, None)
@@ -259,10 +259,12 @@ def ksa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: i
 
 
 def _plan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int, summaries: int, window: int,
-          config: dict[str, int] | None, tma: bool | None, prefix: str | None) -> tuple[bool, bool, bool]:
-    """:func:`ksa_prefill`'s decisions for non-empty inputs (last dims contiguous, window clamped): (TMA loads, band on
-    the Gluon kernel, summary prefix from the dense call). Raises the ValueErrors it documents for tma / prefix."""
+          config: dict[str, int] | None, tma: bool | None, prefix: str | None) -> tuple[int, bool, bool, bool]:
+    """:func:`ksa_prefill`'s decisions for non-empty inputs with contiguous last dims: (the window, clamped to what
+    the text can see, TMA loads, band on the Gluon kernel, summary prefix from the dense call). Raises the ValueErrors
+    ``ksa_prefill`` documents for ``tma`` and ``prefix``."""
     n_text, _ = split_length(q.shape[1], chunk_size, summaries)
+    window = min(window, n_text // chunk_size + 1)  # a wider window sees the same keys
     supported = tma_supported(k, chunk_size, summaries) and tma_supported(v, chunk_size, summaries)
     if tma and not supported:
         raise ValueError("tma=True needs an sm90+ GPU, bf16/fp16 K/V with 16-byte aligned strides, power-of-two "
@@ -280,8 +282,8 @@ def _plan(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int, su
                   and ksa_gluon.band_supported(q, k, v, chunk_size, summaries))
     if prefix is None:  # the dense prefix where the text is long enough for it to pay; sooner with the Gluon band
         min_chunks = ksa_dense.MIN_PREFIX_CHUNKS_GLUON if gluon_band else ksa_dense.MIN_PREFIX_CHUNKS
-        return tma, gluon_band, ksa_dense.dense_prefix_supported(q, chunk_size, summaries, window, min_chunks)
-    return tma, gluon_band, prefix == "dense"
+        return window, tma, gluon_band, ksa_dense.dense_prefix_supported(q, chunk_size, summaries, window, min_chunks)
+    return window, tma, gluon_band, prefix == "dense"
 
 
 def chooses_dense_prefix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chunk_size: int, summaries: int,
@@ -291,8 +293,7 @@ def chooses_dense_prefix(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, chun
     if q.shape[0] == 0 or q.shape[1] == 0:
         return False
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
-    window = min(window, split_length(q.shape[1], chunk_size, summaries)[0] // chunk_size + 1)
-    return _plan(q, k, v, chunk_size, summaries, window, None, None, None)[2]
+    return _plan(q, k, v, chunk_size, summaries, window, None, None, None)[3]
 
 
 class _Launch:

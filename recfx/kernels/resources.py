@@ -88,18 +88,17 @@ def band_resources(block_n: int, stages: int, q_bufs: int = 2, balanced: bool = 
     """
     if ksa_gluon.gluon is None:
         raise RuntimeError("this Triton build has no Gluon (triton.experimental.gluon)")
-    from triton.experimental.gluon import language as gl
     from triton.experimental.gluon._runtime import GluonASTSource
 
     summary_smem = summary_smem and block_n == ksa_gluon.BLOCK_M  # as the launcher decides (parse_config)
     constexprs: dict[str, Any] = {"GROUPS": 1, "HEAD_DIM": head_dim, "CHUNK": chunk, "BLOCK_M": ksa_gluon.BLOCK_M,
                                   "BLOCK_N": block_n, "STAGES": stages, "Q_BUFS": q_bufs,
                                   "BALANCED": balanced, "SUMMARY_SMEM": summary_smem, "num_warps": 4}
-    layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=5)
+    layout = ksa_gluon._nvmma_layout(128, 16, 5)  # bf16 rows of 128 or 64 elements: the launcher's layouts
     descriptors = {name: f"tensordesc<bf16[1,1,{rows // chunk},{chunk},{head_dim}],{layout!r}>"
                    for name, rows in (("q_desc", ksa_gluon.BLOCK_M), ("k_desc", block_n), ("v_desc", block_n),
                                       ("o_desc", ksa_gluon.BLOCK_M // 2))}
-    summary_layout = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=4)
+    summary_layout = ksa_gluon._nvmma_layout(128, 16, 4)
     summary = f"tensordesc<bf16[1,1,{ksa_gluon.BLOCK_M // chunk},{head_dim}],{summary_layout!r}>"
     descriptors.update(dict.fromkeys(("qs_desc", "ks_desc", "vs_desc"), summary))
     signature, indexed = _signature(ksa_gluon_kernel._band_kernel, constexprs, descriptors)

@@ -128,25 +128,25 @@ def test_prefill_hands_each_batch_row_and_its_dense_prefix_to_the_band_kernel(mo
 
 
 def test_dense_prefix_threshold_depends_on_the_band_kernel(monkeypatch: pytest.MonkeyPatch) -> None:
-    """With the Gluon band kernel the dense prefix starts at ``MIN_PREFIX_CHUNKS_GLUON`` prefix chunks (16K text tokens
-    have 1,919), with the band in the Triton kernel at ``MIN_PREFIX_CHUNKS``."""
+    """With the Gluon band kernel the dense prefix starts at ``MIN_PREFIX_CHUNKS_GLUON`` prefix chunks, with the band
+    in the Triton kernel at ``MIN_PREFIX_CHUNKS``: a 16K text (1,919 prefix chunks) goes dense only with the former.
+    ``chooses_dense_prefix`` (the benchmark's row label) makes the same decision as the op."""
+    chunks_16k = ksa_dense.dense_prefix_chunks(16384, 8, 128)
+    assert ksa_dense.MIN_PREFIX_CHUNKS_GLUON <= chunks_16k < ksa_dense.MIN_PREFIX_CHUNKS
     chosen: list[int] = []
 
     def supported(q: torch.Tensor, chunk_size: int, summaries: int, window: int, min_chunks: int) -> bool:
         chosen.append(min_chunks)
-        return False  # (then the Triton kernel runs: stubbed below)
+        return chunks_16k >= min_chunks  # as if the text were 16K tokens long
 
     monkeypatch.setattr(ksa_dense, "dense_prefix_supported", supported)
-    monkeypatch.setattr(prefill_mod._Launch, "__call__", lambda *a: None)
-    q = torch.zeros(1, 9 * 4, 2, 16).half()
     monkeypatch.setattr(prefill_mod, "tma_supported", lambda *a: True)
+    q = torch.zeros(1, 9 * 4, 2, 16).half()
     for gluon_band, want in ((True, ksa_dense.MIN_PREFIX_CHUNKS_GLUON), (False, ksa_dense.MIN_PREFIX_CHUNKS)):
         monkeypatch.setattr(ksa_gluon, "band_supported", lambda *a, on=gluon_band: on)
-        prefill_mod.ksa_prefill(q, q, q, 8, 1, 1, 0.25)
+        assert prefill_mod._plan(q, q, q, 8, 1, 1, None, None, None)[2:] == (gluon_band, gluon_band)
         assert chosen[-1] == want
-        assert not prefill_mod.chooses_dense_prefix(q, q, q, 8, 1, 1) and chosen[-1] == want  # the benchmark's label
-    chunks_16k = ksa_dense.dense_prefix_chunks(16384, 8, 128)
-    assert ksa_dense.MIN_PREFIX_CHUNKS_GLUON <= chunks_16k < ksa_dense.MIN_PREFIX_CHUNKS
+        assert prefill_mod.chooses_dense_prefix(q, q, q, 8, 1, 1) == gluon_band and chosen[-1] == want
 
 
 def test_band_settings_are_read_only_where_the_band_kernel_could_run(monkeypatch: pytest.MonkeyPatch) -> None:
