@@ -107,11 +107,19 @@ def part_checks(out: dict[str, Any]) -> None:
     fast = recfx.compile(model, inputs, backend="cuda-fp8")
     fresh = spec.example_inputs(8, seed=3, device="cuda", dtype=torch.bfloat16)
     with torch.inference_mode():
-        (_, s_bf16), (_, s_ref), (_, s_fast) = model(*fresh), ref(*fresh), fast(*fresh)
+        (_, s_bf16), (_, s_ref), (_, s_fast) = model(*fresh), ref(*fresh), fast(*fresh)  # batch 8: captured
+        replayed = fast(*fresh)[1]
+        other = spec.example_inputs(5, seed=4, device="cuda", dtype=torch.bfloat16)  # batch 5: uncaptured
+        uncaptured = fast(*other)[1]
+        ref_other = ref(*other)[1]
     cos = torch.nn.functional.cosine_similarity
     out["onerec_tiny"] = {
         "cosine_fast_vs_eager_fp8": float(cos(s_fast.double().flatten(), s_ref.double().flatten(), dim=0)),
         "cosine_fast_vs_bf16": float(cos(s_fast.double().flatten(), s_bf16.double().flatten(), dim=0)),
+        "replay_equals_first_call": bool(torch.equal(replayed, s_fast)),
+        "cosine_uncaptured_vs_eager_fp8": float(cos(uncaptured.double().flatten(), ref_other.double().flatten(),
+                                                    dim=0)),
+        "cuda_graphs": fast.report.sections["cuda_graphs"].render(),
         "report": fast.report.sections["fp8_gemm"].to_dict()}
     log.info("checks: %s", json.dumps(out, default=str)[:2000])
 
