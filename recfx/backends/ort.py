@@ -51,6 +51,7 @@ def graph_key(gm: GraphModule, specs: Any, options: dict[str, Any]) -> str:
     import onnxscript
 
     from recfx._version import __version__
+    from recfx.onnx.metadata import tensor_bytes
 
     digest = hashlib.sha256()
     digest.update(gm.code.encode())
@@ -60,9 +61,8 @@ def graph_key(gm: GraphModule, specs: Any, options: dict[str, Any]) -> str:
         for part in target.split("."):
             value = getattr(value, part)
         if isinstance(value, torch.Tensor):
-            t = value.detach().cpu().contiguous()
-            digest.update(f"{target}:{t.dtype}:{tuple(t.shape)}".encode())
-            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            digest.update(f"{target}:{value.dtype}:{tuple(value.shape)}".encode())
+            digest.update(tensor_bytes(value))
     meta = {"specs": [str(s) for s in specs], "options": options, "versions": [__version__, torch.__version__,
             onnx.__version__, onnxscript.__version__]}
     digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
