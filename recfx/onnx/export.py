@@ -215,6 +215,7 @@ def onnx_model(gm: GraphModule, example_inputs: tuple[torch.Tensor, ...], input_
         ir_passes.optimize(model)
         ir_passes.pretranspose_weights(model)
     ir_passes.rename_dims(model, ir_passes.dim_mapping(model.graph.inputs, [s.shape for s in input_specs]))
+    ir_passes.separate_outputs(model.graph)  # outputs aliasing an input or each other get names of their own
     ir_passes.rename_values(model.graph.inputs, [s.name for s in input_specs])
     ir_passes.rename_values(model.graph.outputs, [s.name for s in output_specs])
     return model
