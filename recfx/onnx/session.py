@@ -95,6 +95,14 @@ def file_hash(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def model_digest(path: str | Path) -> str:
+    """SHA-256 of an ONNX file's bytes, followed by its external-data file's (``<file>.data``) when there is one."""
+    path = Path(path)
+    data = path.with_name(path.name + ".data")
+    digest = file_hash(path)
+    return f"{digest}+{file_hash(data)}" if data.is_file() else digest
+
+
 def clear_sessions() -> None:
     """Forget every cached session (they are rebuilt on next use)."""
     with _LOCK:

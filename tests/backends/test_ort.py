@@ -174,3 +174,40 @@ def test_outputs_aliasing_inputs_or_each_other(model: torch.nn.Module) -> None:
     assert len(got) == len(want)
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w)
+
+
+def test_cached_file_is_run_only_when_its_content_is_the_graph(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from recfx.onnx.session import clear_sessions
+
+    torch.manual_seed(0)
+    model, other, inputs = Mlp().eval(), Mlp().eval(), (torch.randn(4, 32),)
+    path = recfx.compile(model, inputs, backend="ort")._runner.path
+    path.write_bytes(recfx.compile(other, inputs, backend="ort")._runner.path.read_bytes())  # same I/O, other weights
+    clear_sessions()  # as in a new process
+    again = recfx.compile(model, inputs, backend="ort")
+    assert again._runner.path == path
+    x = torch.randn(3, 32)
+    with torch.inference_mode():
+        assert (again(x) - model(x)).abs().max() <= 1e-5  # exported again, not the swapped file
+    path.with_name(path.name + ".sha256").unlink()  # a file without its manifest is not trusted either
+    clear_sessions()
+    with torch.inference_mode():
+        assert (recfx.compile(model, inputs, backend="ort")(x) - model(x)).abs().max() <= 1e-5
+
+
+def test_file_refused_by_onnx_runtime_is_not_kept(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from recfx.onnx import export
+
+    real = export.onnx_model
+
+    def misnamed(*args, **kwargs):  # type: ignore[no-untyped-def]
+        model = real(*args, **kwargs)
+        model.graph.outputs[0].name = "not_the_spec_name"
+        return model
+
+    monkeypatch.setattr(export, "onnx_model", misnamed)
+    with pytest.raises(ValueError, match="not_the_spec_name"):
+        recfx.compile(Mlp().eval(), (torch.randn(4, 32),), backend="ort")
+    assert not list((tmp_path / "onnx").iterdir())  # nothing left for the next compile to reuse
+    monkeypatch.setattr(export, "onnx_model", real)
+    assert recfx.compile(Mlp().eval(), (torch.randn(4, 32),), backend="ort").report.backend == "ort"
