@@ -22,11 +22,12 @@ DynamicDims = Mapping[int | str, Mapping[int, str]]
 
 @dataclasses.dataclass(frozen=True)
 class TensorSpec:
-    """Name, shape and dtype of a graph input or output; dynamic dims are given by their symbol name."""
+    """Name, shape, dtype and device of a graph input or output; dynamic dims are given by their symbol name."""
 
     name: str
     shape: tuple[int | str, ...]
     dtype: torch.dtype
+    device: torch.device | None = None
 
     def __str__(self) -> str:
         dims = ", ".join(str(d) for d in self.shape)
@@ -193,12 +194,12 @@ def _placeholders(gm: torch.fx.GraphModule) -> list[torch.fx.Node]:
     return [n for n in gm.graph.nodes if n.op == "placeholder"]
 
 
-def _shape_of(node: torch.fx.Node) -> tuple[tuple[int | str, ...], torch.dtype] | None:
+def _shape_of(node: torch.fx.Node) -> tuple[tuple[int | str, ...], torch.dtype, torch.device] | None:
     val = node.meta.get("val")
     if not isinstance(val, torch.Tensor):
         return None
     shape = tuple(int(s) if isinstance(s, int) or s.node.is_constant() else str(s) for s in val.shape)
-    return shape, val.dtype
+    return shape, val.dtype, val.device
 
 
 def _input_specs(gm: torch.fx.GraphModule, names: list[str]) -> list[TensorSpec]:
@@ -234,7 +235,7 @@ def _symbol_names(gm: torch.fx.GraphModule, dims: dict[int, dict[int, str]]) -> 
 
 def _renamed(spec: TensorSpec, rename: dict[str, str]) -> TensorSpec:
     shape = tuple(_rename_expr(d, rename) if isinstance(d, str) else d for d in spec.shape)
-    return TensorSpec(spec.name, shape, spec.dtype)
+    return dataclasses.replace(spec, shape=shape)
 
 
 def _rename_expr(expr: str, rename: dict[str, str]) -> str:
