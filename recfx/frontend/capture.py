@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import logging
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,19 @@ from recfx.frontend.inputs import input_names, normalize_example_inputs
 log = logging.getLogger(__name__)
 
 DynamicDims = Mapping[int | str, Mapping[int, str]]
+
+#: torch.export and the tracers built on it (``run_decompositions``, the dynamo ONNX exporter) patch process-wide
+#: state while they trace (the symbolic-trace patcher, the proxy-mode slot, module attribute access): two traces at
+#: once from different threads, or a trace beside model code that runs in a compile's passes (calibration), corrupt
+#: each other. Every trace recfx makes holds this lock, and so does ``recfx.compile`` as a whole, so compiles from
+#: several threads run one after the other.
+TRACE_LOCK = threading.RLock()
+
+
+def export_program(model: torch.nn.Module, inputs: tuple[Any, ...], dynamic_shapes: Any = None) -> ExportedProgram:
+    """``torch.export.export`` (non-strict) under :data:`TRACE_LOCK`."""
+    with TRACE_LOCK:
+        return torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes, strict=False)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,7 +127,7 @@ def capture(
         dims = _dynamic_dims(inputs, names, dynamic_batch, dynamic_dims or {})
         dynamic_shapes = _to_export_spec(model, inputs, dims)
     try:
-        ep = torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes, strict=False)
+        ep = export_program(model, inputs, dynamic_shapes)
     except Exception as exc:  # torch.export raises many unrelated types; all become one clear error
         raise export_failure(model, exc) from exc
     gm = ep.module()
