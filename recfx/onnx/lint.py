@@ -40,6 +40,7 @@ import onnx
 from onnx import numpy_helper
 
 from recfx.errors import RecfxError
+from recfx.onnx.external import check_external_data
 
 #: GEMM-like ops TensorRT fuses Q/DQ into, and which of their inputs are the quantizable operands.
 GEMM_INPUTS: dict[str, tuple[int, ...]] = {"MatMul": (0, 1), "Gemm": (0, 1), "Conv": (0, 1), "ConvTranspose": (0, 1)}
@@ -212,6 +213,7 @@ def lint_model(model: onnx.ModelProto | str | Path, *, base_dir: str | Path | No
 
     Raises:
         FileNotFoundError: no such file.
+        ExternalDataError: external data outside the model's folder (see :mod:`recfx.onnx.external`).
     """
     from recfx.onnx import lint_rules
 
@@ -221,6 +223,7 @@ def lint_model(model: onnx.ModelProto | str | Path, *, base_dir: str | Path | No
             raise FileNotFoundError(f"no ONNX file at {path}")
         base_dir = base_dir if base_dir is not None else path.parent
         model = onnx.load(str(path), load_external_data=False)
+    check_external_data(model, base_dir if base_dir is not None else ".")
     index = GraphIndex(model, base_dir)
     findings: list[Finding] = []
     for rule in lint_rules.RULES:
