@@ -20,7 +20,7 @@ import onnx
 from recfx.errors import RecfxError
 
 
-class ExternalDataError(RecfxError):
+class ExternalDataError(RecfxError, ValueError):
     """An ONNX file refers to external data outside its own folder (a ``../`` or absolute path, or a symlink)."""
 
 
