@@ -235,6 +235,27 @@ def part_profile(out: dict[str, Any], batch: int) -> None:
     out["profile"] = {"batch": batch, **result}
 
 
+# ---------------------------------------------------------------------------------------------------- bench
+def part_bench(out: dict[str, Any], args: argparse.Namespace, folder: Path) -> None:
+    """``run_bench`` one backend at a time, writing the merged result after each (a time limit keeps what ran)."""
+    merged = None
+    for backend in args.backends.split(","):
+        config = BenchConfig(args.model, backends=(backend,), batches=tuple(int(b) for b in args.batches.split(",")),
+                             iters=50, warmup=2, time_budget=args.time_budget, cuda_graphs=args.cuda_graphs)
+        result = run_bench(config)
+        if merged is None:
+            merged = result
+            merged.config["backends"] = [backend]
+        else:
+            merged.rows += result.rows
+            merged.config["backends"].append(backend)
+        write_outputs(merged, folder)
+        out["bench_backends_done"] = list(merged.config["backends"])
+        log.info("bench: %s done", backend)
+        torch._dynamo.reset()
+        torch.cuda.empty_cache()
+
+
 # ---------------------------------------------------------------------------------------------------- main
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -273,12 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             elif part == "gemms":
                 part_gemms(out, tuple(int(t) for t in args.gemm_tokens.split(",")))
             elif part == "bench":
-                config = BenchConfig(args.model, backends=tuple(args.backends.split(",")),
-                                     batches=tuple(int(b) for b in args.batches.split(",")), iters=50,
-                                     warmup=2, time_budget=args.time_budget, cuda_graphs=args.cuda_graphs)
-                result = run_bench(config)
-                write_outputs(result, folder / args.model)
-                out["bench_rows"] = len(result.rows)
+                part_bench(out, args, folder / args.model)
             elif part == "profile":
                 part_profile(out, args.profile_batch)
         except Exception as err:  # one failing part does not lose the others' results

@@ -70,11 +70,23 @@ def quantize_rows(call: Call, xf: Any, scale: Any) -> Any:
     return call(aten._to_copy.default, call(aten.clamp.default, r_odd, -E4M3_MAX, E4M3_MAX), dtype=FP8_DTYPE)
 
 
-def quantize_per_token(call: Call, x2: Any) -> tuple[Any, Any]:
-    """Dynamic per-token quantization of rows ``x2`` (M, K) (any float dtype) -> (q fp8 (M, K), scale f32 (M, 1))."""
+def quantize_rows_float32(call: Call, xf: Any, scale: Any) -> Any:
+    """``saturate(round(xf / scale))`` with a float32 division and one cast: 4 ops that fuse anywhere, but the
+    rounding happens twice, so about one value in a thousand (bf16 inputs) lands one E4M3 step from the
+    reference. The scale (from :func:`row_scales`) is still bit-equal."""
+    r = call(aten.div.Tensor, xf, scale)
+    return call(aten._to_copy.default, call(aten.clamp.default, r, -E4M3_MAX, E4M3_MAX), dtype=FP8_DTYPE)
+
+
+def quantize_per_token(call: Call, x2: Any, exact: bool = True) -> tuple[Any, Any]:
+    """Dynamic per-token quantization of rows ``x2`` (M, K) (any float dtype) -> (q fp8 (M, K), scale f32 (M, 1)).
+
+    ``exact=True`` rounds like the reference bit for bit (:func:`quantize_rows`); ``False`` uses
+    :func:`quantize_rows_float32` (fewer ops: faster to compile and to run; one E4M3 step off on rare ties).
+    """
     xf = call(aten._to_copy.default, x2, dtype=torch.float32)
     scale = row_scales(call, xf)
-    return quantize_rows(call, xf, scale), scale
+    return (quantize_rows if exact else quantize_rows_float32)(call, xf, scale), scale
 
 
-__all__ = ["EAGER", "Call", "quantize_per_token", "quantize_rows", "row_scales"]
+__all__ = ["EAGER", "Call", "quantize_per_token", "quantize_rows", "quantize_rows_float32", "row_scales"]

@@ -16,10 +16,13 @@ quantization. The weight keeps its ``[N, K]`` row-major FP8 buffer from ``fp8_co
 column-major ``[K, N]`` operand ``_scaled_mm`` wants, a view (no per-call copy); the per-channel scales get a
 ``[1, N]`` buffer once, at compile time.
 
-Numerics: scales and FP8 values are bit-identical to ``quantize_fp8_per_token`` / ``quantize_fp8`` (the recipe in
-``recfx.ops.fp8_rows``: float32 division rounded to odd, then to E4M3). ``use_fast_accum`` (the default here, as in
-torchao's inference recipe) lets Hopper's FP8 tensor cores accumulate without periodic promotion to float32;
-``backend_options={"fast_accum": False}`` turns it off.
+Numerics: the scales are bit-identical to ``quantize_fp8_per_token``'s. The values come from one float32 division
+and a cast (``recfx.ops.fp8_rows.quantize_rows_float32``): where the float32 quotient lands exactly on an E4M3
+midpoint they round one step away from the reference (about 1 in 1,000 values for bf16 activations).
+``backend_options={"exact_quant": True}`` emits the round-to-odd recipe instead, bit-equal to the reference in
+eager and Inductor-CPU code, at ~4x the ops (Inductor's compile time grows with them). ``use_fast_accum`` (the
+default here, as in torchao's inference recipe) lets Hopper's FP8 tensor cores accumulate without periodic promotion
+to float32; ``backend_options={"fast_accum": False}`` turns it off.
 
 Left as reference ops (and listed in the report): block-scaled GEMMs (``fp8_linear_blocks``), and shapes cuBLASLt
 cannot take (K or N not a multiple of 16).
@@ -34,7 +37,7 @@ from typing import Any
 import torch
 from torch.fx import Graph, GraphModule, Node
 
-from recfx.ops.fp8_rows import quantize_per_token, quantize_rows
+from recfx.ops.fp8_rows import quantize_per_token, quantize_rows, quantize_rows_float32
 from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.quant.convert import fresh_buffer
 from recfx.passes.quant.lower import FP8_GEMMS
@@ -52,7 +55,7 @@ ROWWISE_OUT_DTYPES = (torch.bfloat16,)
 #: Activation dtypes whose GEMMs are lowered (float64 keeps the reference op: its quantization is float64 too).
 LIFTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 #: ``CompileConfig.backend_options`` keys this pass reads.
-OPTIONS = ("fast_accum",)
+OPTIONS = ("fast_accum", "exact_quant")
 
 
 @dataclasses.dataclass
@@ -71,12 +74,14 @@ class ScaledMmLowering:
     quantizations: int = 0
     kept: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     fast_accum: bool = True
+    exact_quant: bool = False
     epilogue: str = ""
 
     def render(self) -> str:
         lines = [f"FP8 GEMMs on torch._scaled_mm: {self.lowered} ({self.epilogue or 'none'}), "
                  f"{self.quantizations} activation quantizations (fused into their producers by Inductor), "
-                 f"fast accumulation {'on' if self.fast_accum else 'off'}"]
+                 f"fast accumulation {'on' if self.fast_accum else 'off'}, "
+                 f"{'round-to-odd (bit-equal to eager-fp8)' if self.exact_quant else 'float32'} quantization"]
         if self.kept:
             lines.append(f"left as reference ops (slow): {len(self.kept)}")
             lines += [f"  {name}: {why}" for name, why in self.kept]
@@ -118,8 +123,9 @@ def _why_not(node: Node) -> str | None:
 class _Emitter:
     """Emits the aten form of one graph's FP8 GEMMs; shares quantizations and weight operands between GEMMs."""
 
-    def __init__(self, gm: GraphModule, fast_accum: bool) -> None:
+    def __init__(self, gm: GraphModule, fast_accum: bool, exact_quant: bool = False) -> None:
         self.gm = gm
+        self.exact_quant = exact_quant
         self.graph: Graph = gm.graph
         self.fast_accum = fast_accum
         self.quantized: dict[tuple[Node, Any], tuple[Node, Node]] = {}
@@ -138,9 +144,10 @@ class _Emitter:
         if key not in self.quantized:
             x2 = self.call(aten.reshape.default, x, [-1, k])  # (M, K)
             if x_scale is None:  # dynamic per token
-                self.quantized[key] = quantize_per_token(self.call, x2)
+                self.quantized[key] = quantize_per_token(self.call, x2, exact=self.exact_quant)
             else:  # static per tensor: the calibrated scalar, repeated for each row (the GEMM takes row scales)
-                q = quantize_rows(self.call, self._float32(x2), x_scale)
+                rows_of = quantize_rows if self.exact_quant else quantize_rows_float32
+                q = rows_of(self.call, self._float32(x2), x_scale)
                 rows = self.call(aten.sym_size.int, x2, 0)
                 scale = self.call(aten.expand.default, self.call(aten.reshape.default, x_scale, [1, 1]), [rows, 1])
                 self.quantized[key] = (q, self.call(aten.clone.default, scale, memory_format=torch.contiguous_format))
@@ -207,10 +214,11 @@ class Fp8LowerScaledMm:
         self.ctx = ctx
         options = dict(ctx.config.backend_options) if ctx.config is not None else {}
         self.fast_accum = bool(options.get("fast_accum", True))
+        self.exact_quant = bool(options.get("exact_quant", False))
 
     def __call__(self, gm: GraphModule) -> PassResult:
-        emitter = _Emitter(gm, self.fast_accum)
-        summary = ScaledMmLowering(fast_accum=self.fast_accum)
+        emitter = _Emitter(gm, self.fast_accum, self.exact_quant)
+        summary = ScaledMmLowering(fast_accum=self.fast_accum, exact_quant=self.exact_quant)
         epilogues: set[str] = set()
         for node in list(gm.graph.nodes):
             if node.target not in FP8_GEMMS:
