@@ -131,7 +131,7 @@ def _lowered(compiled: recfx.CompiledModule):  # type: ignore[no-untyped-def]
     from recfx.passes import PASSES, PassContext
 
     gm = copy.deepcopy(compiled.graph_module)
-    ctx = PassContext()
+    ctx = PassContext(config=recfx.CompileConfig(backend_options={"exact_quant": True}))  # bit-equal quantization
     PASSES.get("fp8_lower_scaled_mm").instantiate(ctx)(gm)
     return gm, ctx.extras["report_sections"]["fp8_gemm"]
 
