@@ -18,6 +18,7 @@ ifeq ($(HAS_GPU),)
 endif
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps tensorrt-stubs
+	$(PY) -m pip install -q --no-deps recbole==1.2.1  # only for its bundled MovieLens-100k (recfx movielens)
 	touch $@
 
 install: $(STAMP)
