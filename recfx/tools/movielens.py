@@ -142,7 +142,8 @@ def evaluate_checkpoint(path: str, data: Any, args: argparse.Namespace) -> list[
     model = model.to(args.device)
     _, targets = data.split(args.split, 1)
     start = time.perf_counter()
-    base = recall_ndcg(top_k(model, model, data, args.split, args.k), targets)
+    base_lists = top_k(model, model, data, args.split, args.k)
+    base = recall_ndcg(base_lists, targets)
     float_seconds = time.perf_counter() - start
     rows = []
     for backend in args.backends:
@@ -158,7 +159,8 @@ def evaluate_checkpoint(path: str, data: Any, args: argparse.Namespace) -> list[
         compiled = recfx.compile(model, example, backend=backend, quant=quant, calibration=calibration)
         compile_seconds = time.perf_counter() - start
         start = time.perf_counter()
-        cand = recall_ndcg(top_k(compiled, model, data, args.split, args.k), targets)
+        lists = top_k(compiled, model, data, args.split, args.k)
+        cand = recall_ndcg(lists, targets)
         seconds = time.perf_counter() - start
         fp8 = compiled.report.sections.get("fp8")
         row: dict[str, Any] = {
@@ -166,6 +168,9 @@ def evaluate_checkpoint(path: str, data: Any, args: argparse.Namespace) -> list[
             "users": data.n_users, "k": args.k, "float_seconds": round(float_seconds, 1),
             "compile_seconds": round(compile_seconds, 1), "eval_seconds": round(seconds, 1),
             "kept_float": list(getattr(fp8, "auto_excluded", []) or []),
+            "lists_changed": int((lists != base_lists).any(dim=1).sum()),  # users whose top-k differs at all
+            "hits_gained": int(((cand[0] > 0) & (base[0] == 0)).sum()),
+            "hits_lost": int(((cand[0] == 0) & (base[0] > 0)).sum()),
         }
         for i, metric in enumerate(METRICS):
             row[metric] = paired_bootstrap(base[i], cand[i], args.resamples).to_dict()
@@ -176,8 +181,9 @@ def evaluate_checkpoint(path: str, data: Any, args: argparse.Namespace) -> list[
 
 def markdown_table(rows: list[dict[str, Any]], k: int) -> str:
     """One line per (model, backend): float and backend metrics, difference, its interval and the 1% verdict."""
-    head = (f"| model | backend | users | Recall@{k} float | Recall@{k} FP8 | diff (rel.) | 95% CI of diff | "
-            f"NDCG@{k} float | NDCG@{k} FP8 | diff (rel.) | 95% CI of diff | within 1% & CI contains 0 |")
+    head = (f"| model | backend | users | Recall@{k} float | Recall@{k} backend | diff (rel.) | 95% CI of diff | "
+            f"NDCG@{k} float | NDCG@{k} backend | diff (rel.) | 95% CI of diff | lists changed | hits +/- | "
+            "within 1% & CI contains 0 |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for row in rows:
         cells = [row["model"], row["backend"], str(row["users"])]
@@ -187,6 +193,6 @@ def markdown_table(rows: list[dict[str, Any]], k: int) -> str:
             cells += [f"{d['baseline']:.4f}", f"{d['candidate']:.4f}",
                       f"{d['diff']:+.4f} ({d['relative'] * 100:+.2f}%)", f"[{d['low']:+.4f}, {d['high']:+.4f}]"]
             ok = ok and abs(d["relative"]) <= 0.01 and d["contains_zero"]
-        cells.append("yes" if ok else "no")
+        cells += [str(row["lists_changed"]), f"+{row['hits_gained']} / -{row['hits_lost']}", "yes" if ok else "no"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)

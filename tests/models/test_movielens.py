@@ -123,3 +123,18 @@ def test_slice_of_real_data_is_leave_last_out() -> None:
     assert sum(len(s) for s in data.sequences) == 100_000
     _, targets = data.split("test", 1)
     assert all(t == s[-1] for t, s in zip(targets.tolist(), data.sequences))
+
+
+def test_training_is_reproducible_from_the_seed() -> None:
+    from recfx.models.movielens import GenerativeConfig, RankingConfig, TrainConfig, train_generative, train_ranking
+
+    data = load_movielens().head(60)
+    gcfg = GenerativeConfig(n_items=data.n_items, history=8, recent=4, d_item=16, d_model=16, n_heads=2, d_head=8,
+                            n_layers=1, d_ff=32, codes=16, beam=8)
+    rcfg = RankingConfig(n_users=data.n_users, n_items=data.n_items, embed_dim=8, bottom_mlp=(16, 8),
+                         top_mlp=(16, 8))
+    for train, cfg in ((train_generative, gcfg), (train_ranking, rcfg)):
+        runs = [train(data, cfg, TrainConfig(epochs=1, max_steps=3, batch_size=64, seed=s)).state_dict()  # type: ignore[operator]
+                for s in (3, 3, 4)]
+        assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+        assert not all(torch.equal(runs[0][k], runs[2][k]) for k in runs[0])  # the seed matters
