@@ -1,5 +1,5 @@
 """MovieLens-100k: loader splits, semantic ids, metrics and bootstrap, checkpoints, and a small end-to-end slice
-(300 users, a few training steps, float vs eager-fp8 through ``recfx movielens``)."""
+(200 users, a few training steps, float vs eager-fp8 through ``recfx movielens``)."""
 
 from __future__ import annotations
 
@@ -79,13 +79,13 @@ def test_metrics_and_bootstrap() -> None:
 
 @pytest.fixture(scope="module")
 def slice_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    """Both models trained on the first 300 users for a few steps, and the eval JSON of float vs eager-fp8."""
+    """Both models trained on the first 200 users for a few steps, and the eval JSON of float vs eager-fp8."""
     root = tmp_path_factory.mktemp("movielens")
-    common = ["--users", "300", "--epochs", "1", "--max-steps", "15"]
-    assert main(["movielens", "train", "generative", "--out", str(root / "gen"), *common]) == 0
-    assert main(["movielens", "train", "ranking", "--out", str(root / "rank"), *common]) == 0
+    common = ["--users", "200", "--epochs", "1"]
+    assert main(["movielens", "train", "generative", "--out", str(root / "gen"), "--max-steps", "10", *common]) == 0
+    assert main(["movielens", "train", "ranking", "--out", str(root / "rank"), "--max-steps", "40", *common]) == 0
     out = root / "eval.json"
-    assert main(["movielens", "eval", str(root / "gen"), str(root / "rank"), "--users", "300", "--backends",
+    assert main(["movielens", "eval", str(root / "gen"), str(root / "rank"), "--users", "200", "--backends",
                  "eager-fp8", "--resamples", "200", "--json", str(out), "--markdown", str(root / "eval.md")]) == 0
     return root / "gen", root / "rank", out
 
@@ -93,26 +93,26 @@ def slice_runs(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Pa
 def test_slice_trains_and_fp8_evaluates(slice_runs: tuple[Path, Path, Path]) -> None:
     gen, rank, out = slice_runs
     rows = json.loads(out.read_text())
-    assert [(r["model"], r["backend"], r["users"]) for r in rows] == [("generative", "eager-fp8", 300),
-                                                                      ("ranking", "eager-fp8", 300)]
+    assert [(r["model"], r["backend"], r["users"]) for r in rows] == [("generative", "eager-fp8", 200),
+                                                                      ("ranking", "eager-fp8", 200)]
     for row in rows:
         for metric in ("recall", "ndcg"):
             d = row[metric]
             assert 0.0 <= d["baseline"] <= 1.0 and 0.0 <= d["candidate"] <= 1.0
             assert d["low"] <= d["diff"] <= d["high"]
-    # a few steps already beat random guessing (10 of 1682 items: Recall@10 ~ 0.006) on the ranking model
-    assert rows[1]["recall"]["baseline"] > 0.012
+    # 40 steps already beat random guessing (10 of 1682 items: Recall@10 ~ 0.006; this run: 0.025) on the ranker
+    assert rows[1]["recall"]["baseline"] >= 0.01
     manifest = json.loads((rank / "model.json").read_text())
-    assert manifest["kind"] == "ranking" and manifest["n_users"] == 300
+    assert manifest["kind"] == "ranking" and manifest["n_users"] == 200
 
 
 def test_checkpoint_is_verified_on_load(slice_runs: tuple[Path, Path, Path], tmp_path: Path) -> None:
     gen, _, _ = slice_runs
-    data = load_movielens().head(300)
+    data = load_movielens().head(200)
     model, manifest = load_checkpoint(gen, data)
     assert manifest["kind"] == "generative" and model.get_buffer("item_codes").max() > 0
     with pytest.raises(ValueError, match="trained on other data"):
-        load_checkpoint(gen, data.head(299))
+        load_checkpoint(gen, data.head(199))
     with pytest.raises(FileNotFoundError, match="model.json is missing"):
         load_checkpoint(tmp_path)
 
