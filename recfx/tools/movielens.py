@@ -169,6 +169,7 @@ def evaluate_checkpoint(path: str, data: Any, args: argparse.Namespace) -> list[
             "compile_seconds": round(compile_seconds, 1), "eval_seconds": round(seconds, 1),
             "kept_float": list(getattr(fp8, "auto_excluded", []) or []),
             "lists_changed": int((lists != base_lists).any(dim=1).sum()),  # users whose top-k differs at all
+            "list_overlap": _overlap(base_lists, lists),
             "hits_gained": int(((cand[0] > 0) & (base[0] == 0)).sum()),
             "hits_lost": int(((cand[0] == 0) & (base[0] > 0)).sum()),
         }
@@ -179,11 +180,17 @@ def evaluate_checkpoint(path: str, data: Any, args: argparse.Namespace) -> list[
     return rows
 
 
+def _overlap(a: Any, b: Any) -> float:
+    """Mean over users of |a ∩ b| / k: how much of the float top-k list the backend also recommends."""
+    shared = [len(set(x) & set(y)) / len(x) for x, y in zip(a.tolist(), b.tolist())]
+    return sum(shared) / len(shared)
+
+
 def markdown_table(rows: list[dict[str, Any]], k: int) -> str:
     """One line per (model, backend): float and backend metrics, difference, its interval and the 1% verdict."""
     head = (f"| model | backend | users | Recall@{k} float | Recall@{k} backend | diff (rel.) | 95% CI of diff | "
-            f"NDCG@{k} float | NDCG@{k} backend | diff (rel.) | 95% CI of diff | lists changed | hits +/- | "
-            "within 1% & CI contains 0 |")
+            f"NDCG@{k} float | NDCG@{k} backend | diff (rel.) | 95% CI of diff | top-{k} overlap | lists changed | "
+            "hits +/- | within 1% & CI contains 0 | kept in float (auto_exclude) |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for row in rows:
         cells = [row["model"], row["backend"], str(row["users"])]
@@ -193,6 +200,8 @@ def markdown_table(rows: list[dict[str, Any]], k: int) -> str:
             cells += [f"{d['baseline']:.4f}", f"{d['candidate']:.4f}",
                       f"{d['diff']:+.4f} ({d['relative'] * 100:+.2f}%)", f"[{d['low']:+.4f}, {d['high']:+.4f}]"]
             ok = ok and abs(d["relative"]) <= 0.01 and d["contains_zero"]
-        cells += [str(row["lists_changed"]), f"+{row['hits_gained']} / -{row['hits_lost']}", "yes" if ok else "no"]
+        cells += [f"{row['list_overlap'] * 100:.1f}%", str(row["lists_changed"]),
+                  f"+{row['hits_gained']} / -{row['hits_lost']}", "yes" if ok else "no",
+                  ", ".join(row["kept_float"]) or "-"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
