@@ -9,6 +9,7 @@ options / missing data.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import time
@@ -19,7 +20,7 @@ from recfx.tools.commands import command
 
 log = logging.getLogger(__name__)
 METRICS = ("recall", "ndcg")
-CALIBRATION_BATCHES = 4  # real batches for auto_exclude's sensitivity runs
+CALIBRATION_BATCHES = 4  # real batches the FP8 report, auto_exclude and sensitivity are measured on
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -53,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     ev.add_argument("--auto-exclude", type=float, default=None, metavar="COSINE",
                     help="QuantConfig.auto_exclude: keep the fewest most sensitive layers in float so that the model "
                          "output cosine reaches COSINE on real batches; the report lists them")
+    ev.add_argument("--sensitivity", action="store_true",
+                    help="QuantConfig.sensitivity: rank the layers by the output error each causes alone (JSON)")
     ev.add_argument("--device", default="cpu", help="device of the models and inputs (default cpu)")
     ev.add_argument("--json", default=None, help="write every number to this JSON file")
     ev.add_argument("--markdown", default=None, help="write the table as Markdown to this file")
@@ -150,11 +153,10 @@ def evaluate_checkpoint(path: str, data: Any, args: argparse.Namespace) -> list[
         few, per_batch = (8, 32) if kind == "generative" else (2, 8)  # users (ranking: x every item)
         example = example_inputs(model, data, args.split, few, args.device)
         quant, calibration = None, None
-        if BACKENDS.get(backend).fp8:
-            quant = recfx.QuantConfig(auto_exclude=args.auto_exclude, progress=False)
-            if args.auto_exclude is not None:
-                calibration = [example_inputs(model, data, args.split, per_batch, args.device, first=i * per_batch)
-                               for i in range(CALIBRATION_BATCHES)]
+        if BACKENDS.get(backend).fp8:  # real batches for the FP8 report (and auto_exclude / sensitivity runs)
+            quant = recfx.QuantConfig(auto_exclude=args.auto_exclude, sensitivity=args.sensitivity, progress=False)
+            calibration = [example_inputs(model, data, args.split, per_batch, args.device, first=i * per_batch)
+                           for i in range(CALIBRATION_BATCHES)]
         start = time.perf_counter()
         compiled = recfx.compile(model, example, backend=backend, quant=quant, calibration=calibration)
         compile_seconds = time.perf_counter() - start
@@ -163,11 +165,15 @@ def evaluate_checkpoint(path: str, data: Any, args: argparse.Namespace) -> list[
         cand = recall_ndcg(lists, targets)
         seconds = time.perf_counter() - start
         fp8 = compiled.report.sections.get("fp8")
+        fp8_summary = None if fp8 is None else {
+            "linears": fp8.linears, "quantized": fp8.quantized, "output_cosine": fp8.output_cosine,
+            "outputs": [dataclasses.asdict(o) for o in fp8.outputs], "sensitivity": fp8.sensitivity,
+            "auto_exclude_cosine": fp8.auto_exclude_cosine}
         row: dict[str, Any] = {
             "model": manifest["kind"], "checkpoint": str(path), "backend": backend, "split": args.split,
             "users": data.n_users, "k": args.k, "float_seconds": round(float_seconds, 1),
             "compile_seconds": round(compile_seconds, 1), "eval_seconds": round(seconds, 1),
-            "kept_float": list(getattr(fp8, "auto_excluded", []) or []),
+            "kept_float": list(getattr(fp8, "auto_excluded", []) or []), "fp8_report": fp8_summary,
             "lists_changed": int((lists != base_lists).any(dim=1).sum()),  # users whose top-k differs at all
             "list_overlap": _overlap(base_lists, lists),
             "hits_gained": int(((cand[0] > 0) & (base[0] == 0)).sum()),
