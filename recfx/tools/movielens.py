@@ -75,11 +75,15 @@ def run(args: argparse.Namespace) -> int:
 
     if args.threads < 1:
         raise ValueError(f"--threads must be >= 1, got {args.threads}")
-    torch.set_num_threads(args.threads)
     data = load_movielens(args.data)
     if args.users is not None:
         data = data.head(args.users)
-    return _train(args, data) if args.action == "train" else _eval(args, data)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _train(args, data) if args.action == "train" else _eval(args, data)
+    finally:
+        torch.set_num_threads(previous)  # the process (a test run, a notebook) keeps its own setting
 
 
 def _train(args: argparse.Namespace, data: Any) -> int:
