@@ -121,12 +121,15 @@ def _train(args: argparse.Namespace, data: Any) -> int:
 
 def _eval(args: argparse.Namespace, data: Any) -> int:
     from recfx._io import atomic_write_text
+    from recfx.backends import BACKENDS
 
     for out in filter(None, (args.json, args.markdown)):
         if not Path(out).parent.is_dir():
             raise FileNotFoundError(f"cannot write {out}: folder {Path(out).parent} does not exist")
     if args.k < 1 or args.resamples < 1:
         raise ValueError(f"--k and --resamples must be >= 1, got {args.k} and {args.resamples}")
+    for backend in args.backends:  # an unknown name fails here, before any model runs
+        BACKENDS.get(backend)
     rows = [row for path in args.checkpoints for row in evaluate_checkpoint(path, data, args)]
     table = markdown_table(rows, args.k)
     print(table)

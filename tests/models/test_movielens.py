@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import doctest
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,15 @@ from recfx.models.movielens.semantic_ids import residual_kmeans
 from recfx.tools.cli import main
 
 INTER = "user_id:token\titem_id:token\trating:float\ttimestamp:float\n"
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    """Training is tiny: one thread is faster than two on a shared 2-core runner (and the same as the CLI's)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def _write(tmp_path: Path, rows: list[tuple[int, int, int]]) -> Path:
@@ -51,6 +61,26 @@ def test_bad_data_says_what_to_do(tmp_path: Path) -> None:
         load_movielens(bad)
     with pytest.raises(ValueError, match=">= 3 items per user"):
         load_movielens(_write(tmp_path, [(1, 1, 1), (1, 2, 2)]))
+
+
+def test_missing_recbole_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.metadata
+
+    from recfx.models.movielens import find_ml100k
+
+    def not_installed(name: str) -> None:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+    with pytest.raises(FileNotFoundError, match=r"recbole package is not installed.*pip install --no-deps recbole"):
+        find_ml100k()
+
+
+def test_eval_rejects_an_unknown_backend(slice_runs: tuple[Path, Path, Path],
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    gen, _, _ = slice_runs
+    assert main(["movielens", "eval", str(gen), "--users", "200", "--backends", "fast-fp8"]) == 2
+    assert "unknown backend 'fast-fp8'; known:" in capsys.readouterr().err
 
 
 def test_residual_kmeans_refines_level_by_level() -> None:
