@@ -12,7 +12,7 @@ TORCH_CPU := torch==$(TORCH_VERSION)$(if $(filter Darwin,$(shell uname -s)),,+cp
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
-.PHONY: demo test install typecheck lint clean
+.PHONY: demo test install typecheck lint clean movielens
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,7 @@ ifeq ($(HAS_GPU),)
 	            "TORCH_CPU_INDEX=<mirror>), or install torch into $(VENV) yourself and rerun make." >&2; exit 1; }
 endif
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps recbole==1.2.1  # only for its bundled MovieLens-100k (recfx movielens)
 	touch $@
 
 install: $(STAMP)
@@ -37,6 +38,22 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --timeout 900 $(PYTEST_ARGS)
+
+# The MovieLens-100k FP8 study of docs/movielens/README.md (CPU, ~15 min): train both models, evaluate, analyse.
+ML := docs/movielens
+movielens: $(STAMP)
+	$(VENV)/bin/recfx movielens train generative --out $(ML)/generative --seed 0
+	$(VENV)/bin/recfx movielens train ranking --out $(ML)/ranking --seed 0
+	$(VENV)/bin/recfx movielens eval $(ML)/generative $(ML)/ranking --backends eager-fp8,ort-fp8 --sensitivity \
+		--json $(ML)/eval.json --markdown $(ML)/eval.md
+	$(VENV)/bin/recfx movielens eval $(ML)/generative --backends eager-fp8,ort-fp8 --auto-exclude 0.99999 \
+		--json $(ML)/eval_auto_exclude_generative.json --markdown $(ML)/eval_auto_exclude_generative.md
+	$(VENV)/bin/recfx movielens eval $(ML)/ranking --backends eager-fp8,ort-fp8 --auto-exclude 0.9999 \
+		--json $(ML)/eval_auto_exclude_ranking.json --markdown $(ML)/eval_auto_exclude_ranking.md
+	$(VENV)/bin/recfx movielens eval $(ML)/ranking --backends eager-fp8 --auto-exclude 0.99999 \
+		--json $(ML)/eval_auto_exclude_ranking_99999.json --markdown $(ML)/eval_auto_exclude_ranking_99999.md
+	$(VENV)/bin/recfx analyze $(ML)/generative $(ML)/ranking --batch 64 --layers 0 \
+		--out $(ML)/distributions.png --json $(ML)/distributions.json
 
 typecheck: $(STAMP)
 	$(PY) -m mypy recfx

@@ -145,24 +145,37 @@ def analyze_model(name: str, model: torch.nn.Module, batches: list[tuple[torch.T
 
 
 def plot(models: list[ModelDistribution], path: str | Path) -> Path:
-    """Write a 2 x 2 PNG comparing the models: per-layer activation / weight kurtosis, activation max/p99, and the
-    histogram of standardised activations (log density: heavy tails show as wide skirts)."""
+    """Write a 3 x 2 PNG comparing the models: per-layer activation / weight kurtosis, activation max/p99, the
+    histogram of standardised activations (log density: heavy tails show as wide skirts), and the raw scale of
+    every layer's input activations and weights (variance and abs max: what an FP8 scale has to cover)."""
     import matplotlib
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     path = Path(path)
-    fig, axes = plt.subplots(2, 2, figsize=(12, 8))
-    panels = [(axes[0, 0], lambda la: la.activation.kurtosis, "input activation kurtosis per layer (Gaussian = 3)"),
-              (axes[0, 1], lambda la: la.weight.kurtosis, "weight kurtosis per layer (uniform 1.8, Gaussian 3)"),
-              (axes[1, 0], lambda la: la.activation.max_over_p99, "input activation abs max / abs p99 per layer")]
-    for ax, value, title in panels:
+    fig, axes = plt.subplots(3, 2, figsize=(12, 12))
+    panels = [(axes[0, 0], [(lambda la: la.activation.kurtosis, "o", "")],
+               "input activation kurtosis per layer (Gaussian = 3)"),
+              (axes[0, 1], [(lambda la: la.weight.kurtosis, "o", "")],
+               "weight kurtosis per layer (uniform 1.8, Gaussian 3)"),
+              (axes[1, 0], [(lambda la: la.activation.max_over_p99, "o", "")],
+               "input activation abs max / abs p99 per layer"),
+              (axes[2, 0], [(lambda la: la.activation.variance, "o", "variance"),
+                            (lambda la: la.activation.abs_max, "^", "abs max")],
+               "input activation variance (o) and abs max (^) per layer"),
+              (axes[2, 1], [(lambda la: la.weight.variance, "o", "variance"),
+                            (lambda la: la.weight.abs_max, "^", "abs max")],
+               "weight variance (o) and abs max (^) per layer")]
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for ax, series, title in panels:
         for i, m in enumerate(models):
-            ys = [value(la) for la in m.layers]
-            xs = [i + (j / max(len(ys) - 1, 1) - 0.5) * 0.6 for j in range(len(ys))]
-            ax.scatter(xs, ys, s=10, alpha=0.7, label=m.name)
-        ax.set_xticks(range(len(models)), [m.name for m in models], rotation=15)
+            for value, marker, what in series:
+                ys = [value(la) for la in m.layers]
+                xs = [i + (j / max(len(ys) - 1, 1) - 0.5) * 0.6 for j in range(len(ys))]
+                ax.scatter(xs, ys, s=12, alpha=0.7, marker=marker, color=colors[i % len(colors)],
+                           label=f"{m.name} {what}".strip())
+        ax.set_xticks(range(len(models)), [m.name for m in models], rotation=15, fontsize=8)
         ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)

@@ -54,7 +54,8 @@ def run(args: argparse.Namespace) -> int:
             name = f"{name}+outliers" if changed else name
         results.append(analyze_model(name, model, batches))
     console = Console(width=150)
-    summary = Table(title="per model (random-init weights unless --outlier-channels)", title_justify="left")
+    summary = Table(title="per model (registered models: random-init weights unless --outlier-channels)",
+                    title_justify="left")
     summary.add_column("statistic")
     for r in results:
         summary.add_column(r.name, justify="right")

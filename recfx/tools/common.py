@@ -8,11 +8,14 @@ from typing import Any
 import torch
 
 from recfx.models import MODELS, ModelSpec
+from recfx.models.movielens.checkpoint import is_checkpoint, load_checkpoint, training_data
+from recfx.models.movielens.evaluate import example_inputs
 
 
 def resolve_model(ref: str, *, batch: int = 2, dtype: torch.dtype = torch.float32, device: str = "cpu",
                   seed: int = 0) -> tuple[str, torch.nn.Module, tuple[torch.Tensor, ...], ModelSpec | None]:
-    """A model and example inputs from a registry name, or ``module:factory`` returning ``(model, inputs)``.
+    """A model and example inputs from a registry name, a trained MovieLens checkpoint folder (inputs: the first
+    ``batch`` users' real test histories) or ``module:factory`` returning ``(model, inputs)``.
 
     Raises:
         ValueError: the reference is neither a known model nor an importable ``module:factory``.
@@ -21,9 +24,15 @@ def resolve_model(ref: str, *, batch: int = 2, dtype: torch.dtype = torch.float3
         spec = MODELS.get(ref)
         return ref, spec.build(seed=seed, dtype=dtype, device=device), spec.example_inputs(
             batch, seed=seed, device=device, dtype=dtype), spec
+    if is_checkpoint(ref):
+        data = training_data(ref)
+        model, manifest = load_checkpoint(ref, data)
+        model = model.to(device=device, dtype=dtype)
+        return (f"movielens-{manifest['kind']}", model, example_inputs(model, data, "test", batch, device), None)
     if ":" not in ref:
-        raise ValueError(f"unknown model {ref!r}: use a registered name ({', '.join(MODELS.names())}) "
-                         "or 'package.module:factory' where factory() returns (model, example_inputs)")
+        raise ValueError(f"unknown model {ref!r}: use a registered name ({', '.join(MODELS.names())}), a folder "
+                         "written by `recfx movielens train`, or 'package.module:factory' where factory() returns "
+                         "(model, example_inputs)")
     mod_name, _, attr = ref.partition(":")
     try:
         factory = getattr(importlib.import_module(mod_name), attr)

@@ -72,6 +72,23 @@ def test_exported_file_is_cached_by_graph(monkeypatch) -> None:  # type: ignore[
         recfx.compile(model, inputs, backend="ort")
 
 
+class ScalarBuffer(torch.nn.Module):
+    """A 0-dim buffer in the graph (``log1p(counts.max())`` folds to one): the export cache key must hash it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("scale", torch.tensor(3.0))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
+def test_zero_dim_constant_is_hashed() -> None:
+    x = torch.randn(4, 8)
+    fast = recfx.compile(ScalarBuffer().eval(), (x,), backend="ort")
+    assert torch.allclose(fast(x), x * 3.0)
+
+
 def test_ort_fp8_runs_the_fp8_passes() -> None:
     torch.manual_seed(0)
     model, inputs = Mlp().eval(), (torch.randn(4, 32),)

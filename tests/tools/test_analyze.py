@@ -62,3 +62,19 @@ def test_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert "does not exist" in capsys.readouterr().err
     with pytest.raises(ValueError, match="no nn.Linear"):
         analyze_model("relu", torch.nn.ReLU(), [(torch.randn(2),)])
+
+
+def test_analyze_takes_a_trained_movielens_checkpoint(tmp_path: Path) -> None:
+    from recfx.models.movielens import RankingConfig, TrainConfig, load_movielens, save_checkpoint, train_ranking
+
+    data = load_movielens().head(20)
+    model = train_ranking(data, RankingConfig(n_users=20, n_items=data.n_items, embed_dim=8, bottom_mlp=(16, 8),
+                                              top_mlp=(16, 8)), TrainConfig(epochs=1, max_steps=2))
+    save_checkpoint(tmp_path / "rank", model, data, {})
+    js = tmp_path / "dist.json"
+    assert main(["analyze", str(tmp_path / "rank"), "--batch", "2", "--out", str(tmp_path / "d.png"),
+                 "--json", str(js)]) == 0
+    (result,) = json.loads(js.read_text())
+    assert result["name"] == "movielens-ranking" and result["summary"]["linear layers"] == 5
+    first = result["layers"][0]
+    assert first["name"] == "dlrm.bottom.0" and first["activation"]["count"] == 2 * 2 * data.n_items  # 2 users x items
