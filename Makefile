@@ -34,7 +34,7 @@ endif
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/recfx bench --model onerec-tiny --backends eager,auto,auto-fp8 --batch 8 --compact
+	$(VENV)/bin/recfx demo
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --timeout 900 $(PYTEST_ARGS)
