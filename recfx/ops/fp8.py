@@ -261,11 +261,25 @@ def group_quantize(x: Tensor, group_size: int) -> tuple[Tensor, Tensor]:
     """The computation of ``recfx::quantize_fp8_groups`` as a plain function (for other ops' kernels)."""
     k = x.shape[-1]
     g = _groups(k, group_size)
-    padded = torch.nn.functional.pad(x.abs(), (0, g * group_size - k))
-    amax = padded.unflatten(-1, (g, group_size)).amax(dim=-1)  # (..., G)
-    scale = scale_from_amax(amax)
-    full = scale.repeat_interleave(group_size, dim=-1)[..., :k]
-    return _quantize(x, full), scale
+    rows = x.reshape(-1, k)  # (M, K)
+    step = max(1, QUANTIZE_CHUNK_ELEMENTS // k)
+    amax = torch.cat([_group_amax(rows[i : i + step], g, group_size) for i in range(0, rows.shape[0], step)]
+                     or [_group_amax(rows, g, group_size)])
+    scale = scale_from_amax(amax).reshape(*x.shape[:-1], g)  # (..., G)
+    q = torch.empty(x.shape, dtype=FP8_DTYPE, device=x.device)
+    whole = k // group_size  # groups of full size, then at most one shorter group
+    for first, count, width in ((0, whole, group_size), (whole, g - whole, k - whole * group_size)):
+        if count and width:
+            cols = slice(first * group_size, first * group_size + count * width)
+            x_g = x[..., cols].unflatten(-1, (count, width))  # (..., count, width)
+            s_g = scale[..., first : first + count, None]  # (..., count, 1)
+            _quantize_into(q[..., cols].unflatten(-1, (count, width)), *torch.broadcast_tensors(x_g, s_g))
+    return q, scale
+
+
+def _group_amax(rows: Tensor, groups: int, group_size: int) -> Tensor:
+    padded = torch.nn.functional.pad(rows.abs(), (0, groups * group_size - rows.shape[-1]))
+    return padded.unflatten(-1, (groups, group_size)).amax(dim=-1)  # (rows, G)
 
 
 def _check_groups(x: Tensor, group_size: int) -> None:

@@ -186,3 +186,19 @@ def test_quantizing_costs_little_more_memory_than_its_fp8_result() -> None:
     # float64 quotient and its rounding temporaries took ~10 x x.nbytes.
     assert _peak_new_bytes(lambda: torch.ops.recfx.quantize_fp8(x, scale)) <= 0.75 * x.nbytes
     assert _peak_new_bytes(lambda: torch.ops.recfx.quantize_fp8_per_token(x)) <= 0.75 * x.nbytes
+
+
+@pytest.mark.parametrize("k, group_size", [(256, 128), (300, 128), (5, 8), (40, 7)])
+def test_group_quantization_in_slices_gives_the_same_bits(monkeypatch, k: int, group_size: int) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, k) * torch.logspace(-4, 2, k)
+    x[0, 0, :2] = torch.tensor([float("nan"), float("inf")])
+    g = -(-k // group_size)
+    padded = torch.nn.functional.pad(x.abs(), (0, g * group_size - k))
+    want_s = fp8_ops.scale_from_amax(padded.unflatten(-1, (g, group_size)).amax(dim=-1))
+    want_q = _one_shot(x, want_s.repeat_interleave(group_size, dim=-1)[..., :k])  # the formula, all at once
+    for chunk in (7, 1 << 18):
+        monkeypatch.setattr(fp8_ops, "QUANTIZE_CHUNK_ELEMENTS", chunk)
+        q, s = torch.ops.recfx.quantize_fp8_groups(x, group_size)
+        torch.testing.assert_close(s, want_s, rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(q.view(torch.uint8), want_q.view(torch.uint8))
