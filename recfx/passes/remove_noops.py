@@ -97,7 +97,8 @@ def always_contiguous(node: object, _depth: int = 0) -> bool:
     if not isinstance(node, Node) or _depth > 64:
         return False
     if node.op == "get_attr":
-        value = fetch_attr(node.graph.owning_module, str(node.target))
+        owner = node.graph.owning_module
+        value = fetch_attr(owner, str(node.target)) if owner is not None else None
         return isinstance(value, torch.Tensor) and value.is_contiguous()
     if node.op != "call_function":
         return False  # placeholders: the caller chooses the strides
