@@ -216,6 +216,9 @@ def per_token_quantize(x: Tensor) -> tuple[Tensor, Tensor]:
     """The computation of ``recfx::quantize_fp8_per_token`` as a plain function (for other ops' kernels)."""
     if x.numel() == 0:
         return torch.empty_like(x, dtype=FP8_DTYPE), torch.ones((*x.shape[:-1], 1), device=x.device)
+    if x.dim() == 0:
+        scale = scale_from_amax(x.abs())
+        return _quantize(x, scale), scale
     rows = x.reshape(-1, x.shape[-1])  # (M, K)
     step = max(1, QUANTIZE_CHUNK_ELEMENTS // max(1, rows.shape[1]))
     amax = torch.cat([rows[i : i + step].abs().amax(dim=-1, keepdim=True) for i in range(0, rows.shape[0], step)])
