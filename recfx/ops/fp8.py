@@ -94,8 +94,30 @@ def static_quantize(x: Tensor, scale: Tensor) -> Tensor:
     return _quantize(x, scale)
 
 
+#: The float64 quotient and its rounding temporaries take ~5 x 8 bytes per element: quantizing runs over slices of
+#: at most this many elements, so the reference's extra memory is a few MiB whatever the tensor's size.
+QUANTIZE_CHUNK_ELEMENTS = 1 << 18
+
+
 def _quantize(x: Tensor, scale: Tensor) -> Tensor:
-    return round_to_e4m3(x.double() / scale.double()).to(FP8_DTYPE)
+    x, scale = torch.broadcast_tensors(x, scale)  # views: no copy of a broadcast scale
+    out = torch.empty(x.shape, dtype=FP8_DTYPE, device=x.device)
+    _quantize_into(out, x, scale)
+    return out
+
+
+def _quantize_into(out: Tensor, x: Tensor, scale: Tensor) -> None:
+    """``out = round_to_e4m3(x / scale)`` slice by slice along dim 0 (elementwise: the same bits as in one go)."""
+    n = x.numel()
+    if n <= QUANTIZE_CHUNK_ELEMENTS or x.dim() == 0:
+        out.copy_(round_to_e4m3(x.double() / scale.double()))  # grid values: the cast to E4M3 is exact
+        return
+    if x.shape[0] == 1:  # one slab: slice along the next dim
+        _quantize_into(out[0], x[0], scale[0])
+        return
+    rows = max(1, x.shape[0] * QUANTIZE_CHUNK_ELEMENTS // n)
+    for i in range(0, x.shape[0], rows):
+        _quantize_into(out[i : i + rows], x[i : i + rows], scale[i : i + rows])
 
 
 @torch.library.custom_op("recfx::quantize_fp8", mutates_args=())
@@ -194,7 +216,13 @@ def per_token_quantize(x: Tensor) -> tuple[Tensor, Tensor]:
     """The computation of ``recfx::quantize_fp8_per_token`` as a plain function (for other ops' kernels)."""
     if x.numel() == 0:
         return torch.empty_like(x, dtype=FP8_DTYPE), torch.ones((*x.shape[:-1], 1), device=x.device)
-    scale = scale_from_amax(x.abs().amax(dim=-1, keepdim=True))
+    if x.dim() == 0:
+        scale = scale_from_amax(x.abs())
+        return _quantize(x, scale), scale
+    rows = x.reshape(-1, x.shape[-1])  # (M, K)
+    step = max(1, QUANTIZE_CHUNK_ELEMENTS // max(1, rows.shape[1]))
+    amax = torch.cat([rows[i : i + step].abs().amax(dim=-1, keepdim=True) for i in range(0, rows.shape[0], step)])
+    scale = scale_from_amax(amax).reshape(*x.shape[:-1], 1)  # no full-size |x| temporary
     return _quantize(x, scale), scale
 
 
@@ -236,11 +264,25 @@ def group_quantize(x: Tensor, group_size: int) -> tuple[Tensor, Tensor]:
     """The computation of ``recfx::quantize_fp8_groups`` as a plain function (for other ops' kernels)."""
     k = x.shape[-1]
     g = _groups(k, group_size)
-    padded = torch.nn.functional.pad(x.abs(), (0, g * group_size - k))
-    amax = padded.unflatten(-1, (g, group_size)).amax(dim=-1)  # (..., G)
-    scale = scale_from_amax(amax)
-    full = scale.repeat_interleave(group_size, dim=-1)[..., :k]
-    return _quantize(x, full), scale
+    rows = x.reshape(-1, k)  # (M, K)
+    step = max(1, QUANTIZE_CHUNK_ELEMENTS // k)
+    amax = torch.cat([_group_amax(rows[i : i + step], g, group_size) for i in range(0, rows.shape[0], step)]
+                     or [_group_amax(rows, g, group_size)])
+    scale = scale_from_amax(amax).reshape(*x.shape[:-1], g)  # (..., G)
+    q = torch.empty(x.shape, dtype=FP8_DTYPE, device=x.device)
+    whole = k // group_size  # groups of full size, then at most one shorter group
+    for first, count, width in ((0, whole, group_size), (whole, g - whole, k - whole * group_size)):
+        if count and width:
+            cols = slice(first * group_size, first * group_size + count * width)
+            x_g = x[..., cols].unflatten(-1, (count, width))  # (..., count, width)
+            s_g = scale[..., first : first + count, None]  # (..., count, 1)
+            _quantize_into(q[..., cols].unflatten(-1, (count, width)), *torch.broadcast_tensors(x_g, s_g))
+    return q, scale
+
+
+def _group_amax(rows: Tensor, groups: int, group_size: int) -> Tensor:
+    padded = torch.nn.functional.pad(rows.abs(), (0, groups * group_size - rows.shape[-1]))
+    return padded.unflatten(-1, (groups, group_size)).amax(dim=-1)  # (rows, G)
 
 
 def _check_groups(x: Tensor, group_size: int) -> None:

@@ -59,12 +59,12 @@ def scaled_mm(a: Tensor, b: Tensor, scale_a: Tensor, scale_b: Tensor) -> Tensor:
     # CPU build takes only tensor-wise scales, CUDA row-wise scaling only emits bf16).
     one = torch.ones((), dtype=torch.float32, device=a.device)
     acc = torch._scaled_mm(a.contiguous(), b.t(), scale_a=one, scale_b=one, out_dtype=torch.float32)
-    return acc * scale_a * scale_b
+    return acc.mul_(scale_a).mul_(scale_b)  # in place: the same float32 products, no two extra [M, N] tensors
 
 
 def _epilogue(acc: Tensor, bias: Tensor | None, x: Tensor, n: int, out_dtype: torch.dtype | None) -> Tensor:
     if bias is not None:
-        acc = acc + bias.float()
+        acc = acc.add_(bias.float())  # acc is the GEMM's own fresh result
     return acc.to(out_dtype or x.dtype).reshape(*x.shape[:-1], n)
 
 

@@ -75,6 +75,9 @@ class CompiledModule(torch.nn.Module):
 
     def forward(self, *args: torch.Tensor) -> Any:
         self.check_inputs(args)
+        # torch.export traced stride-dependent code (x.contiguous() is no node for a contiguous example, a view
+        # relies on it) for row-major inputs: hand the graph that layout (a no-op for contiguous tensors).
+        args = tuple(x.contiguous() for x in args)
         with torch.inference_mode():
             return self._runner(*args)
 

@@ -142,3 +142,63 @@ def test_docstring_examples_run() -> None:
 
     run_examples([], fp8_testing)
 
+
+
+def _one_shot(x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The quantization formula over the whole tensor at once (what the chunked kernel must reproduce bit for bit)."""
+    return fp8_ops.round_to_e4m3(x.double() / scale.double()).to(fp8_ops.FP8_DTYPE)
+
+
+def test_chunked_quantization_gives_the_same_bits(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setattr(fp8_ops, "QUANTIZE_CHUNK_ELEMENTS", 7)  # many uneven slices, nested along dims 0 and 1
+    torch.manual_seed(0)
+    x = torch.randn(5, 6, 9) * torch.logspace(-6, 3, 9)  # subnormal to saturating quotients
+    x[0, 0, :4] = torch.tensor([float("nan"), float("inf"), -float("inf"), 0.0])
+    x[1, 1, :3] = torch.tensor([1.0625, 1.1875, -1.0625]) * 0.01  # exact ties between E4M3 neighbours (scale 0.01)
+    for scale in (torch.tensor(0.01), torch.rand(5, 1, 1) + 0.01, torch.rand(6, 1) + 0.01, torch.rand(9) + 0.01):
+        got = torch.ops.recfx.quantize_fp8(x, scale)
+        assert torch.equal(got.view(torch.uint8), _one_shot(x, scale).view(torch.uint8))
+    q, s = torch.ops.recfx.quantize_fp8_per_token(x)
+    torch.testing.assert_close(s, fp8_ops.scale_from_amax(x.abs().amax(-1, keepdim=True)), rtol=0, atol=0,
+                               equal_nan=True)
+    assert torch.equal(q.view(torch.uint8), _one_shot(x, s).view(torch.uint8))
+
+
+def _peak_new_bytes(fn) -> int:  # type: ignore[no-untyped-def]
+    """Peak of the bytes the CPU allocator holds while ``fn`` runs, beyond what was held before (torch profiler)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
+                    key=lambda e: e.start_ns())
+    live = peak = 0
+    for event in events:
+        live += event.nbytes()
+        peak = max(peak, live)
+    return peak
+
+
+def test_quantizing_costs_little_more_memory_than_its_fp8_result() -> None:
+    x = torch.randn(8192, 1024)  # 32 MiB of float32
+    scale = torch.tensor(0.01)
+    # The FP8 result is x.nbytes / 4; the float64 temporaries stay within a slice (a few MiB). Before slicing, the
+    # float64 quotient and its rounding temporaries took ~10 x x.nbytes.
+    assert _peak_new_bytes(lambda: torch.ops.recfx.quantize_fp8(x, scale)) <= 0.75 * x.nbytes
+    assert _peak_new_bytes(lambda: torch.ops.recfx.quantize_fp8_per_token(x)) <= 0.75 * x.nbytes
+
+
+@pytest.mark.parametrize("k, group_size", [(256, 128), (300, 128), (5, 8), (40, 7)])
+def test_group_quantization_in_slices_gives_the_same_bits(monkeypatch, k: int, group_size: int) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    x = torch.randn(3, 4, k) * torch.logspace(-4, 2, k)
+    x[0, 0, :2] = torch.tensor([float("nan"), float("inf")])
+    g = -(-k // group_size)
+    padded = torch.nn.functional.pad(x.abs(), (0, g * group_size - k))
+    want_s = fp8_ops.scale_from_amax(padded.unflatten(-1, (g, group_size)).amax(dim=-1))
+    want_q = _one_shot(x, want_s.repeat_interleave(group_size, dim=-1)[..., :k])  # the formula, all at once
+    for chunk in (7, 1 << 18):
+        monkeypatch.setattr(fp8_ops, "QUANTIZE_CHUNK_ELEMENTS", chunk)
+        q, s = torch.ops.recfx.quantize_fp8_groups(x, group_size)
+        torch.testing.assert_close(s, want_s, rtol=0, atol=0, equal_nan=True)
+        assert torch.equal(q.view(torch.uint8), want_q.view(torch.uint8))

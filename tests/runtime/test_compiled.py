@@ -109,3 +109,16 @@ def test_compiled_module_is_inference_only_and_not_recompiled(compiled):
         compiled.train()
     with pytest.raises(TypeError, match="already a recfx CompiledModule.*original"):
         recfx.compile(compiled, (torch.randn(3, 4), torch.arange(3)), backend="eager")
+
+
+class Flatten(nn.Module):
+    def forward(self, x):
+        return x.contiguous().view(x.shape[0], -1)  # no node in the graph for a contiguous example
+
+
+@pytest.mark.parametrize("backend", ["eager", "ort"])
+def test_non_contiguous_input_after_a_contiguous_example(backend, tmp_path, monkeypatch):
+    monkeypatch.setenv("RECFX_CACHE_DIR", str(tmp_path))
+    fast = recfx.compile(Flatten().eval(), (torch.randn(2, 4, 5),), backend=backend)
+    x = torch.randn(3, 5, 4).transpose(1, 2)  # (3, 4, 5), not contiguous
+    assert torch.equal(fast(x), x.reshape(3, -1))
