@@ -63,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     what.add_argument("--model", required=True, help="registered model name or package.module:factory")
     what.add_argument("--backends", type=_names, default=("auto",),
                       help="comma-separated backends in order; the first one that runs is the speedup baseline "
-                           "(default: auto). Unavailable or unknown ones are reported as skipped.")
+                           "(default: auto). Ones that cannot run here are reported as skipped; an unknown name "
+                           "is an error (recfx list backends).")
     what.add_argument("--batch", type=_int_list, default=(1, 8), help="batch sizes to sweep (default 1,8)")
     what.add_argument("--seq", type=_int_list, default=None,
                       help="sequence lengths to sweep: ksa input length, onerec context tokens (one compile each)")
@@ -142,7 +143,8 @@ def run(args: argparse.Namespace) -> int:
         result = run_bench(config, progress)
     finally:
         progress.close()
-    print_table(result, console, compact=args.compact)
+    # without a JSON result to read them in, failure reasons are printed whole (what to do is often at the end)
+    print_table(result, console, compact=args.compact, full_reasons=args.json is None and args.out is None)
     written = write_outputs(result, args.out) if args.out else []
     if args.json:
         written.append(write_json(result, args.json))
@@ -178,11 +180,12 @@ def _accuracy_misses(result: BenchResult, min_cosine: float | None, min_topk: fl
 
 
 class _LineProgress:
-    """Progress as plain lines (``[12:00:01] +3.2s 4/25 inductor: compiling``) for non-terminal stderr."""
+    """Progress as plain lines for non-terminal stderr: one when a step starts (``[12:00:01] 4/25 inductor:
+    compiling``), one when it ends with its own duration (``[12:00:09] 5/25 inductor: compiling: done in 8.0s``)."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream, self.total, self.done = stream, 0, 0
-        self.last = time.perf_counter()
+        self.current: tuple[str, float] | None = None  # the step under way and when it started
 
     def close(self) -> None:
         pass
@@ -191,13 +194,18 @@ class _LineProgress:
         self.total = total
 
     def step(self, description: str) -> None:
-        now = time.perf_counter()
-        print(f"[{time.strftime('%H:%M:%S')}] +{now - self.last:.1f}s {self.done}/{self.total} {description}",
-              file=self.stream, flush=True)
-        self.last = now
+        self._print(description)
+        self.current = (description, time.perf_counter())
 
     def advance(self) -> None:
         self.done += 1
+        if self.current is not None:  # the runner may advance several times for one step (a failed compile)
+            description, started = self.current
+            self._print(f"{description}: done in {time.perf_counter() - started:.1f}s")
+            self.current = None
+
+    def _print(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {self.done}/{self.total} {text}", file=self.stream, flush=True)
 
 
 class _RichProgress:

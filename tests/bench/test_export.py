@@ -45,7 +45,7 @@ def test_tables_show_skips_speedups_and_escape_markdown(dlrm_result):
     assert "p90 ms" not in compact and "p99 ms" in compact
     md = markdown_table(two)
     assert "| other | 4 |" in md and "max\\|err\\|" in md
-    assert "- skipped not-a-backend: not registered" in md
+    assert "- skipped test-cannot-run: not available here: needs a flux capacitor" in md
 
 
 def test_failed_rows_show_failed(dlrm_result):

@@ -26,7 +26,7 @@ def test_json_holds_the_documented_fields(dlrm_result):
         assert row["throughput_rps"] > 0 and row["flops"] > 0 and row["tflops"] > 0
         assert row["device_ms"] is None and row["cuda_graphs"] is False
     (skipped,) = [r for r in data["rows"] if r["status"] == "skipped"]
-    assert skipped["backend"] == "not-a-backend" and skipped["batch"] is None and skipped["reason"]
+    assert skipped["backend"] == "test-cannot-run" and skipped["batch"] is None and skipped["reason"]
     validate_result(data)
 
 
