@@ -111,6 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from recfx._io import check_writable_file, check_writable_folder
     from recfx.bench import BenchConfig, load_result, run_bench
     from recfx.bench.compare import check_comparable, compare_results
     from recfx.bench.export import write_csv, write_json, write_outputs
@@ -123,11 +124,11 @@ def run(args: argparse.Namespace) -> int:
         beams=args.beam or (None,), device=args.device, dtype=args.dtype, warmup=args.warmup, iters=args.iters,
         time_budget=args.time_budget or None, cuda_graphs=args.cuda_graphs, pipelined=not args.no_pipelined,
         count_flops=not args.no_flops, calibration_batches=args.calibration, quant=args.quant, seed=args.seed)
-    for path in (args.json, args.csv, args.plot):
-        if path is not None and not path.parent.resolve().is_dir():
-            raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"--out {args.out} exists and is not a folder; give a folder (created if missing)")
+    for path in (args.json, args.csv, args.plot):  # a bad output path fails now, not after the benchmark
+        if path is not None:
+            check_writable_file(path)
+    if args.out is not None:
+        check_writable_folder(args.out)
     if previous is not None:  # bad comparison options fail now, not after the run
         device = config.resolved_device()
         check_comparable(previous, config.model, str(device), config.resolved_dtype(device), args.threshold,

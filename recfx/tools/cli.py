@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args._run(args))
-    except (ValueError, TypeError, UnknownKeyError, RecfxError, FileNotFoundError, PermissionError) as err:
+    except (ValueError, TypeError, UnknownKeyError, RecfxError, FileNotFoundError, PermissionError, IsADirectoryError,
+            NotADirectoryError) as err:
         print(f"recfx {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -3,6 +3,7 @@
 import json
 import re
 import time
+from pathlib import Path
 
 import pytest
 
@@ -136,13 +137,31 @@ def test_bad_compare_options_fail_before_the_run(tmp_path, capsys, monkeypatch, 
     assert message in capsys.readouterr().err
 
 
-def test_out_that_is_a_file_fails_before_the_run(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(("option", "target", "message"), [
+    ("--out", "taken", "it is a file; give a folder"),
+    ("--out", "taken/sub", "is inside"),
+    ("--json", "taken/r.json", "is a file, not a folder"),
+    ("--json", "adir", "it is a folder; give a file name"),
+    ("--csv", "nodir/r.csv", "does not exist"),
+    ("--out", "ro/new", "cannot be created"),
+    ("--plot", "ro/p.png", "not writable"),
+])
+def test_bad_output_paths_fail_before_the_run(tmp_path, capsys, monkeypatch, option, target, message):
+    """Every output path is checked before the benchmark (it used to fail after it, with a traceback for --out)."""
+    import os
+
+    import recfx._io
     import recfx.bench
 
     (tmp_path / "taken").write_text("")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "ro").mkdir()
+    real_access = os.access  # a read-only folder (chmod does not stop root, who runs CI here)
+    monkeypatch.setattr(recfx._io.os, "access", lambda p, mode: Path(p).name != "ro" and real_access(p, mode))
     monkeypatch.setattr(recfx.bench, "run_bench", lambda *a, **k: pytest.fail("the benchmark ran"))
-    assert main(["bench", "--model", "dlrm-small", "--out", str(tmp_path / "taken"), *FAST]) == 2
-    assert "not a folder" in capsys.readouterr().err
+    assert main(["bench", "--model", "dlrm-small", option, str(tmp_path / target), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
 
 
 def test_progress_lines_give_each_step_its_own_duration(capsys, monkeypatch):
