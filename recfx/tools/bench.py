@@ -60,7 +60,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (f"registered backends: {', '.join(BACKENDS.names())} (plus auto, auto-fp8). "
                      "Exit status: 0 ok, 1 a backend failed / accuracy gate missed / regression, 2 bad options.")
     what = parser.add_argument_group("what to run")
-    what.add_argument("--model", required=True, help="registered model name or package.module:factory")
+    what.add_argument("--model", required=True, help="registered model name (recfx list models) or "
+                      "package.module:factory returning (model, example_inputs)")
     what.add_argument("--backends", type=_names, default=("auto",),
                       help="comma-separated backends in order; the first one that runs is the speedup baseline "
                            "(default: auto). Ones that cannot run here are reported as skipped; an unknown name "

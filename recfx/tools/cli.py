@@ -23,7 +23,7 @@ def _load_commands() -> None:
 def build_parser() -> argparse.ArgumentParser:
     _load_commands()
     parser = argparse.ArgumentParser(prog="recfx", description="recfx: compile recommender and long-context "
-                                     "attention models (FP8, KSA, ONNX, TensorRT).")
+                                     "attention models (FP8, KSA, ONNX).")
     parser.add_argument("--version", action="version", version=f"recfx {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
