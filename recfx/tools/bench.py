@@ -111,6 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
     from recfx._io import check_writable_file, check_writable_folder
     from recfx.bench import BenchConfig, load_result, run_bench
@@ -155,13 +156,13 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         written.append(write_plot(result, args.plot))
     for path in written:
-        console.print(f"wrote {path}", style="dim", highlight=False)
+        console.print(escape(f"wrote {path}"), style="dim", highlight=False)
 
     problems = [f"{r.label} failed" + (f" at batch {r.batch}" if r.batch is not None else "") for r in result.failed]
     problems += _accuracy_misses(result, args.min_cosine, args.min_topk)
     if previous is not None:
         comparison = compare_results(previous, result, args.threshold, args.compare_metric)
-        console.print(comparison.render(), highlight=False)
+        console.print(escape(comparison.render()), highlight=False)  # names come from a file: no markup
         problems += [f"regression: {d.describe()}" for d in comparison.regressions]
     for line in problems:
         print(f"recfx bench: {line}", file=sys.stderr)

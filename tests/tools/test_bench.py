@@ -219,3 +219,21 @@ def test_a_failed_compile_is_shown_whole_without_json_and_cut_with_it(tmp_path, 
         assert advice in json.loads((tmp_path / "r.json").read_text())["rows"][0]["reason"]
     finally:
         BACKENDS.remove("test-cli-long-error")
+
+
+def test_compare_prints_names_from_the_file_as_text_not_markup(tmp_path, capsys, monkeypatch):
+    """A backend named like rich markup in the previous JSON is printed as written (it used to crash rich)."""
+    import recfx.bench
+    from recfx.bench import BenchResult, BenchRow
+    from recfx.bench.export import write_json
+    from recfx.bench.stats import summarize
+
+    def result(*names):
+        rows = [BenchRow(n, n, "ok", batch=4, latency_ms=summarize([1.0, 1.0]), throughput_rps=4.0) for n in names]
+        return BenchResult("dlrm-small", "cpu", "fp32", {}, {}, rows, "2026-12-06T00:00:00Z", "0")
+
+    write_json(result("eager", "[/bold]odd[red]"), tmp_path / "old.json")
+    monkeypatch.setattr(recfx.bench, "run_bench", lambda *a, **k: result("eager"))
+    assert main(["bench", "--model", "dlrm-small", "--backends", "eager", "--batch", "4", *FAST,
+                 "--compare", str(tmp_path / "old.json")]) == 0
+    assert "only in the previous run: ('[/bold]odd[red]', 4" in capsys.readouterr().out
