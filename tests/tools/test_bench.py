@@ -100,6 +100,8 @@ def test_a_failing_backend_is_a_row_and_exit_1(tmp_path, capsys):
     (["--model", "dlrm-small", "--compare", "/no/such/file.json"], "file.json"),
     (["--model", "dlrm-small", "--json", "/no/such/dir/r.json"], "does not exist"),
     (["--model", "dlrm-small", "--cuda-graphs", "on"], "CUDA graphs need"),
+    (["--model", "dlrm-small", "--quant", '{"eval_batches": "4"}'], "QuantConfig.eval_batches: expected an int"),
+    (["--model", "dlrm-small", "--quant", '{"block_size": true}'], "QuantConfig.block_size: expected an int, got True"),
 ])
 def test_bad_input_exits_2_with_a_message(argv, message, capsys):
     assert main(["bench", *argv, *FAST]) == 2
