@@ -40,6 +40,7 @@ import onnx
 from onnx import numpy_helper
 
 from recfx.errors import RecfxError
+from recfx.onnx.external import check_external_data
 
 #: GEMM-like ops TensorRT fuses Q/DQ into, and which of their inputs are the quantizable operands.
 GEMM_INPUTS: dict[str, tuple[int, ...]] = {"MatMul": (0, 1), "Gemm": (0, 1), "Conv": (0, 1), "ConvTranspose": (0, 1)}
@@ -145,23 +146,18 @@ class GraphIndex:
         """
         if name in self.initializers:
             tensor = self.initializers[name]
-            self._check_external_data(tensor)
             return _to_array(tensor, self.base_dir)
         node = self.producer.get(name)
         if node is None or node.op_type != "Constant":
             return None
         value = attr(node, "value")
         if isinstance(value, onnx.TensorProto):
-            self._check_external_data(value)
             return _to_array(value, self.base_dir)
         for key in ("value_float", "value_int", "value_floats", "value_ints"):
             value = attr(node, key)
             if value is not None and not isinstance(value, onnx.TensorProto):
                 return np.array(value)
         return None
-
-    def _check_external_data(self, tensor: onnx.TensorProto) -> None:
-        check_external_data(tensor, self.base_dir or ".")
 
     def elem_type(self, name: str) -> int | None:
         """The element type of a tensor when the file records it (initializers, value_info, inputs/outputs)."""
@@ -219,23 +215,6 @@ def attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
     return default
 
 
-def check_external_data(tensor: onnx.TensorProto, folder: str | Path) -> None:
-    """Refuse external data outside the model's folder: absolute paths, ``..`` and symlinks that lead out.
-
-    Raises:
-        ValueError: the tensor's external data is not a regular file inside ``folder`` (after resolving links).
-    """
-    if tensor.data_location != onnx.TensorProto.EXTERNAL:
-        return
-    location = next((e.value for e in tensor.external_data if e.key == "location"), "")
-    root = Path(folder).resolve()
-    target = (root / location).resolve()  # follows symlinks
-    if not location or Path(location).is_absolute() or not target.is_relative_to(root) or not target.is_file():
-        raise ValueError(f"initializer {_short(tensor.name)}: external data {_short(location)} is not a file inside "
-                         f"the model's folder {root}; recfx reads external data only from there (absolute paths, "
-                         "'..' and symlinks leading out are refused)")
-
-
 def _short(text: str, limit: int = 60) -> str:
     """A name from a file, quoted and cut to ``limit`` characters for one-line messages."""
     return repr(text if len(text) <= limit else text[:limit] + "...")
@@ -284,8 +263,7 @@ def _check_whole(model: onnx.ModelProto, what: str, path: Path | None = None) ->
                          "short or is not ONNX; export it again")
     external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
     if path is not None:
-        for tensor in external:  # before onnx.checker, which would read them
-            check_external_data(tensor, path.parent)
+        check_external_data(model, path.parent)  # before onnx.checker, which would read them
     elif external:
         return  # the checker would look for them in the working folder; the rules check each one they read
     try:  # node arities, attribute and tensor types: what the rules rely on
@@ -307,7 +285,8 @@ def lint_model(model: onnx.ModelProto | str | Path, *, base_dir: str | Path | No
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError: the file is empty, not ONNX, cut short or corrupt, or names external data outside its folder.
+        ValueError: the file is empty, not ONNX, cut short or corrupt.
+        ExternalDataError: external data outside the model's folder (see :mod:`recfx.onnx.external`).
     """
     from recfx.onnx import lint_rules
 
@@ -317,6 +296,7 @@ def lint_model(model: onnx.ModelProto | str | Path, *, base_dir: str | Path | No
         model = load_for_lint(path)
     else:
         _check_whole(model, "the model")
+    check_external_data(model, base_dir if base_dir is not None else ".")
     index = GraphIndex(model, base_dir)
     findings: list[Finding] = []
     for rule in lint_rules.RULES:

@@ -239,3 +239,14 @@ def test_compare_prints_names_from_the_file_as_text_not_markup(tmp_path, capsys,
     assert main(["bench", "--model", "dlrm-small", "--backends", "eager", "--batch", "4", *FAST,
                  "--compare", str(tmp_path / "old.json")]) == 0
     assert "only in the previous run: ('[/bold]odd[red]', 4" in capsys.readouterr().out
+
+
+def test_demo_explains_what_fp8_did_and_where_its_speed_comes_from():
+    import torch
+
+    from recfx.tools.demo import fp8_summary
+
+    text = fp8_summary("dlrm-small")
+    assert "3 of 5 GEMMs quantized" in text and "output cosine" in text and "in FP8 (with scales)" in text
+    if not torch.cuda.is_available():  # no FP8 units: the demo must not sell emulated FP8 as the fast path
+        assert "emulates FP8" in text and "cuda-fp8" in text

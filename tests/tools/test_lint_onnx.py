@@ -114,9 +114,9 @@ def test_external_data_outside_the_folder_is_refused(tmp_path, capsys) -> None: 
     for location in ("../data.bin", str(tmp_path / "data.bin")):
         _external_model(model_dir, location)
         code, err = _lint_exit_and_message(path, capsys)
-        assert code == 2 and "is not a file inside the model's folder" in err and err.count("\n") == 1, err
+        assert code == 2 and "refusing to load" in err and err.count("\n") == 1, err
     _external_model(model_dir, "data.bin")
     (model_dir / "data.bin").unlink()
     (model_dir / "data.bin").symlink_to(tmp_path / "data.bin")  # a symlink leading out
     code, err = _lint_exit_and_message(path, capsys)
-    assert code == 2 and "symlinks" in err, err
+    assert code == 2 and "symlink" in err, err
