@@ -16,7 +16,8 @@ class ConfigBase:
     """Base of recfx configs: subclasses validate in ``validate`` and never rewrite themselves.
 
     ``to_dict`` produces JSON-friendly values (tuples become lists, enums their values, nested configs dicts);
-    ``from_dict`` rebuilds the config and rejects unknown keys.
+    ``from_dict`` rebuilds the config and rejects unknown keys and values of the wrong JSON type (``true`` or
+    ``"4"`` for an int field), naming the field.
     """
 
     def __post_init__(self) -> None:
@@ -37,7 +38,14 @@ class ConfigBase:
         if unknown:
             raise ValueError(f"unknown {cls.__name__} keys {unknown}; valid keys: {sorted(fields)}")
         hints = typing.get_type_hints(cls)
-        kwargs = {name: _from_plain(hints[name], value) for name, value in data.items()}
+        kwargs = {}
+        for name, value in data.items():
+            try:
+                kwargs[name] = _from_plain(hints[name], value)
+            except _WrongType as err:
+                where = "" if err.value is value else f" in {value!r}"
+                raise TypeError(f"{cls.__name__}.{name}: expected {err.expected}, got {err.value!r}"
+                                f"{' (a bool)' if isinstance(err.value, bool) else ''}{where}") from None
         return cls(**kwargs)
 
     def replace(self: C, **changes: Any) -> C:
@@ -57,7 +65,22 @@ def _to_plain(value: Any) -> Any:
     return value
 
 
+class _WrongType(TypeError):
+    def __init__(self, expected: str, value: Any) -> None:
+        super().__init__(expected)
+        self.expected, self.value = expected, value
+
+
+#: JSON scalars by the field type they may fill (an int fills a float field; a bool fills only a bool field).
+_SCALARS: dict[type, tuple[type, ...]] = {int: (int,), float: (int, float), str: (str,), bool: (bool,)}
+
+
 def _from_plain(hint: Any, value: Any) -> Any:
+    if hint in _SCALARS:
+        if not isinstance(value, _SCALARS[hint]) or (hint is not bool and isinstance(value, bool)):
+            raise _WrongType("a number" if hint is float else f"an {hint.__name__}" if hint is int else
+                             f"a {hint.__name__}", value)
+        return value
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):

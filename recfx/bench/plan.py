@@ -1,12 +1,13 @@
-"""Which backends a bench run compiles: ``auto``/``auto-fp8`` expanded, the unavailable and unknown ones skipped
-with the reason (never silently dropped), duplicates listed once."""
+"""Which backends a bench run compiles: ``auto``/``auto-fp8`` expanded, the unavailable ones skipped with the reason
+(never silently dropped), duplicates listed once; an unknown name is an error (a typo must not pass as a skip)."""
 
 from __future__ import annotations
 
 import dataclasses
+import difflib
 
 from recfx.backends import AUTO_NAMES, BACKENDS, resolve_backend
-from recfx.errors import BackendUnavailableError
+from recfx.errors import BackendUnavailableError, UnknownKeyError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,14 +45,26 @@ def plan_backends(requested: list[str] | tuple[str, ...]) -> list[BackendChoice]
 
     Raises:
         ValueError: an empty list or an empty name.
+        UnknownKeyError: a name that is neither registered nor ``auto``/``auto-fp8`` (with close matches).
 
     Example:
-        >>> [c.runnable for c in plan_backends(["eager", "no-such-backend"])]
-        [True, False]
+        >>> [c.runnable for c in plan_backends(["eager", "auto"])]
+        [True, True]
+        >>> plan_backends(["eagr"])
+        Traceback (most recent call last):
+        ...
+        recfx.errors.UnknownKeyError: unknown backend 'eagr'. Did you mean 'eager' or 'eager-fp8'? ...
     """
     if not requested or any(not name for name in requested):
         raise ValueError(f"give at least one backend name (registered: {', '.join(BACKENDS.names())}, "
                          f"or {' / '.join(AUTO_NAMES)}), got {list(requested)!r}")
+    known = [*BACKENDS.names(), *AUTO_NAMES]
+    for name in requested:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=3)
+            hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+            raise UnknownKeyError(f"unknown backend {name!r}.{hint} Registered: {', '.join(BACKENDS.names())}, "
+                                  f"or {' / '.join(AUTO_NAMES)} (`recfx list backends` shows which run here)")
     choices: list[BackendChoice] = []
     seen: dict[str, str] = {}  # backend -> the requested name that runs it
     for name in requested:
@@ -78,9 +91,6 @@ def _resolve(name: str) -> BackendChoice:
         except BackendUnavailableError as err:
             return BackendChoice(name, None, False, str(err))
         return BackendChoice(name, backend.name, True, why)
-    if name not in BACKENDS:
-        return BackendChoice(name, None, False, f"not registered in this build; registered: "
-                                                f"{', '.join(BACKENDS.names())}")
     availability = BACKENDS.get(name)().availability()
     if not availability.ok:
         return BackendChoice(name, name, False, f"not available here: {availability.reason}")

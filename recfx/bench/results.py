@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -129,57 +130,104 @@ class BenchResult:
 _TOP_LEVEL = {"schema": str, "recfx_version": str, "created": str, "model": str, "device": str, "dtype": str,
               "config": dict, "environment": dict, "rows": list}
 _NUMBER = (int, float)
+#: Row fields that hold a measurement: a finite number >= 0 (or null). NaN, infinities and negatives are refused.
+_MEASURES = ("compile_s", "first_call_ms", "throughput_rps", "device_throughput_rps", "tokens_per_s", "flops",
+             "tflops", "peak_mem_mb")
 _ROW_FIELDS: dict[str, tuple[type, ...]] = {
     "backend": (str,), "requested": (str,), "status": (str,), "reason": (str,), "batch": (int,), "seq": (int,),
-    "beam": (int,), "cuda_graphs": (bool,), "compile_s": _NUMBER, "compile_detail": (dict,), "accuracy": (dict,),
-    "latency_ms": (dict,), "device_ms": (dict,), "first_call_ms": _NUMBER, "throughput_rps": _NUMBER,
-    "device_throughput_rps": _NUMBER, "tokens_per_s": _NUMBER, "flops": _NUMBER, "tflops": _NUMBER,
-    "peak_mem_mb": _NUMBER,
+    "beam": (int,), "cuda_graphs": (bool,), "compile_detail": (dict,), "accuracy": (dict,), "latency_ms": (dict,),
+    "device_ms": (dict,), **dict.fromkeys(_MEASURES, _NUMBER),
 }
 _REQUIRED_ROW = ("backend", "requested", "status")
 _STATS_FIELDS = tuple(f.name for f in dataclasses.fields(Stats))
+_ACCURACY_FIELDS = tuple(f.name for f in dataclasses.fields(Accuracy))
+_COMPILE_DETAIL_FIELDS = ("capture_s", "passes_s", "backend_s")
 
 
 def validate_result(data: Any, source: str = "bench result") -> None:
-    """Check that ``data`` is a bench result in this schema (types of every known field).
+    """Check that ``data`` is a bench result in this schema: every field's type, timings finite and >= 0.
+
+    Unknown fields are refused at every level (the result, a row, its stats, accuracy and compile detail); only
+    ``config`` and ``environment`` are free-form.
 
     Raises:
-        ValueError: not this schema, a bad status, unknown or missing fields (the message says where).
-        TypeError: a field of the wrong type (``rows[3].latency_ms.p50: missing or not a number``).
+        ValueError: not this schema, a bad status, unknown or missing fields, a NaN / infinite / negative timing
+            (the message says where).
+        TypeError: a field of the wrong type (``rows[3].latency_ms.p50: expected a number, got 'fast'``).
     """
     if not isinstance(data, dict):
         raise TypeError(f"{source}: expected a JSON object, got {type(data).__name__}")
     if data.get("schema") != SCHEMA:
-        raise ValueError(f"{source}: schema {data.get('schema')!r} is not {SCHEMA!r} (not a recfx bench result, "
-                         "or written by an incompatible version)")
+        raise ValueError(f"{source}: schema {_brief(data.get('schema'))} is not {SCHEMA!r} (not a recfx bench "
+                         "result, or written by an incompatible version)")
+    _no_unknown(data, tuple(_TOP_LEVEL), source)
     for key, kind in _TOP_LEVEL.items():
         if not isinstance(data.get(key), kind):
             raise TypeError(f"{source}: {key!r} must be a {kind.__name__}, got {type(data.get(key)).__name__}")
     for i, row in enumerate(data["rows"]):
-        where = f"{source}: rows[{i}]"
-        if not isinstance(row, dict):
-            raise TypeError(f"{where} must be an object")
-        unknown = sorted(set(row) - set(_ROW_FIELDS))
-        if unknown:
-            raise ValueError(f"{where}: unknown fields {unknown}")
-        for key in _REQUIRED_ROW:
-            if key not in row:
-                raise ValueError(f"{where}.{key}: missing")
-        for key, value in row.items():
-            kinds = _ROW_FIELDS[key]
-            if value is not None and (not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))):
-                raise TypeError(f"{where}.{key}: expected {'/'.join(k.__name__ for k in kinds)}, got {value!r}")
-        if row["status"] not in STATUSES:
-            raise ValueError(f"{where}.status: {row['status']!r} is not one of {STATUSES}")
-        for key in ("latency_ms", "device_ms"):
-            stats = row.get(key)
-            if stats is None:
-                continue
-            for name in _STATS_FIELDS:
-                if not isinstance(stats.get(name), _NUMBER):
-                    raise TypeError(f"{where}.{key}.{name}: missing or not a number")
-        if row["status"] == "ok" and row.get("latency_ms") is None:
-            raise ValueError(f"{where}: an 'ok' row needs latency_ms")
+        _validate_row(row, f"{source}: rows[{i}]")
+
+
+def _validate_row(row: Any, where: str) -> None:
+    if not isinstance(row, dict):
+        raise TypeError(f"{where} must be an object, got {type(row).__name__}")
+    _no_unknown(row, tuple(_ROW_FIELDS), where)
+    for key in _REQUIRED_ROW:
+        if key not in row:
+            raise ValueError(f"{where}.{key}: missing")
+    for key, value in row.items():
+        kinds = _ROW_FIELDS[key]
+        if value is not None and (not isinstance(value, kinds) or (bool not in kinds and isinstance(value, bool))):
+            raise TypeError(f"{where}.{key}: expected {'/'.join(k.__name__ for k in kinds)}, got {_brief(value)}")
+    if row["status"] not in STATUSES:
+        raise ValueError(f"{where}.status: {_brief(row['status'])} is not one of {STATUSES}")
+    for key in ("batch", "seq", "beam"):
+        if row.get(key) is not None and row[key] < 1:
+            raise ValueError(f"{where}.{key}: must be >= 1, got {row[key]}")
+    for key in _MEASURES:
+        _measure(row.get(key), f"{where}.{key}", optional=True)
+    for key in ("latency_ms", "device_ms"):
+        stats = row.get(key)
+        if stats is None:
+            continue
+        _no_unknown(stats, _STATS_FIELDS, f"{where}.{key}")
+        for name in _STATS_FIELDS:
+            _measure(stats.get(name), f"{where}.{key}.{name}", optional=False)
+    if row.get("compile_detail") is not None:
+        _no_unknown(row["compile_detail"], _COMPILE_DETAIL_FIELDS, f"{where}.compile_detail")
+        for name, value in row["compile_detail"].items():
+            _measure(value, f"{where}.compile_detail.{name}", optional=True)
+    if row.get("accuracy") is not None:  # a measured error may be NaN or inf (a backend that returned NaN)
+        _no_unknown(row["accuracy"], _ACCURACY_FIELDS, f"{where}.accuracy")
+        for name in _ACCURACY_FIELDS:
+            value = row["accuracy"].get(name)
+            if value is not None and (not isinstance(value, _NUMBER) or isinstance(value, bool)):
+                raise TypeError(f"{where}.accuracy.{name}: expected a number or null, got {_brief(value)}")
+    if row["status"] == "ok" and row.get("latency_ms") is None:
+        raise ValueError(f"{where}: an 'ok' row needs latency_ms")
+
+
+def _no_unknown(data: dict[str, Any], known: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        raise ValueError(f"{where}: unknown fields [{', '.join(_brief(k) for k in unknown[:5])}]{more}; known: "
+                         f"{', '.join(known)}")
+
+
+def _measure(value: Any, where: str, optional: bool) -> None:
+    """A timing, rate or size: a finite number >= 0."""
+    if value is None and optional:
+        return
+    if not isinstance(value, _NUMBER) or isinstance(value, bool):
+        raise TypeError(f"{where}: expected a number, got {_brief(value)}")
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{where}: must be a finite number >= 0, got {value}")
+
+
+def _brief(value: Any, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def load_result(path: str | Path) -> BenchResult:
@@ -187,11 +235,13 @@ def load_result(path: str | Path) -> BenchResult:
 
     Raises:
         FileNotFoundError: no such file.
-        ValueError / TypeError: not JSON, or not a bench result of this schema.
+        ValueError / TypeError: not JSON (or nested too deeply), or not a bench result of this schema.
     """
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: JSON nested too deeply to be a bench result") from None
     return BenchResult.from_dict(data, source=str(path))

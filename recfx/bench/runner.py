@@ -4,7 +4,8 @@ For each model variant (sequence length, beam) the original model runs once per 
 reference of the accuracy check and its FLOPs are counted. Then each runnable backend is compiled once
 (``recfx.compile`` with a dynamic batch) and, for each batch size and CUDA-graph mode: warm-up, accuracy check,
 synchronous latency, pipelined throughput. A backend that raises (in compile or at one shape) gives a ``failed``
-row with the error and the run goes on; an unavailable or unknown backend gives a ``skipped`` row with the reason.
+row with the error and the run goes on; an unavailable backend gives a ``skipped`` row with the reason, an unknown
+name is an error before anything runs.
 """
 
 from __future__ import annotations
@@ -70,23 +71,24 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRes
         one ``skipped`` row per backend that cannot run and one ``failed`` row per failed compile.
 
     Raises:
-        ValueError: bad options (unknown model, --seq for a model without one, CUDA asked for without a GPU...).
+        ValueError: bad options (unknown model or backend, --seq for a model without one, CUDA asked for without a
+            GPU...), before anything runs.
 
     Example:
         >>> from recfx.bench import BenchConfig, run_bench
-        >>> result = run_bench(BenchConfig("dlrm-small", backends=("eager", "no-such"), batches=(2,), iters=2,
-        ...                                warmup=1, count_flops=False))
+        >>> result = run_bench(BenchConfig("dlrm-small", backends=("eager",), batches=(2,), iters=2, warmup=1,
+        ...                                count_flops=False))
         >>> [(r.backend, r.status) for r in result.rows]
-        [('eager', 'ok'), ('no-such', 'skipped')]
+        [('eager', 'ok')]
     """
     progress = progress or _NoProgress()
+    choices = plan_backends(config.backends)  # an unknown name fails here, before any work
     env = environment()  # before the run: its load average says whether something else was running
     device = config.resolved_device()
     dtype_name = config.resolved_dtype(device)
     dtype = parse_dtype(dtype_name)
     graph_modes = config.graph_modes(device)
     variant_list = variants(config.model, config.seqs, config.beams)
-    choices = plan_backends(config.backends)
     runnable = [c for c in choices if c.runnable]
     order: dict[str, int] = {}
     for i, choice in enumerate(choices):

@@ -141,8 +141,13 @@ def legend(result: BenchResult, compact: bool = False) -> str:
     return text
 
 
-def notes(result: BenchResult) -> list[str]:
-    """One line per skipped or failed row with its full reason, and a warning when the machine was busy."""
+def notes(result: BenchResult, full: bool = False) -> list[str]:
+    """One note per skipped or failed row with its reason, and a warning when the machine was busy.
+
+    Args:
+        full: the whole reason (what to do included, over several lines); else its first line, cut at
+            ``NOTE_CHARS``, for output that sits beside the JSON result.
+    """
     out = []
     load, cores = result.environment.get("load_average"), result.environment.get("cpu_count")
     if result.device == "cpu" and load and cores and load[0] > BUSY_LOAD * cores:
@@ -152,7 +157,8 @@ def notes(result: BenchResult) -> list[str]:
         if row.status != "ok":
             where = f" at batch {_shape(row)}" if row.batch is not None else ""
             graph = " with CUDA graph" if row.cuda_graphs else ""
-            out.append(f"{row.status} {row.label}{where}{graph}: {_short(row.reason)}")
+            reason = "\n    ".join(row.reason.strip().splitlines()) if full else _short(row.reason)
+            out.append(f"{row.status} {row.label}{where}{graph}: {reason}")
     return out
 
 
@@ -174,8 +180,11 @@ def render_table(result: BenchResult, compact: bool = False, width: int = 200) -
     return buf.getvalue()
 
 
-def print_table(result: BenchResult, console: object, compact: bool = False) -> None:
-    """Print the table, its legend and the notes on ``console`` (a ``rich.console.Console``)."""
+def print_table(result: BenchResult, console: object, compact: bool = False, full_reasons: bool = False) -> None:
+    """Print the table, its legend and the notes on ``console`` (a ``rich.console.Console``).
+
+    ``full_reasons``: print skipped/failed reasons whole (when no JSON result keeps them), else their first line.
+    """
     from rich.console import Console
     from rich.markup import escape
     from rich.table import Table
@@ -190,7 +199,7 @@ def print_table(result: BenchResult, console: object, compact: bool = False) -> 
         style = {"failed": "red", "skipped": "dim"}.get(row.status)
         table.add_row(*(escape(col.cell(row)) for col in cols), style=style)
     console.print(table)
-    for line in notes(result):
+    for line in notes(result, full=full_reasons):
         style = {"failed": "red", "warning": "yellow"}.get(line.split(" ", 1)[0], "dim")
         console.print(escape(line), style=style, soft_wrap=True)
 

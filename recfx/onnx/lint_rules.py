@@ -62,8 +62,11 @@ def check_zero_point(g: GraphIndex) -> list[Finding]:
             out.append(_finding("zero-point", node, "the zero point is computed at run time; TensorRT needs a "
                                 "constant zero point of 0", "error"))
         elif np.any(zp.astype(np.float32) != 0):
-            out.append(_finding("zero-point", node, f"zero point is {zp.ravel()[:4].tolist()}, not 0; TensorRT only "
-                                "supports symmetric quantization (zero point 0)", "error"))
+            nonzero = zp.astype(np.float32).ravel()
+            nonzero = nonzero[nonzero != 0]  # one value per finding: a report never dumps a tensor
+            out.append(_finding("zero-point", node, f"zero point holds {nonzero.size} nonzero value(s) (first "
+                                f"{nonzero[0]:g}), not 0; TensorRT only supports symmetric quantization (zero point "
+                                "0)", "error"))
     return out
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-from pathlib import Path
 
 from recfx.tools.commands import command
 
@@ -33,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from recfx._io import atomic_write_text
+    from recfx._io import atomic_write_text, check_writable_file
     from recfx.analysis.distribution import add_outlier_channels, analyze_model, plot
     from recfx.tools.common import resolve_model
 
@@ -42,9 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.outlier_channels < 0:
         raise ValueError(f"--outlier-channels must be >= 0, got {args.outlier_channels}")
     for out in filter(None, (args.out, args.json)):  # fail before the (slow) analysis, not after it
-        folder = Path(out).parent
-        if not folder.is_dir():
-            raise FileNotFoundError(f"cannot write {out}: folder {folder} does not exist")
+        check_writable_file(out)
     results = []
     for ref in args.models:
         name, model, inputs, spec = resolve_model(ref, batch=args.batch)

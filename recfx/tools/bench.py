@@ -60,10 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (f"registered backends: {', '.join(BACKENDS.names())} (plus auto, auto-fp8). "
                      "Exit status: 0 ok, 1 a backend failed / accuracy gate missed / regression, 2 bad options.")
     what = parser.add_argument_group("what to run")
-    what.add_argument("--model", required=True, help="registered model name or package.module:factory")
+    what.add_argument("--model", required=True, help="registered model name (recfx list models) or "
+                      "package.module:factory returning (model, example_inputs)")
     what.add_argument("--backends", type=_names, default=("auto",),
                       help="comma-separated backends in order; the first one that runs is the speedup baseline "
-                           "(default: auto). Unavailable or unknown ones are reported as skipped.")
+                           "(default: auto). Ones that cannot run here are reported as skipped; an unknown name "
+                           "is an error (recfx list backends).")
     what.add_argument("--batch", type=_int_list, default=(1, 8), help="batch sizes to sweep (default 1,8)")
     what.add_argument("--seq", type=_int_list, default=None,
                       help="sequence lengths to sweep: ksa input length, onerec context tokens (one compile each)")
@@ -109,7 +111,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
+    from rich.markup import escape
 
+    from recfx._io import check_writable_file, check_writable_folder
     from recfx.bench import BenchConfig, load_result, run_bench
     from recfx.bench.compare import check_comparable, compare_results
     from recfx.bench.export import write_csv, write_json, write_outputs
@@ -122,11 +126,11 @@ def run(args: argparse.Namespace) -> int:
         beams=args.beam or (None,), device=args.device, dtype=args.dtype, warmup=args.warmup, iters=args.iters,
         time_budget=args.time_budget or None, cuda_graphs=args.cuda_graphs, pipelined=not args.no_pipelined,
         count_flops=not args.no_flops, calibration_batches=args.calibration, quant=args.quant, seed=args.seed)
-    for path in (args.json, args.csv, args.plot):
-        if path is not None and not path.parent.resolve().is_dir():
-            raise FileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
-    if args.out is not None and args.out.exists() and not args.out.is_dir():
-        raise ValueError(f"--out {args.out} exists and is not a folder; give a folder (created if missing)")
+    for path in (args.json, args.csv, args.plot):  # a bad output path fails now, not after the benchmark
+        if path is not None:
+            check_writable_file(path)
+    if args.out is not None:
+        check_writable_folder(args.out)
     if previous is not None:  # bad comparison options fail now, not after the run
         device = config.resolved_device()
         check_comparable(previous, config.model, str(device), config.resolved_dtype(device), args.threshold,
@@ -142,7 +146,8 @@ def run(args: argparse.Namespace) -> int:
         result = run_bench(config, progress)
     finally:
         progress.close()
-    print_table(result, console, compact=args.compact)
+    # without a JSON result to read them in, failure reasons are printed whole (what to do is often at the end)
+    print_table(result, console, compact=args.compact, full_reasons=args.json is None and args.out is None)
     written = write_outputs(result, args.out) if args.out else []
     if args.json:
         written.append(write_json(result, args.json))
@@ -151,13 +156,13 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         written.append(write_plot(result, args.plot))
     for path in written:
-        console.print(f"wrote {path}", style="dim", highlight=False)
+        console.print(escape(f"wrote {path}"), style="dim", highlight=False)
 
     problems = [f"{r.label} failed" + (f" at batch {r.batch}" if r.batch is not None else "") for r in result.failed]
     problems += _accuracy_misses(result, args.min_cosine, args.min_topk)
     if previous is not None:
         comparison = compare_results(previous, result, args.threshold, args.compare_metric)
-        console.print(comparison.render(), highlight=False)
+        console.print(escape(comparison.render()), highlight=False)  # names come from a file: no markup
         problems += [f"regression: {d.describe()}" for d in comparison.regressions]
     for line in problems:
         print(f"recfx bench: {line}", file=sys.stderr)
@@ -178,11 +183,12 @@ def _accuracy_misses(result: BenchResult, min_cosine: float | None, min_topk: fl
 
 
 class _LineProgress:
-    """Progress as plain lines (``[12:00:01] +3.2s 4/25 inductor: compiling``) for non-terminal stderr."""
+    """Progress as plain lines for non-terminal stderr: one when a step starts (``[12:00:01] 4/25 inductor:
+    compiling``), one when it ends with its own duration (``[12:00:09] 5/25 inductor: compiling: done in 8.0s``)."""
 
     def __init__(self, stream: TextIO) -> None:
         self.stream, self.total, self.done = stream, 0, 0
-        self.last = time.perf_counter()
+        self.current: tuple[str, float] | None = None  # the step under way and when it started
 
     def close(self) -> None:
         pass
@@ -191,13 +197,18 @@ class _LineProgress:
         self.total = total
 
     def step(self, description: str) -> None:
-        now = time.perf_counter()
-        print(f"[{time.strftime('%H:%M:%S')}] +{now - self.last:.1f}s {self.done}/{self.total} {description}",
-              file=self.stream, flush=True)
-        self.last = now
+        self._print(description)
+        self.current = (description, time.perf_counter())
 
     def advance(self) -> None:
         self.done += 1
+        if self.current is not None:  # the runner may advance several times for one step (a failed compile)
+            description, started = self.current
+            self._print(f"{description}: done in {time.perf_counter() - started:.1f}s")
+            self.current = None
+
+    def _print(self, text: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {self.done}/{self.total} {text}", file=self.stream, flush=True)
 
 
 class _RichProgress:

@@ -23,7 +23,7 @@ def _load_commands() -> None:
 def build_parser() -> argparse.ArgumentParser:
     _load_commands()
     parser = argparse.ArgumentParser(prog="recfx", description="recfx: compile recommender and long-context "
-                                     "attention models (FP8, KSA, ONNX, TensorRT).")
+                                     "attention models (FP8, KSA, ONNX).")
     parser.add_argument("--version", action="version", version=f"recfx {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -43,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args._run(args))
-    except (ValueError, TypeError, UnknownKeyError, RecfxError, FileNotFoundError, PermissionError) as err:
+    except (ValueError, TypeError, UnknownKeyError, RecfxError, FileNotFoundError, PermissionError, IsADirectoryError,
+            NotADirectoryError) as err:
         print(f"recfx {args.command}: error: {err}", file=sys.stderr)
         return 2
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from typing import Any
 
 import torch
@@ -16,6 +18,9 @@ def resolve_model(ref: str, *, batch: int = 2, dtype: torch.dtype = torch.float3
                   seed: int = 0) -> tuple[str, torch.nn.Module, tuple[torch.Tensor, ...], ModelSpec | None]:
     """A model and example inputs from a registry name, a trained MovieLens checkpoint folder (inputs: the first
     ``batch`` users' real test histories) or ``module:factory`` returning ``(model, inputs)``.
+
+    The module is looked for in the current folder first, then on ``sys.path``, as ``python -m`` does (the
+    ``recfx`` console script alone would not look in the current folder).
 
     Raises:
         ValueError: the reference is neither a known model nor an importable ``module:factory``.
@@ -34,10 +39,14 @@ def resolve_model(ref: str, *, batch: int = 2, dtype: torch.dtype = torch.float3
                          "written by `recfx movielens train`, or 'package.module:factory' where factory() returns "
                          "(model, example_inputs)")
     mod_name, _, attr = ref.partition(":")
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
     try:
         factory = getattr(importlib.import_module(mod_name), attr)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"cannot load {ref!r}: {err}") from None
+        raise ValueError(f"cannot load {ref!r}: {err} (modules are looked for in the current folder {cwd}, then "
+                         "on sys.path)") from None
     result: Any = factory()
     if not (isinstance(result, tuple) and len(result) == 2 and isinstance(result[0], torch.nn.Module)):
         raise ValueError(f"{ref} must return (model, example_inputs), got {type(result).__name__}")

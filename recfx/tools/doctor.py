@@ -15,7 +15,7 @@ _LIBRARIES = (
     ("onnx", "ONNX export"),
     ("onnxscript", "ONNX export (torch.onnx dynamo exporter)"),
     ("onnxruntime", "ort / ort-fp8 backends"),
-    ("tensorrt", "trt / trt-fp8 backends (NVIDIA TensorRT Python API)"),
+    ("tensorrt", "NVIDIA TensorRT: what export-onnx / lint-onnx files target; recfx has no TensorRT backend yet"),
     ("numpy", ""),
     ("matplotlib", "bench / analyze plots"),
     ("rich", "tables and progress bars"),
@@ -83,8 +83,6 @@ def run(args: argparse.Namespace) -> int:
         note = report["notes"].get(module, "")
         if module == "onnxruntime" and report["onnxruntime_providers"] is not None:
             note = "providers: " + ", ".join(report["onnxruntime_providers"])
-        elif module == "tensorrt" and version is None:
-            note = f"{note}: the trt backends cannot build engines on this machine"
         software.add_row(module, version or "[red]absent[/red]", escape(note or use))
     software.add_row("C++ compiler", escape(report["cxx_compiler"] or "none"), "Inductor's CPU code generation")
     console.print(software)

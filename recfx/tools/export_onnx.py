@@ -17,7 +17,7 @@ from recfx.tools.commands import command
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from recfx.onnx.config import MAX_OPSET, MIN_FP8_OPSET, MIN_OPSET
 
-    parser.add_argument("model", help="registered model name (recfx bench --list-models) or package.module:factory "
+    parser.add_argument("model", help="registered model name (recfx list models) or package.module:factory "
                                       "returning (model, example_inputs)")
     parser.add_argument("-o", "--output", required=True, help="the .onnx file to write (its folder must exist)")
     parser.add_argument("--fp8", action="store_true", help="quantize to FP8 (E4M3) first (eager-fp8 passes)")

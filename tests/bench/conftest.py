@@ -64,8 +64,12 @@ def onerec_micro():
 
 @pytest.fixture(scope="session")
 def dlrm_result():
-    """A small real result: dlrm-small on eager and a skipped backend, batches 1 and 4."""
+    """A small real result: dlrm-small on eager and a skipped backend (``test-cannot-run``), batches 1 and 4."""
     from recfx.bench import BenchConfig, run_bench
 
-    return run_bench(BenchConfig("dlrm-small", backends=("eager", "not-a-backend"), batches=(1, 4), warmup=1,
-                                 iters=5, time_budget=None))
+    register_backend("test-cannot-run")(type("_CannotRun", (_Unavailable,), {}))
+    try:
+        return run_bench(BenchConfig("dlrm-small", backends=("eager", "test-cannot-run"), batches=(1, 4), warmup=1,
+                                     iters=5, time_budget=None))
+    finally:
+        BACKENDS.remove("test-cannot-run")

@@ -28,7 +28,7 @@ def test_output_folder_gets_every_file(dlrm_result, tmp_path):
     assert all(p.stat().st_size > 0 for p in written)
     assert (tmp_path / "new" / "folder" / "bench.png").read_bytes().startswith(PNG_MAGIC)
     text = (tmp_path / "new" / "folder" / "bench.txt").read_text()
-    assert "dlrm-small" in text and "p99 ms" in text and "not-a-backend" in text and "not registered" in text
+    assert "dlrm-small" in text and "p99 ms" in text and "test-cannot-run" in text and "needs a flux capacitor" in text
 
 
 def test_tables_show_skips_speedups_and_escape_markdown(dlrm_result):
@@ -45,7 +45,7 @@ def test_tables_show_skips_speedups_and_escape_markdown(dlrm_result):
     assert "p90 ms" not in compact and "p99 ms" in compact
     md = markdown_table(two)
     assert "| other | 4 |" in md and "max\\|err\\|" in md
-    assert "- skipped not-a-backend: not registered" in md
+    assert "- skipped test-cannot-run: not available here: needs a flux capacitor" in md
 
 
 def test_failed_rows_show_failed(dlrm_result):

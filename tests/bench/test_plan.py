@@ -1,16 +1,22 @@
-"""recfx/bench/plan.py: auto expansion, skipped reasons for unknown / unavailable backends, duplicates."""
+"""recfx/bench/plan.py: auto expansion, unknown names refused, skipped reasons for unavailable backends, duplicates."""
 
 import pytest
 
 from recfx.backends import BACKENDS, resolve_backend
 from recfx.bench.plan import plan_backends
+from recfx.errors import UnknownKeyError
 
 
-def test_unknown_backend_is_skipped_with_the_registered_names():
-    (choice,) = plan_backends(["trt-fp8-nope"])
-    assert not choice.runnable and choice.backend is None
-    assert "not registered in this build" in choice.reason
-    assert all(name in choice.reason for name in BACKENDS.names())
+def test_unknown_backend_is_an_error_with_close_matches_and_the_registered_names():
+    """A typo must not pass as a 'skipped' row: it is an error naming the close matches and every known name."""
+    with pytest.raises(UnknownKeyError, match=r"unknown backend 'indcutor'\. Did you mean 'inductor'") as info:
+        plan_backends(["eager", "indcutor"])
+    assert all(name in str(info.value) for name in [*BACKENDS.names(), "auto", "auto-fp8"])
+    with pytest.raises(UnknownKeyError, match="Did you mean 'auto-fp8'"):
+        plan_backends(["auto_fp8"])
+    with pytest.raises(UnknownKeyError) as info:
+        plan_backends(["xyzzy"])
+    assert "Did you mean" not in str(info.value)
 
 
 def test_unavailable_backend_is_skipped_with_its_reason(fake_backends):

@@ -84,6 +84,16 @@ def test_zero_point_not_zero() -> None:
     assert _rules(_linear(x_zp=_fp8("zp", [], [2.0]))) == {"zero-point": 2}
 
 
+def test_findings_name_one_value_not_the_tensor() -> None:
+    """A per-channel zero point of 3 nonzero values: the finding counts them and shows the first only."""
+    model = _linear()
+    zpw = next(t for t in model.graph.initializer if t.name == "zpw")
+    zpw.CopyFrom(_fp8("zpw", [3], [2.0, 3.0, 4.0]))
+    (finding,) = lint_model(model).findings
+    assert finding.rule == "zero-point" and "3 nonzero value(s) (first 2)" in finding.message
+    assert "3.0" not in finding.message and "4" not in finding.message
+
+
 def test_scale_non_positive() -> None:
     assert _rules(_linear(x_scale=-0.5)) == {"scale": 2}
     assert _rules(_linear(w_scale=[0.5, 0.0, 0.1])) == {"scale": 1}

@@ -2,10 +2,12 @@
 
 import json
 import re
+import time
+from pathlib import Path
 
 import pytest
 
-from recfx.backends import BACKENDS, register_backend
+from recfx.backends import BACKENDS, Availability, register_backend
 from recfx.backends.eager import EagerBackend
 from recfx.bench import load_result
 from recfx.tools.cli import main
@@ -13,15 +15,27 @@ from recfx.tools.cli import main
 FAST = ["--iters", "2", "--warmup", "1", "--time-budget", "0", "--quiet"]
 
 
-def test_onerec_tiny_end_to_end(tmp_path, capsys):
+@pytest.fixture
+def cannot_run():
+    """A registered backend that cannot run here (``test-cli-cannot-run``)."""
+    @register_backend("test-cli-cannot-run")
+    class CannotRun(EagerBackend):
+        def availability(self):
+            return Availability(False, "needs a flux capacitor")
+
+    yield "test-cli-cannot-run"
+    BACKENDS.remove("test-cli-cannot-run")
+
+
+def test_onerec_tiny_end_to_end(tmp_path, capsys, cannot_run):
     out = tmp_path / "run"
-    code = main(["bench", "--model", "onerec-tiny", "--backends", "eager,trt-fp8", "--batch", "2", "--compact",
+    code = main(["bench", "--model", "onerec-tiny", "--backends", f"eager,{cannot_run}", "--batch", "2", "--compact",
                  "--out", str(out), "--json", str(tmp_path / "r.json"), "--csv", str(tmp_path / "r.csv"),
                  "--plot", str(tmp_path / "r.png"), *FAST])
     text = capsys.readouterr().out
     assert code == 0
     assert "onerec-tiny" in text and "top-k" in text and "100.0%" in text
-    assert "skipped trt-fp8: not registered in this build" in text
+    assert "skipped test-cli-cannot-run: not available here: needs a flux capacitor" in text
     for name in ("bench.txt", "bench.md", "bench.json", "bench.csv", "bench.png"):
         assert (out / name).stat().st_size > 0
     result = load_result(tmp_path / "r.json")
@@ -86,6 +100,8 @@ def test_a_failing_backend_is_a_row_and_exit_1(tmp_path, capsys):
     (["--model", "dlrm-small", "--compare", "/no/such/file.json"], "file.json"),
     (["--model", "dlrm-small", "--json", "/no/such/dir/r.json"], "does not exist"),
     (["--model", "dlrm-small", "--cuda-graphs", "on"], "CUDA graphs need"),
+    (["--model", "dlrm-small", "--quant", '{"eval_batches": "4"}'], "QuantConfig.eval_batches: expected an int"),
+    (["--model", "dlrm-small", "--quant", '{"block_size": true}'], "QuantConfig.block_size: expected an int, got True"),
 ])
 def test_bad_input_exits_2_with_a_message(argv, message, capsys):
     assert main(["bench", *argv, *FAST]) == 2
@@ -123,26 +139,106 @@ def test_bad_compare_options_fail_before_the_run(tmp_path, capsys, monkeypatch, 
     assert message in capsys.readouterr().err
 
 
-def test_out_that_is_a_file_fails_before_the_run(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize(("option", "target", "message"), [
+    ("--out", "taken", "it is a file; give a folder"),
+    ("--out", "taken/sub", "is inside"),
+    ("--json", "taken/r.json", "is a file, not a folder"),
+    ("--json", "adir", "it is a folder; give a file name"),
+    ("--csv", "nodir/r.csv", "does not exist"),
+    ("--out", "ro/new", "cannot be created"),
+    ("--plot", "ro/p.png", "not writable"),
+])
+def test_bad_output_paths_fail_before_the_run(tmp_path, capsys, monkeypatch, option, target, message):
+    """Every output path is checked before the benchmark (it used to fail after it, with a traceback for --out)."""
+    import os
+
+    import recfx._io
     import recfx.bench
 
     (tmp_path / "taken").write_text("")
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "ro").mkdir()
+    real_access = os.access  # a read-only folder (chmod does not stop root, who runs CI here)
+    monkeypatch.setattr(recfx._io.os, "access", lambda p, mode: Path(p).name != "ro" and real_access(p, mode))
     monkeypatch.setattr(recfx.bench, "run_bench", lambda *a, **k: pytest.fail("the benchmark ran"))
-    assert main(["bench", "--model", "dlrm-small", "--out", str(tmp_path / "taken"), *FAST]) == 2
-    assert "not a folder" in capsys.readouterr().err
+    assert main(["bench", "--model", "dlrm-small", option, str(tmp_path / target), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
 
 
-def test_progress_is_one_line_per_step_when_stderr_is_not_a_terminal(capsys):
-    """Logs and pipes get timestamped step lines (a run cut short still shows where its time went)."""
+def test_progress_lines_give_each_step_its_own_duration(capsys, monkeypatch):
+    """Logs and pipes get a timestamped line when a step starts (a run cut short shows where it is) and one when it
+    ends, with that step's duration (it used to print the previous step's time beside the next step's name)."""
+    import recfx
+
+    real = recfx.compile
+
+    def slow_compile(*args, **kwargs):  # the compile step takes >= 1 s
+        time.sleep(1.0)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(recfx, "compile", slow_compile)
     argv = ["bench", "--model", "dlrm-small", "--backends", "eager", "--batch", "2,3", "--iters", "2", "--warmup", "1",
-            "--time-budget", "0"]
+            "--time-budget", "0", "--no-flops"]
     assert main(argv) == 0
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("[")]
-    steps = [re.match(r"\[\d\d:\d\d:\d\d\] \+\d+\.\ds (\d+)/(\d+) (.+)$", ln) for ln in lines]
+    steps = [re.match(r"\[\d\d:\d\d:\d\d\] (\d+)/(\d+) (.+?)(?:: done in (\d+\.\d)s)?$", ln) for ln in lines]
     assert all(steps), lines
-    assert [m.group(3) for m in steps] == ["reference batch 2", "reference batch 3", "eager: compiling",
-                                           "eager: batch 2", "eager: batch 3"]
-    assert [int(m.group(1)) for m in steps] == [0, 1, 2, 3, 4] and {m.group(2) for m in steps} == {"5"}
+    names = ["reference batch 2", "reference batch 3", "eager: compiling", "eager: batch 2", "eager: batch 3"]
+    assert [(m.group(3), m.group(4) is not None) for m in steps] == [(n, done) for n in names for done in (False, True)]
+    assert [int(m.group(1)) for m in steps] == [0, 1, 1, 2, 2, 3, 3, 4, 4, 5] and {m.group(2) for m in steps} == {"5"}
+    durations = {m.group(3): float(m.group(4)) for m in steps if m.group(4)}
+    assert durations["eager: compiling"] >= 1.0, durations
+
+
+def test_unknown_backend_is_an_error_before_the_run(capsys, monkeypatch):
+    """A typo in --backends exits 2 with 'did you mean' before anything is compiled (it used to be a skipped row)."""
+    import recfx.bench.runner
+
+    monkeypatch.setattr(recfx.bench.runner, "build_workloads", lambda *a, **k: pytest.fail("the benchmark ran"))
+    assert main(["bench", "--model", "dlrm-small", "--backends", "eager,indutor", *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "unknown backend 'indutor'. Did you mean 'inductor'" in err and err.count("\n") == 1
+
+
+def test_a_failed_compile_is_shown_whole_without_json_and_cut_with_it(tmp_path, capsys):
+    """The end of an error often says what to do: without --json/--out the terminal is the only place to read it."""
+    advice = "what to do: pass --calibration 4"
+
+    @register_backend("test-cli-long-error")
+    class LongError(EagerBackend):
+        def compile(self, gm, ctx):
+            raise ValueError("static scales need data\n" + "x" * 500 + "\n" + advice)
+
+    try:
+        argv = ["bench", "--model", "dlrm-small", "--backends", "test-cli-long-error", "--batch", "2", *FAST]
+        assert main(argv) == 1
+        out = capsys.readouterr().out
+        assert advice in out and "full text in the JSON result" not in out
+        assert main([*argv, "--json", str(tmp_path / "r.json")]) == 1
+        out = capsys.readouterr().out
+        assert advice not in out and "full text in the JSON result" in out
+        assert advice in json.loads((tmp_path / "r.json").read_text())["rows"][0]["reason"]
+    finally:
+        BACKENDS.remove("test-cli-long-error")
+
+
+def test_compare_prints_names_from_the_file_as_text_not_markup(tmp_path, capsys, monkeypatch):
+    """A backend named like rich markup in the previous JSON is printed as written (it used to crash rich)."""
+    import recfx.bench
+    from recfx.bench import BenchResult, BenchRow
+    from recfx.bench.export import write_json
+    from recfx.bench.stats import summarize
+
+    def result(*names):
+        rows = [BenchRow(n, n, "ok", batch=4, latency_ms=summarize([1.0, 1.0]), throughput_rps=4.0) for n in names]
+        return BenchResult("dlrm-small", "cpu", "fp32", {}, {}, rows, "2026-12-06T00:00:00Z", "0")
+
+    write_json(result("eager", "[/bold]odd[red]"), tmp_path / "old.json")
+    monkeypatch.setattr(recfx.bench, "run_bench", lambda *a, **k: result("eager"))
+    assert main(["bench", "--model", "dlrm-small", "--backends", "eager", "--batch", "4", *FAST,
+                 "--compare", str(tmp_path / "old.json")]) == 0
+    assert "only in the previous run: ('[/bold]odd[red]', 4" in capsys.readouterr().out
 
 
 def test_demo_explains_what_fp8_did_and_where_its_speed_comes_from():

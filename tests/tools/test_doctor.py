@@ -24,6 +24,7 @@ def test_doctor_prints_versions_and_backends(capsys):
     assert "CPUExecutionProvider" in out
     assert "libfoo.so not found" in out
     assert "backend='auto' picks" in out
+    assert "trt" not in out.replace("tensorrt", "")  # no backend that does not exist (there is no trt backend)
 
 
 def test_doctor_json(capsys):

@@ -23,19 +23,41 @@ def normalize_batch(batch: Any, specs: Sequence[Any], index: int) -> tuple[torch
     Raises:
         TypeError / ValueError: naming the batch index and what was expected.
     """
+    return _normalize(batch, specs, f"calibration batch {index}")
+
+
+def check_finite(batch: Sequence[torch.Tensor], specs: Sequence[Any], label: str) -> None:
+    """Refuse NaN or Inf in a batch's float inputs, named as they are (an Inf turns into NaN a few ops later, so
+    the observers alone would call it NaN).
+
+    Raises:
+        ValueError: naming the batch, the input and how many NaN / Inf values it holds.
+    """
+    for i, t in enumerate(batch):
+        if not t.is_floating_point():
+            continue
+        nonfinite = int((~torch.isfinite(t)).sum())
+        if nonfinite:
+            nan = int(torch.isnan(t).sum())
+            counts = " and ".join(f"{n} {what}" for n, what in ((nan, "NaN"), (nonfinite - nan, "Inf")) if n)
+            name = specs[i].name if i < len(specs) else f"#{i}"
+            raise ValueError(f"{label}: input {name!r} holds {counts} (of {t.numel()} values); FP8 calibration needs "
+                             "finite data: clean the inputs (every batch must be finite)")
+
+
+def _normalize(batch: Any, specs: Sequence[Any], label: str) -> tuple[torch.Tensor, ...]:
     if isinstance(batch, torch.Tensor):
         batch = (batch,)
     if not isinstance(batch, (tuple, list)) or not all(isinstance(t, torch.Tensor) for t in batch):
-        raise TypeError(f"calibration batch {index} must be a tuple of tensors like the example inputs, got "
+        raise TypeError(f"{label} must be a tuple of tensors like the example inputs, got "
                         f"{type(batch).__name__}")
     if specs and len(batch) != len(specs):
-        raise ValueError(f"calibration batch {index} has {len(batch)} tensors, the model takes {len(specs)} "
+        raise ValueError(f"{label} has {len(batch)} tensors, the model takes {len(specs)} "
                          f"({', '.join(map(str, specs))})")
     for spec, t in zip(specs, batch):
         if t.dtype != spec.dtype or t.dim() != len(spec.shape) or any(
                 isinstance(d, int) and d != s for d, s in zip(spec.shape, t.shape)):
-            raise ValueError(f"calibration batch {index}: input {spec.name!r} is {t.dtype}{list(t.shape)}, "
-                             f"expected {spec}")
+            raise ValueError(f"{label}: input {spec.name!r} is {t.dtype}{list(t.shape)}, expected {spec}")
     return tuple(batch)
 
 
@@ -83,11 +105,14 @@ class Fp8Calibrate:
             for i, batch in enumerate(bar):
                 if cfg.calibration_batches is not None and i >= cfg.calibration_batches:
                     break
-                batch = normalize_batch(batch, specs, i)
+                label = f"calibration batch {i}" if self.ctx.extras.get("calibration") is not None else \
+                    "the example inputs (used for calibration)"
+                batch = _normalize(batch, specs, label)
+                check_finite(batch, specs, label)
                 try:
                     gm(*batch)
                 except NonFiniteActivation as err:
-                    raise ValueError(f"calibration batch {i}: {err.what} in the activation feeding layer "
+                    raise ValueError(f"{label}: {err.what} in the activation feeding layer "
                                      f"{', '.join(err.layers)}; clean the calibration data (every batch must be "
                                      "finite)") from None
                 if len(state.eval_data) < cfg.eval_batches:

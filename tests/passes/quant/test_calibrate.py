@@ -105,15 +105,28 @@ def test_static_calibration_sets_amax_per_observer(fp8, toy) -> None:  # type: i
     assert ctx.extras["fp8_state"].calibrated_batches == 3
 
 
-def test_nan_in_calibration_names_layer_and_batch(fp8, toy) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("values", "counts"), [((float("nan"),), "1 NaN"), ((float("inf"), -float("inf")), "2 Inf"),
+                                                ((float("nan"), float("inf")), "1 NaN and 1 Inf")])
+def test_nonfinite_calibration_data_names_batch_input_and_kind(fp8, toy, values, counts) -> None:  # type: ignore[no-untyped-def]
+    """An Inf in the data is reported as Inf (the observers see it only after a norm has turned it into NaN)."""
     model, (x,) = toy
     bad = x.clone()
-    bad[1, 3, 5] = float("nan")
+    for i, v in enumerate(values):
+        bad[1, 3, 5 + i] = v
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    with pytest.raises(PassError, match=r"calibration batch 2: NaN in the activation feeding layer attn\.q_proj"):
+    with pytest.raises(PassError, match=rf"calibration batch 2: input 'x' holds {counts} \(of {x.numel()} values\)"):
         fp8.run(model, (x,), ["fp8_annotate", "fp8_prepare", "fp8_calibrate"], quant=STATIC,
                 calibration=[(x,), (x,), (bad,)])
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())  # the model is untouched
+
+
+def test_nonfinite_example_inputs_are_an_error_when_they_calibrate(fp8, toy) -> None:  # type: ignore[no-untyped-def]
+    """Without calibration data the example inputs are observed: NaN there used to compile with cosine nan."""
+    model, (x,) = toy
+    bad = x.clone()
+    bad[0, 0, 0] = float("inf")
+    with pytest.raises(PassError, match=r"the example inputs \(used for calibration\): input 'x' holds 1 Inf"):
+        fp8.run(model, (bad,), ["fp8_annotate", "fp8_prepare", "fp8_calibrate"], quant=QuantConfig(progress=False))
 
 
 def test_empty_and_malformed_calibration(fp8, toy) -> None:  # type: ignore[no-untyped-def]
