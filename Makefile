@@ -8,7 +8,7 @@ HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 TORCH_CPU := torch==2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test install typecheck lint clean
+.PHONY: demo test corpus install typecheck lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --timeout 900 $(PYTEST_ARGS)
+
+# every corpus model (tests/models/corpus.py) on every backend; CI runs a slice of it
+corpus: $(STAMP)
+	RECFX_CORPUS=all $(PY) -m pytest -q -n 2 --timeout 1800 tests/models/test_corpus.py
 
 typecheck: $(STAMP)
 	$(PY) -m mypy recfx

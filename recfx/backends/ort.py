@@ -62,7 +62,7 @@ def graph_key(gm: GraphModule, specs: Any, options: dict[str, Any]) -> str:
         if isinstance(value, torch.Tensor):
             t = value.detach().cpu().contiguous()
             digest.update(f"{target}:{t.dtype}:{tuple(t.shape)}".encode())
-            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")  # 0-d too
     meta = {"specs": [str(s) for s in specs], "options": options, "versions": [__version__, torch.__version__,
             onnx.__version__, onnxscript.__version__]}
     digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
