@@ -312,3 +312,29 @@ def test_sdpa_without_mask_dropout_or_per_batch_mask_is_not_fused() -> None:
     q, k, v = qkv(kv_heads=4)
     gm, _ = fuse(Variants(), (q, k, v, torch.ones(2)))
     assert op_histogram(gm).get(KSA, 0) == 0 and op_histogram(gm)["aten.scaled_dot_product_attention.default"] == 3
+
+
+def _summaries_after_partial_chunk(n: int, device: torch.device) -> torch.Tensor:
+    """KSA's visibility (k=4, S=1, W=2) in the other layout convention: the last, partial chunk is followed by its
+    summary too (as the official KSA batch builder lays it out), so the sequence ends in a summary."""
+    block, chunk = 5, 4
+    full, rest = divmod(n, block)
+    chunk_id = torch.arange(n, device=device) // block
+    summary = torch.arange(n, device=device) % block == chunk
+    if rest:  # the last `rest` positions: rest - 1 text tokens, then the summary
+        summary[-1] = True
+    gap = chunk_id[:, None] - chunk_id[None, :]
+    pos = torch.arange(n, device=device)
+    text_query = torch.where(summary[None, :], gap > 2, gap <= 2)
+    return torch.where(summary[:, None], gap == 0, text_query) & (pos[None, :] <= pos[:, None])
+
+
+@pytest.mark.parametrize("length,fused", [(30, True), (28, False)], ids=["whole_blocks", "partial_chunk"])
+def test_other_partial_chunk_convention_is_never_misfused(length: int, fused: bool) -> None:
+    """Whole blocks: both conventions are one mask, fused. A partial last chunk followed by a summary is not
+    recfx's layout (docs/ksa.md): the evaluated mask differs from ksa_mask, so the attention is kept."""
+    module = SDPAAttention(_summaries_after_partial_chunk, "bool")
+    inputs = qkv(length=length, kv_heads=4)
+    gm, _ = fuse(module, inputs)
+    assert (op_histogram(gm).get(KSA, 0) == 1) == fused
+    torch.testing.assert_close(gm(*inputs), module(*inputs))
