@@ -12,7 +12,7 @@ TORCH_CPU := torch==$(TORCH_VERSION)$(if $(filter Darwin,$(shell uname -s)),,+cp
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 
-.PHONY: demo test install typecheck lint clean movielens
+.PHONY: demo test corpus install typecheck lint clean movielens
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ movielens: $(STAMP)
 		--json $(ML)/eval_auto_exclude_ranking_99999.json --markdown $(ML)/eval_auto_exclude_ranking_99999.md
 	$(VENV)/bin/recfx analyze $(ML)/generative $(ML)/ranking --batch 64 --layers 0 \
 		--out $(ML)/distributions.png --json $(ML)/distributions.json
+
+# every corpus model (tests/models/corpus.py) on every backend; CI runs a slice of it
+corpus: $(STAMP)
+	RECFX_CORPUS=all $(PY) -m pytest -q -n 2 --timeout 1800 tests/models/test_corpus.py
 
 typecheck: $(STAMP)
 	$(PY) -m mypy recfx

@@ -21,7 +21,8 @@ class CompileConfig(ConfigBase):
 
     Attributes:
         dynamic_batch: dim 0 of every input is dynamic.
-        dynamic_dims: more dynamic dims by input name: ``{"tokens": {1: "seq"}}``.
+        dynamic_dims: more dynamic dims by input name: ``{"tokens": {1: "seq"}}``; derived dims as
+            ``{"lengths": {0: "8*batch"}}`` or torch.export ``Dim`` expressions.
         passes: the canonicalisation pipeline by pass name (``None``: the default ``CANONICAL_PASSES``).
         user_passes: registered passes to insert at named points (:class:`~recfx.passes.Placement`).
         check_invariants: lint + stage invariants after every pass (also on with ``RECFX_DEBUG=1``).
@@ -32,7 +33,7 @@ class CompileConfig(ConfigBase):
     """
 
     dynamic_batch: bool = True
-    dynamic_dims: dict[str, dict[int, str]] = dataclasses.field(default_factory=dict)
+    dynamic_dims: dict[str, dict[int, Any]] = dataclasses.field(default_factory=dict)
     passes: tuple[str, ...] | None = None
     user_passes: tuple[Placement, ...] = ()
     check_invariants: bool = False
@@ -48,9 +49,10 @@ class CompileConfig(ConfigBase):
         if not isinstance(self.dynamic_dims, dict):
             raise TypeError(f"dynamic_dims must be a dict like {{'tokens': {{1: 'seq'}}}}, got {self.dynamic_dims!r}")
         for name, dims in self.dynamic_dims.items():
-            ok = isinstance(dims, dict) and all(isinstance(d, int) and isinstance(s, str) for d, s in dims.items())
+            ok = isinstance(dims, dict) and all(isinstance(d, int) and _is_dim(s) for d, s in dims.items())
             if not ok:
-                raise TypeError(f"dynamic_dims[{name!r}] must map dim index (int) to a symbol name (str), got {dims!r}")
+                raise TypeError(f"dynamic_dims[{name!r}] must map dim index (int) to a symbol name or a derived dim "
+                                f"('8*batch', 'batch+1', a torch.export Dim), got {dims!r}")
         for field in ("passes", "dump_after"):
             value = getattr(self, field)
             if value is not None and (isinstance(value, str) or not all(isinstance(v, str) for v in value)):
@@ -62,3 +64,7 @@ class CompileConfig(ConfigBase):
     def invariants_on(self) -> bool:
         return self.check_invariants or debug_enabled()
 
+
+def _is_dim(value: Any) -> bool:
+    """A symbol name, a derived-dim string, or a torch.export ``Dim`` / derived ``Dim``."""
+    return isinstance(value, str) or type(value).__module__ == "torch.export.dynamic_shapes"

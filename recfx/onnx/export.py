@@ -23,7 +23,7 @@ from torch.export import Dim
 from torch.fx import GraphModule
 
 from recfx.errors import RecfxError
-from recfx.frontend.capture import TRACE_LOCK, TensorSpec, export_program
+from recfx.frontend.capture import TRACE_LOCK, TensorSpec, export_dim, export_program
 from recfx.onnx import translate
 from recfx.onnx.config import MIN_FP8_OPSET, OnnxExportConfig
 from recfx.onnx.lint import LintReport
@@ -261,7 +261,8 @@ def _untranslatable_torch_ops(ep: torch.export.ExportedProgram, opset: int,
         missing: dict[str, list[Any]] = {}
         for node in decomposed.graph.nodes:
             name = translate.op_qualname(node.target) if node.op == "call_function" else None
-            if name and node.target not in table and not registry.is_registered(node.target):
+            if name and name not in translate.CHECK_OPS and node.target not in table \
+                    and not registry.is_registered(node.target):
                 missing.setdefault(name, []).append(node)
         return missing
     except Exception:  # internal API drift: report the plain error instead
@@ -277,13 +278,21 @@ def _recapture(gm: GraphModule, inputs: tuple[torch.Tensor, ...], specs: Sequenc
         spec_dims = {}
         for d, size in enumerate(spec.shape):
             if dynamic and isinstance(size, str):
-                spec_dims[d] = dims.setdefault(size, Dim(size)) if size.isidentifier() else Dim.AUTO
+                spec_dims[d] = _export_dim(size, dims)
         shapes.append(spec_dims or None)
     try:
         return export_program(gm, inputs, tuple(shapes) if any(shapes) else None)
     except Exception as err:  # torch.export raises many unrelated types
         raise OnnxExportError(f"re-capturing the optimised graph with torch.export failed: {_root_cause(err)}") \
             from err
+
+
+def _export_dim(size: str, roots: dict[str, Any]) -> Any:
+    """A dynamic dim as the capture named it: a symbol, a derived dim of one (``batch + 1``), else ``Dim.AUTO``."""
+    try:
+        return export_dim(size, roots)
+    except ValueError:
+        return Dim.AUTO
 
 
 def _compile(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], config: OnnxExportConfig,

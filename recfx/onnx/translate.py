@@ -47,12 +47,22 @@ class Translation:
     kind: str = "onnx"
     plugin: str | None = None
 
-    def overload(self) -> torch._ops.OpOverload | None:
-        """The op's default overload, or ``None`` when the op is not defined in this process."""
-        namespace, _, name = self.op.partition("::")
+    def overloads(self) -> list[torch._ops.OpOverload]:
+        """The overloads it covers: all of the op's (``ns::name``) or one (``ns::name.overload``); none when the
+        op is not defined in this process."""
+        namespace, _, qualified = self.op.partition("::")
+        name, _, overload = qualified.partition(".")
         packet = getattr(getattr(torch.ops, namespace), name, None)
-        return getattr(packet, "default", None) if packet is not None else None
+        if not isinstance(packet, torch._ops.OpOverloadPacket):
+            return []
+        names = [overload] if overload else packet.overloads()
+        return [getattr(packet, o) for o in names if hasattr(packet, o)]
 
+
+#: Runtime checks torch.export leaves in a graph; the exporter drops them, so they are never "untranslatable".
+CHECK_OPS = frozenset({"aten::_assert_tensor_metadata", "aten::_assert_scalar", "aten::_assert_async",
+                       "aten::sym_constrain_range", "aten::sym_constrain_range_for_size",
+                       "aten::_functional_assert_async"})
 
 #: Default forms, keyed by op name.
 TRANSLATIONS: Registry[Translation] = Registry("ONNX translation")
@@ -60,12 +70,13 @@ TRANSLATIONS: Registry[Translation] = Registry("ONNX translation")
 AS_OPS: Registry[Translation] = Registry("ONNX standard-op decomposition")
 
 
-def register_translation(op: str, function: Callable[..., Any], *, kind: str = "onnx", plugin: str | None = None,
-                         as_ops: bool = False) -> Translation:
-    """Register the ONNX form of ``op`` (``namespace::name``).
+def register_translation(op: str | torch._ops.OpOverloadPacket | torch._ops.OpOverload, function: Callable[..., Any],
+                         *, kind: str = "onnx", plugin: str | None = None, as_ops: bool = False) -> Translation:
+    """Register the ONNX form of ``op``: every overload of ``namespace::name`` (or ``torch.ops.ns.name``), or one
+    (``namespace::name.overload``, ``torch.ops.ns.name.overload``).
 
     Args:
-        op: qualified op name.
+        op: qualified op name, an op packet, or one overload.
         function: an onnxscript traced function (``kind="onnx"``) taking the op's arguments as ONNX values, or a
             PyTorch function with the op's signature (``kind="decompose"``).
         kind: ``"onnx"`` or ``"decompose"``.
@@ -79,8 +90,12 @@ def register_translation(op: str, function: Callable[..., Any], *, kind: str = "
         ValueError: a malformed name, an unknown kind, or an op registered twice.
     """
     _register_builtin()
-    if "::" not in op:
-        raise ValueError(f"op names look like 'namespace::name', got {op!r}")
+    if isinstance(op, torch._ops.OpOverloadPacket):
+        op = op._qualified_op_name
+    elif isinstance(op, torch._ops.OpOverload):
+        op = f"{op._schema.name}.{op._overloadname}"
+    if not isinstance(op, str) or "::" not in op:
+        raise ValueError(f"op names look like 'namespace::name' or 'namespace::name.overload', got {op!r}")
     if kind not in ("onnx", "decompose"):
         raise ValueError(f"kind must be 'onnx' or 'decompose', got {kind!r}")
     entry = Translation(op, function, kind, plugin)
@@ -97,6 +112,7 @@ def _register_builtin() -> None:
         return
     _BUILTIN_LOADED = True
     from recfx.onnx import translate_fp8 as fp8
+    from recfx.onnx import translate_jagged as jagged
     from recfx.onnx import translate_ksa as ksa
 
     for name in ("quantize_fp8", "dequantize_fp8", "quantize_fp8_per_token", "quantize_fp8_groups",
@@ -104,6 +120,8 @@ def _register_builtin() -> None:
         register_translation(f"recfx::{name}", getattr(fp8, name))
     register_translation("recfx::ksa_attention", ksa.ksa_attention_plugin, plugin=ksa.KSA_PLUGIN)
     register_translation("recfx::ksa_attention", ksa.ksa_attention_reference, kind="decompose", as_ops=True)
+    for op, function in jagged.DECOMPOSITIONS.items():
+        register_translation(op, function, kind="decompose")
 
 
 def forms(as_ops: bool) -> dict[str, Translation]:
@@ -119,9 +137,8 @@ def translation_table(as_ops: bool) -> dict[torch._ops.OpOverload, Callable[...,
     """``custom_translation_table`` for ``torch.onnx.export`` (ops defined in this process only)."""
     table = {}
     for entry in forms(as_ops).values():
-        target = entry.overload()
-        if entry.kind == "onnx" and target is not None:
-            table[target] = entry.function
+        if entry.kind == "onnx":
+            table.update(dict.fromkeys(entry.overloads(), entry.function))
     return table
 
 
@@ -129,9 +146,8 @@ def decomposition_table(as_ops: bool) -> dict[torch._ops.OpOverload, Callable[..
     """Decompositions to run on the ``ExportedProgram`` before the ONNX translation."""
     table = {}
     for entry in forms(as_ops).values():
-        target = entry.overload()
-        if entry.kind == "decompose" and target is not None:
-            table[target] = entry.function
+        if entry.kind == "decompose":
+            table.update(dict.fromkeys(entry.overloads(), entry.function))
     return table
 
 
@@ -159,13 +175,13 @@ def untranslatable_nodes(gm: GraphModule, as_ops: bool) -> dict[str, list[Node]]
     Returns:
         op name -> the nodes calling it (empty when everything can be exported).
     """
-    known = set(forms(as_ops))
+    known = {target for entry in forms(as_ops).values() for target in entry.overloads()}
     missing: dict[str, list[Node]] = {}
     for node in gm.graph.nodes:
         if node.op != "call_function":
             continue
         name = op_qualname(node.target)
-        if name is None or name.split("::")[0] in TORCH_NAMESPACES or name in known:
+        if name is None or name.split("::")[0] in TORCH_NAMESPACES or node.target in known:
             continue
         missing.setdefault(name, []).append(node)
     return missing

@@ -14,8 +14,10 @@ from recfx.passes.invariants import register_invariant
 from recfx.passes.manager import PassManager, PassRecord, Placement, insert_placements
 from recfx.passes.rewrite import Match, Rewrite
 
-#: Canonicalisation, in order: drop no-ops first so that CSE and the linear rewrite see through them.
-CANONICAL_PASSES: tuple[str, ...] = ("remove_noops", "dce", "cse", "matmul_to_linear", "constant_folding", "dce_final")
+#: Canonicalisation, in order: drop no-ops first so that CSE and the linear rewrite see through them; autocast /
+#: grad-mode regions are opened before the linear rewrite so that it (and the FP8 policy) sees their GEMMs.
+CANONICAL_PASSES: tuple[str, ...] = ("remove_noops", "dce", "cse", "inline_autocast", "matmul_to_linear",
+                                     "constant_folding", "dce_final")
 
 
 @register_pass("dce_final", stage="canonicalize", postcondition=dce._dead_nodes)

@@ -86,10 +86,13 @@ def infer_ksa_params(allowed: torch.Tensor) -> Inferred | None:
 def allowed_from(value: torch.Tensor, polarity: str) -> torch.Tensor | None:
     """The (L, L) bool "may attend" matrix from a mask value used as ``polarity``, or None if it is not one.
 
+    Leading dims (a batch-expanded (B, 1, L, L) mask folded into a constant) must all hold the same (L, L) mask.
     polarity: ``"allow"`` (True = attend, e.g. ``where(mask, s, -inf)``), ``"block"`` (True = masked,
     ``masked_fill(mask, -inf)``), ``"additive"`` (0 = attend, -inf or at most ``NEG_INF_THRESHOLD`` = masked).
     """
-    while value.dim() > 2 and value.shape[0] == 1:
+    while value.dim() > 2:  # leading (batch, head) dims: one mask for all of them, or none
+        if not bool((value == value[:1]).all()):
+            return None
         value = value[0]
     if value.dim() != 2:
         return None

@@ -1,9 +1,13 @@
 """The masked-attention pattern ``fuse_ksa`` looks for, as plain PyTorch parametrised by its spellings.
 
-One pattern function, traced with torch.export like every recfx rewrite, in the variants models write: scale as a
-multiply of the scores, a divide, or a multiply of q; the mask applied by ``masked_fill``, ``where`` (either
-polarity) or added; GQA by ``repeat_kv`` (unsqueeze, expand, reshape) or not. Literal arguments are matched
-loosely by fx's matcher (shapes differ per model) and checked here: dims must agree, scale and fill are read out.
+One pattern function, traced with torch.export like every recfx rewrite, in the variants models write: spelled out
+(scores by matmul, scale as a multiply of the scores, a divide, or a multiply of q; the mask applied by
+``masked_fill``, ``where`` (either polarity) or added) or as ``F.scaled_dot_product_attention`` with a boolean or
+additive ``attn_mask`` (with or without ``scale``, with or without ``enable_gqa``); GQA by ``repeat_kv``
+(unsqueeze, expand, reshape) or not; inputs (B, L, H, D) transposed inside the pattern, as recfx's models write it,
+or already (B, H, L, D), as transformers and most SDPA code write it (k/v then repeated on dim 1). Literal
+arguments are matched loosely by fx's matcher (shapes differ per model) and checked here: dims must agree, scale
+and fill are read out, SDPA must have no dropout and no ``is_causal``.
 """
 
 from __future__ import annotations
@@ -11,9 +15,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import itertools
+import math
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch.fx import Graph, GraphModule, Node
 from torch.fx.passes.utils.matcher_utils import InternalMatch, SubgraphMatcher
 
@@ -24,35 +30,70 @@ from recfx.passes.utils import fetch_attr, same_shape, tensor_meta
 NEG_INF_THRESHOLD = -1e4
 _PATTERN_SCALE = 0.5
 _MASK_POLARITY = {"masked_fill": "block", "where": "allow", "where_inverted": "block", "add": "additive"}
+_SDPA = torch.ops.aten.scaled_dot_product_attention.default
+_TRANSPOSE = torch.ops.aten.transpose.int
+#: where the head dim is in the pattern's inputs, by layout
+_HEAD_DIM = {"blhd": 2, "bhld": 1}
 
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """One spelling of masked softmax attention on (B, L, H, D) inputs."""
+    """One spelling of masked softmax attention.
 
-    scale: str  # "mul" (scores * s), "div" (scores / d), "q_mul" ((q * s) @ k^T)
-    mask: str  # "masked_fill" (mask = blocked), "where" (mask = allowed), "where_inverted", "add" (0 / -inf)
-    gqa: bool  # k/v repeated to the query heads inside the pattern
+    ``scale`` and ``mask`` are both ``"sdpa"`` for ``F.scaled_dot_product_attention`` (its scale argument or default
+    read from the node; a bool ``attn_mask`` is "allowed", a float one additive, told apart by its dtype).
+    """
+
+    scale: str  # "mul" (scores * s), "div" (scores / d), "q_mul" ((q * s) @ k^T), "sdpa"
+    mask: str  # "masked_fill" (mask = blocked), "where" (mask = allowed), "where_inverted", "add" (0 / -inf), "sdpa"
+    gqa: bool  # k/v repeated to the query heads inside the pattern (SDPA's enable_gqa is read from the node)
+    layout: str = "blhd"  # the inputs: (B, L, H, D), transposed inside the pattern, or "bhld": (B, H, L, D) already
 
     @property
-    def polarity(self) -> str:
+    def sdpa(self) -> bool:
+        return self.mask == "sdpa"
+
+    def polarity(self, mask_dtype: torch.dtype) -> str:
+        if self.sdpa:
+            return "allow" if mask_dtype == torch.bool else "additive"
         return _MASK_POLARITY[self.mask]
 
 
-VARIANTS: tuple[Variant, ...] = tuple(
-    Variant(scale, mask, gqa) for gqa, scale, mask in itertools.product(
-        (True, False), ("mul", "div", "q_mul"), ("masked_fill", "where", "where_inverted", "add")))
+_SPELLED = tuple(itertools.product(("mul", "div", "q_mul"), ("masked_fill", "where", "where_inverted", "add")))
+#: tried in this order; a later variant never takes nodes an earlier one matched. Spelled out with (B, L, H, D)
+#: inputs first (repeat_kv before the transposes, recfx's models), then everything on (B, H, L, D) inputs
+#: (transformers' repeat_kv after the transposes; without GQA this also covers the first form's attentions).
+VARIANTS: tuple[Variant, ...] = (
+    *(Variant(scale, mask, gqa) for gqa, (scale, mask) in itertools.product((True, False), _SPELLED)),
+    *(Variant("sdpa", "sdpa", gqa, "bhld") for gqa in (True, False)),
+    *(Variant(scale, mask, gqa, "bhld") for gqa, (scale, mask) in itertools.product((True, False), _SPELLED)),
+)
+
+
+def _repeat_kv(x: torch.Tensor, heads: int, head_dim: int) -> torch.Tensor:
+    """Repeat the kv heads (dim ``head_dim``) of a rank-4 tensor to ``heads``, each one ``heads // Hkv`` times."""
+    shape = list(x.shape)
+    groups = heads // shape[head_dim]
+    expanded = [*shape[: head_dim + 1], groups, *shape[head_dim + 1:]]
+    shape[head_dim] *= groups
+    return x.unsqueeze(head_dim + 1).expand(expanded).reshape(shape)
 
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,
               variant: Variant = VARIANTS[0]) -> torch.Tensor:
-    """The pattern: masked softmax attention, q (B, L, H, D), k/v (B, L, Hkv, D) -> (B, L, H, D)."""
+    """The pattern: masked softmax attention over q, k/v laid out as ``variant.layout``; the output is laid out as q.
+
+    ``"blhd"``: q (B, L, H, D), k/v (B, L, Hkv, D) -> (B, L, H, D); ``"bhld"``: q (B, H, L, D), k/v (B, Hkv, L, D)
+    -> (B, H, L, D).
+    """
+    head_dim = _HEAD_DIM[variant.layout]
     if variant.gqa:
-        b, t, h, d = k.shape
-        groups = q.shape[2] // h
-        k = k.unsqueeze(3).expand(b, t, h, groups, d).reshape(b, t, h * groups, d)
-        v = v.unsqueeze(3).expand(b, t, h, groups, d).reshape(b, t, h * groups, d)
-    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, L, D)
+        k, v = _repeat_kv(k, q.shape[head_dim], head_dim), _repeat_kv(v, q.shape[head_dim], head_dim)
+    if variant.layout == "blhd":
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, L, D)
+    if variant.sdpa:
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return out.transpose(1, 2) if variant.layout == "blhd" else out
     if variant.scale == "q_mul":
         scores = (q * _PATTERN_SCALE) @ k.transpose(-2, -1)
     elif variant.scale == "mul":
@@ -67,12 +108,14 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
         scores = torch.where(mask, float("-inf"), scores)
     else:
         scores = scores + mask
-    return (torch.softmax(scores, dim=-1) @ v).transpose(1, 2)
+    out = torch.softmax(scores, dim=-1) @ v  # (B, H, L, D)
+    return out.transpose(1, 2) if variant.layout == "blhd" else out
 
 
 @dataclasses.dataclass(frozen=True)
 class AttentionMatch:
-    """A matched attention: its inputs, the scale and mask use read from the graph, and its output node."""
+    """A matched attention: its inputs (laid out as ``layout``), the scale and mask use read from the graph, and its
+    output node (laid out as q)."""
 
     q: Node
     k: Node
@@ -82,12 +125,14 @@ class AttentionMatch:
     scale: float
     output: Node
     nodes: tuple[Node, ...]
+    layout: str = "blhd"
 
 
 @functools.cache
 def _pattern(variant: Variant) -> Graph:
-    q = torch.empty(2, 8, 4, 16)
-    kv = torch.empty(2, 8, 2 if variant.gqa else 4, 16)
+    q = torch.empty(2, 8, 4, 16) if variant.layout == "blhd" else torch.empty(2, 4, 8, 16)
+    kv = torch.empty(2, 8, 2 if variant.gqa else 4, 16) if variant.layout == "blhd" else torch.empty(
+        2, 2 if variant.gqa else 4, 8, 16)
     mask = torch.empty(8, 8) if variant.mask == "add" else torch.empty(8, 8, dtype=torch.bool)
     graph, _ = _trace(functools.partial(attention, variant=variant), (q, kv, kv, mask))
     return graph
@@ -109,6 +154,8 @@ def find_attentions(gm: GraphModule, variant: Variant) -> list[AttentionMatch]:
 def _checked(gm: GraphModule, im: InternalMatch, variant: Variant) -> AttentionMatch | None:
     if len(im.returning_nodes) != 1 or len(im.placeholder_nodes) != 4:
         return None
+    if not all(isinstance(n, Node) for n in im.placeholder_nodes):
+        return None  # with literals ignored, SDPA's attn_mask=None "matches" the mask input
     if not all(_literals_agree(p, n) for p, n in im.nodes_map.items() if p.op == "call_function"):
         return None
     q, k, v, mask = im.placeholder_nodes
@@ -118,20 +165,75 @@ def _checked(gm: GraphModule, im: InternalMatch, variant: Variant) -> AttentionM
         return None
     if qv.dtype != kv.dtype or qv.dtype != vv.dtype or not qv.dtype.is_floating_point:
         return None
-    if not same_shape(output, q) or not (variant.gqa or same_shape(k, q)):
+    heads = _HEAD_DIM[variant.layout]
+    length = qv.shape[3 - heads]  # the other of dims 1 and 2
+    if not same_shape(output, q) or not all(_same(qv.shape[d], kv.shape[d]) for d in (0, 3 - heads, 3)):
+        return None  # one batch, one sequence (self-attention), one head dim
+    sdpa = _sdpa_args(im) if variant.sdpa else {}
+    grouped = variant.gqa or sdpa.get("enable_gqa", False)
+    if not _heads_ok(qv.shape[heads], kv.shape[heads], bool(grouped)):
         return None
+    mask = _broadcast_source(mask)
     mv = tensor_meta(mask)
-    length = qv.shape[1]
     if mv is None or mv.dim() < 2 or not all(_same(d, length) for d in mv.shape[-2:]):
         return None
-    if any(not _same(d, 1) for d in mv.shape[:-2]):
-        return None  # per-batch or per-head masks are not one KSA mask
-    scale = _read_scale(gm, im, variant)
-    fill_ok = _fill_ok(im, variant)
+    if any(not _same(d, 1) for d in mv.shape[:-2]) and mask.op != "get_attr":
+        return None  # per-batch or per-head masks are not one KSA mask (a constant is read, its rows compared)
+    scale = _sdpa_scale(sdpa, qv) if variant.sdpa else _read_scale(gm, im, variant)
+    fill_ok = _sdpa_ok(sdpa) if variant.sdpa else _fill_ok(im, variant)
     if scale is None or not fill_ok:
         return None
     nodes = tuple(n for p, n in im.nodes_map.items() if p.op == "call_function")
-    return AttentionMatch(q, k, v, mask, variant.polarity, scale, output, nodes)
+    return AttentionMatch(q, k, v, mask, variant.polarity(mv.dtype), scale, output, nodes, variant.layout)
+
+
+def _heads_ok(heads: Any, kv_heads: Any, grouped: bool) -> bool:
+    if not grouped:
+        return _same(heads, kv_heads)
+    return isinstance(heads, int) and isinstance(kv_heads, int) and kv_heads >= 1 and heads % kv_heads == 0
+
+
+def _broadcast_source(mask: Node) -> Node:
+    """The mask before an ``expand`` over its leading (batch / head) dims: the same (L, L) mask for every row."""
+    while mask.op == "call_function" and mask.target is torch.ops.aten.expand.default:
+        source = mask.args[0]
+        if not isinstance(source, Node):
+            break
+        sv, mv = tensor_meta(source), tensor_meta(mask)
+        if sv is None or mv is None or sv.dim() != mv.dim() or sv.dim() < 2:
+            break
+        if not all(_same(a, b) for a, b in zip(sv.shape[-2:], mv.shape[-2:])):
+            break
+        mask = source
+    return mask
+
+
+def _sdpa_args(im: InternalMatch) -> dict[str, Any]:
+    """The SDPA node's arguments by name, defaults filled in from the op's schema."""
+    (node,) = _mapped(im, _SDPA)
+    named: dict[str, Any] = {}
+    for i, arg in enumerate(_SDPA._schema.arguments):
+        if arg.name in node.kwargs:
+            named[arg.name] = node.kwargs[arg.name]
+        elif not arg.kwarg_only and i < len(node.args):
+            named[arg.name] = node.args[i]
+        else:
+            named[arg.name] = arg.default_value
+    return named
+
+
+def _sdpa_ok(args: dict[str, Any]) -> bool:
+    """No dropout, no built-in causal mask (the mask is the only one), a mask that is a graph value."""
+    return (args["dropout_p"] == 0 and args["is_causal"] is False and isinstance(args["attn_mask"], Node)
+            and isinstance(args.get("enable_gqa", False), bool))
+
+
+def _sdpa_scale(args: dict[str, Any], q: torch.Tensor) -> float | None:
+    scale = args.get("scale")
+    if scale is None:  # SDPA's default, computed as SDPA computes it
+        head_dim = q.shape[-1]
+        return 1.0 / math.sqrt(head_dim) if isinstance(head_dim, int) else None
+    return float(scale) if isinstance(scale, (int, float)) and scale != 0 else None
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -147,6 +249,8 @@ def _rank(node: Node) -> int | None:
 
 def _literals_agree(pattern: Node, node: Node) -> bool:
     """Same op, same non-shape literals (dims compared modulo rank); sizes, scale and fill are checked elsewhere."""
+    if pattern.target is _SDPA:
+        return node.target is _SDPA  # its arguments are read by name in _sdpa_args
     if pattern.target != node.target or len(pattern.args) != len(node.args):
         return False
     rank = _rank(node) if pattern.target is torch.ops.aten.unsqueeze.default else (

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.export import Dim
 
 import recfx
@@ -229,3 +232,109 @@ def test_additive_mask_with_a_finite_minimum_is_fused() -> None:
     torch.testing.assert_close(gm(*inputs), module(*inputs))
     gm, _ = fuse(Additive(-5.0), inputs)  # a soft penalty, not a mask
     assert op_histogram(gm).get(KSA, 0) == 0
+
+
+# ------------------------------------------------------------------- SDPA, (B, H, L, D) inputs, transformers style
+def hf_repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
+    """transformers' repeat_kv: (B, Hkv, L, D) -> (B, Hkv * groups, L, D), after the transposes."""
+    b, h, n, d = x.shape
+    return x[:, :, None, :, :].expand(b, h, groups, n, d).reshape(b, h * groups, n, d)
+
+
+class SDPAAttention(torch.nn.Module):
+    """Attention written as transformers and SDPA users write it: transposes to (B, H, L, D) first, then SDPA."""
+
+    def __init__(self, mask_fn, form: str, scale: float | None = None, batch_mask: bool = False) -> None:  # type: ignore[no-untyped-def]
+        super().__init__()
+        self.mask_fn, self.form, self.scale, self.batch_mask = mask_fn, form, scale, batch_mask
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        b, n = q.shape[:2]
+        allowed = self.mask_fn(n, q.device)  # (L, L) bool, True = may attend
+        mask: torch.Tensor = allowed
+        if self.form == "additive":
+            mask = torch.zeros(allowed.shape, dtype=q.dtype, device=q.device).masked_fill(~allowed, float("-inf"))
+        if self.batch_mask:
+            mask = mask[None, None].expand(b, 1, n, n)  # (B, 1, L, L), as transformers builds it
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H, L, D)
+        groups = q.shape[1] // k.shape[1]
+        if self.form == "repeat":
+            k, v = hf_repeat_kv(k, groups), hf_repeat_kv(v, groups)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale,
+                                             enable_gqa=self.form != "repeat" and groups > 1)
+        return out.transpose(1, 2)  # (B, L, H, D)
+
+
+@pytest.mark.parametrize("dynamic", [False, True], ids=["static", "dynamic"])
+@pytest.mark.parametrize("form,scale,batch_mask,kv_heads", [
+    ("bool", None, False, 2), ("bool", 0.3, True, 4), ("additive", None, True, 2), ("additive", 0.3, False, 4),
+    ("repeat", None, False, 2), ("repeat", 0.3, True, 1),
+], ids=["bool-gqa", "bool-scale-batchmask", "additive-gqa-batchmask", "additive-scale", "repeat", "repeat-scale"])
+def test_sdpa_spellings(form: str, scale: float | None, batch_mask: bool, kv_heads: int, dynamic: bool) -> None:
+    """SDPA with a bool or additive mask, enable_gqa or transformers' repeat_kv, a scale argument or SDPA's default,
+    an (L, L) or batch-expanded mask: fused with SDPA's scale, every transpose cancelled, outputs unchanged."""
+    module = SDPAAttention(lambda n, dev: ksa_mask(n, 3, 2, 1, dev), form, scale, batch_mask)
+    inputs = qkv(heads=4, kv_heads=kv_heads)
+    gm, detail = fuse(module, inputs, dynamic_seq=dynamic)
+    hist = op_histogram(gm)
+    assert ksa_args(gm) == [(3, 2, 1, scale if scale is not None else 1 / math.sqrt(8))], detail
+    assert "aten.scaled_dot_product_attention.default" not in hist and "aten.transpose.int" not in hist, hist
+    assert "aten.expand.default" not in hist  # k/v reach the op with their kv heads, not repeated
+    torch.testing.assert_close(gm(*inputs), module(*inputs))
+    if dynamic:
+        longer = qkv(length=47, heads=4, kv_heads=kv_heads)
+        torch.testing.assert_close(gm(*longer), module(*longer))
+
+
+@pytest.mark.parametrize("mask_fn", [
+    lambda n, dev: torch.ones(n, n, dtype=torch.bool, device=dev).tril(),
+    lambda n, dev: text_causal_mask(n, 4, 1, dev),
+    _one_pair_off,
+], ids=["causal", "text_causal", "ksa_one_pair_off"])
+def test_sdpa_other_masks_are_not_fused(mask_fn) -> None:  # type: ignore[no-untyped-def]
+    gm, detail = fuse(SDPAAttention(mask_fn, "bool"), qkv())
+    assert op_histogram(gm).get(KSA, 0) == 0 and op_histogram(gm)["aten.scaled_dot_product_attention.default"] == 1
+    assert "kept (mask is not KSA)" in detail
+
+
+def test_sdpa_without_mask_dropout_or_per_batch_mask_is_not_fused() -> None:
+    """is_causal without a mask, dropout_p > 0, a mask that differs per batch row: none of them is one KSA mask."""
+
+    class Variants(torch.nn.Module):
+        def forward(self, q, k, v, rows):  # type: ignore[no-untyped-def]
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+            allowed = ksa_mask(q.shape[2], 4, 1, 2, q.device)
+            causal = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            dropped = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed, dropout_p=0.5)
+            per_row = allowed[None, None] & (rows[:, None, None, None] > 0)  # (B, 1, L, L), reads input values
+            return causal + dropped + F.scaled_dot_product_attention(q, k, v, attn_mask=per_row)
+
+    q, k, v = qkv(kv_heads=4)
+    gm, _ = fuse(Variants(), (q, k, v, torch.ones(2)))
+    assert op_histogram(gm).get(KSA, 0) == 0 and op_histogram(gm)["aten.scaled_dot_product_attention.default"] == 3
+
+
+def _summaries_after_partial_chunk(n: int, device: torch.device) -> torch.Tensor:
+    """KSA's visibility (k=4, S=1, W=2) in the other layout convention: the last, partial chunk is followed by its
+    summary too (as the official KSA batch builder lays it out), so the sequence ends in a summary."""
+    block, chunk = 5, 4
+    full, rest = divmod(n, block)
+    chunk_id = torch.arange(n, device=device) // block
+    summary = torch.arange(n, device=device) % block == chunk
+    if rest:  # the last `rest` positions: rest - 1 text tokens, then the summary
+        summary[-1] = True
+    gap = chunk_id[:, None] - chunk_id[None, :]
+    pos = torch.arange(n, device=device)
+    text_query = torch.where(summary[None, :], gap > 2, gap <= 2)
+    return torch.where(summary[:, None], gap == 0, text_query) & (pos[None, :] <= pos[:, None])
+
+
+@pytest.mark.parametrize("length,fused", [(30, True), (28, False)], ids=["whole_blocks", "partial_chunk"])
+def test_other_partial_chunk_convention_is_never_misfused(length: int, fused: bool) -> None:
+    """Whole blocks: both conventions are one mask, fused. A partial last chunk followed by a summary is not
+    recfx's layout (docs/ksa.md): the evaluated mask differs from ksa_mask, so the attention is kept."""
+    module = SDPAAttention(_summaries_after_partial_chunk, "bool")
+    inputs = qkv(length=length, kv_heads=4)
+    gm, _ = fuse(module, inputs)
+    assert (op_histogram(gm).get(KSA, 0) == 1) == fused
+    torch.testing.assert_close(gm(*inputs), module(*inputs))

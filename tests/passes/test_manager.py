@@ -44,7 +44,7 @@ def test_pipeline_records_time_and_node_deltas(graph_of):
     cse = next(r for r in pm.records if r.name == "cse")
     assert cse.changed_nodes >= 2  # the second relu(x @ w.t()) chain
     torch.testing.assert_close(out(x), want)
-    assert pm.table()[0]["name"] == "remove_noops"
+    assert pm.table()[0]["name"] == CANONICAL_PASSES[0]
 
 
 def test_failing_pass_error_names_pass_previous_passes_and_node(graph_of, temp_pass):

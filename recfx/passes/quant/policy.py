@@ -1,4 +1,11 @@
-"""Which linears are quantized: classify each linear node, then apply the default policy and the user's rules."""
+"""Which linears are quantized: classify each linear node, then apply the default policy and the user's rules.
+
+Every GEMM with a constant weight reaches the policy as an ``aten.linear`` (``matmul_to_linear`` canonicalises
+``matmul``, ``mm``, ``addmm``, ``bmm`` against one weight and linear ``einsum``; ``inline_autocast`` opens autocast
+regions); :func:`other_weight_gemms` lists those left in another form, which the report counts as excluded.
+Output heads are recognised by their position in the graph (the linear feeds a model output or a top-k / argmax /
+sort without another linear in between), never by the module's name.
+"""
 
 from __future__ import annotations
 
@@ -27,7 +34,13 @@ _VIEW_OPS = frozenset({"view", "reshape", "_unsafe_view", "unsqueeze", "squeeze"
                        "to", "_to_copy", "expand", "permute", "transpose"})
 _ROUTER_NAMES = re.compile(r"^(router|gate|gating|gate_network|routing)$", re.IGNORECASE)
 _ROUTER_TYPES = re.compile(r"(Router|Gate|Gating)$")
-_HEAD_NAMES = re.compile(r"^(.*_)?(head|heads|classifier|logits|output_proj)$", re.IGNORECASE)
+#: ops that turn scores into a model's answer: a linear feeding one of them (or an output) is an output head
+_RESULT_OPS = frozenset({"topk", "argmax", "argmin", "sort", "argsort", "multinomial"})
+#: views through which a linear's weight is still the constant it reads (weights stored [K, N] are transposed)
+_WEIGHT_VIEWS = frozenset({aten.t.default, aten.transpose.int, aten.permute.default})
+#: GEMM ops that count as weight GEMMs when one operand is a constant but were not canonicalised to a linear
+_OTHER_GEMMS = frozenset({aten.matmul.default, aten.mm.default, aten.addmm.default, aten.bmm.default,
+                          aten.baddbmm.default, aten.einsum.default})
 _ATTN = re.compile(r"(attn|attention)", re.IGNORECASE)
 _FFN = re.compile(r"(ffn|mlp|feed_?forward|swiglu|moe)", re.IGNORECASE)
 _EXPERT = re.compile(r"(^|\.)(shared_)?experts?(\.|$)", re.IGNORECASE)
@@ -84,25 +97,51 @@ def _reads_model_input(node: Node) -> bool:
     return isinstance(x, Node) and x.op == "placeholder"
 
 
-def _has_linear_below(gm: GraphModule) -> set[Node]:
-    """Nodes from which some linear is reachable (a linear counts for its producers, not itself)."""
-    below: set[Node] = set()
+def weight_source(w: object) -> Node | None:
+    """The constant (``get_attr``) a linear's weight argument is, directly or through a transpose; else None."""
+    while isinstance(w, Node) and w.op == "call_function" and w.target in _WEIGHT_VIEWS:
+        w = w.args[0]
+    return w if isinstance(w, Node) and w.op == "get_attr" else None
+
+
+def other_weight_gemms(gm: GraphModule) -> list[Node]:
+    """GEMM nodes other than ``aten.linear`` with a constant operand (left so because they are not a linear form)."""
+    out = []
+    for node in gm.graph.nodes:
+        if node.op == "call_function" and node.target in _OTHER_GEMMS:
+            operands = node.args[1] if node.target is aten.einsum.default else node.args
+            if any(weight_source(a) is not None for a in operands if isinstance(a, Node)):
+                out.append(node)
+    return out
+
+
+def _feeds_result(gm: GraphModule) -> set[Node]:
+    """Nodes from which a model output or a top-k / argmax / sort is reachable without passing through a linear."""
+    reach: set[Node] = set()
     for node in reversed(list(gm.graph.nodes)):
-        if any(u in below or (u.op == "call_function" and u.target is aten.linear.default) for u in node.users):
-            below.add(node)
-    return below
+        if node.op == "output" or (node.op == "call_function" and _base_name(node) in _RESULT_OPS):
+            reach.add(node)
+        elif node.op == "call_function" and node.target is aten.linear.default:
+            continue  # a linear ends the path: what feeds it is not a head
+        elif any(u in reach for u in node.users):
+            reach.add(node)
+    return reach
+
+
+def _base_name(node: Node) -> str:
+    parts = op_name(node).split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
 
 
 def classify(gm: GraphModule) -> dict[Node, LinearInfo]:
     """Classify every ``aten.linear`` node: its module path and types, and kinds (router, head, expert...)."""
-    below = _has_linear_below(gm)
+    results = _feeds_result(gm)
     out = {}
     for node in linear_nodes(gm):
         stack = module_stack(node)
         path = stack[-1][0] if stack else node.name
         types = tuple(t for _, t in stack)
         last = path.rsplit(".", 1)[-1]
-        parent = path.rsplit(".", 2)[-2] if "." in path else ""  # "heads" for "heads.0" (a ModuleList of heads)
         kinds = {"linear"}
         short_types = [t.rsplit(".", 1)[-1] for t in types]
         if _ROUTER_NAMES.match(last) or (short_types and _ROUTER_TYPES.search(short_types[-1])):
@@ -111,17 +150,16 @@ def classify(gm: GraphModule) -> dict[Node, LinearInfo]:
             kinds.add("expert")
         if any(_ATTN.search(p) for p, _ in stack) or any(_ATTN.search(t) for t in short_types):
             kinds.add("attention")
-        # the graph-position guesses (no linear after it, reads a model input) never override an attention or
-        # expert linear, which the spec quantizes (a block over hidden states has both at its edges)
+        # the graph-position kinds (feeds an output or a top-k, reads a model input) never override an attention
+        # or expert linear, which the spec quantizes (a block over hidden states has both at its edges)
         named = bool(kinds & {"attention", "expert"})
-        if _HEAD_NAMES.search(last) or _HEAD_NAMES.search(parent) or (node not in below and not named):
+        if any(u in results for u in node.users) and not named:
             kinds.add("head")
         if _reads_model_input(node) and not named:
             kinds.add("input_projection")
         if any(_FFN.search(p.rsplit(".", 1)[-1]) for p, _ in stack) or any(_FFN.search(t) for t in short_types):
             kinds.add("ffn")
-        w = node.args[1] if len(node.args) > 1 else None
-        constant = isinstance(w, Node) and w.op == "get_attr"
+        constant = weight_source(node.args[1] if len(node.args) > 1 else None) is not None
         val = node.args[0].meta.get("val") if isinstance(node.args[0], Node) else None
         out[node] = LinearInfo(node.name, path, types, op_name(node), frozenset(kinds), constant,
                                val.dtype if isinstance(val, torch.Tensor) else None)

@@ -94,7 +94,9 @@ class Fp8Report:
     Attributes:
         config: the QuantConfig as a dict.
         data_source / batches: what the observers saw.
-        linears / quantized: linear nodes in the graph / lowered to FP8 GEMMs.
+        linears / quantized: GEMMs with a constant weight found in the graph (linears after canonicalisation, and
+            those left in another form) / lowered to FP8 GEMMs.
+        excluded_by: how many of the others each rule kept in high precision (reason -> count).
         layers: per quantized layer (node) SQNR of its own output and statistics, in graph order.
         excluded: (module path, reason) of the linears kept in high precision.
         outputs: model-level error against the float model on the evaluation batches.
@@ -108,6 +110,7 @@ class Fp8Report:
     batches: int = 0
     linears: int = 0
     quantized: int = 0
+    excluded_by: dict[str, int] = dataclasses.field(default_factory=dict)
     layers: list[LayerResult] = dataclasses.field(default_factory=list)
     excluded: list[tuple[str, str]] = dataclasses.field(default_factory=list)
     outputs: list[OutputError] = dataclasses.field(default_factory=list)
@@ -144,8 +147,10 @@ class Fp8Report:
         c = self.config
         console.print(f"FP8 E4M3: weights {c['weight']}, activations {c['activation']}"
                       + (f" (calibrator {c['calibrator']})" if c["activation"] == "static_per_tensor" else "")
-                      + f"; {self.quantized} of {self.linears} linears -> FP8 GEMMs; data: {self.batches} batch(es) "
-                      f"of {self.data_source}")
+                      + f"; {self.quantized} of {self.linears} weight GEMMs -> FP8 GEMMs; data: {self.batches} "
+                      f"batch(es) of {self.data_source}")
+        if self.excluded_by:
+            console.print("  excluded: " + "; ".join(f"{n} x {why}" for why, n in sorted(self.excluded_by.items())))
         for o in self.outputs:
             console.print(f"  model vs float: {o.summary()}")
         shown = sorted(self.layers, key=lambda r: r.sqnr_db if r.sqnr_db is not None else math.inf)[:SHOWN_LAYERS]

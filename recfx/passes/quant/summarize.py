@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import logging
 
 import torch
@@ -10,11 +11,15 @@ from torch.fx import GraphModule
 from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.quant.evaluate import run_all
 from recfx.passes.quant.lower import fp8_gemms
-from recfx.passes.quant.policy import linear_nodes
 from recfx.passes.quant.report import Fp8Report, compare_model_outputs
 from recfx.passes.quant.state import PLAN, Fp8State
 
 log = logging.getLogger(__name__)
+
+
+def _rule(reason: str) -> str:
+    """The rule part of a decision's reason ("default: head kept in high precision", "rule #0 ...")."""
+    return reason.split(" (", 1)[0] if reason.startswith("not in linear form") else reason
 
 
 @register_pass("fp8_report", stage="quantize")
@@ -36,7 +41,8 @@ class Fp8ReportPass:
             excluded[module] = "auto_exclude"
         report = Fp8Report(
             config=state.config.to_dict(), data_source=state.data_source, batches=state.calibrated_batches,
-            linears=len(gemms) + len(linear_nodes(gm)), quantized=len(gemms),
+            linears=max(len(state.decisions), len(gemms)), quantized=len(gemms),
+            excluded_by=dict(collections.Counter(_rule(d.reason) for d in state.decisions if not d.quantize)),
             layers=[state.layers[n] for n in names if n in state.layers], excluded=sorted(excluded.items()),
             sensitivity=state.sensitivity, auto_excluded=state.auto_excluded,
             auto_exclude_cosine=state.auto_exclude_cosine, warnings=list(state.warnings))

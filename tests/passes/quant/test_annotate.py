@@ -7,6 +7,7 @@ import torch
 
 from recfx import QuantConfig, QuantRule
 from recfx.errors import PassError
+from recfx.passes.quant import FP8_PASSES
 from recfx.passes.quant.policy import classify
 from recfx.passes.quant.state import PLAN
 
@@ -84,8 +85,47 @@ def test_already_quantized_graph_is_an_error(fp8, toy) -> None:  # type: ignore[
 
 def test_nothing_quantized_warns(fp8) -> None:  # type: ignore[no-untyped-def]
     model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()).eval()
-    with pytest.warns(UserWarning, match="quantizes none of the 1 linear layers"):
+    with pytest.warns(UserWarning, match="quantizes none of the 1 weight GEMMs"):
         fp8.run(model, (torch.randn(2, 8),), ["fp8_annotate"])
+
+
+def test_no_weight_gemm_warns(fp8) -> None:  # type: ignore[no-untyped-def]
+    model = torch.nn.Sequential(torch.nn.ReLU()).eval()
+    with pytest.warns(UserWarning, match="found no GEMM with a constant weight"):
+        fp8.run(model, (torch.randn(2, 8),), ["fp8_annotate"])
+
+
+class Recommender(torch.nn.Module):
+    """A ranking tower written with addmm / mm / einsum and an attention whose projection is ``output_proj``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.w_in = torch.nn.Parameter(torch.randn(32, 16, generator=g) / 4)  # [K, N]
+        self.b_in = torch.nn.Parameter(torch.zeros(16))
+        self.w_hidden = torch.nn.Parameter(torch.randn(16, 16, generator=g) / 4)  # [N, K]
+        self.output_proj = torch.nn.Linear(16, 16)  # torchtune's name for an attention output projection
+        self.w_out = torch.nn.Parameter(torch.randn(16, 1, generator=g) / 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, 32)
+        h = torch.relu(torch.addmm(self.b_in, torch.tanh(x), self.w_in))  # (B, 16)
+        h = torch.relu(torch.einsum("bk,nk->bn", h, self.w_hidden))
+        h = h + self.output_proj(h)
+        return torch.sigmoid(torch.mm(h, self.w_out))  # (B, 1): the head
+
+
+def test_every_weight_gemm_is_a_candidate_and_heads_go_by_position(fp8) -> None:  # type: ignore[no-untyped-def]
+    """addmm ([K, N] weight), einsum and a linear named output_proj are quantized; the mm feeding the output is the
+    head (by position, not name) and the report counts found / quantized / excluded by rule."""
+    gm, ctx = fp8.run(Recommender().eval(), (torch.randn(4, 32),), list(FP8_PASSES))
+    report = ctx.extras["report_sections"]["fp8"]
+    assert (report.linears, report.quantized) == (4, 3), report.render()
+    assert report.excluded_by == {"default: head kept in high precision": 1}
+    assert "3 of 4 weight GEMMs" in report.render() and "excluded: 1 x default: head" in report.render()
+    decisions = ctx.extras["fp8_state"].decisions
+    assert [d.info.node for d in decisions if not d.quantize] == ["linear_2"]  # the head (the mm, now a linear)
+    assert "output_proj" in {d.info.module_path for d in decisions if d.quantize}
+    assert report.output_cosine > 0.999
 
 
 def test_attention_and_experts_are_quantized_even_at_the_graph_edges(fp8) -> None:  # type: ignore[no-untyped-def]

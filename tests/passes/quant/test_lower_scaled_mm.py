@@ -108,7 +108,8 @@ class _Odd(nn.Module):
 def test_unaligned_shapes_and_blocks_stay_reference_ops(fp8) -> None:
     torch.manual_seed(0)
     gm, _ = fp8.run(_Odd().eval(), (torch.randn(2, 32),), list(fp8_passes()),
-                    quant=QuantConfig(rules=(QuantRule("include", path="up_proj"), QuantRule("include", path="down_proj"))))
+                    quant=QuantConfig(rules=(QuantRule("include", path="up_proj"),
+                                             QuantRule("include", path="down_proj"))))
     _, summary = _lower(gm)
     assert summary.lowered == 0 and len(summary.kept) == 2
     assert all("multiple of 16" in why for _, why in summary.kept)

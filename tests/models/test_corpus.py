@@ -1,0 +1,74 @@
+"""The public-architecture corpus (tests/models/corpus.py) compiled on every backend, with golden counts.
+
+CI runs a slice (one or two backends per model, ~1 minute); the whole matrix runs with ``make corpus``
+(``RECFX_CORPUS=all``), which also prints nothing more than these assertions: the table in the docs comes from
+``python tests/models/corpus.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from recfx.models.ksa_mask import ksa_mask
+
+
+def _load_corpus():  # type: ignore[no-untyped-def]
+    """tests/models/corpus.py, loaded by path (tests are not a package under --import-mode=importlib)."""
+    spec = importlib.util.spec_from_file_location("recfx_test_corpus", Path(__file__).with_name("corpus.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
+    spec.loader.exec_module(module)
+    return module
+
+
+corpus = _load_corpus()
+BACKENDS, CORPUS, Entry, evaluate, ksa_allowed = (corpus.BACKENDS, corpus.CORPUS, corpus.Entry, corpus.evaluate,
+                                                  corpus.ksa_allowed)
+
+FULL = os.environ.get("RECFX_CORPUS") == "all"
+#: what CI runs: (model, backend)
+CI_SLICE = {("ksa-sdpa", "eager"), ("ksa-sdpa", "eager-fp8"), ("jagged-rec", "ort"), ("jagged-rec", "eager-fp8"),
+            ("dlrm-bag", "eager-fp8"), ("llama-sdpa", "eager-fp8"), ("gpt2-eager", "eager-fp8")}
+#: the least cosine each backend must reach against the float model (FP8: E4M3 weights and per-token activations)
+MIN_COSINE = {"eager": 0.99999, "inductor": 0.99999, "ort": 0.99999, "onnx": 0.99999, "eager-fp8": 0.999,
+              "ort-fp8": 0.999}
+
+
+def _cases() -> list[object]:
+    cases = []
+    for name, entry in CORPUS.items():
+        for backend in BACKENDS:
+            marks = []
+            if (name, backend) not in CI_SLICE and not FULL:
+                marks.append(pytest.mark.skip(reason="outside the CI slice: RECFX_CORPUS=all (make corpus)"))
+            if entry.needs and importlib.util.find_spec(entry.needs) is None:
+                marks.append(pytest.mark.skip(reason=f"needs {entry.needs}"))
+            cases.append(pytest.param(entry, backend, id=f"{name}-{backend}", marks=marks))
+    return cases
+
+
+@pytest.mark.parametrize("entry,backend", _cases())
+def test_corpus(entry, backend: str) -> None:  # type: ignore[no-untyped-def]
+    """Compiles, matches the original model on a batch of another size, and reaches the golden counts."""
+    row = evaluate(entry, backend)
+    assert row.ok, row.error
+    assert row.cosine is not None and row.cosine >= MIN_COSINE[backend], row
+    if backend in ("eager", "inductor", "ort", "onnx"):
+        assert row.max_abs_err is not None and row.max_abs_err <= 1e-4, row
+    if backend != "onnx":
+        assert row.ksa_fused == entry.ksa_fused, row  # every KSA layer fused, the full layer kept
+    if backend.endswith("fp8"):
+        assert row.gemms == entry.gemms, row  # (weight GEMMs found, quantized by the default policy)
+
+
+def test_ksa_mask_of_the_corpus_is_the_spec_mask() -> None:
+    """The corpus writes KSA's mask from the rule itself; it is the spec's mask (so fusing it is right)."""
+    for n in (5, 24, 37):
+        assert torch.equal(ksa_allowed(n, 4, 1, 2, torch.device("cpu")), ksa_mask(n, 4, 1, 2))
