@@ -128,6 +128,11 @@ def export_onnx(model_or_compiled: torch.nn.Module, example_inputs: Sequence[tor
                         f"{type(model_or_compiled).__name__}")
     gm = compiled.graph_module
     fp8 = has_fp8(gm)
+    section = compiled.report.sections.get("fp8")
+    if config.fp8 and not fp8 and section is not None and getattr(section, "linears", 0) and not section.quantized:
+        rules = "; ".join(sorted({why for _, why in section.excluded})) or "no rule recorded"
+        raise ValueError(f"fp8=True but the FP8 policy excluded all {section.linears} GEMMs ({rules}): there is nothing "
+                         "to export in FP8; include layers with QuantRule('include', ...) or export without fp8")
     if config.fp8 and not fp8:
         raise ValueError(f"fp8=True but the compiled module (backend {compiled.backend!r}) holds no FP8 ops; compile "
                          "it with an FP8 backend (e.g. 'eager-fp8') or pass the nn.Module")

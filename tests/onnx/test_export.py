@@ -207,3 +207,14 @@ def test_outputs_aliasing_inputs_or_each_other_get_their_own_names(tmp_path) -> 
     got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
     for g, w in zip(got, AliasedOutputs()(x)):
         torch.testing.assert_close(torch.from_numpy(g), w)
+
+
+def test_fp8_export_when_the_policy_excluded_every_gemm_names_the_rule(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from recfx.passes.quant import QuantRule
+
+    inputs = (torch.randn(2, 32),)
+    compiled = recfx.compile(Mlp().eval(), inputs, backend="eager-fp8",
+                             quant=recfx.QuantConfig(rules=(QuantRule("exclude", path="*"),)))
+    with pytest.raises(ValueError, match=r"the FP8 policy excluded all \d+ GEMMs \(.*exclude\(path='\*'\)"):
+        export_onnx(compiled, inputs, tmp_path / "m.onnx", OnnxExportConfig(fp8=True))
+    assert not (tmp_path / "m.onnx").exists()
