@@ -29,10 +29,10 @@ from recfx.onnx.config import MIN_FP8_OPSET, OnnxExportConfig
 from recfx.onnx.lint import LintReport
 from recfx.onnx.metadata import build_metadata, calibration_hash
 from recfx.onnx.write import write_model
+from recfx.ops.fp8_terms import FP8_STORAGE_DTYPES, STATIC_PER_TENSOR, is_fp8_op
 
 log = logging.getLogger(__name__)
 
-FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 
 
 class OnnxExportError(RecfxError):
@@ -129,10 +129,11 @@ def export_onnx(model_or_compiled: torch.nn.Module, example_inputs: Sequence[tor
     gm = compiled.graph_module
     fp8 = has_fp8(gm)
     section = compiled.report.sections.get("fp8")
-    if config.fp8 and not fp8 and section is not None and getattr(section, "linears", 0) and not section.quantized:
+    linears = int(getattr(section, "linears", 0) or 0)
+    if config.fp8 and not fp8 and section is not None and linears and not section.quantized:
         rules = "; ".join(sorted({why for _, why in section.excluded})) or "no rule recorded"
-        raise ValueError(f"fp8=True but the FP8 policy excluded all {section.linears} GEMMs ({rules}): there is nothing "
-                         "to export in FP8; include layers with QuantRule('include', ...) or export without fp8")
+        raise ValueError(f"fp8=True but the FP8 policy excluded all {linears} GEMMs ({rules}): there is nothing to "
+                         "export in FP8; include layers with QuantRule('include', ...) or export without fp8")
     if config.fp8 and not fp8:
         raise ValueError(f"fp8=True but the compiled module (backend {compiled.backend!r}) holds no FP8 ops; compile "
                          "it with an FP8 backend (e.g. 'eager-fp8') or pass the nn.Module")
@@ -172,11 +173,10 @@ def check_writable(path: str | Path) -> None:
 def has_fp8(gm: GraphModule) -> bool:
     """Whether the graph computes in FP8 (a ``recfx::`` FP8 op, or a tensor of an FP8 dtype)."""
     for node in gm.graph.nodes:
-        name = translate.op_qualname(node.target) if node.op == "call_function" else None
-        if name and name.startswith("recfx::") and "fp8" in name:
+        if node.op == "call_function" and is_fp8_op(node.target):
             return True
         val = node.meta.get("val")
-        if isinstance(val, torch.Tensor) and val.dtype in FP8_DTYPES:
+        if isinstance(val, torch.Tensor) and val.dtype in FP8_STORAGE_DTYPES:
             return True
     return False
 
@@ -323,7 +323,7 @@ def static_quant_config(quant: Any) -> Any:
     from recfx.passes.quant import QuantConfig
 
     quant = quant or QuantConfig()
-    return quant.replace(activation="static_per_tensor")
+    return quant.replace(activation=STATIC_PER_TENSOR.name)
 
 
 def _quant_of(compiled: Any) -> Any:

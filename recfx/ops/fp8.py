@@ -1,6 +1,6 @@
 """FP8 (E4M3) quantize / dequantize ops: ``recfx::quantize_fp8``, ``recfx::dequantize_fp8`` and the dynamic ones.
 
-Format (``../shared/specs/fp8.md``): ``torch.float8_e4m3fn`` (max 448), symmetric, zero point 0.
+Format (the FP8 spec of OneRec-V2's quantized inference): ``torch.float8_e4m3fn`` (max 448), symmetric, zero point 0.
 
     scale = max(amax, AMAX_FLOOR) / 448        (float32, strictly positive)
     q     = saturate(round_to_nearest_even(x / scale))   clamped to [-448, 448]
@@ -34,6 +34,8 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor
+
+from recfx.ops.fp8_terms import PER_CHANNEL, PER_TENSOR, weight_granularity
 
 FP8_DTYPE = torch.float8_e4m3fn
 #: Largest finite E4M3 value.
@@ -373,17 +375,16 @@ def quantize_weight(w: Tensor, granularity: str = "per_channel", block_size: int
         raise ValueError(f"quantize_weight expects a 2-D [N, K] weight, got shape {list(w.shape)}")
     _check_float("w", w, "quantize_weight")
     w = w.detach()
-    if granularity == "per_channel":
+    kind = weight_granularity(granularity)  # ValueError listing the known ones
+    if kind is PER_CHANNEL:
         scale = scale_from_amax(w.abs().amax(dim=1, keepdim=True))
-    elif granularity == "per_tensor":
+    elif kind is PER_TENSOR:
         scale = scale_from_amax(w.abs().amax())
-    elif granularity == "block":
+    else:  # WEIGHT_BLOCKS
         n, k = w.shape
         gn, gk = _groups(n, block_size), _groups(k, block_size)
         padded = torch.nn.functional.pad(w.abs(), (0, gk * block_size - k, 0, gn * block_size - n))
         amax = padded.reshape(gn, block_size, gk, block_size).amax(dim=(1, 3))  # (N/B, K/B)
         scale = scale_from_amax(amax)
         return _quantize(w, expand_block_scale(scale, w.shape, (block_size, block_size))), scale
-    else:
-        raise ValueError(f"unknown weight granularity {granularity!r}; use 'per_channel', 'per_tensor' or 'block'")
     return _quantize(w, scale), scale

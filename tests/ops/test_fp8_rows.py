@@ -76,3 +76,23 @@ def test_float32_recipe_misses_only_ties_by_one_step() -> None:
     step = torch.where(q_ref.float().abs() >= 2**-6, q_ref.float().abs() * 2.0**-3, torch.tensor(2.0**-9))
     assert bool((diff[off] <= step[off] * 1.0001).all())  # and then by one step at most
     assert torch.equal(quantize_per_token(EAGER, x, exact=False)[1], s)  # the scales stay bit-equal
+
+
+def test_fp8_terms_are_the_one_home_of_granularities_and_ops() -> None:
+    import recfx
+    from recfx.ops.fp8_terms import ACTIVATION_MODES, WEIGHT_GRANULARITIES, activation_mode, is_fp8_op
+    from recfx.passes.quant.calibrators import register_calibrator
+
+    assert set(WEIGHT_GRANULARITIES) == {"per_channel", "per_tensor", "block"}
+    assert [m for m, g in ACTIVATION_MODES.items() if g.calibrated] == ["static_per_tensor"]
+    with pytest.raises(ValueError, match="choose from dynamic_per_token, static_per_tensor, block"):
+        activation_mode("per_row")
+    assert is_fp8_op(torch.ops.recfx.quantize_fp8_per_token.default) and not is_fp8_op(torch.ops.recfx.ksa_attention)
+    name = "doc_test_half_max"
+    register_calibrator(name)(lambda stats, p: 0.5 * stats.max_abs)
+    try:  # a registered calibrator passes QuantConfig's validation (before, a second list refused it)
+        assert recfx.QuantConfig(activation="static_per_tensor", calibrator=name).calibrator == name
+    finally:
+        from recfx.passes.quant.calibrators import CALIBRATORS
+
+        CALIBRATORS.remove(name)

@@ -9,6 +9,7 @@ import warnings
 import torch
 from torch.fx import GraphModule, Node
 
+from recfx.ops.fp8_terms import FP8_STORAGE_DTYPES, is_fp8_op
 from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.quant.policy import (
     Decision,
@@ -27,18 +28,17 @@ log = logging.getLogger(__name__)
 
 #: Model compute dtypes the FP8 GEMM epilogue can produce.
 SUPPORTED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
-FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz)
 
 
 def check_not_quantized(gm: GraphModule) -> None:
     """Raise ``ValueError`` if the graph already holds FP8 ops or FP8 tensors (quantizing twice is an error)."""
     for node in gm.graph.nodes:
         target = node.target
-        if isinstance(target, torch._ops.OpOverload) and target.namespace == "recfx" and "fp8" in target.__name__:
+        if is_fp8_op(target):
             raise ValueError(f"the graph is already FP8-quantized (node {node.name} is {target}); compile the "
                              "original floating-point model instead")
         val = tensor_meta(node)
-        if val is not None and val.dtype in FP8_DTYPES:
+        if val is not None and val.dtype in FP8_STORAGE_DTYPES:
             raise ValueError(f"the graph is already FP8-quantized (node {node.name} is a {val.dtype} tensor); FP8 "
                              "post-training quantization needs the original floating-point model")
 

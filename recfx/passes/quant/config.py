@@ -1,14 +1,13 @@
-"""``QuantConfig`` and ``QuantRule``: what the FP8 passes quantize and how (``../shared/specs/fp8.md``)."""
+"""``QuantConfig`` and ``QuantRule``: what the FP8 passes quantize and how (granularities: ``recfx.ops.fp8_terms``)."""
 
 from __future__ import annotations
 
 import dataclasses
 
 from recfx.config import ConfigBase
+from recfx.ops.fp8_terms import ACTIVATION_MODES, WEIGHT_GRANULARITIES, activation_mode, weight_granularity
+from recfx.passes.quant.calibrators import CALIBRATORS
 
-WEIGHT_GRANULARITIES = ("per_channel", "per_tensor", "block")
-ACTIVATION_MODES = ("dynamic_per_token", "static_per_tensor", "block")
-CALIBRATORS = ("max", "percentile", "mse", "entropy")
 ACTIONS = ("include", "exclude")
 #: Kinds of linear layers the policy knows. The first three are kept in high precision by default.
 DEFAULT_EXCLUDED_KINDS = ("router", "head", "input_projection")
@@ -57,8 +56,8 @@ class QuantRule(ConfigBase):
             raise ValueError(f"unknown QuantRule kind {self.kind!r}; kinds: {', '.join(KINDS)}")
         if self.action == "exclude" and (self.weight or self.activation):
             raise ValueError("weight=/activation= overrides only make sense on include rules")
-        _check_choice("weight", self.weight, WEIGHT_GRANULARITIES, optional=True)
-        _check_choice("activation", self.activation, ACTIVATION_MODES, optional=True)
+        _check_choice("weight", self.weight, tuple(WEIGHT_GRANULARITIES), optional=True)
+        _check_choice("activation", self.activation, tuple(ACTIVATION_MODES), optional=True)
 
     def describe(self) -> str:
         parts = [f"{k}={getattr(self, k)!r}" for k in ("path", "module_type", "op", "kind") if getattr(self, k)]
@@ -112,9 +111,9 @@ class QuantConfig(ConfigBase):
     progress: bool = True
 
     def validate(self) -> None:
-        _check_choice("weight", self.weight, WEIGHT_GRANULARITIES)
-        _check_choice("activation", self.activation, ACTIVATION_MODES)
-        _check_choice("calibrator", self.calibrator, CALIBRATORS)
+        _check_choice("weight", self.weight, tuple(WEIGHT_GRANULARITIES))
+        _check_choice("activation", self.activation, tuple(ACTIVATION_MODES))
+        _check_choice("calibrator", self.calibrator, tuple(CALIBRATORS.names()))  # registered ones too
         check_pairing(self.weight, self.activation, "QuantConfig")
         if not isinstance(self.block_size, int) or self.block_size < 1:
             raise ValueError(f"block_size must be a positive int, got {self.block_size!r}")
@@ -134,7 +133,8 @@ class QuantConfig(ConfigBase):
     @property
     def is_static(self) -> bool:
         """Whether any layer may need calibrated activation scales."""
-        return self.activation == "static_per_tensor" or any(r.activation == "static_per_tensor" for r in self.rules)
+        modes = [self.activation, *(r.activation for r in self.rules if r.activation)]
+        return any(activation_mode(m).calibrated for m in modes)
 
     @classmethod
     def onerec_v2(cls, **changes: object) -> QuantConfig:
@@ -145,7 +145,7 @@ class QuantConfig(ConfigBase):
 
 def check_pairing(weight: str, activation: str, where: str) -> None:
     """Block weights need block activations and vice versa (there is no GEMM for the mixed forms)."""
-    if (weight == "block") != (activation == "block"):
+    if weight_granularity(weight).blocked != activation_mode(activation).blocked:
         raise ValueError(f"{where}: weight={weight!r} with activation={activation!r} has no FP8 GEMM; block-scaled "
                          "weights go with block activations (weight='block', activation='block')")
 

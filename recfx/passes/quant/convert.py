@@ -19,6 +19,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from recfx.ops.fp8 import quantize_weight, scale_from_amax
+from recfx.ops.fp8_terms import activation_mode, weight_granularity
 from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.quant.state import (
     BUFFER_PREFIX,
@@ -68,7 +69,7 @@ class _Builder:
             q_node = self._attr(f"{w_node.target}_fp8", w_q, linear)
             s_node = self._attr(f"{w_node.target}_scale", w_s, linear)
             with self.gm.graph.inserting_before(linear):
-                if granularity == "block":
+                if weight_granularity(granularity).blocked:
                     dq = self.gm.graph.call_function(ops.dequantize_fp8_blocks.default,
                                                      (q_node, s_node, [plan.block_size] * 2, dtype))
                 else:
@@ -81,7 +82,8 @@ class _Builder:
         if key in self.activations:
             return self.activations[key]
         graph = self.gm.graph
-        if plan.activation == "static_per_tensor":
+        mode = activation_mode(plan.activation)
+        if mode.calibrated:
             assert plan.x_amax is not None, f"{plan.name}: static layer without a calibrated amax"
             scale = scale_from_amax(torch.tensor(plan.x_amax)).to(device)  # on the weights' device
             s = self._attr(f"{plan.name}_input_scale", scale, linear)
@@ -90,13 +92,13 @@ class _Builder:
                 dq = graph.call_function(ops.dequantize_fp8.default, (q, s, dtype))
         else:
             with graph.inserting_before(linear):
-                if plan.activation == "block":
+                if mode.blocked:
                     t = graph.call_function(ops.quantize_fp8_groups.default, (x, plan.block_size))
                 else:
                     t = graph.call_function(ops.quantize_fp8_per_token.default, (x,))
                 q = graph.call_function(operator.getitem, (t, 0))
                 s = graph.call_function(operator.getitem, (t, 1))
-                if plan.activation == "block":
+                if mode.blocked:
                     dq = graph.call_function(ops.dequantize_fp8_blocks.default, (q, s, [plan.block_size], dtype))
                 else:
                     dq = graph.call_function(ops.dequantize_fp8.default, (q, s, dtype))

@@ -21,6 +21,7 @@ from torch.fx import GraphModule, Node
 
 from recfx.analysis.stats import tensor_stats
 from recfx.ops.fp8 import quantize_weight, scale_from_amax
+from recfx.ops.fp8_terms import weight_granularity
 from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.quant.state import (
     PLAN,
@@ -54,7 +55,7 @@ class _Probe(torch.nn.Module):
         self.noise = 0.0
 
     def quantized(self, x: torch.Tensor) -> torch.Tensor:
-        if self.plan.weight == "block":
+        if weight_granularity(self.plan.weight).blocked:
             return ops.fp8_linear_blocks(x, self.w_q, self.w_scale, self.bias, self.plan.block_size)
         return ops.fp8_linear(x, self.w_q, self.w_scale, self.bias, self.x_scale)
 

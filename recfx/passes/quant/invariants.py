@@ -7,6 +7,7 @@ import operator
 import torch
 from torch.fx import GraphModule, Node
 
+from recfx.ops.fp8_terms import is_fp8_op
 from recfx.passes.invariants import register_invariant
 from recfx.passes.quant.lower import DEQUANTIZE, FP8_GEMMS, QUANTIZE
 from recfx.passes.quant.state import OBSERVER_PREFIX
@@ -15,8 +16,7 @@ from recfx.passes.utils import tensor_meta
 
 def _fp8_consumer(node: Node) -> bool:
     target = node.target
-    return (isinstance(target, torch._ops.OpOverload) and target.namespace == "recfx"
-            and "fp8" in target.__name__ and target not in QUANTIZE)
+    return is_fp8_op(target) and target not in QUANTIZE
 
 
 @register_invariant("quantize", "fp8_quantize_consumed")

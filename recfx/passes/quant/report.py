@@ -10,13 +10,14 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
+from recfx.ops.fp8_terms import ACTIVATION_MODES, WEIGHT_GRANULARITIES, activation_mode
 from recfx.passes.quant.state import LayerResult
 from recfx.runtime.numerics import cosine
 
 #: Layers shown by ``render`` (all are in ``to_dict``).
 SHOWN_LAYERS = 15
-_SHORT = {"per_channel": "channel", "per_tensor": "tensor", "block": "block", "dynamic_per_token": "token",
-          "static_per_tensor": "static"}
+_SHORT = {**{g.name: g.short for g in WEIGHT_GRANULARITIES.values()},
+          **{g.name: g.short for g in ACTIVATION_MODES.values()}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +147,7 @@ class Fp8Report:
         console = Console(file=buf, width=width, force_terminal=False, color_system=None)
         c = self.config
         console.print(f"FP8 E4M3: weights {c['weight']}, activations {c['activation']}"
-                      + (f" (calibrator {c['calibrator']})" if c["activation"] == "static_per_tensor" else "")
+                      + (f" (calibrator {c['calibrator']})" if activation_mode(c["activation"]).calibrated else "")
                       + f"; {self.quantized} of {self.linears} weight GEMMs -> FP8 GEMMs; data: {self.batches} "
                       f"batch(es) of {self.data_source}")
         if self.excluded_by:

@@ -9,6 +9,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from recfx.analysis.stats import DistStats, RunningStats
+from recfx.ops.fp8_terms import activation_mode
 from recfx.passes.base import PassContext
 from recfx.passes.quant.config import QuantConfig
 from recfx.passes.quant.policy import Decision
@@ -44,7 +45,7 @@ class LayerPlan:
 
     @property
     def static(self) -> bool:
-        return self.activation == "static_per_tensor"
+        return activation_mode(self.activation).calibrated
 
 
 class NonFiniteActivation(ValueError):
