@@ -1,6 +1,6 @@
 """The KSA summary prefix as ONE dense causal attention, run by the GPU's best dense attention kernel (cuDNN).
 
-With S = 1, a text query of chunk c sees the summaries of chunks [0, c - W) (``../shared/specs/ksa.md`` §2): one
+With S = 1, a text query of chunk c sees the summaries of chunks [0, c - W) (docs/ksa.md): one
 key per older chunk. Regroup the text queries by their offset p in the chunk (p becomes the batch index) and
 number the chunks from the first one that has a prefix, c' = c - W - 1: query (p, c') then sees summaries
 0 .. c', which is exactly top-left causal attention over a sequence of chunks, with the same keys for every p.

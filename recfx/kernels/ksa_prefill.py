@@ -1,4 +1,4 @@
-"""Triton prefill kernel of ``recfx::ksa_attention`` (``../shared/specs/ksa.md`` §4), launcher and reference.
+"""Triton prefill kernel of ``recfx::ksa_attention`` (docs/ksa.md), launcher and reference.
 
 Layout: interleaved [B, L, H, D] (text chunks of k, each followed by S summaries), GQA-aware. Each program owns
 BLOCK_M consecutive *text* queries of one head and walks two key ranges, both contiguous in their own index space:

@@ -1,4 +1,4 @@
-"""Plain-PyTorch references of the KSA kernels (``../shared/specs/ksa.md``); importable without Triton.
+"""Plain-PyTorch references of the KSA kernels (docs/ksa.md); importable without Triton.
 
 ``prefill_reference`` is the semantics of ``recfx::ksa_attention`` (the model's masked attention, plus the
 log-sum-exp); ``decode_reference`` is one query per head over a contiguous slice of keys, the semantics of the

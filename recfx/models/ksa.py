@@ -1,4 +1,4 @@
-"""A Kwai Summary Attention transformer (``../shared/specs/ksa.md``): summary tokens, hybrid 3:1 stacks.
+"""A Kwai Summary Attention transformer (docs/ksa.md): summary tokens, hybrid 3:1 stacks.
 
 The attention here is the plain mask-based reference; the ``fuse_ksa`` pass and the kernels replace it.
 """

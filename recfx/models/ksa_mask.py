@@ -1,4 +1,4 @@
-"""The Kwai Summary Attention layout and visibility rules (``../shared/specs/ksa.md`` §1-2), vectorised."""
+"""The Kwai Summary Attention layout and visibility rules (docs/ksa.md), vectorised."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""A OneRec-V2-like lazy decoder-only generative recommender (``../shared/specs/onerec.md``).
+"""A OneRec-V2-like lazy decoder-only generative recommender (docs/architecture.md).
 
 Pieces a deployment compiles: :class:`OneRecContext` (features -> context K/V, once per request),
 :class:`OneRecStep` (K/V + beam tokens -> next-level logits) and :class:`OneRecModel` itself, whose ``forward`` is

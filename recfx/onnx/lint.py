@@ -1,4 +1,4 @@
-"""A linter for TensorRT's explicit-quantization rules (``../shared/specs/fp8.md``) on ONNX files.
+"""A linter for TensorRT's explicit-quantization rules (docs/fp8.md) on ONNX files.
 
 TensorRT builds a strongly typed FP8 network from Q/DQ nodes only when they sit where it can fuse them. This
 linter reads an ONNX model and lists, node by node, what TensorRT would not fuse (or would reject) and why. Rules

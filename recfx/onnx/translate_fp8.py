@@ -3,7 +3,7 @@
 Every translation is an onnxscript *traced* function: ``torch.onnx.export`` calls it with the node's inputs as
 ``onnx_ir`` values (shapes and dtypes known) and records the ONNX ops it emits.
 
-Conventions (``../shared/specs/fp8.md``, TensorRT's explicit quantization):
+Conventions (docs/fp8.md, TensorRT's explicit quantization):
 
 - FP8 is ``FLOAT8E4M3FN`` with an explicit zero point of 0 (shaped like the scale), ``saturate=1``.
 - A *static* scale (an initializer: weights, calibrated activations) becomes the Q/DQ scale directly: per-tensor

@@ -1,4 +1,4 @@
-"""``recfx::ksa_attention``: Kwai Summary Attention on the interleaved layout (``../shared/specs/ksa.md``).
+"""``recfx::ksa_attention``: Kwai Summary Attention on the interleaved layout (docs/ksa.md).
 
 One op, defined once with ``torch.library``: CPU and any dtype other than bf16/fp16 run the reference (the model's
 masked attention with the spec's §2 mask); CUDA with bf16/fp16 runs the Triton prefill kernel

@@ -1,4 +1,4 @@
-"""KV caches for KSA decoding (``../shared/specs/ksa.md`` §5): O(n/k + W*k) per KSA layer, one contiguous slice.
+"""KV caches for KSA decoding (docs/ksa.md): O(n/k + W*k) per KSA layer, one contiguous slice.
 
 A KSA layer keeps one buffer per layer (k and v stacked), laid out as
 

@@ -1,4 +1,4 @@
-"""FP8 (E4M3) post-training quantization as compiler passes (``../shared/specs/fp8.md``).
+"""FP8 (E4M3) post-training quantization as compiler passes (docs/fp8.md).
 
 annotate (policy -> per-linear plans) -> prepare (observers) -> calibrate (run batches) -> evaluate (per-layer SQNR,
 sensitivity, auto_exclude) -> convert (FP8 weights, activation Q/DQ) -> lower (FP8 GEMM ops) -> report.
