@@ -22,13 +22,14 @@ import re
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 #: The packages whose types are checked, and the pip package that provides each.
 PACKAGES = {"tensorrt": "tensorrt-stubs", "tensorrt_bindings": "tensorrt-stubs",
             "torch_tensorrt": "torch-tensorrt (pip install --no-deps torch-tensorrt)"}
 TARGET = "recfx/backends/tensorrt"
+#: This check's own folder (git-ignored): the repaired stubs and mypy's cache for them.
+CACHE = Path(".mypy_cache") / "recfx-trt"
 #: Regex repairs of tensorrt-stubs' generated signatures that are not valid Python (pattern, replacement).
 STUB_REPAIRS = ((re.compile(r"([(,] ?)in: "), r"\1in_: "),
                 (re.compile(r"(shift: Weights = None, scale: Weights = None, power: Weights = None, "
@@ -65,8 +66,8 @@ def copy_repaired(src: Path, dst: Path) -> None:
 
 def mypy(paths: list[str], stub_root: Path) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, MYPYPATH=str(stub_root))
-    cmd = [sys.executable, "-m", "mypy", "--disallow-untyped-defs", "--follow-imports=silent", "--no-incremental",
-           *paths]
+    cmd = [sys.executable, "-m", "mypy", "--disallow-untyped-defs", "--follow-imports=silent",
+           "--cache-dir", str(CACHE / "cache"), *paths]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
 
 
@@ -79,22 +80,21 @@ def main() -> int:
     except FileNotFoundError as err:
         print(f"typecheck-trt: {err}", file=sys.stderr)
         return 3
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        for name, path in dirs.items():
-            if name.startswith("tensorrt"):
-                copy_repaired(path, root / name)
-            else:
-                (root / name).symlink_to(path, target_is_directory=True)
-        canary = root / "canary_wrong_trt_use.py"
-        canary.write_text(_CANARY)
-        probe = mypy([str(canary)], root)
-        if not ours(probe, canary.name):
-            print("typecheck-trt: mypy did not see TensorRT's types (a wrong attribute passed); not checking",
-                  file=sys.stderr)
-            return 1
-        canary.unlink()
-        result = mypy([TARGET], root)
+    root = CACHE / "types"  # a stable folder, so that mypy's incremental cache is reused
+    shutil.rmtree(root, ignore_errors=True)
+    root.mkdir(parents=True)
+    for name, path in dirs.items():
+        if name.startswith("tensorrt"):
+            copy_repaired(path, root / name)
+        else:
+            (root / name).symlink_to(path.resolve(), target_is_directory=True)
+    canary = root / "canary_wrong_trt_use.py"
+    canary.write_text(_CANARY)
+    result = mypy([str(canary), TARGET], root)
+    if not ours(result, canary.as_posix()):
+        print("typecheck-trt: mypy did not see TensorRT's types (a wrong attribute passed); not checking",
+              file=sys.stderr)
+        return 1
     errors = ours(result, TARGET)
     print("\n".join(errors) if errors else f"typecheck-trt: {TARGET} is clean against TensorRT's and "
           "Torch-TensorRT's types")
@@ -104,7 +104,7 @@ def main() -> int:
 def ours(result: subprocess.CompletedProcess[str], prefix: str) -> list[str]:
     """mypy's lines about our files (the stubs' own complaints, e.g. their ``bool`` variable, are not ours)."""
     lines = (result.stdout + result.stderr).splitlines()
-    return [line for line in lines if line.startswith(prefix) or f"/{prefix}" in line.split(":", 1)[0]]
+    return [line for line in lines if line.startswith(prefix) and ": error:" in line]
 
 
 if __name__ == "__main__":

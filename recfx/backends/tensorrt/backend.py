@@ -27,7 +27,7 @@ from recfx.passes.base import PassContext
 
 @register_backend("trt")
 class TensorRTBackend(Backend):
-    priority = 3  # below every backend that has run here: auto never prefers code not yet run on TensorRT
+    priority = 13  # auto prefers TensorRT where it runs (the design); it has not run anywhere yet: docs/tensorrt.md
     description = "Torch-TensorRT in process (TensorRT engines, KSA as a plugin, PyTorch fallback listed in the report)"
 
     def availability(self) -> Availability:
@@ -49,5 +49,5 @@ class TensorRTBackend(Backend):
 @register_backend("trt-fp8")
 class TensorRTFp8Backend(TensorRTBackend):
     fp8 = True
-    priority = 3  # below every backend that has run here: auto never prefers code not yet run on TensorRT
+    priority = 13  # auto prefers TensorRT where it runs (the design); it has not run anywhere yet: docs/tensorrt.md
     description = "FP8 (E4M3) quantization, then Torch-TensorRT: Q/DQ layers and FP8 GEMMs in a strongly typed network"
