@@ -71,7 +71,7 @@ def bench_model(name: str, batch: int, args: argparse.Namespace, folder: Path) -
             row: dict[str, Any] = {"ms": time_ms(lambda c=compiled: c(*inputs), args.warmup, args.iters),
                                    "vs_bf16": accuracy(bf16, outputs[backend])}
             if "tensorrt" in compiled.report.sections:
-                row["tensorrt"] = compiled.report.sections["tensorrt"]
+                row["tensorrt"] = compiled.report.sections["tensorrt"].to_dict()
             rows[backend] = row
         except Exception as err:  # noqa: BLE001 - a failing backend is a result, recorded with its error
             rows[backend] = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()}

@@ -34,14 +34,14 @@ class TensorRTBackend(Backend):
         return torch_tensorrt_availability()
 
     def compile(self, gm: GraphModule, ctx: PassContext) -> Callable[..., Any]:
-        from recfx.backends.tensorrt.dynamo import compile_graph
+        from recfx.backends.tensorrt.dynamo import TensorRTReport, compile_graph
 
         options = self.options(ctx, OPTIONS)
         captured = ctx.extras.get("captured")
         if captured is None:
             raise ValueError(f"the {self.name} backend needs the captured graph's input specs "
                              "(ctx.extras['captured']); call it through recfx.compile")
-        report: dict[str, Any] = {}
+        report = TensorRTReport()
         ctx.extras.setdefault("report_sections", {})["tensorrt"] = report
         return compile_graph(gm, tuple(ctx.example_inputs), captured.input_specs, options, report)
 

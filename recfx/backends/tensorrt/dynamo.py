@@ -10,6 +10,7 @@ lists what will fall back; the list goes into the compile report (section ``tens
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -26,6 +27,25 @@ log = logging.getLogger(__name__)
 
 #: ``backend_options`` of the ``trt`` backends.
 OPTIONS = ("require_full_graph", "profile", "optimization_level", "timing_cache", "engine_cache_dir", "min_block_size")
+
+
+@dataclasses.dataclass
+class TensorRTReport:
+    """The compile report's ``tensorrt`` section: the partition (what falls back, and why) and the profile."""
+
+    plan: PartitionPlan | None = None
+    profile: Profile | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        profile = self.profile.to_dict() if self.profile else None
+        return {**(self.plan.to_dict() if self.plan else {}), "profile": profile}
+
+    def render(self) -> str:
+        lines = [self.plan.render()] if self.plan else []
+        if self.profile is not None:
+            lines += [f"  profile {self.profile.name}: " + ", ".join(f"{k} min {v[0]} opt {v[1]} max {v[2]}"
+                                                                   for k, v in self.profile.shapes.items())]
+        return "\n".join(lines)
 
 
 def dynamic_shapes(specs: Sequence[TensorSpec]) -> tuple[dict[int, Any] | None, ...] | None:
@@ -62,7 +82,7 @@ def partition(gm: GraphModule) -> PartitionPlan:
 
 
 def compile_graph(gm: GraphModule, inputs: Sequence[torch.Tensor], specs: Sequence[TensorSpec],
-                  options: Mapping[str, Any], report: dict[str, Any]) -> Callable[..., Any]:
+                  options: Mapping[str, Any], report: TensorRTReport) -> Callable[..., Any]:
     """Compile ``gm`` with Torch-TensorRT; ``report`` receives the partition and the profile.
 
     Raises:
@@ -71,7 +91,7 @@ def compile_graph(gm: GraphModule, inputs: Sequence[torch.Tensor], specs: Sequen
     import torch_tensorrt
 
     plan = partition(gm)
-    report.update(plan.to_dict())
+    report.plan = plan
     log.info("%s", plan.render())
     full = bool(options.get("require_full_graph", False))
     if full:
@@ -80,7 +100,7 @@ def compile_graph(gm: GraphModule, inputs: Sequence[torch.Tensor], specs: Sequen
     names = [s.name for s in specs]
     (profile,) = derive_profiles([(s.name, s.shape) for s in specs], [ranges] if ranges else [],
                                  example_sizes(specs, inputs))
-    report["profile"] = profile.to_dict()
+    report.profile = profile
     ep = export_program(gm, tuple(inputs), dynamic_shapes(specs))
     kwargs: dict[str, Any] = {"min_block_size": int(options.get("min_block_size", 1)),
                               "require_full_compilation": full,

@@ -107,3 +107,16 @@ def test_ksa_rule_takes_rank4_float_q() -> None:
                                                       ((8,), 3, 2), ((4, 4), 2, None), ((1, 1, 1, 2), 2, None)])
 def test_scale_axis(shape: tuple[int, ...], rank: int, axis: int | None) -> None:
     assert scale_axis(shape, rank) == axis
+
+
+def test_the_report_section_lists_fallbacks_and_the_profile() -> None:
+    from recfx.backends.tensorrt.dynamo import TensorRTReport
+    from recfx.backends.tensorrt.profiles import derive_profiles
+
+    gm = capture(QdqModel().eval(), (torch.randn(4, 4),), dynamic_batch=False).graph_module
+    (profile,) = derive_profiles([("x", ("batch", 4))], [{"batch": (1, 4, 16)}])
+    report = TensorRTReport(plan_partition(gm, lambda node: True), profile)
+    text = report.render()
+    assert "falls back: quantize_fp8_1" in text and "computed at run time" in text
+    assert "profile p0: x min (1, 4) opt (4, 4) max (16, 4)" in text
+    assert len(report.to_dict()["fallback"]) == 2  # type: ignore[arg-type]
