@@ -6,7 +6,9 @@ become TensorRT Q/DQ layers and FP8 GEMMs (``converters.py``); ``recfx::ksa_atte
 ``backend_options``: ``require_full_graph`` (False: nodes TensorRT cannot take run in PyTorch and are listed in the
 compile report; True: that is an error), ``profile`` (``{symbol: (min, opt, max)}``; default ``[1, example,
 4 * example]`` per dynamic dim), ``optimization_level`` (0..5, default 3), ``timing_cache`` (a file),
-``engine_cache_dir`` (reuse built engines), ``min_block_size`` (default 1).
+``engine_cache_dir`` (reuse built engines), ``min_block_size`` (default 1); ``via`` (``"dynamo"``: Torch-TensorRT in
+process; ``"onnx"``: export, ``build_engine`` and a plan runner, the deployment path, see ``onnx_path.py``) with
+its ``cache_dir`` and ``cuda_graph_batches``.
 
 Without TensorRT and Torch-TensorRT (and a CUDA GPU) both raise ``BackendUnavailableError`` saying what to
 install; ``backend="auto"`` skips them with that reason.
@@ -23,6 +25,27 @@ from recfx.backends.base import Availability, Backend, register_backend
 from recfx.backends.tensorrt.availability import torch_tensorrt_availability
 from recfx.backends.tensorrt.dynamo import OPTIONS
 from recfx.passes.base import PassContext
+
+#: Options that only one ``via`` takes.
+ONLY_FOR = {"dynamo": ("require_full_graph", "engine_cache_dir", "min_block_size"),
+            "onnx": ("cache_dir", "cuda_graph_batches")}
+
+
+def check_via(name: str, options: dict[str, Any]) -> str:
+    """``options["via"]`` (default ``"dynamo"``), after checking that no option of the other path is given.
+
+    Raises:
+        ValueError: an unknown ``via``, or an option the chosen path would ignore.
+    """
+    via = options.get("via", "dynamo")
+    if via not in ONLY_FOR:
+        raise ValueError(f"{name} backend_options via must be 'dynamo' or 'onnx', got {via!r}")
+    ignored = sorted(k for other, keys in ONLY_FOR.items() if other != via for k in keys if k in options)
+    if ignored:
+        other = "onnx" if via == "dynamo" else "dynamo"
+        raise ValueError(f"{name} backend_options {ignored} apply only with via={other!r}; with via={via!r} they "
+                         "would be ignored")
+    return str(via)
 
 
 @register_backend("trt")
@@ -43,6 +66,10 @@ class TensorRTBackend(Backend):
                              "(ctx.extras['captured']); call it through recfx.compile")
         report = TensorRTReport()
         ctx.extras.setdefault("report_sections", {})["tensorrt"] = report
+        if check_via(self.name, options) == "onnx":
+            from recfx.backends.tensorrt.onnx_path import compile_via_onnx
+
+            return compile_via_onnx(gm, tuple(ctx.example_inputs), captured, self.fp8, options, report)
         return compile_graph(gm, tuple(ctx.example_inputs), captured.input_specs, options, report)
 
 

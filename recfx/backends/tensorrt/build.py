@@ -117,6 +117,15 @@ def plan_profiles(onnx_path: str | Path, config: EngineBuildConfig) -> list[Prof
     return derive_profiles(onnx_input_dims(model), [ranges for _, ranges in config.profiles], config.examples, names)
 
 
+def expected_key(onnx_path: Path, profiles: Sequence[Profile], config: EngineBuildConfig) -> str:
+    """The key a plan built here from ``onnx_path`` would get (TensorRT's version and this GPU included)."""
+    import tensorrt as trt
+    import torch
+
+    return engine_key(file_sha256(onnx_path), [p.to_dict() for p in profiles], config.to_dict(), trt.__version__,
+                      torch.cuda.get_device_capability())
+
+
 def write_plan(plan_path: Path, plan: bytes, profiles: Sequence[Profile], key: str) -> Path:
     """Write the plan, then its manifest (``<plan>.json``), each atomically; returns the manifest's path.
 
@@ -142,7 +151,6 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, config: EngineBui
     if not avail.ok:
         raise BackendUnavailableError(f"recfx build-engine needs TensorRT: {avail.reason}")
     import tensorrt as trt
-    import torch
 
     from recfx.backends.tensorrt.ksa_plugin import register_onnx_plugin
     from recfx.onnx import lint_model
@@ -183,8 +191,7 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, config: EngineBui
     plan = bytes(memoryview(serialized))
     if cache_path is not None:
         atomic_write_bytes(cache_path, bytes(memoryview(builder_config.get_timing_cache().serialize())))
-    key = engine_key(file_sha256(onnx_path), [p.to_dict() for p in profiles], config.to_dict(), trt.__version__,
-                     torch.cuda.get_device_capability())
+    key = expected_key(onnx_path, profiles, config)
     manifest = write_plan(plan_path, plan, profiles, key)
     seconds = time.perf_counter() - start
     log.info("built %s (%d bytes, %d profiles) in %.1f s", plan_path, len(plan), len(profiles), seconds)

@@ -26,7 +26,8 @@ from recfx.frontend.capture import TensorSpec, export_program
 log = logging.getLogger(__name__)
 
 #: ``backend_options`` of the ``trt`` backends.
-OPTIONS = ("require_full_graph", "profile", "optimization_level", "timing_cache", "engine_cache_dir", "min_block_size")
+OPTIONS = ("require_full_graph", "profile", "optimization_level", "timing_cache", "engine_cache_dir", "min_block_size",
+           "via", "cache_dir", "cuda_graph_batches")
 
 
 @dataclasses.dataclass
