@@ -7,7 +7,9 @@
   one FP8 GEMM): the weight is an exact float constant quantized with scale 1 (TensorRT folds it into FP8 weights)
   then dequantized per output channel; a static activation scale quantizes the input directly; a dynamic per-token
   scale (``x_scale=None``) is computed in the network (``max|x| / 448`` per row), the row is divided by it, quantized
-  with scale 1, and the scale multiplies the GEMM's output rows, as in the ONNX translation.
+  with scale 1, and the scale multiplies the GEMM's output rows, as in the ONNX translation. Scales, the dequantized
+  operands, the accumulation and the epilogue (row scale, bias) are float32, as in the op; the result is cast to
+  the op's ``out_dtype``.
 
 Networks are strongly typed (Torch-TensorRT's default): every tensor's type follows from the layers above.
 Which nodes these converters take is decided by ``recfx.backends.tensorrt.partition.RULES`` (their
@@ -129,23 +131,26 @@ def convert_fp8_linear(ctx: ConversionContext, target: Target, args: tuple[Argum
     x_arg, w_q, w_scale = args[0], args[1], args[2]
     bias = _get(args, kwargs, 3, "bias")
     x_scale = _get(args, kwargs, 4, "x_scale")
-    dtype = _node_dtype(ctx, 0)
-    out_dtype = _get(args, kwargs, 5, "out_dtype") or dtype
+    out_dtype = _get(args, kwargs, 5, "out_dtype") or _node_dtype(ctx, 0)
     assert isinstance(w_q, torch.Tensor) and isinstance(out_dtype, torch.dtype), "fp8_linear_rule admits these only"
+    # Scales, dequantized operands, accumulation and epilogue in float32 (the op's own semantics), then out_dtype.
+    f32 = torch.float32
     x = get_trt_tensor(ctx, x_arg, f"{name}_x")
+    if x.dtype != trt.float32:
+        x = ctx.net.add_cast(x, trt.float32).get_output(0)
     rank = len(x.shape)
-    one = get_trt_tensor(ctx, torch.ones((), dtype=dtype), f"{name}_one", min_rank=0)
+    one = get_trt_tensor(ctx, torch.ones((), dtype=f32), f"{name}_one", min_rank=0)
+    row_scale = None
     if x_scale is None:
-        x, row_scale = _per_token(ctx, x, dtype, name)
-        x_dq = dequantize(ctx, quantize(ctx, x, one, 0, f"{name}_xq"), one, 0, dtype, f"{name}_xdq")
+        x, row_scale = _per_token(ctx, x, f32, name)
+        x_dq = dequantize(ctx, quantize(ctx, x, one, 0, f"{name}_xq"), one, 0, f32, f"{name}_xdq")
     else:
-        s_x, _ = _scale(ctx, x_scale, rank, dtype, f"{name}_x")
-        x_dq = dequantize(ctx, quantize(ctx, x, s_x, 0, f"{name}_xq"), s_x, 0, dtype, f"{name}_xdq")
-        row_scale = None
+        s_x, _ = _scale(ctx, x_scale, rank, f32, f"{name}_x")
+        x_dq = dequantize(ctx, quantize(ctx, x, s_x, 0, f"{name}_xq"), s_x, 0, f32, f"{name}_xdq")
     # The FP8 weight as exact float values; Q with scale 1 is folded into FP8 weights at build time.
-    w = get_trt_tensor(ctx, w_q.detach().to(dtype), f"{name}_w")
-    s_w, axis = _scale(ctx, w_scale, 2, dtype, f"{name}_w")
-    w_dq = dequantize(ctx, quantize(ctx, w, one, 0, f"{name}_wq"), s_w, axis, dtype, f"{name}_wdq")
+    w = get_trt_tensor(ctx, w_q.detach().to(f32), f"{name}_w")
+    s_w, axis = _scale(ctx, w_scale, 2, f32, f"{name}_w")
+    w_dq = dequantize(ctx, quantize(ctx, w, one, 0, f"{name}_wq"), s_w, axis, f32, f"{name}_wdq")
     if rank > 2:  # broadcast [N, K] against [..., M, K]
         shuffle = ctx.net.add_shuffle(w_dq)
         shuffle.reshape_dims = trt.Dims([1] * (rank - 2) + list(w_q.shape))
@@ -156,9 +161,9 @@ def convert_fp8_linear(ctx: ConversionContext, target: Target, args: tuple[Argum
     if row_scale is not None:
         y = _elementwise(ctx, y, row_scale, trt.ElementWiseOperation.PROD, f"{name}_row_scale")
     if bias is not None:
-        b = get_trt_tensor(ctx, bias, f"{name}_bias", dtype=dtype, min_rank=rank)
+        b = get_trt_tensor(ctx, bias, f"{name}_bias", dtype=f32, min_rank=rank)
         y = _elementwise(ctx, y, b, trt.ElementWiseOperation.SUM, f"{name}_bias_add")
-    if out_dtype != dtype:
+    if out_dtype != f32:
         y = ctx.net.add_cast(y, TRT_TYPES[out_dtype]).get_output(0)
     return y
 
