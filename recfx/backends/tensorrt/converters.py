@@ -2,7 +2,8 @@
 ``trt`` backends only).
 
 * ``recfx::quantize_fp8`` -> ``IQuantizeLayer`` with FP8 output; ``recfx::dequantize_fp8`` -> ``IDequantizeLayer``
-  with the op's output type. Scales are build-time constants: a scalar, or a 1-D vector and the layer's ``axis``.
+  then a cast to the op's output type. Like the ops, both compute in float32 (input cast up, float32 scales).
+  Scales are build-time constants: a scalar, or a 1-D vector and the layer's ``axis``.
 * ``recfx::fp8_linear`` -> Q/DQ on both operands of one ``IMatrixMultiplyLayer`` (TensorRT fuses the pattern into
   one FP8 GEMM): the weight is an exact float constant quantized with scale 1 (TensorRT folds it into FP8 weights)
   then dequantized per output channel; a static activation scale quantizes the input directly; a dynamic per-token
@@ -65,6 +66,10 @@ def _scale(ctx: ConversionContext, scale: Argument, rank: int, dtype: torch.dtyp
     return get_trt_tensor(ctx, values, f"{name}_scale", min_rank=0), max(axis, 0)
 
 
+def _float32(ctx: ConversionContext, x: trt.ITensor) -> trt.ITensor:
+    return x if x.dtype == trt.float32 else ctx.net.add_cast(x, trt.float32).get_output(0)
+
+
 def quantize(ctx: ConversionContext, x: trt.ITensor, scale: trt.ITensor, axis: int, name: str) -> trt.ITensor:
     layer = ctx.net.add_quantize(x, scale, trt.fp8)
     layer.axis = axis
@@ -84,8 +89,8 @@ def dequantize(ctx: ConversionContext, q: trt.ITensor, scale: trt.ITensor, axis:
                            capability_validator=_validator(torch.ops.recfx.quantize_fp8.default))
 def convert_quantize_fp8(ctx: ConversionContext, target: Target, args: tuple[Argument, ...],
                          kwargs: dict[str, Argument], name: str) -> trt.ITensor:
-    x = get_trt_tensor(ctx, args[0], f"{name}_x")
-    scale, axis = _scale(ctx, args[1], len(x.shape), _node_dtype(ctx, 0), name)
+    x = _float32(ctx, get_trt_tensor(ctx, args[0], f"{name}_x"))
+    scale, axis = _scale(ctx, args[1], len(x.shape), torch.float32, name)
     return quantize(ctx, x, scale, axis, name)
 
 
@@ -96,8 +101,9 @@ def convert_dequantize_fp8(ctx: ConversionContext, target: Target, args: tuple[A
     out_dtype = args[2] if len(args) > 2 else kwargs["out_dtype"]
     assert isinstance(out_dtype, torch.dtype), "dequantize_rule admits constant dtypes only"
     q = get_trt_tensor(ctx, args[0], f"{name}_q")
-    scale, axis = _scale(ctx, args[1], len(q.shape), out_dtype, name)
-    return dequantize(ctx, q, scale, axis, out_dtype, name)
+    scale, axis = _scale(ctx, args[1], len(q.shape), torch.float32, name)
+    y = dequantize(ctx, q, scale, axis, torch.float32, name)
+    return y if out_dtype == torch.float32 else ctx.net.add_cast(y, TRT_TYPES[out_dtype]).get_output(0)
 
 
 def _elementwise(ctx: ConversionContext, a: trt.ITensor, b: trt.ITensor, op: trt.ElementWiseOperation,
@@ -135,9 +141,7 @@ def convert_fp8_linear(ctx: ConversionContext, target: Target, args: tuple[Argum
     assert isinstance(w_q, torch.Tensor) and isinstance(out_dtype, torch.dtype), "fp8_linear_rule admits these only"
     # Scales, dequantized operands, accumulation and epilogue in float32 (the op's own semantics), then out_dtype.
     f32 = torch.float32
-    x = get_trt_tensor(ctx, x_arg, f"{name}_x")
-    if x.dtype != trt.float32:
-        x = ctx.net.add_cast(x, trt.float32).get_output(0)
+    x = _float32(ctx, get_trt_tensor(ctx, x_arg, f"{name}_x"))
     rank = len(x.shape)
     one = get_trt_tensor(ctx, torch.ones((), dtype=f32), f"{name}_one", min_rank=0)
     row_scale = None
