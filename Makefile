@@ -10,9 +10,13 @@ TORCH_VERSION := 2.13.0
 # is not on PyPI (PyPI's Linux torch is the CUDA build); macOS wheels on PyPI are CPU-only already.
 TORCH_CPU := torch==$(TORCH_VERSION)$(if $(filter Darwin,$(shell uname -s)),,+cpu)
 TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
+# Types of TensorRT and Torch-TensorRT for `make typecheck-trt` (recfx/backends/tensorrt). Both are installed
+# WITHOUT their dependencies: they require TensorRT itself, which PyPI does not serve (its packages download from
+# NVIDIA). Torch-TensorRT's version follows torch's.
+TRT_TYPES := tensorrt-stubs==10.13.0.35.1 $(if $(filter Darwin,$(shell uname -s)),,torch-tensorrt==$(TORCH_VERSION))
 PYTEST_ARGS ?=
 
-.PHONY: demo test corpus install typecheck lint clean movielens
+.PHONY: demo test corpus install typecheck typecheck-trt lint clean movielens
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +33,7 @@ ifeq ($(HAS_GPU),)
 endif
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps recbole==1.2.1  # only for its bundled MovieLens-100k (recfx movielens)
+	$(PY) -m pip install -q --no-deps $(TRT_TYPES)
 	touch $@
 
 install: $(STAMP)
@@ -62,8 +67,12 @@ corpus: $(STAMP)
 typecheck: $(STAMP)
 	$(PY) -m mypy recfx
 
+# mypy --disallow-untyped-defs over the TensorRT backends against TensorRT's and Torch-TensorRT's own types
+typecheck-trt: $(STAMP)
+	$(PY) ci/typecheck_trt.py
+
 lint: $(STAMP)
-	$(PY) -m ruff check recfx tests bench
+	$(PY) -m ruff check recfx tests bench ci
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache recfx_dumps
