@@ -7,8 +7,11 @@ STAMP := $(VENV)/.recfx-installed
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 TORCH_CPU := torch==2.13.0
 PYTEST_ARGS ?=
+N ?= 50
+BACKENDS ?= eager,eager-fp8,ort,ort-fp8,inductor
+FUZZ_ARGS ?=
 
-.PHONY: demo test install typecheck lint clean
+.PHONY: demo test fuzz install typecheck lint clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +30,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --timeout 900 $(PYTEST_ARGS)
+
+# the random-model fuzzer beyond CI's slice: N models per backend; e.g. make fuzz N=300 BACKENDS=ort,ort-fp8
+fuzz: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(PY) -m tests.fuzz -n $(N) --backends $(BACKENDS) $(FUZZ_ARGS)
 
 typecheck: $(STAMP)
 	$(PY) -m mypy recfx

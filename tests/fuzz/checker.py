@@ -173,8 +173,7 @@ def check(fm: FuzzModel, backend: str) -> Result:
             compiled = recfx.compile(model, fm.inputs(COMPILE_BATCH, 0), backend=backend, **kwargs)
         except Exception as exc:  # noqa: BLE001  (every exception is classified, none is swallowed)
             return _classify_error(fm.seed, backend, "compile", exc, t0)
-        section = compiled.report.sections.get("fp8")
-        n_quantized = int(getattr(section, "quantized", 0)) if fp8 else 0
+        n_quantized = int(getattr(compiled.report.sections.get("fp8"), "quantized", 0)) if fp8 else 0
         quantized = n_quantized > 0
         worst_sqnr: float | None = None
         for batch in CHECK_BATCHES:

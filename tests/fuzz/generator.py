@@ -274,7 +274,10 @@ class _Writer:
         merge = self.rng.choice(("{}.transpose(1, 2).contiguous().view({}, {}, {})",
                                  "{}.transpose(1, 2).reshape({}, {}, {})", "{}.permute(0, 2, 1, 3).flatten(2)",
                                  "{}.transpose(1, 2).contiguous().view({}, {}, -1)"))
-        expr = merge.format(h.name, self.batch(h, infer="-1" not in merge), s, d) if "{}, {}" in merge else merge.format(h.name)
+        if "{}, {}" in merge:
+            expr = merge.format(h.name, self.batch(h, infer="-1" not in merge), s, d)
+        else:
+            expr = merge.format(h.name)
         self.add(expr, (B, s, d), maybe_of=h)
         self.ops.append("heads")
         return True
@@ -589,6 +592,6 @@ def build(source: str, seed: int) -> torch.nn.Module:
     filename = f"<recfx-fuzz-{seed}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)  # tracebacks show the line
     namespace: dict[str, Any] = {"torch": torch, "nn": torch.nn, "F": torch.nn.functional}
-    exec(compile(source, filename, "exec"), namespace)  # noqa: S102  (our own generated source)
+    exec(compile(source, filename, "exec"), namespace)  # our own generated source
     torch.manual_seed(seed)
     return namespace["Model"]().eval()
