@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"unknown backend(s) {unknown}; choose from {', '.join(BACKENDS)}", file=sys.stderr)
         return 2
     seeds = [args.seed] if args.seed is not None else list(range(args.start, args.start + args.n))
+    os.environ.setdefault("RECFX_DEBUG", "1")  # invariant checks after every pass, as in the test suite
     os.environ.setdefault("RECFX_CACHE_DIR", tempfile.mkdtemp(prefix="recfx-fuzz-cache-"))
     logging.disable(logging.WARNING)
     torch.set_num_threads(1)
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                     log.flush()
                 if result.failed or result.outcome == "known" or args.verbose:
                     source = shrink(fm, result, fm.with_source) if args.shrink and result.outcome != "match" else None
-                    console.print(reproduction(fm, result, source), markup=False)
+                    console.print(reproduction(fm, result, source), markup=False, soft_wrap=True)
                     console.print()
                 failed += result.failed
     finally:

@@ -4,7 +4,9 @@ Outcomes of one (model, backend):
 
 - ``match``: every output, at batch 2, 5 (a non-contiguous ``x``) and 1 (fresh data; compiled with a batch-2
   example), is within the tolerance below; the inputs are not modified.
-- ``refused``: compile or call raised a :class:`recfx.errors.RecfxError` subclass (an expected, explained refusal).
+- ``refused``: compile or call raised a :class:`recfx.errors.RecfxError` subclass (an expected, explained refusal),
+  except a ``PassError`` that only wraps another exception raised inside a pass, or reports a broken invariant:
+  those are internal failures (``crash``).
 - ``known``: a failure whose message matches an entry of ``KNOWN`` (a bug tracked elsewhere, fixed on another
   branch); counted apart so that it is visible, never as a match.
 - ``mismatch``: a number, shape or dtype beyond tolerance, or an input modified by the call.
@@ -43,7 +45,7 @@ from typing import Any
 import torch
 
 import recfx
-from recfx.errors import RecfxError
+from recfx.errors import PassError, RecfxError
 from tests.fuzz.generator import FuzzModel
 
 BACKENDS = ("eager", "eager-fp8", "ort", "ort-fp8", "inductor")
@@ -146,12 +148,20 @@ def known_tag(backend: str, text: str) -> str | None:
     return None
 
 
+def _internal(exc: RecfxError) -> bool:
+    """A PassError that the PassManager made from an arbitrary exception inside a pass, or from a broken invariant."""
+    if not isinstance(exc, PassError):
+        return False
+    cause = exc.__cause__
+    return "invariant violated" in str(exc) or (cause is not None and not isinstance(cause, RecfxError))
+
+
 def _classify_error(seed: int, backend: str, where: str, exc: BaseException, t0: float) -> Result:
     text = f"{where}: {type(exc).__name__}: {exc}"
     tag = known_tag(backend, text + "".join(traceback.format_exception(exc)))
     if tag is not None:
         return Result(seed, backend, "known", f"[{tag}] {text}", time.perf_counter() - t0)
-    if isinstance(exc, RecfxError):
+    if isinstance(exc, RecfxError) and not _internal(exc):
         return Result(seed, backend, "refused", text, time.perf_counter() - t0)
     return Result(seed, backend, "crash", text + "\n" + "".join(traceback.format_exception(exc)),
                   time.perf_counter() - t0)
@@ -257,7 +267,9 @@ def shrink(fm: FuzzModel, result: Result, rebuild: Callable[[str], FuzzModel], b
 
 
 def _signature(result: Result) -> tuple[str, str]:
-    return result.outcome, result.detail.split(":")[1].strip() if result.outcome != "mismatch" else ""
+    """Outcome and exception type ("compile: CaptureError: ..." gives CaptureError); mismatches are all alike."""
+    parts = result.detail.split(":")
+    return result.outcome, parts[1].strip() if result.outcome in ("refused", "known", "crash") and parts[1:] else ""
 
 
 def _split(source: str) -> tuple[list[str], list[str], str]:

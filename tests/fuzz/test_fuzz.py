@@ -115,6 +115,15 @@ def test_checker_catches_wrong_numbers_crashes_and_accepts_refusals(monkeypatch)
     _patched_compile(monkeypatch, refuse)
     assert check(fm, "eager").outcome == "refused"
 
+    def wrapped_bug(c):  # type: ignore[no-untyped-def]
+        try:
+            raise KeyError("a pass's own bug")
+        except KeyError as err:
+            raise PassError("pass 'cse' failed: KeyError: ...") from err
+
+    _patched_compile(monkeypatch, wrapped_bug)
+    assert check(fm, "eager").outcome == "crash"
+
 
 def test_checker_catches_an_input_written_by_the_call(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     fm = generate(3)
