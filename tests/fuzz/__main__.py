@@ -19,7 +19,7 @@ import torch
 from rich.console import Console
 from rich.table import Table
 
-from tests.fuzz.checker import BACKENDS, OUTCOMES, check, reproduction, shrink
+from tests.fuzz.checker import BACKENDS, FAILURES, OUTCOMES, check, known_tag, reproduction, shrink
 from tests.fuzz.generator import generate
 
 
@@ -31,12 +31,54 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backends", default=",".join(BACKENDS), help=f"comma-separated, from {', '.join(BACKENDS)}")
     p.add_argument("--shrink", action="store_true", help="shrink failing models to fewer lines before printing")
     p.add_argument("--jsonl", help="append one JSON line per (seed, backend) to this file")
+    p.add_argument("--summarize", nargs="+", metavar="JSONL",
+                   help="print the table of these --jsonl files (runs in chunks) instead of running; known bugs are "
+                        "matched again with the current KNOWN list")
     p.add_argument("-v", "--verbose", action="store_true", help="print every result, not only failures")
     return p
 
 
+def _table(title: str, counts: dict[str, collections.Counter[str]], seconds: dict[str, float]) -> Table:
+    table = Table(title=title)
+    table.add_column("backend")
+    for outcome in OUTCOMES:
+        table.add_column(outcome, justify="right")
+    table.add_column("s/model", justify="right")
+    for backend, c in counts.items():
+        table.add_row(backend, *(str(c[o]) for o in OUTCOMES), f"{seconds[backend] / max(1, sum(c.values())):.2f}")
+    return table
+
+
+def summarize(paths: list[str]) -> int:
+    """The outcome table of earlier runs' --jsonl files; the last line for a (seed, backend) counts."""
+    rows: dict[tuple[int, str], dict] = {}
+    for path in paths:
+        with open(path) as f:
+            for line in f:
+                row = json.loads(line)
+                rows[row["seed"], row["backend"]] = row
+    counts: dict[str, collections.Counter[str]] = collections.defaultdict(collections.Counter)
+    seconds: collections.Counter[str] = collections.Counter()
+    failed = 0
+    for (seed, backend), row in sorted(rows.items()):
+        outcome = row["outcome"]
+        if outcome in FAILURES and (tag := known_tag(backend, row["detail"])) is not None:
+            outcome = "known"
+            row["detail"] = f"[{tag}] {row['detail']}"
+        counts[backend][outcome] += 1
+        seconds[backend] += row["seconds"]
+        if outcome != "match":
+            print(f"seed {seed} {backend}: {outcome}: {row['detail'][:300]}".replace("\n", " | "))
+        failed += outcome in FAILURES
+    seeds = sorted({seed for seed, _ in rows})
+    Console(highlight=False).print(_table(f"fuzz: {len(seeds)} seeds in {', '.join(paths)}", dict(counts), seconds))
+    return 1 if failed else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.summarize:
+        return summarize(args.summarize)
     backends = [b.strip() for b in args.backends.split(",") if b.strip()]
     unknown = sorted(set(backends) - set(BACKENDS))
     if unknown:
@@ -74,15 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if log is not None:
             log.close()
-    table = Table(title=f"fuzz: {len(seeds)} models, seeds {seeds[0]}..{seeds[-1]}")
-    table.add_column("backend")
-    for outcome in OUTCOMES:
-        table.add_column(outcome, justify="right")
-    table.add_column("s/model", justify="right")
-    for backend in backends:
-        table.add_row(backend, *(str(counts[backend][o]) for o in OUTCOMES),
-                      f"{seconds[backend] / max(1, len(seeds)):.2f}")
-    console.print(table)
+    console.print(_table(f"fuzz: {len(seeds)} models, seeds {seeds[0]}..{seeds[-1]}", counts, seconds))
     return 1 if failed else 0
 
 
