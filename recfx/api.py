@@ -12,6 +12,7 @@ import torch
 from recfx.backends import resolve_backend
 from recfx.compile_config import CompileConfig
 from recfx.frontend import capture
+from recfx.frontend.capture import TRACE_LOCK
 from recfx.passes import CANONICAL_PASSES, PASSES, PassContext, PassManager, insert_placements
 from recfx.runtime import CompiledModule, CompileReport, compare_outputs
 
@@ -69,36 +70,37 @@ def compile(  # shadows the builtin on purpose: mirrors torch.compile
         raise ValueError(f"quant/calibration were given but backend {be.name!r} does not quantize; "
                          f"use an FP8 backend such as {be.name}-fp8 or 'auto-fp8'")
 
-    t0 = time.perf_counter()
-    captured = capture(model, example_inputs, dynamic_batch=config.dynamic_batch,
-                       dynamic_dims=dict(config.dynamic_dims) or None)  # type: ignore[arg-type]
-    t1 = time.perf_counter()
-    ctx = PassContext(config=config, example_inputs=captured.example_inputs,
-                      extras={"calibration": calibration, "quant": quant, "captured": captured, "model": model,
-                              "dynamic_dims": captured.dynamic_dims, "backend": be.name})
-    pipeline = [PASSES.get(n) for n in (config.passes if config.passes is not None else CANONICAL_PASSES)]
-    pipeline += [PASSES.get(n) for n in be.passes(ctx)]
-    pipeline = insert_placements(pipeline, config.user_passes)
-    manager = PassManager(pipeline, ctx, check_invariants=config.invariants_on, dump_after=config.dump_after,
-                          dump_dir=config.dump_dir, dump_format=config.dump_format)
-    nodes_captured = len(captured.graph_module.graph.nodes)
-    gm = manager.run(captured.graph_module)
-    t2 = time.perf_counter()
-    runner = be.compile(gm, ctx)
-    report = CompileReport(
-        model=type(model).__name__, backend=be.name, backend_reason=reason, passes=list(manager.records),
-        nodes_captured=nodes_captured, nodes_final=len(gm.graph.nodes), capture_seconds=t1 - t0,
-        passes_seconds=t2 - t1, inputs=[f"in  {s}" for s in captured.input_specs],
-        outputs=[f"out {s}" for s in captured.output_specs],
-    )
-    report.sections.update(ctx.extras.get("report_sections", {}))
-    compiled = CompiledModule(gm, runner, captured.input_specs, captured.output_specs, report)
-    with torch.inference_mode():
-        got = compiled(*captured.example_inputs)  # also triggers lazy backends (torch.compile), timed as backend
-    report.backend_seconds = time.perf_counter() - t2
-    if config.check_numerics:
+    with TRACE_LOCK:  # torch.export patches process-wide state while it traces: one compile at a time
+        t0 = time.perf_counter()
+        captured = capture(model, example_inputs, dynamic_batch=config.dynamic_batch,
+                           dynamic_dims=dict(config.dynamic_dims) or None)  # type: ignore[arg-type]
+        t1 = time.perf_counter()
+        ctx = PassContext(config=config, example_inputs=captured.example_inputs,
+                          extras={"calibration": calibration, "quant": quant, "captured": captured, "model": model,
+                                  "dynamic_dims": captured.dynamic_dims, "backend": be.name})
+        pipeline = [PASSES.get(n) for n in (config.passes if config.passes is not None else CANONICAL_PASSES)]
+        pipeline += [PASSES.get(n) for n in be.passes(ctx)]
+        pipeline = insert_placements(pipeline, config.user_passes)
+        manager = PassManager(pipeline, ctx, check_invariants=config.invariants_on, dump_after=config.dump_after,
+                              dump_dir=config.dump_dir, dump_format=config.dump_format)
+        nodes_captured = len(captured.graph_module.graph.nodes)
+        gm = manager.run(captured.graph_module)
+        t2 = time.perf_counter()
+        runner = be.compile(gm, ctx)
+        report = CompileReport(
+            model=type(model).__name__, backend=be.name, backend_reason=reason, passes=list(manager.records),
+            nodes_captured=nodes_captured, nodes_final=len(gm.graph.nodes), capture_seconds=t1 - t0,
+            passes_seconds=t2 - t1, inputs=[f"in  {s}" for s in captured.input_specs],
+            outputs=[f"out {s}" for s in captured.output_specs],
+        )
+        report.sections.update(ctx.extras.get("report_sections", {}))
+        compiled = CompiledModule(gm, runner, captured.input_specs, captured.output_specs, report)
         with torch.inference_mode():
-            want = model(*captured.example_inputs)
-        report.numerics = compare_outputs(want, got)
+            got = compiled(*captured.example_inputs)  # also triggers lazy backends (torch.compile), timed as backend
+        report.backend_seconds = time.perf_counter() - t2
+        if config.check_numerics:
+            with torch.inference_mode():
+                want = model(*captured.example_inputs)
+            report.numerics = compare_outputs(want, got)
     log.info("compiled %s on %s in %.2f s", report.model, be.name, report.total_seconds)
     return compiled

@@ -1,14 +1,36 @@
-"""``eager-fp8`` and ``inductor-fp8``: the FP8 post-training quantization passes, then the eager / Inductor backend.
+"""The FP8 backends: ``eager-fp8`` (the reference), ``inductor-fp8`` and ``cuda-fp8`` (the fast GPU path).
 
-Both run ``recfx.passes.quant.fp8_pipeline`` (Backend.passes does, because ``fp8 = True``): the graph they get holds
-``recfx::fp8_linear`` GEMMs with pre-quantized FP8 weights.
+All of them run ``recfx.passes.quant.fp8_pipeline`` (Backend.passes does, because ``fp8 = True``): the graph they get
+holds ``recfx::fp8_linear`` GEMMs with pre-quantized FP8 weights. ``eager-fp8`` and ``inductor-fp8`` run those ops
+as they are (quantization inside an opaque op: correct, slow). ``cuda-fp8`` first lowers them to aten quantization
+and ``torch._scaled_mm`` (``fp8_lower_scaled_mm``), so that Inductor fuses each activation's per-token quantization
+into the kernel that produces it and cuBLASLt applies the scales in the GEMM's epilogue; calls at small batch sizes
+replay CUDA graphs (``recfx.backends.cuda_graphs``).
+
+``cuda-fp8``'s ``backend_options``: Inductor's (``mode``, ``options``, ``dynamic``, ``fullgraph``), ``fast_accum``
+(default True) and ``cuda_graph_batches`` (default ``(1, 2, 4, 8)``; ``()`` turns CUDA graphs off).
 """
 
 from __future__ import annotations
 
-from recfx.backends.base import register_backend
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch.fx import GraphModule
+
+from recfx.backends.base import Availability, register_backend
+from recfx.backends.cuda_graphs import DEFAULT_BATCHES, BatchGraphs
 from recfx.backends.eager import EagerBackend
-from recfx.backends.inductor import InductorBackend
+from recfx.backends.inductor import _INDUCTOR_OPTIONS, InductorBackend
+from recfx.passes.base import PassContext
+from recfx.passes.quant.lower_scaled_mm import OPTIONS as LOWERING_OPTIONS
+
+#: ``backend_options`` of ``cuda-fp8`` besides Inductor's and the lowering's: the batch sizes whose calls replay
+#: per-shape CUDA graphs (``()`` for none).
+GRAPH_OPTIONS = ("cuda_graph_batches",)
+#: FP8 tensor cores: Ada (8.9) and Hopper (9.0) and later.
+FP8_CAPABILITY = (8, 9)
 
 
 @register_backend("eager-fp8")
@@ -23,3 +45,46 @@ class InductorFp8Backend(InductorBackend):
     fp8 = True
     priority = 11
     description = "FP8 (E4M3) post-training quantization, then torch.compile (FP8 GEMMs stay recfx:: ops)"
+
+
+def fp8_gpu_availability() -> Availability:
+    """A CUDA GPU with FP8 tensor cores (compute capability >= 8.9) and triton."""
+    if not torch.cuda.is_available():
+        return Availability(False, "needs a CUDA GPU with FP8 tensor cores (sm_89 or newer); none is visible to torch "
+                                   "(on a CPU use 'eager-fp8' or 'ort-fp8': FP8 is emulated there, for accuracy "
+                                   "checks, not speed)")
+    cap = torch.cuda.get_device_capability()
+    if cap < FP8_CAPABILITY:
+        name = torch.cuda.get_device_name()
+        return Availability(False, f"{name} (sm_{cap[0]}{cap[1]}) has no FP8 tensor cores; needs sm_89 or newer")
+    return InductorBackend().availability()
+
+
+@register_backend("cuda-fp8")
+class CudaFp8Backend(InductorBackend):
+    fp8 = True
+    priority = 12
+    description = ("FP8 on the GPU: per-token quantization fused into producers by Inductor, cuBLASLt row-wise FP8 "
+                   "GEMMs with the scales in the epilogue")
+
+    def availability(self) -> Availability:
+        return fp8_gpu_availability()
+
+    def passes(self, ctx: PassContext) -> list[str]:
+        return [*super().passes(ctx), "fp8_lower_scaled_mm"]
+
+    def inductor_options(self, ctx: PassContext) -> dict[str, Any]:
+        options = self.options(ctx, (*_INDUCTOR_OPTIONS, *LOWERING_OPTIONS, *GRAPH_OPTIONS))
+        for key in (*LOWERING_OPTIONS, *GRAPH_OPTIONS):
+            options.pop(key, None)
+        return options
+
+    def compile(self, gm: GraphModule, ctx: PassContext) -> Callable[..., Any]:
+        compiled = super().compile(gm, ctx)
+        options = dict(ctx.config.backend_options) if ctx.config is not None else {}
+        batches = options.get("cuda_graph_batches", DEFAULT_BATCHES)
+        if not batches:  # cuda_graph_batches=() turns them off
+            return compiled
+        runner = BatchGraphs(compiled, tuple(batches))
+        ctx.extras.setdefault("report_sections", {})["cuda_graphs"] = runner.stats
+        return runner

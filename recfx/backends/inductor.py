@@ -35,8 +35,12 @@ class InductorBackend(Backend):
     def availability(self) -> Availability:
         return inductor_availability()
 
+    def inductor_options(self, ctx: PassContext) -> dict[str, Any]:
+        """The user's backend options that go to ``torch.compile`` (subclasses may take more and remove them)."""
+        return self.options(ctx, _INDUCTOR_OPTIONS)
+
     def compile(self, gm: GraphModule, ctx: PassContext) -> Callable[..., Any]:
-        options = self.options(ctx, _INDUCTOR_OPTIONS)
+        options = self.inductor_options(ctx)
         dynamic = options.pop("dynamic", bool(ctx.extras.get("dynamic_dims")))
         compiled = torch.compile(gm, backend="inductor", dynamic=dynamic, **options)
         if dynamic:

@@ -3,7 +3,9 @@
 The ONNX file is what :func:`recfx.export_onnx` writes (``ort-fp8``: FP8 Q/DQ), with ``recfx::ksa_attention`` as
 standard ONNX ops since ONNX Runtime has no kernel for the TensorRT plugin node. Files are cached on disk under
 ``$RECFX_CACHE_DIR/onnx`` (default ``~/.cache/recfx/onnx``), keyed by a hash of the graph code, its constants and
-the export options, and written atomically; sessions are cached per file and provider.
+the export options, and written atomically. A manifest beside each file records the key and the SHA-256 of the
+file's bytes: a cached file is run only when its content still matches (else it is exported again), and a file
+that ONNX Runtime refuses is removed. Sessions are cached per file content and provider.
 
 ``backend_options``: ``provider`` (``"auto"``: CUDA when onnxruntime-gpu is installed, else CPU; ``"cpu"``;
 ``"cuda"``), ``opset`` (21), ``cache_dir``, ``optimize`` (True).
@@ -51,6 +53,7 @@ def graph_key(gm: GraphModule, specs: Any, options: dict[str, Any]) -> str:
     import onnxscript
 
     from recfx._version import __version__
+    from recfx.onnx.metadata import tensor_bytes
 
     digest = hashlib.sha256()
     digest.update(gm.code.encode())
@@ -60,9 +63,8 @@ def graph_key(gm: GraphModule, specs: Any, options: dict[str, Any]) -> str:
         for part in target.split("."):
             value = getattr(value, part)
         if isinstance(value, torch.Tensor):
-            t = value.detach().cpu().contiguous()
-            digest.update(f"{target}:{t.dtype}:{tuple(t.shape)}".encode())
-            digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            digest.update(f"{target}:{value.dtype}:{tuple(value.shape)}".encode())
+            digest.update(tensor_bytes(value))
     meta = {"specs": [str(s) for s in specs], "options": options, "versions": [__version__, torch.__version__,
             onnx.__version__, onnxscript.__version__]}
     digest.update(json.dumps(meta, sort_keys=True, default=str).encode())
@@ -103,14 +105,64 @@ class OrtBackend(Backend):
         folder = Path(options.get("cache_dir") or default_cache_dir())
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{key[:32]}.onnx"
-        if path.is_file():
+        digest = cached_digest(path, key)
+        if digest is not None:
             log.info("%s: reusing %s", self.name, path)
         else:
             model = onnx_model(gm, tuple(ctx.example_inputs), captured.input_specs, captured.output_specs, config)
             write_model(model, path, lint="off")
+            digest = write_manifest(path, key)
             log.info("%s: exported %s", self.name, path)
-        return OrtRunner(path, [s.name for s in captured.input_specs], [s.name for s in captured.output_specs],
-                         out_spec=getattr(gm, "_out_spec", None), providers=providers, key=key)
+        try:
+            return OrtRunner(path, [s.name for s in captured.input_specs], [s.name for s in captured.output_specs],
+                             out_spec=getattr(gm, "_out_spec", None), providers=providers, key=digest)
+        except Exception:  # ONNX Runtime refused the file: never leave it in the cache for the next compile
+            discard(path)
+            raise
+
+
+def _manifest(path: Path) -> Path:
+    return path.with_name(path.name + ".sha256")
+
+
+def cached_digest(path: Path, key: str) -> str | None:
+    """The content digest of a cached file when it is the graph ``key`` names, else ``None`` (export again).
+
+    The manifest beside the file records the full graph key and the SHA-256 of the file's bytes (and of its
+    external data); a file whose bytes no longer match, or that has no manifest, is never run.
+    """
+    from recfx.onnx.session import model_digest
+
+    manifest = _manifest(path)
+    if not path.is_file() or not manifest.is_file():
+        return None
+    try:
+        record = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        record = None
+    digest = model_digest(path)
+    if not isinstance(record, dict) or record.get("key") != key or record.get("sha256") != digest:
+        log.warning("ignoring cached %s: its content is not the graph it is named after; exporting it again", path)
+        return None
+    return digest
+
+
+def write_manifest(path: Path, key: str) -> str:
+    """Record (atomically) that ``path`` holds the graph ``key``; returns the file's content digest."""
+    from recfx.onnx.session import model_digest
+
+    digest = model_digest(path)
+    manifest = _manifest(path)
+    tmp = manifest.with_name(f".{manifest.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps({"key": key, "sha256": digest}))
+    os.replace(tmp, manifest)
+    return digest
+
+
+def discard(path: Path) -> None:
+    """Remove a cached file, its external data and its manifest."""
+    for p in (path, path.with_name(path.name + ".data"), _manifest(path)):
+        p.unlink(missing_ok=True)
 
 
 @register_backend("ort-fp8")

@@ -6,6 +6,7 @@ import dataclasses
 import inspect
 import logging
 import re
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,14 +20,28 @@ log = logging.getLogger(__name__)
 
 DynamicDims = Mapping[int | str, Mapping[int, str]]
 
+#: torch.export and the tracers built on it (``run_decompositions``, the dynamo ONNX exporter) patch process-wide
+#: state while they trace (the symbolic-trace patcher, the proxy-mode slot, module attribute access): two traces at
+#: once from different threads, or a trace beside model code that runs in a compile's passes (calibration), corrupt
+#: each other. Every trace recfx makes holds this lock, and so does ``recfx.compile`` as a whole, so compiles from
+#: several threads run one after the other.
+TRACE_LOCK = threading.RLock()
+
+
+def export_program(model: torch.nn.Module, inputs: tuple[Any, ...], dynamic_shapes: Any = None) -> ExportedProgram:
+    """``torch.export.export`` (non-strict) under :data:`TRACE_LOCK`."""
+    with TRACE_LOCK:
+        return torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes, strict=False)
+
 
 @dataclasses.dataclass(frozen=True)
 class TensorSpec:
-    """Name, shape and dtype of a graph input or output; dynamic dims are given by their symbol name."""
+    """Name, shape, dtype and device of a graph input or output; dynamic dims are given by their symbol name."""
 
     name: str
     shape: tuple[int | str, ...]
     dtype: torch.dtype
+    device: torch.device | None = None
 
     def __str__(self) -> str:
         dims = ", ".join(str(d) for d in self.shape)
@@ -112,7 +127,7 @@ def capture(
         dims = _dynamic_dims(inputs, names, dynamic_batch, dynamic_dims or {})
         dynamic_shapes = _to_export_spec(model, inputs, dims)
     try:
-        ep = torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes, strict=False)
+        ep = export_program(model, inputs, dynamic_shapes)
     except Exception as exc:  # torch.export raises many unrelated types; all become one clear error
         raise export_failure(model, exc) from exc
     gm = ep.module()
@@ -193,12 +208,12 @@ def _placeholders(gm: torch.fx.GraphModule) -> list[torch.fx.Node]:
     return [n for n in gm.graph.nodes if n.op == "placeholder"]
 
 
-def _shape_of(node: torch.fx.Node) -> tuple[tuple[int | str, ...], torch.dtype] | None:
+def _shape_of(node: torch.fx.Node) -> tuple[tuple[int | str, ...], torch.dtype, torch.device] | None:
     val = node.meta.get("val")
     if not isinstance(val, torch.Tensor):
         return None
     shape = tuple(int(s) if isinstance(s, int) or s.node.is_constant() else str(s) for s in val.shape)
-    return shape, val.dtype
+    return shape, val.dtype, val.device
 
 
 def _input_specs(gm: torch.fx.GraphModule, names: list[str]) -> list[TensorSpec]:
@@ -234,7 +249,7 @@ def _symbol_names(gm: torch.fx.GraphModule, dims: dict[int, dict[int, str]]) -> 
 
 def _renamed(spec: TensorSpec, rename: dict[str, str]) -> TensorSpec:
     shape = tuple(_rename_expr(d, rename) if isinstance(d, str) else d for d in spec.shape)
-    return TensorSpec(spec.name, shape, spec.dtype)
+    return dataclasses.replace(spec, shape=shape)
 
 
 def _rename_expr(expr: str, rename: dict[str, str]) -> str:

@@ -23,7 +23,7 @@ from torch.export import Dim
 from torch.fx import GraphModule
 
 from recfx.errors import RecfxError
-from recfx.frontend.capture import TensorSpec
+from recfx.frontend.capture import TRACE_LOCK, TensorSpec, export_program
 from recfx.onnx import translate
 from recfx.onnx.config import MIN_FP8_OPSET, OnnxExportConfig
 from recfx.onnx.lint import LintReport
@@ -194,6 +194,21 @@ def onnx_model(gm: GraphModule, example_inputs: tuple[torch.Tensor, ...], input_
     from recfx.onnx import ir_passes
 
     check_translatable(gm, config.ksa_as_ops)
+    with TRACE_LOCK:  # re-capture, decompositions and the dynamo exporter all trace
+        program = _export_program(gm, example_inputs, input_specs, config)
+    model = program.model
+    if config.optimize:
+        ir_passes.optimize(model)
+        ir_passes.pretranspose_weights(model)
+    ir_passes.rename_dims(model, ir_passes.dim_mapping(model.graph.inputs, [s.shape for s in input_specs]))
+    ir_passes.separate_outputs(model.graph)  # outputs aliasing an input or each other get names of their own
+    ir_passes.rename_values(model.graph.inputs, [s.name for s in input_specs])
+    ir_passes.rename_values(model.graph.outputs, [s.name for s in output_specs])
+    return model
+
+
+def _export_program(gm: GraphModule, example_inputs: tuple[torch.Tensor, ...], input_specs: Sequence[TensorSpec],
+                    config: OnnxExportConfig) -> Any:
     ep = _recapture(gm, example_inputs, input_specs, config.dynamic)
     decomps = translate.decomposition_table(config.ksa_as_ops)
     used = {n.target for n in ep.graph.nodes if n.op == "call_function"}
@@ -210,14 +225,7 @@ def onnx_model(gm: GraphModule, example_inputs: tuple[torch.Tensor, ...], input_
             raise OnnxExportError(_missing_message(missing)) from err
         raise OnnxExportError(f"torch.onnx could not translate the graph: {_root_cause(err)}") from err
     assert program is not None  # the dynamo exporter always returns its ONNXProgram
-    model = program.model
-    if config.optimize:
-        ir_passes.optimize(model)
-        ir_passes.pretranspose_weights(model)
-    ir_passes.rename_dims(model, ir_passes.dim_mapping(model.graph.inputs, [s.shape for s in input_specs]))
-    ir_passes.rename_values(model.graph.inputs, [s.name for s in input_specs])
-    ir_passes.rename_values(model.graph.outputs, [s.name for s in output_specs])
-    return model
+    return program
 
 
 def check_translatable(gm: GraphModule, as_ops: bool) -> None:
@@ -272,7 +280,7 @@ def _recapture(gm: GraphModule, inputs: tuple[torch.Tensor, ...], specs: Sequenc
                 spec_dims[d] = dims.setdefault(size, Dim(size)) if size.isidentifier() else Dim.AUTO
         shapes.append(spec_dims or None)
     try:
-        return torch.export.export(gm, inputs, dynamic_shapes=tuple(shapes) if any(shapes) else None, strict=False)
+        return export_program(gm, inputs, tuple(shapes) if any(shapes) else None)
     except Exception as err:  # torch.export raises many unrelated types
         raise OnnxExportError(f"re-capturing the optimised graph with torch.export failed: {_root_cause(err)}") \
             from err

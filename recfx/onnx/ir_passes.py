@@ -148,6 +148,25 @@ def dim_mapping(graph_inputs: Sequence[ir.Value], specs: Sequence[tuple[int | st
     return mapping
 
 
+def separate_outputs(graph: ir.Graph) -> int:
+    """Give every graph output its own value: an output that is a graph input, an initializer or an earlier output
+    (``return x.relu(), x``; ``return y, y``) becomes an ``Identity`` of it, so that naming the outputs never renames
+    an input and no two outputs share a name. Returns how many ``Identity`` nodes were added."""
+    seen: set[int] = {id(v) for v in graph.inputs} | {id(v) for v in graph.initializers.values()}
+    added = 0
+    for i, value in enumerate(list(graph.outputs)):
+        if id(value) in seen:
+            node = ir.node("Identity", [value], name=f"output_copy_{i}")
+            copy = node.outputs[0]
+            copy.shape, copy.type = value.shape, value.type
+            graph.append(node)
+            graph.outputs[i] = copy
+            added += 1
+            value = copy
+        seen.add(id(value))
+    return added
+
+
 def rename_values(values: Sequence[ir.Value], names: Sequence[str]) -> None:
     """Give graph inputs/outputs the names of the compiled module's specs (``features_0``, ``output_0``)."""
     taken = {v.name for v in values}

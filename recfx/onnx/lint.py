@@ -40,6 +40,7 @@ import onnx
 from onnx import numpy_helper
 
 from recfx.errors import RecfxError
+from recfx.onnx.external import check_external_data
 
 #: GEMM-like ops TensorRT fuses Q/DQ into, and which of their inputs are the quantizable operands.
 GEMM_INPUTS: dict[str, tuple[int, ...]] = {"MatMul": (0, 1), "Gemm": (0, 1), "Conv": (0, 1), "ConvTranspose": (0, 1)}
@@ -138,19 +139,24 @@ class GraphIndex:
         return name in self.initializers or (node is not None and node.op_type == "Constant")
 
     def constant(self, name: str) -> np.ndarray | None:
-        """The value of a static tensor, else ``None``."""
+        """The value of a static tensor, else ``None``.
+
+        Raises:
+            ValueError: the tensor is malformed, or its external data is not a file inside ``base_dir``.
+        """
         if name in self.initializers:
-            return numpy_helper.to_array(self.initializers[name], base_dir=self.base_dir)
+            tensor = self.initializers[name]
+            return _to_array(tensor, self.base_dir)
         node = self.producer.get(name)
         if node is None or node.op_type != "Constant":
             return None
-        for attr in node.attribute:
-            if attr.name == "value":
-                return numpy_helper.to_array(attr.t)
-            if attr.name in ("value_float", "value_int"):
-                return np.array(onnx.helper.get_attribute_value(attr))
-            if attr.name in ("value_floats", "value_ints"):
-                return np.array(list(onnx.helper.get_attribute_value(attr)))
+        value = attr(node, "value")
+        if isinstance(value, onnx.TensorProto):
+            return _to_array(value, self.base_dir)
+        for key in ("value_float", "value_int", "value_floats", "value_ints"):
+            value = attr(node, key)
+            if value is not None and not isinstance(value, onnx.TensorProto):
+                return np.array(value)
         return None
 
     def elem_type(self, name: str) -> int | None:
@@ -194,10 +200,77 @@ class GraphIndex:
 
 
 def attr(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
+    """A node attribute's value (``default`` when absent).
+
+    Raises:
+        ValueError: the attribute holds no value of a type ONNX defines (a corrupt file).
+    """
     for a in node.attribute:
         if a.name == name:
-            return onnx.helper.get_attribute_value(a)
+            try:
+                return onnx.helper.get_attribute_value(a)
+            except ValueError:  # its message prints the whole attribute, tensors included
+                raise ValueError(f"{_short(node.op_type)} node {_short(node.name)}: attribute {_short(name)} has no "
+                                 f"value of a known type (type code {a.type}); the file is corrupt") from None
     return default
+
+
+def _short(text: str, limit: int = 60) -> str:
+    """A name from a file, quoted and cut to ``limit`` characters for one-line messages."""
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
+def _to_array(tensor: onnx.TensorProto, base_dir: str | None) -> np.ndarray:
+    try:
+        return numpy_helper.to_array(tensor, base_dir=base_dir or "")
+    except (ValueError, TypeError, OSError) as err:
+        first = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"tensor {_short(tensor.name)} cannot be read ({first[:120]}); the file is corrupt or "
+                         "cut short") from None
+
+
+def load_for_lint(path: str | Path) -> onnx.ModelProto:
+    """Read an ``.onnx`` file without its external data and check that it is a whole model.
+
+    Raises:
+        FileNotFoundError: no such file.
+        ValueError: empty, not ONNX, cut short (no graph, IR version, opset import or graph output) or failing
+            ``onnx.checker``.
+    """
+    from google.protobuf.message import DecodeError
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no ONNX file at {path}")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty (0 bytes), not an ONNX model")
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except DecodeError as err:
+        raise ValueError(f"{path} is not an ONNX model, or is cut short ({str(err).splitlines()[0][:120]})") from None
+    _check_whole(model, str(path), path)
+    return model
+
+
+def _check_whole(model: onnx.ModelProto, what: str, path: Path | None = None) -> None:
+    """Protobuf reads a file cut at a field boundary without complaint; a whole model has all of these."""
+    missing = [part for part, present in (("an IR version", model.ir_version > 0),
+                                          ("a graph", model.HasField("graph")),
+                                          ("an opset import", len(model.opset_import) > 0),
+                                          ("graph outputs", len(model.graph.output) > 0)) if not present]
+    if missing:
+        raise ValueError(f"{what} is not a whole ONNX model (it has no {', no '.join(missing)}): the file is cut "
+                         "short or is not ONNX; export it again")
+    external = [t for t in model.graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL]
+    if path is not None:
+        check_external_data(model, path.parent)  # before onnx.checker, which would read them
+    elif external:
+        return  # the checker would look for them in the working folder; the rules check each one they read
+    try:  # node arities, attribute and tensor types: what the rules rely on
+        onnx.checker.check_model(str(path) if path is not None else model)
+    except onnx.checker.ValidationError as err:  # only its first line: the rest prints the node, tensors included
+        first = str(err).strip().splitlines()[0] if str(err).strip() else "invalid"
+        raise ValueError(f"{what} is not a valid ONNX model ({first[:160]}); export it again") from None
 
 
 def lint_model(model: onnx.ModelProto | str | Path, *, base_dir: str | Path | None = None) -> LintReport:
@@ -212,15 +285,18 @@ def lint_model(model: onnx.ModelProto | str | Path, *, base_dir: str | Path | No
 
     Raises:
         FileNotFoundError: no such file.
+        ValueError: the file is empty, not ONNX, cut short or corrupt.
+        ExternalDataError: external data outside the model's folder (see :mod:`recfx.onnx.external`).
     """
     from recfx.onnx import lint_rules
 
     if not isinstance(model, onnx.ModelProto):
         path = Path(model)
-        if not path.is_file():
-            raise FileNotFoundError(f"no ONNX file at {path}")
         base_dir = base_dir if base_dir is not None else path.parent
-        model = onnx.load(str(path), load_external_data=False)
+        model = load_for_lint(path)
+    else:
+        _check_whole(model, "the model")
+    check_external_data(model, base_dir if base_dir is not None else ".")
     index = GraphIndex(model, base_dir)
     findings: list[Finding] = []
     for rule in lint_rules.RULES:

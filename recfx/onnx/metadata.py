@@ -42,10 +42,15 @@ def calibration_hash(batches: Iterable[Any] | None) -> str:
     for batch in batches:
         for t in torch.utils._pytree.tree_leaves(batch):
             if isinstance(t, torch.Tensor):
-                t = t.detach().cpu().contiguous()
                 digest.update(f"{t.dtype}{tuple(t.shape)}".encode())
-                digest.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+                digest.update(tensor_bytes(t))
     return "sha256:" + digest.hexdigest()
+
+
+def tensor_bytes(t: torch.Tensor) -> bytes:
+    """The raw bytes of a tensor's elements in row-major order (any shape, 0-d included, any dtype)."""
+    flat = t.detach().cpu().reshape(-1)  # 1-d: ``view(torch.uint8)`` refuses 0-d tensors of wider dtypes
+    return flat.contiguous().view(torch.uint8).numpy().tobytes() if flat.numel() else b""
 
 
 def config_json(config: Any) -> str:

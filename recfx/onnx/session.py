@@ -23,7 +23,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
+
+from recfx.onnx.external import check_external_data
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +73,14 @@ def providers_for(device: str) -> list[str]:
 
 
 def session_for(path: str | Path, providers: Sequence[str], key: str | None = None) -> Any:
-    """An ``InferenceSession`` of ``path`` with ``providers``, created once per (key or file hash, providers)."""
+    """An ``InferenceSession`` of ``path`` with ``providers``, created once per (key or file hash, providers).
+
+    Raises:
+        ExternalDataError: the file's external data lies outside its folder (checked before ONNX Runtime reads it).
+    """
     import onnxruntime as ort
 
+    check_external_data(onnx.load(str(path), load_external_data=False), Path(path).parent)
     key = key or file_hash(path)
     cache_key = (key, tuple(providers))
     with _LOCK:
@@ -93,6 +101,14 @@ def file_hash(path: str | Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def model_digest(path: str | Path) -> str:
+    """SHA-256 of an ONNX file's bytes, followed by its external-data file's (``<file>.data``) when there is one."""
+    path = Path(path)
+    data = path.with_name(path.name + ".data")
+    digest = file_hash(path)
+    return f"{digest}+{file_hash(data)}" if data.is_file() else digest
 
 
 def clear_sessions() -> None:

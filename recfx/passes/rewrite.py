@@ -17,6 +17,7 @@ import torch
 from torch.fx import Graph, GraphModule, Node
 from torch.fx.passes.utils.matcher_utils import InternalMatch, SubgraphMatcher
 
+from recfx.frontend.capture import export_program
 from recfx.passes.utils import fill_meta
 
 _PROVENANCE_KEYS = ("nn_module_stack", "stack_trace", "source_fn_stack", "from_node", "recfx")
@@ -89,7 +90,7 @@ def _trace_cached(fn: Callable[..., Any], shapes: tuple[Any, ...]) -> tuple[Grap
         def forward(self, *a: Any) -> Any:
             return fn(*a)
 
-    ep = torch.export.export(_Wrap(), args, strict=False)
+    ep = export_program(_Wrap(), args)
     graph = Graph()
     env: dict[Node, Node] = {}
     out = graph.graph_copy(ep.graph_module.graph, env)

@@ -47,7 +47,8 @@ class CompiledModule(torch.nn.Module):
         return self.report.backend
 
     def check_inputs(self, args: tuple[Any, ...]) -> None:
-        """Raise a ``TypeError``/``ValueError`` naming the input and what was expected when inputs do not fit."""
+        """Raise a ``TypeError``/``ValueError`` naming the input and what was expected when inputs do not fit
+        (count, type, dtype, device, rank, static dims)."""
         if len(args) != len(self.input_specs):
             names = ", ".join(str(s) for s in self.input_specs)
             raise TypeError(f"expected {len(self.input_specs)} tensor inputs ({names}), got {len(args)}")
@@ -56,6 +57,13 @@ class CompiledModule(torch.nn.Module):
                 raise TypeError(f"input {spec.name!r} must be a tensor, got {type(x).__name__}")
             if x.dtype != spec.dtype:
                 raise TypeError(f"input {spec.name!r} must be {spec.dtype}, got {x.dtype} (expected {spec})")
+            if x.device.type == "meta":
+                raise ValueError(f"input {spec.name!r} is a meta tensor (shape only, no data); a compiled module "
+                                 f"computes values: pass a real tensor on {spec.device or 'the compiled device'}")
+            if spec.device is not None and x.device != spec.device:
+                raise ValueError(f"input {spec.name!r} is on {x.device}, but the module was compiled for "
+                                 f"{spec.device} (its weights live there); move the input with "
+                                 f".to({str(spec.device)!r}), or compile the model on {x.device}")
             if x.dim() != len(spec.shape):
                 raise ValueError(f"input {spec.name!r} must have {len(spec.shape)} dims, got shape "
                                  f"{tuple(x.shape)} (expected {spec})")

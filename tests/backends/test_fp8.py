@@ -8,7 +8,7 @@ from torch import nn
 
 import recfx
 from recfx.backends import BACKENDS, resolve_backend
-from recfx.errors import PassError
+from recfx.errors import BackendUnavailableError, PassError
 from recfx.ops.fp8_testing import sqnr_db
 
 ops = torch.ops.recfx
@@ -97,3 +97,13 @@ def test_failed_calibration_leaves_the_model_untouched(block) -> None:  # type: 
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with torch.inference_mode():
         assert torch.equal(model(*inputs), out_before)
+
+
+def test_cuda_fp8_without_a_gpu_is_a_clear_error(block) -> None:  # type: ignore[no-untyped-def]
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible")
+    model, inputs = block
+    with pytest.raises(BackendUnavailableError, match="cuda-fp8.*CUDA GPU with FP8 tensor cores.*eager-fp8"):
+        recfx.compile(model, inputs, backend="cuda-fp8")
+    assert resolve_backend("auto-fp8")[0].name != "cuda-fp8"  # auto may choose; here it chooses a CPU backend
+    assert BACKENDS.get("cuda-fp8").priority > BACKENDS.get("inductor-fp8").priority  # first choice on a GPU

@@ -89,3 +89,36 @@ class FixedReshape(nn.Module):
 def test_specialised_dynamic_dim_error_suggests_fix():
     with pytest.raises(CaptureError, match="Mark fewer dims dynamic"):
         capture(FixedReshape().eval(), (torch.randn(3, 4),))
+
+
+class TwoLayers(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(16, 32), nn.Linear(32, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x))).softmax(-1)
+
+
+@pytest.mark.parametrize("backend", ["eager", "eager-fp8"])
+def test_compile_from_four_threads_at_once(backend):
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import recfx
+
+    start = threading.Barrier(4)
+    quant = recfx.QuantConfig(progress=False, default_exclusions=False) if backend.endswith("fp8") else None
+
+    def job(seed: int) -> float:
+        torch.manual_seed(seed)
+        model = TwoLayers().eval()
+        start.wait()  # all four captures begin together
+        fast = recfx.compile(model, (torch.randn(4, 16),), backend=backend, quant=quant)
+        x = torch.randn(3, 16)
+        with torch.inference_mode():
+            return float((fast(x) - model(x)).abs().max())
+
+    with ThreadPoolExecutor(4) as pool:
+        errors = list(pool.map(job, range(4)))  # re-raises the first failure (a CaptureError before the lock)
+    assert max(errors) <= (1e-6 if backend == "eager" else 0.05)  # softmax outputs in [0, 1]; FP8 E4M3 GEMMs

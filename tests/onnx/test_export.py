@@ -187,3 +187,23 @@ def test_strict_lint_writes_nothing(tmp_path, caplog) -> None:  # type: ignore[n
     out = export_onnx(compiled, inputs, tmp_path / "b.onnx")  # lint="warn": written, findings logged
     assert not out.lint.ok and _files(tmp_path) == ["b.onnx"]
     assert any("TensorRT fuses per-tensor and per-channel" in r.message for r in caplog.records)
+
+
+class AliasedOutputs(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        y = x.relu()
+        return y, x, y  # an output that is the input, and one output twice
+
+
+def test_outputs_aliasing_inputs_or_each_other_get_their_own_names(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "alias.onnx"
+    export_onnx(AliasedOutputs().eval(), (torch.randn(2, 3),), path)
+    graph = onnx.load(str(path)).graph
+    assert [i.name for i in graph.input] == ["x"]
+    assert [o.name for o in graph.output] == ["output_0", "output_1", "output_2"]
+    import onnxruntime as ort
+
+    x = torch.randn(4, 3)
+    got = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x.numpy()})
+    for g, w in zip(got, AliasedOutputs()(x)):
+        torch.testing.assert_close(torch.from_numpy(g), w)

@@ -6,7 +6,7 @@ import onnx
 import pytest
 import torch
 
-from recfx.onnx.metadata import build_metadata, calibration_hash, read_metadata
+from recfx.onnx.metadata import build_metadata, calibration_hash, read_metadata, tensor_bytes
 
 
 def test_calibration_hash_is_stable_and_sensitive() -> None:
@@ -16,6 +16,14 @@ def test_calibration_hash_is_stable_and_sensitive() -> None:
     assert calibration_hash(a) != calibration_hash([(torch.ones(3, 2), torch.arange(4))])  # shape counts
     assert calibration_hash(None) == "none"
     assert calibration_hash(iter(a)) == "unhashed (iterator)"  # never consumes the caller's iterator
+
+
+def test_zero_dim_and_strided_tensors_hash_by_value() -> None:
+    scalar = [(torch.tensor(2.0), torch.tensor(7))]  # 0-d float and int tensors (a temperature, a step count)
+    assert calibration_hash(scalar) != calibration_hash([(torch.tensor(3.0), torch.tensor(7))])
+    assert tensor_bytes(torch.tensor(1.0)) == b"\x00\x00\x80\x3f"  # float32 1.0, little endian
+    x = torch.arange(6.0).reshape(2, 3)
+    assert tensor_bytes(x.t()) == tensor_bytes(x.t().contiguous())  # row-major order of the logical tensor
 
 
 def test_metadata_roundtrip(tmp_path) -> None:  # type: ignore[no-untyped-def]

@@ -39,10 +39,24 @@ def test_report_lists_passes_timings_nodes_and_numerics(compiled):
     ((torch.randn(3, 4, dtype=torch.float64), torch.arange(3)), TypeError, "'x' must be torch.float32"),
     ((torch.randn(3, 5), torch.arange(3)), ValueError, r"dim 1 must be 4 .*dynamic_dims"),
     ((torch.randn(3), torch.arange(3)), ValueError, "must have 2 dims"),
+    ((torch.randn(3, 4, device="meta"), torch.arange(3)), ValueError, "'x' is a meta tensor .* on cpu"),
 ])
 def test_bad_call_inputs_get_clear_errors(compiled, args, exc, match):
     with pytest.raises(exc, match=match):
         compiled(*args)
+
+
+def test_inputs_on_another_device_than_compiled_for(compiled):
+    import dataclasses
+
+    assert all(s.device == torch.device("cpu") for s in compiled.input_specs)
+    on_gpu = compiled.input_specs[1]
+    compiled.input_specs[1] = dataclasses.replace(on_gpu, device=torch.device("cuda", 0))  # as if compiled on a GPU
+    try:
+        with pytest.raises(ValueError, match=r"'ids' is on cpu, but .* compiled for cuda:0 .*\.to\('cuda:0'\)"):
+            compiled(torch.randn(3, 4), torch.arange(3))
+    finally:
+        compiled.input_specs[1] = on_gpu
 
 
 def test_dynamic_batch_runs(compiled):

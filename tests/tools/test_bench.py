@@ -143,3 +143,14 @@ def test_progress_is_one_line_per_step_when_stderr_is_not_a_terminal(capsys):
     assert [m.group(3) for m in steps] == ["reference batch 2", "reference batch 3", "eager: compiling",
                                            "eager: batch 2", "eager: batch 3"]
     assert [int(m.group(1)) for m in steps] == [0, 1, 2, 3, 4] and {m.group(2) for m in steps} == {"5"}
+
+
+def test_demo_explains_what_fp8_did_and_where_its_speed_comes_from():
+    import torch
+
+    from recfx.tools.demo import fp8_summary
+
+    text = fp8_summary("dlrm-small")
+    assert "3 of 5 GEMMs quantized" in text and "output cosine" in text and "in FP8 (with scales)" in text
+    if not torch.cuda.is_available():  # no FP8 units: the demo must not sell emulated FP8 as the fast path
+        assert "emulates FP8" in text and "cuda-fp8" in text

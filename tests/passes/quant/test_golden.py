@@ -122,3 +122,47 @@ def test_ksa_auto_exclude_reaches_a_tighter_target(ksa) -> None:  # type: ignore
     assert report.output_cosine >= target and report.quantized == 37 - len(report.auto_excluded)
     most_sensitive = {m for m, _ in report.sensitivity[: len(report.auto_excluded)]}
     assert set(report.auto_excluded) == most_sensitive
+
+
+def _lowered(compiled: recfx.CompiledModule):  # type: ignore[no-untyped-def]
+    """The eager-fp8 graph through ``fp8_lower_scaled_mm`` (what ``cuda-fp8`` hands to Inductor), and its summary."""
+    import copy
+
+    from recfx.passes import PASSES, PassContext
+
+    gm = copy.deepcopy(compiled.graph_module)
+    ctx = PassContext()
+    PASSES.get("fp8_lower_scaled_mm").instantiate(ctx)(gm)
+    return gm, ctx.extras["report_sections"]["fp8_gemm"]
+
+
+def test_onerec_scaled_mm_golden_counts(onerec) -> None:  # type: ignore[no-untyped-def]
+    spec, _, compiled = onerec
+    cfg = spec.config
+    gm, summary = _lowered(compiled)
+    hist = op_histogram(gm)
+    assert hist.get("aten._scaled_mm.default") == summary.lowered == 252 and not summary.kept
+    # one quantization per tensor: cross q, cross o, self q/k/v, self o; SwiGLU gate/up, down; in MoE layers the
+    # gate/up of every expert share one, each expert's down has its own
+    dense, moe = cfg.n_layers - cfg.n_moe_layers, cfg.n_moe_layers
+    per_step = cfg.n_layers * 4 + dense * 2 + moe * (1 + cfg.n_experts + cfg.n_shared_experts)
+    assert summary.quantizations == hist.get("aten.amax.default") == per_step * cfg.levels == 120
+    assert "recfx.fp8_linear.default" not in hist
+    fresh = spec.example_inputs(2, seed=3)
+    with torch.inference_mode():
+        want, got = compiled(*fresh), gm(*fresh)
+    for a, b in zip(want, got):  # float32: the lowered graph computes the very same numbers
+        assert torch.equal(a, b)
+
+
+def test_ksa_scaled_mm_golden_counts(ksa) -> None:  # type: ignore[no-untyped-def]
+    spec, _, compiled = ksa
+    gm, summary = _lowered(compiled)
+    assert summary.lowered == op_histogram(gm).get("aten._scaled_mm.default") == 37 and not summary.kept
+    # per layer: q/k/v (the KSA layers' summary q/k/v projections read the same normed input), o, w1/w3, w2
+    assert summary.quantizations == 4 * spec.config.n_layers
+    assert op_histogram(gm).get("recfx.ksa_attention.default", 0) == op_histogram(compiled.graph_module).get(
+        "recfx.ksa_attention.default", 0)
+    fresh = spec.example_inputs(3, seed=5)
+    with torch.inference_mode():
+        assert torch.equal(compiled(*fresh), gm(*fresh))

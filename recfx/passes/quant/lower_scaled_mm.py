@@ -1,0 +1,242 @@
+"""``fp8_lower_scaled_mm``: FP8 GEMM ops become aten quantization + ``torch._scaled_mm``, for Inductor to fuse.
+
+``recfx::fp8_linear`` is the readable reference: an opaque op that quantizes its input inside, so nothing around it
+fuses. On a GPU backend this pass spells each one out in aten ops that Inductor understands:
+
+    x2  = x.reshape(-1, K)                                          # (M, K), the model's dtype
+    s_x = amax(|x2|, -1).clamp_min(1e-12) / 448                     # (M, 1) float32, per token (dynamic mode)
+    q_x = round_to_e4m3(x2 / s_x)                                   # (M, K) fp8 (recfx.ops.fp8_rows)
+    y   = _scaled_mm(q_x, w_q.t(), s_x, s_w_row, bias, out_dtype)   # (M, N): scales + bias in the GEMM's epilogue
+    y   = y.reshape(*x.shape[:-1], N)
+
+Inductor then fuses the amax reduction, the scale and the cast into the kernel that produces ``x`` (RMSNorm,
+SiLU(gate) * up, residual add...), so an activation is read once and written once in FP8; the GEMM is cuBLASLt's
+row-wise-scaled FP8 GEMM with a bf16 output. Several GEMMs reading one tensor (q/k/v, gate/up) share one
+quantization. The weight keeps its ``[N, K]`` row-major FP8 buffer from ``fp8_convert``: ``w_q.t()`` is the
+column-major ``[K, N]`` operand ``_scaled_mm`` wants, a view (no per-call copy); the per-channel scales get a
+``[1, N]`` buffer once, at compile time.
+
+Numerics: scales and FP8 values are bit-identical to ``quantize_fp8_per_token`` / ``quantize_fp8`` (the recipe in
+``recfx.ops.fp8_rows``: float32 division rounded to odd, then to E4M3). ``use_fast_accum`` (the default here, as in
+torchao's inference recipe) lets Hopper's FP8 tensor cores accumulate without periodic promotion to float32;
+``backend_options={"fast_accum": False}`` turns it off.
+
+Left as reference ops (and listed in the report): block-scaled GEMMs (``fp8_linear_blocks``), and shapes cuBLASLt
+cannot take (K or N not a multiple of 16).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Any
+
+import torch
+from torch.fx import Graph, GraphModule, Node
+
+from recfx.ops.fp8_rows import quantize_per_token, quantize_rows
+from recfx.passes.base import PassContext, PassResult, register_pass
+from recfx.passes.quant.convert import fresh_buffer
+from recfx.passes.quant.lower import FP8_GEMMS
+from recfx.passes.quant.state import PLAN
+from recfx.passes.utils import fetch_attr, fill_meta, finish, is_impure, tensor_meta
+
+log = logging.getLogger(__name__)
+aten = torch.ops.aten
+ops = torch.ops.recfx
+
+#: cuBLASLt FP8 GEMMs need K and N to be multiples of this.
+GEMM_ALIGN = 16
+#: Model dtypes whose row-wise-scaled GEMM writes the output directly (torch 2.11's CUDA row-wise scaling emits bf16).
+ROWWISE_OUT_DTYPES = (torch.bfloat16,)
+#: Activation dtypes whose GEMMs are lowered (float64 keeps the reference op: its quantization is float64 too).
+LIFTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+#: ``CompileConfig.backend_options`` keys this pass reads.
+OPTIONS = ("fast_accum",)
+
+
+@dataclasses.dataclass
+class ScaledMmLowering:
+    """What ``fp8_lower_scaled_mm`` did; ``recfx.compile``'s report shows it as section ``fp8_gemm``.
+
+    Attributes:
+        lowered: FP8 GEMMs that became ``_scaled_mm`` (row-wise scales in the epilogue, or unit scales + a fused
+            float32 epilogue for non-bf16 models).
+        quantizations: activation quantizations emitted (fewer than ``lowered`` when GEMMs share an input).
+        kept: ``(layer, reason)`` for the GEMMs left as reference ops.
+        fast_accum: whether the GEMMs use Hopper's fast FP8 accumulation.
+    """
+
+    lowered: int = 0
+    quantizations: int = 0
+    kept: list[tuple[str, str]] = dataclasses.field(default_factory=list)
+    fast_accum: bool = True
+    epilogue: str = ""
+
+    def render(self) -> str:
+        lines = [f"FP8 GEMMs on torch._scaled_mm: {self.lowered} ({self.epilogue or 'none'}), "
+                 f"{self.quantizations} activation quantizations (fused into their producers by Inductor), "
+                 f"fast accumulation {'on' if self.fast_accum else 'off'}"]
+        if self.kept:
+            lines.append(f"left as reference ops (slow): {len(self.kept)}")
+            lines += [f"  {name}: {why}" for name, why in self.kept]
+        return "\n".join(lines)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _layer(node: Node) -> str:
+    plan = node.meta.get(PLAN)
+    return getattr(plan, "name", None) or node.name
+
+
+def _arg(node: Node, i: int, name: str) -> Any:
+    return node.args[i] if len(node.args) > i else node.kwargs.get(name)
+
+
+def _why_not(node: Node) -> str | None:
+    """Why this FP8 GEMM cannot be lowered (None when it can)."""
+    if node.target is not ops.fp8_linear.default:
+        return "block-scaled GEMM (1x128 / 128x128 scales): no fused kernel yet, runs the reference op"
+    x, w_q = tensor_meta(node.args[0]), tensor_meta(node.args[1])
+    out = tensor_meta(node)
+    if x is None or w_q is None or out is None:
+        return "no shape metadata"
+    k, n = x.shape[-1], w_q.shape[0]
+    if not (isinstance(k, int) and isinstance(n, int)):
+        return "K or N is not static"
+    if k % GEMM_ALIGN or n % GEMM_ALIGN:
+        return f"K={k} or N={n} is not a multiple of {GEMM_ALIGN} (cuBLASLt FP8)"
+    if x.dtype not in LIFTED_DTYPES:
+        return f"activation dtype {x.dtype}: the fast path takes {', '.join(map(str, LIFTED_DTYPES))}"
+    if out.dtype != x.dtype:
+        return f"output dtype {out.dtype} differs from the input's {x.dtype}"
+    return None
+
+
+class _Emitter:
+    """Emits the aten form of one graph's FP8 GEMMs; shares quantizations and weight operands between GEMMs."""
+
+    def __init__(self, gm: GraphModule, fast_accum: bool) -> None:
+        self.gm = gm
+        self.graph: Graph = gm.graph
+        self.fast_accum = fast_accum
+        self.quantized: dict[tuple[Node, Any], tuple[Node, Node]] = {}
+        self.weights: dict[tuple[Node, Node], tuple[Node, Node]] = {}
+        self.one: Node | None = None
+
+    def call(self, op: Any, *args: Any, **kwargs: Any) -> Node:
+        return self.graph.call_function(op, args, kwargs)
+
+    def _float32(self, x: Node) -> Node:
+        return self.call(aten._to_copy.default, x, dtype=torch.float32)
+
+    def quantize(self, x: Node, k: int, x_scale: Node | None) -> tuple[Node, Node]:
+        """(q (M, K) fp8, s (M, 1) float32) of the rows of ``x``; one per (tensor, scale), shared by its GEMMs."""
+        key = (x, x_scale)
+        if key not in self.quantized:
+            x2 = self.call(aten.reshape.default, x, [-1, k])  # (M, K)
+            if x_scale is None:  # dynamic per token
+                self.quantized[key] = quantize_per_token(self.call, x2)
+            else:  # static per tensor: the calibrated scalar, repeated for each row (the GEMM takes row scales)
+                q = quantize_rows(self.call, self._float32(x2), x_scale)
+                rows = self.call(aten.sym_size.int, x2, 0)
+                scale = self.call(aten.expand.default, self.call(aten.reshape.default, x_scale, [1, 1]), [rows, 1])
+                self.quantized[key] = (q, self.call(aten.clone.default, scale, memory_format=torch.contiguous_format))
+        return self.quantized[key]
+
+    def weight(self, w_q: Node, w_s: Node, n: int) -> tuple[Node, Node]:
+        """(``w_q.t()`` (K, N) column-major view, scales (1, N) float32 buffer) of one FP8 weight."""
+        key = (w_q, w_s)
+        if key not in self.weights:
+            scale = fetch_attr(self.gm, str(w_s.target)).reshape(-1, 1).expand(n, 1)  # [] or [N, 1] -> [N, 1]
+            name = fresh_buffer(self.gm, f"{w_s.target}_row", scale.reshape(1, n).contiguous())
+            s_row = self.graph.get_attr(name)
+            self.weights[key] = (self.call(aten.t.default, w_q), s_row)
+        return self.weights[key]
+
+    def gemm(self, node: Node) -> Node:
+        x, w_q, w_s = node.args[0], node.args[1], node.args[2]
+        assert isinstance(x, Node) and isinstance(w_q, Node) and isinstance(w_s, Node)
+        bias, x_scale = _arg(node, 3, "bias"), _arg(node, 4, "x_scale")
+        x_val, w_val = tensor_meta(x), tensor_meta(w_q)
+        assert x_val is not None and w_val is not None
+        k, n, dtype = int(x_val.shape[-1]), int(w_val.shape[0]), x_val.dtype
+        lead = [self.call(aten.sym_size.int, x, d) if not isinstance(s, int) else s
+                for d, s in enumerate(x_val.shape[:-1])]
+        q, s_x = self.quantize(x, k, x_scale)
+        w_t, s_w = self.weight(w_q, w_s, n)
+        if dtype in ROWWISE_OUT_DTYPES:
+            fused_bias = bias if isinstance(bias, Node) and _dtype(bias) == dtype else None
+            y = self.call(aten._scaled_mm.default, q, w_t, s_x, s_w, fused_bias, None, dtype, self.fast_accum)
+            if bias is not None and fused_bias is None:
+                y = self.call(aten._to_copy.default,
+                              self.call(aten.add.Tensor, self._float32(y), self._float32(bias)), dtype=dtype)
+        else:  # unit scales, float32 out; the scales (+ bias) are a pointwise epilogue Inductor fuses downstream
+            one = self._one()
+            acc = self.call(aten._scaled_mm.default, q, w_t, one, one, None, None, torch.float32, self.fast_accum)
+            acc = self.call(aten.mul.Tensor, self.call(aten.mul.Tensor, acc, s_x), s_w)
+            if bias is not None:
+                acc = self.call(aten.add.Tensor, acc, self._float32(bias))
+            y = self.call(aten._to_copy.default, acc, dtype=dtype)
+        return self.call(aten.reshape.default, y, [*lead, n])  # (..., N)
+
+    def _one(self) -> Node:
+        if self.one is None:  # created before the first GEMM that needs it, so before every later one
+            name = fresh_buffer(self.gm, "unit_scale", torch.ones((), dtype=torch.float32))
+            self.one = self.graph.get_attr(name)
+        return self.one
+
+
+def _dtype(node: Node) -> torch.dtype | None:
+    val = tensor_meta(node)
+    return None if val is None else val.dtype
+
+
+def _still_reference(gm: GraphModule) -> list[str]:
+    return [f"{n.name}: recfx::fp8_linear with a liftable shape is left as a reference op"
+            for n in gm.graph.nodes if n.target is ops.fp8_linear.default and _why_not(n) is None]
+
+
+@register_pass("fp8_lower_scaled_mm", stage="lower", postcondition=_still_reference)
+class Fp8LowerScaledMm:
+    """Every FP8 GEMM cuBLASLt can take is aten quantization + torch._scaled_mm (row-wise scales, fused epilogue)."""
+
+    def __init__(self, ctx: PassContext) -> None:
+        self.ctx = ctx
+        options = dict(ctx.config.backend_options) if ctx.config is not None else {}
+        self.fast_accum = bool(options.get("fast_accum", True))
+
+    def __call__(self, gm: GraphModule) -> PassResult:
+        emitter = _Emitter(gm, self.fast_accum)
+        summary = ScaledMmLowering(fast_accum=self.fast_accum)
+        epilogues: set[str] = set()
+        for node in list(gm.graph.nodes):
+            if node.target not in FP8_GEMMS:
+                continue
+            why = _why_not(node)
+            if why is not None:
+                summary.kept.append((_layer(node), why))
+                continue
+            with gm.graph.inserting_before(node):
+                new = emitter.gemm(node)
+            epilogues.add("row-wise scales, bf16 out" if _dtype(node.args[0]) in ROWWISE_OUT_DTYPES
+                          else "unit scales, float32 epilogue")
+            new.meta.update({k: v for k, v in node.meta.items() if k not in ("val", "tensor_meta")})
+            node.replace_all_uses_with(new)
+            gm.graph.erase_node(node)
+            summary.lowered += 1
+        summary.quantizations = len(emitter.quantized)
+        summary.epilogue = ", ".join(sorted(epilogues))
+        gm.graph.eliminate_dead_code(is_impure_node=is_impure)
+        fill_meta(gm)
+        finish(gm)
+        self.ctx.extras.setdefault("report_sections", {})["fp8_gemm"] = summary
+        log.info("fp8_lower_scaled_mm: %d GEMMs lowered, %d quantizations, %d kept", summary.lowered,
+                 summary.quantizations, len(summary.kept))
+        return PassResult(gm, modified=summary.lowered > 0, changed_nodes=summary.lowered,
+                          detail=f"{summary.lowered} GEMMs, {summary.quantizations} quantizations")
+
+
+__all__ = ["OPTIONS", "Fp8LowerScaledMm", "ScaledMmLowering"]

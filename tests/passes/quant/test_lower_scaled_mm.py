@@ -1,0 +1,136 @@
+"""``fp8_lower_scaled_mm``: FP8 GEMM ops -> aten quantization + torch._scaled_mm (the ``cuda-fp8`` lowering)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from recfx.passes import PASSES, PassContext
+from recfx.passes.quant import QuantConfig, QuantRule
+from recfx.passes.quant.lower_scaled_mm import ScaledMmLowering
+
+ops = torch.ops.recfx
+aten = torch.ops.aten
+
+
+def _lower(gm, ctx: PassContext | None = None):  # type: ignore[no-untyped-def]
+    ctx = ctx or PassContext()
+    result = PASSES.get("fp8_lower_scaled_mm").instantiate(ctx)(gm)
+    return result, ctx.extras["report_sections"]["fp8_gemm"]
+
+
+def test_toy_lowering_shares_quantizations_and_keeps_the_numbers(fp8, toy) -> None:
+    model, inputs = toy
+    gm, _ = fp8.run(model, inputs, list(fp8_passes()))
+    x = torch.randn(3, 8, 16)
+    with torch.inference_mode():
+        want = gm(x)
+    before = fp8.count(gm, ops.fp8_linear.default)
+    result, summary = _lower(gm)
+    assert result.modified and before == 6
+    assert fp8.count(gm, ops.fp8_linear.default) == 0
+    assert fp8.count(gm, aten._scaled_mm.default) == 6
+    # q/k/v read one tensor, both experts another, o_proj a third: three quantizations for six GEMMs
+    assert summary.lowered == 6 and summary.quantizations == 3 and summary.kept == []
+    assert fp8.count(gm, aten.amax.default) == 3
+    assert "6 (unit scales, float32 epilogue)" in summary.render()
+    with torch.inference_mode():
+        got = gm(x)
+    assert torch.equal(got, want)  # float32 model: same quantization, same GEMM, same epilogue order
+
+
+def fp8_passes() -> tuple[str, ...]:
+    from recfx.passes.quant import FP8_PASSES
+
+    return FP8_PASSES
+
+
+def test_bf16_uses_row_wise_epilogue(fp8, toy) -> None:
+    model, inputs = toy
+    model = model.to(torch.bfloat16)
+    gm, _ = fp8.run(model, (inputs[0].to(torch.bfloat16),), list(fp8_passes()))
+    x = torch.randn(4, 8, 16).to(torch.bfloat16)
+    with torch.inference_mode():
+        want = gm(x).float()
+    _, summary = _lower(gm)
+    assert "row-wise scales, bf16 out" in summary.epilogue
+    mm = fp8.nodes(gm, aten._scaled_mm.default)
+    assert all(n.args[6] == torch.bfloat16 and n.args[7] is True for n in mm)  # out dtype, fast accumulation
+    w_t = mm[0].args[1]
+    assert w_t.target is aten.t.default and w_t.args[0].op == "get_attr"  # the FP8 weight as a view, no copy
+    with torch.inference_mode():
+        got = gm(x).float()
+    # bf16 output rounding in a different place (scales applied inside the GEMM): within a few bf16 steps
+    torch.testing.assert_close(got, want, rtol=2e-2, atol=2e-2)
+    assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.9999
+
+
+def test_fast_accum_option(fp8, toy) -> None:
+    import recfx
+
+    model, inputs = toy
+    gm, _ = fp8.run(model, inputs, list(fp8_passes()))
+    ctx = PassContext(config=recfx.CompileConfig(backend_options={"fast_accum": False}))
+    _, summary = _lower(gm, ctx)
+    assert not summary.fast_accum
+    assert all(n.args[7] is False for n in fp8.nodes(gm, aten._scaled_mm.default))
+
+
+def test_static_activation_scales(fp8, toy) -> None:
+    model, inputs = toy
+    calibration = [(torch.randn(2, 8, 16),) for _ in range(2)]
+    gm, _ = fp8.run(model, inputs, list(fp8_passes()), quant=QuantConfig(activation="static_per_tensor"),
+                    calibration=calibration)
+    x = torch.randn(5, 8, 16)
+    with torch.inference_mode():
+        want = gm(x)
+    _, summary = _lower(gm)
+    assert summary.lowered == 6 and fp8.count(gm, aten.amax.default) == 0
+    with torch.inference_mode():
+        assert torch.equal(gm(x), want)
+
+
+class _Odd(nn.Module):
+    """One GEMM cuBLASLt can take (K = N = 32) and one it cannot (N = 10, K = 24)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.up_proj = nn.Linear(32, 24)
+        self.down_proj = nn.Linear(24, 32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(torch.relu(self.up_proj(x)))
+
+
+def test_unaligned_shapes_and_blocks_stay_reference_ops(fp8) -> None:
+    torch.manual_seed(0)
+    gm, _ = fp8.run(_Odd().eval(), (torch.randn(2, 32),), list(fp8_passes()),
+                    quant=QuantConfig(rules=(QuantRule("include", path="up_proj"), QuantRule("include", path="down_proj"))))
+    _, summary = _lower(gm)
+    assert summary.lowered == 0 and len(summary.kept) == 2
+    assert all("multiple of 16" in why for _, why in summary.kept)
+    assert "left as reference ops" in summary.render()
+
+
+def test_block_scaled_gemms_are_listed(fp8, toy) -> None:
+    model, inputs = toy
+    gm, _ = fp8.run(model, inputs, list(fp8_passes()), quant=QuantConfig(weight="block", activation="block",
+                                                                          block_size=16))
+    _, summary = _lower(gm)
+    assert summary.lowered == 0 and summary.kept and all("block-scaled" in why for _, why in summary.kept)
+    assert isinstance(summary, ScaledMmLowering) and summary.to_dict()["kept"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float16])
+def test_fp16_epilogue(fp8, toy, dtype: torch.dtype) -> None:
+    model, inputs = toy
+    model = model.to(dtype)
+    gm, _ = fp8.run(model, (inputs[0].to(dtype),), list(fp8_passes()))
+    x = torch.randn(2, 8, 16).to(dtype)
+    with torch.inference_mode():
+        want = gm(x)
+    _lower(gm)
+    with torch.inference_mode():
+        got = gm(x)
+    assert got.dtype == dtype and torch.equal(got, want)
