@@ -145,6 +145,6 @@ def test_shrink_keeps_the_failure_and_drops_lines(monkeypatch) -> None:  # type:
     _patched_compile(monkeypatch, lambda c: lambda *a: [torch.zeros_like(t) for t in checker._flat(c(*a))])
     result = check(fm, "eager")
     assert result.outcome == "mismatch"
-    small = checker.shrink(fm, result, fm.with_source)
+    small = checker.shrink(fm, result, fm.with_source, budget=12)
     assert len(small.splitlines()) < len(fm.source.splitlines())
     assert check(dataclasses.replace(fm.with_source(small)), "eager").outcome == "mismatch"
