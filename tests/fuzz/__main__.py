@@ -62,7 +62,7 @@ def summarize(paths: list[str]) -> int:
     failed = 0
     for (seed, backend), row in sorted(rows.items()):
         outcome = row["outcome"]
-        if outcome in FAILURES and (tag := known_tag(backend, row["detail"])) is not None:
+        if outcome in (*FAILURES, "refused") and (tag := known_tag(backend, row["detail"])) is not None:
             outcome = "known"
             row["detail"] = f"[{tag}] {row['detail']}"
         counts[backend][outcome] += 1
