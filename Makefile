@@ -15,8 +15,11 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 # NVIDIA). Torch-TensorRT's version follows torch's.
 TRT_TYPES := tensorrt-stubs==10.13.0.35.1 $(if $(filter Darwin,$(shell uname -s)),,torch-tensorrt==$(TORCH_VERSION))
 PYTEST_ARGS ?=
+N ?= 50
+BACKENDS ?= eager,eager-fp8,ort,ort-fp8,inductor
+FUZZ_ARGS ?=
 
-.PHONY: demo test corpus install typecheck typecheck-trt lint clean movielens
+.PHONY: demo test corpus fuzz install typecheck typecheck-trt lint clean movielens
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -63,6 +66,10 @@ movielens: $(STAMP)
 # every corpus model (tests/models/corpus.py) on every backend; CI runs a slice of it
 corpus: $(STAMP)
 	RECFX_CORPUS=all $(PY) -m pytest -q -n 2 --timeout 1800 tests/models/test_corpus.py
+
+# the random-model fuzzer beyond CI's slice: N models per backend; e.g. make fuzz N=300 BACKENDS=ort,ort-fp8
+fuzz: $(STAMP)
+	PYTHONPATH=$(CURDIR) $(PY) -m tests.fuzz -n $(N) --backends $(BACKENDS) $(FUZZ_ARGS)
 
 typecheck: $(STAMP)
 	$(PY) -m mypy recfx

@@ -29,7 +29,7 @@ from recfx.passes.quant.state import (
     observers,
     plans,
 )
-from recfx.passes.utils import fetch_attr, fill_meta, finish, is_impure, tensor_meta
+from recfx.passes.utils import fetch_attr, fill_meta, finish, is_impure, mutated_values, tensor_meta
 
 log = logging.getLogger(__name__)
 ops = torch.ops.recfx
@@ -53,6 +53,7 @@ class _Builder:
         self.gm = gm
         self.weights: dict[tuple[Any, ...], Node] = {}
         self.activations: dict[tuple[Any, ...], Node] = {}
+        self.mutated = mutated_values(gm)
 
     def _attr(self, base: str, value: torch.Tensor, before: Node) -> Node:
         name = fresh_buffer(self.gm, base, value)
@@ -78,7 +79,8 @@ class _Builder:
         return self.weights[key]
 
     def activation(self, x: Node, linear: Node, plan: LayerPlan, dtype: torch.dtype, device: torch.device) -> Node:
-        key = (x, plan.activation, plan.block_size, plan.x_amax)
+        # a tensor written in place is quantized where each linear reads it, never shared across the write
+        key = (x, linear if x in self.mutated else None, plan.activation, plan.block_size, plan.x_amax)
         if key in self.activations:
             return self.activations[key]
         graph = self.gm.graph

@@ -132,6 +132,7 @@ class Fp8Lower:
                 else:
                     new = graph.call_function(ops.fp8_linear.default, (m.x, m.w_q, m.w_scale, m.bias, m.x_scale))
             new.meta = {k: v for k, v in node.meta.items() if k not in ("val", "tensor_meta")}
+            fill_meta(gm, [new])  # now: a linear reading this GEMM's output is matched by its dtype below
             node.replace_all_uses_with(new)
             graph.erase_node(node)
             count += 1

@@ -14,7 +14,7 @@ from recfx.passes.quant.state import (
     observers,
     plans,
 )
-from recfx.passes.utils import finish
+from recfx.passes.utils import finish, mutated_values
 
 log = logging.getLogger(__name__)
 
@@ -33,13 +33,17 @@ class Fp8Prepare:
         self.ctx = ctx
 
     def __call__(self, gm: GraphModule) -> PassResult:
-        by_input: dict[Node, list[Node]] = {}
+        # A tensor written in place (or an alias of one) holds different values at different points: each linear
+        # reading it gets its own observer, right before it, so that calibration sees what the linear reads.
+        mutated = mutated_values(gm)
+        by_input: dict[tuple[Node, Node | None], list[Node]] = {}
         for node, _ in plans(gm):
-            by_input.setdefault(node_arg(node, 0), []).append(node)
-        for i, (x, linears) in enumerate(by_input.items()):
+            x = node_arg(node, 0)
+            by_input.setdefault((x, node if x in mutated else None), []).append(node)
+        for i, ((x, reader), linears) in enumerate(by_input.items()):
             name = f"{OBSERVER_PREFIX}{i}"
             gm.add_submodule(name, ActivationObserver([n.meta["recfx_fp8"].name for n in linears]))
-            with gm.graph.inserting_after(x):
+            with gm.graph.inserting_after(x) if reader is None else gm.graph.inserting_before(reader):
                 obs = gm.graph.call_module(name, (x,))
             obs.meta["val"] = x.meta.get("val")
             for node in linears:
