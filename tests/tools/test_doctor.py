@@ -24,8 +24,6 @@ def test_doctor_prints_versions_and_backends(capsys):
     assert "CPUExecutionProvider" in out
     assert "libfoo.so not found" in out
     assert "backend='auto' picks" in out
-    from recfx.backends import BACKENDS
-
     assert {"trt", "trt-fp8"} <= set(BACKENDS.names())
     assert "│ trt " in out and "not TensorRT itself" in out  # listed with why they cannot run here
 
