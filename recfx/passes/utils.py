@@ -56,10 +56,16 @@ def _returns_alias(node: Node) -> bool:
 
 
 def alias_root(node: Node) -> Node:
-    """The node owning the storage ``node`` views (walking up through views and in-place ops' returns)."""
-    while _returns_alias(node) and node.args and isinstance(node.args[0], Node):
-        node = node.args[0]
-    return node
+    """The node owning the storage ``node`` views (walking up through views, the pieces of split / chunk / unbind,
+    and in-place ops' returns)."""
+    while True:
+        if (node.op == "call_function" and node.target is operator.getitem and isinstance(node.args[0], Node)
+                and _returns_alias(node.args[0])):
+            node = node.args[0]  # a piece of a view list (split, chunk, unbind...): the list's source below
+        elif _returns_alias(node) and node.args and isinstance(node.args[0], Node):
+            node = node.args[0]
+        else:
+            return node
 
 
 def mutated_values(gm: GraphModule) -> set[Node]:
