@@ -210,8 +210,8 @@ def remove_noops(gm: GraphModule) -> PassResult:
         rule = NOOP_RULES.get(node.target) if node.op == "call_function" else None
         if rule is None or not node.args or not isinstance(node.args[0], Node):
             continue
-        if node in mutated or node.args[0] in mutated:
-            continue  # a copy of a value written in place is not a no-op
+        if node.target in _COPIES and (node in mutated or node.args[0] in mutated):
+            continue  # a copy of a value written in place is not a no-op (an alias is: it is the same storage)
         if not rule(node) or _returns_input_alias(node):
             continue
         node.replace_all_uses_with(node.args[0])
