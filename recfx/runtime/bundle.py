@@ -189,8 +189,12 @@ def atomic_folder(path: Path, *, overwrite: bool = False) -> Iterator[Path]:
 # --- save
 
 
-def save_bundle(module: CompiledModule, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+def save_bundle(module: CompiledModule, path: str | os.PathLike[str], *, overwrite: bool = False,
+                meta: dict[str, Any] | None = None) -> Path:
     """Write ``module`` as a bundle folder at ``path`` (see the module docstring); returns the path.
+
+    ``meta`` (JSON values) is stored as the manifest's ``meta``: how the bundle was made (``recfx compile`` records
+    the model name, seed, dtype and batch there, for ``recfx bench --bundle``).
 
     Raises:
         BundleUnsupportedError: the backend, or something in its graph, cannot be bundled (nothing is written).
@@ -233,7 +237,7 @@ def save_bundle(module: CompiledModule, path: str | os.PathLike[str], *, overwri
             "outputs": [_spec_to_dict(s) for s in module.output_specs],
             "out_spec": torch.utils._pytree.treespec_dumps(out_spec) if out_spec is not None else None,
             "quant": module.quant_config, "backend_options": module.backend_options,
-            "files": _file_records(tmp), "report": report_to_dict(module.report),
+            "files": _file_records(tmp), "report": report_to_dict(module.report), "meta": meta or {},
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
     log.info("saved %s bundle (%s) to %s", module.backend, fmt, path)
@@ -339,4 +343,5 @@ def load_bundle(path: str | os.PathLike[str], device: str | torch.device | None 
     module = CompiledModule(getattr(runner, "graph_module", None), runner, inputs, outputs, report,
                             quant_config=manifest.get("quant"), backend_options=manifest.get("backend_options"))
     module.bundle_path = path
+    module.bundle_meta = manifest.get("meta", {})
     return module

@@ -23,7 +23,8 @@ class CompiledModule(torch.nn.Module):
         input_specs / output_specs: names, shapes (dynamic dims by name) and dtypes.
         example_inputs: the inputs it was compiled with (``save`` exports the graph with them).
         quant_config / backend_options: what the FP8 passes and the backend were told (plain dicts, for bundles).
-        bundle_path: the bundle it was loaded from (``None`` when compiled in this process).
+        bundle_path / bundle_meta: the bundle it was loaded from (``None`` when compiled in this process) and the
+            ``meta`` its manifest holds.
 
     A module loaded from an AOTInductor or ONNX bundle has no FX graph (its graph is compiled code):
     ``graph_module`` raises there, ``has_graph_module`` says so beforehand.
@@ -43,6 +44,7 @@ class CompiledModule(torch.nn.Module):
         self.quant_config = quant_config
         self.backend_options = dict(backend_options or {})
         self.bundle_path: Path | None = None
+        self.bundle_meta: dict[str, Any] = {}
         self.training = False  # inference only (the exported graph module refuses train()/eval() calls)
 
     @property
@@ -106,7 +108,8 @@ class CompiledModule(torch.nn.Module):
                                      f"{tuple(x.shape)}; expected {spec}. Recompile with that dim dynamic "
                                      "(CompileConfig.dynamic_dims) to vary it.")
 
-    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False) -> Path:
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False,
+             meta: dict[str, Any] | None = None) -> Path:
         """Write this module as a bundle folder that :func:`recfx.load` reads back (docs/deploy.md).
 
         Inductor backends write an AOTInductor package, ``ort``/``ort-fp8`` their ONNX file, the eager backends the
@@ -116,6 +119,7 @@ class CompiledModule(torch.nn.Module):
         Args:
             path: the bundle folder to create.
             overwrite: replace an existing bundle at ``path`` (atomically).
+            meta: JSON values to keep in the manifest (how the bundle was made).
 
         Returns:
             ``path``.
@@ -136,7 +140,7 @@ class CompiledModule(torch.nn.Module):
         """
         from recfx.runtime.bundle import save_bundle
 
-        return save_bundle(self, path, overwrite=overwrite)
+        return save_bundle(self, path, overwrite=overwrite, meta=meta)
 
     def forward(self, *args: torch.Tensor) -> Any:
         self.check_inputs(args)
