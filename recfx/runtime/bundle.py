@@ -338,6 +338,8 @@ def load_bundle(path: str | os.PathLike[str], device: str | torch.device | None 
     runner = formats.READERS[manifest["format"]](path, manifest, target)
     report = report_from_dict(manifest["report"])
     report.sections["bundle"] = StoredSection({"path": str(path)}, f"loaded from bundle {path}")
+    if hasattr(runner, "stats"):  # CUDA graphs of a cuda-fp8 bundle: this process's replays, not the compiler's
+        report.sections["cuda_graphs"] = runner.stats
     inputs = [_spec_from_dict(s, target) for s in manifest["inputs"]]
     outputs = [_spec_from_dict(s, target) for s in manifest["outputs"]]
     module = CompiledModule(getattr(runner, "graph_module", None), runner, inputs, outputs, report,

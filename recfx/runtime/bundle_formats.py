@@ -106,8 +106,17 @@ def write_exported(ep: ExportedProgram, folder: Path) -> None:
 
 
 def read_aoti(folder: Path, manifest: dict[str, Any], device: torch.device) -> Callable[..., Any]:
+    """The AOTInductor package's runner; ``cuda-fp8`` bundles replay CUDA graphs at the batch sizes they were
+    compiled to (``backend_options["cuda_graph_batches"]``), as the in-process module does."""
     index = device.index if device.type == "cuda" and device.index is not None else -1
-    return torch._inductor.aoti_load_package(str(folder / FILES[AOTI]), device_index=index)
+    runner = torch._inductor.aoti_load_package(str(folder / FILES[AOTI]), device_index=index)
+    if manifest["backend"] == "cuda-fp8" and device.type == "cuda":
+        from recfx.backends.cuda_graphs import DEFAULT_BATCHES, BatchGraphs
+
+        batches = tuple(manifest.get("backend_options", {}).get("cuda_graph_batches", DEFAULT_BATCHES))
+        if batches:
+            return BatchGraphs(runner, batches)
+    return runner
 
 
 def read_onnx(folder: Path, manifest: dict[str, Any], device: torch.device) -> Callable[..., Any]:

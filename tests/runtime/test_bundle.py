@@ -223,3 +223,22 @@ def test_exported_program_with_pickles_is_refused(tmp_path):
         z.writestr("program/data/sample_inputs/model.pt", b"\x80\x04pickled")
     with pytest.raises(recfx.BundleError, match="pickled sample inputs"):
         bundle_formats.check_no_pickle(path)
+
+
+@pytest.mark.parametrize("name", ["recfx.runtime.compiled", "recfx.api"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_deploy_doc_example_runs(capsys):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text()
+    first = re.search(r"```python\n(.*?)```", text, flags=re.S)
+    exec(compile(first.group(1), "docs/deploy.md", "exec"), {})
+    assert "loaded from bundle" in capsys.readouterr().out
