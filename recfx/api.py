@@ -91,7 +91,7 @@ def compile(  # shadows the builtin on purpose: mirrors torch.compile
         key = ""
         if cache is not None:
             key = compile_cache.cache_key(captured, config.to_dict(), quant_dict, calibration, be.name)
-            hit = compile_cache.lookup(cache, key)
+            hit = compile_cache.lookup(cache, key, captured.input_specs[0].device if captured.input_specs else None)
             if hit is not None:
                 log.info("compile cache hit for %s on %s: %s (%.2f s)", type(model).__name__, be.name,
                          hit.bundle_path, time.perf_counter() - t0)

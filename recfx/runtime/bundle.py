@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 MANIFEST = "manifest.json"
 #: bumped when the layout of a bundle changes; a loader refuses formats it does not know
 BUNDLE_VERSION = 1
+_REQUIRED = ("format", "backend", "versions", "device", "inputs", "outputs", "files", "report")
 
 __all__ = ["BundleDeviceError", "BundleError", "BundleIntegrityError", "BundleUnsupportedError",
            "BundleVersionError", "load_bundle", "save_bundle"]
@@ -270,6 +271,11 @@ def read_manifest(path: Path) -> dict[str, Any]:
         got = manifest.get("bundle_version") if isinstance(manifest, dict) else None
         raise BundleVersionError(f"{path} is bundle format {got!r}; this recfx {__version__} reads format "
                                  f"{BUNDLE_VERSION}. Load it with the recfx that wrote it, or compile and save again")
+    missing = [k for k in _REQUIRED if k not in manifest]
+    if missing or manifest["format"] not in formats.READERS:
+        raise BundleIntegrityError(f"{manifest_path} lacks {missing} or names an unknown format "
+                                   f"{manifest.get('format')!r} (known: {sorted(formats.READERS)}); the bundle is "
+                                   "damaged or not a recfx bundle: copy or save it again")
     for name, record in manifest.get("files", {}).items():
         file = path / name
         if not file.is_file():

@@ -78,13 +78,14 @@ def entry_path(cache_dir: Path, key: str) -> Path:
     return cache_dir / key[:40]
 
 
-def lookup(cache_dir: Path, key: str) -> CompiledModule | None:
-    """The cached module for ``key``, or ``None``. A damaged entry is moved aside (and logged), never run."""
+def lookup(cache_dir: Path, key: str, device: torch.device | None = None) -> CompiledModule | None:
+    """The cached module for ``key`` loaded onto ``device`` (default: the entry's), or ``None``. A damaged entry is
+    moved aside (and logged), never run."""
     path = entry_path(cache_dir, key)
     if not path.is_dir():
         return None
     try:
-        return load_bundle(path)
+        return load_bundle(path, device)
     except BundleError as exc:
         log.warning("compile cache entry %s is unusable (%s); compiling again", path, exc)
         _discard(path)

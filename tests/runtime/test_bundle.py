@@ -145,6 +145,9 @@ def test_manifest_from_another_torch_version_is_refused(eager_bundle, tmp_path):
     with pytest.raises(recfx.BundleVersionError, match=r"built with torch 2\.99\.0; this process has torch .* Load it "
                                                        r"with torch 2\.99\.0, or compile the model again"):
         recfx.load(path)
+    edit_manifest(path, lambda m: m.update(format="tensorrt"))
+    with pytest.raises(recfx.BundleIntegrityError, match="unknown format 'tensorrt'"):
+        recfx.load(path)
     edit_manifest(path, lambda m: m.update(bundle_version=99))
     with pytest.raises(recfx.BundleVersionError, match="bundle format 99; this recfx .* reads format 1"):
         recfx.load(path)
