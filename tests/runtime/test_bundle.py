@@ -170,6 +170,21 @@ def test_aoti_bundle_for_another_cpu_isa_or_gpu_arch_is_refused(eager_bundle):
         bundle.check_compatible(manifest, torch.device("cpu"), eager_bundle[1])
 
 
+def test_gpu_bundle_for_another_architecture_or_triton_is_refused(eager_bundle, monkeypatch):
+    manifest = json.loads((eager_bundle[1] / "manifest.json").read_text())
+    manifest.update(format="aoti", device={"type": "cuda", "name": "NVIDIA H200", "capability": [9, 0]})
+    here = {"type": "cuda", "name": "NVIDIA A100", "capability": [8, 0]}
+    monkeypatch.setattr(bundle, "device_record", lambda device: here)
+    versions = dict(manifest["versions"])
+    monkeypatch.setattr(bundle, "_versions", lambda: versions)
+    with pytest.raises(recfx.BundleDeviceError, match=r"GPU code for NVIDIA H200, sm_90; cuda:0 is NVIDIA A100, "
+                                                      r"sm_80\. Compile the model on this GPU architecture"):
+        bundle.check_compatible(manifest, torch.device("cuda", 0), eager_bundle[1])
+    manifest["versions"]["triton"] = "0.0.1"
+    with pytest.raises(recfx.BundleVersionError, match="built with triton 0.0.1"):
+        bundle.check_compatible(manifest, torch.device("cuda", 0), eager_bundle[1])
+
+
 def test_interrupted_save_leaves_no_bundle(tmp_path, monkeypatch):
     compiled = recfx.compile(Two().eval(), two_inputs(4), backend="eager")
     real = bundle_formats.write_exported
