@@ -85,6 +85,15 @@ def compile(  # shadows the builtin on purpose: mirrors torch.compile
 
     with TRACE_LOCK:  # torch.export patches process-wide state while it traces: one compile at a time
         t0 = time.perf_counter()
+        fingerprint = None
+        if cache is not None:  # a call seen before loads its entry without tracing (recfx.runtime.cache)
+            fingerprint = compile_cache.fingerprint(model, example_inputs, config.to_dict(), quant_dict, calibration,
+                                                    be.name)
+            hit = compile_cache.lookup_fingerprint(cache, fingerprint, _device_of(example_inputs))
+            if hit is not None:
+                log.info("compile cache hit for %s on %s: %s (%.2f s, not captured)", type(model).__name__,
+                         be.name, hit.bundle_path, time.perf_counter() - t0)
+                return hit
         captured = capture(model, example_inputs, dynamic_batch=config.dynamic_batch,
                            dynamic_dims=dict(config.dynamic_dims) or None)  # type: ignore[arg-type]
         t1 = time.perf_counter()
@@ -93,6 +102,7 @@ def compile(  # shadows the builtin on purpose: mirrors torch.compile
             key = compile_cache.cache_key(captured, config.to_dict(), quant_dict, calibration, be.name)
             hit = compile_cache.lookup(cache, key, captured.input_specs[0].device if captured.input_specs else None)
             if hit is not None:
+                compile_cache.record_fingerprint(cache, fingerprint, key)
                 log.info("compile cache hit for %s on %s: %s (%.2f s)", type(model).__name__, be.name,
                          hit.bundle_path, time.perf_counter() - t0)
                 return hit
@@ -126,9 +136,14 @@ def compile(  # shadows the builtin on purpose: mirrors torch.compile
                 want = model(*captured.example_inputs)
             report.numerics = compare_outputs(want, got)
     log.info("compiled %s on %s in %.2f s", report.model, be.name, report.total_seconds)
-    if cache is not None:
-        compile_cache.store(compiled, cache, key)
+    if cache is not None and compile_cache.store(compiled, cache, key) is not None:
+        compile_cache.record_fingerprint(cache, fingerprint, key)
     return compiled
+
+
+def _device_of(example_inputs: Any) -> torch.device | None:
+    leaves = [x for x in torch.utils._pytree.tree_leaves(example_inputs) if isinstance(x, torch.Tensor)]
+    return leaves[0].device if leaves else None
 
 
 def load(path: str | os.PathLike[str], device: str | torch.device | None = None) -> CompiledModule:

@@ -22,7 +22,8 @@ def mlp(seed=0):
 
 
 def entries(folder):
-    return sorted(p.name for p in Path(folder).iterdir())
+    """The cache's entries (not its fingerprint index)."""
+    return sorted(p.name for p in Path(folder).iterdir() if p.name != "index")
 
 
 def test_hit_loads_the_bundle_without_compiling(tmp_path, monkeypatch):
@@ -110,3 +111,45 @@ def test_calibration_generator_is_hashed_and_still_used(tmp_path, backend):
     other = [(torch.randn(4, 16) * 3,) for _ in range(2)]
     recfx.compile(mlp(), (x,), backend=f"{backend}-fp8", cache_dir=tmp_path, quant=quant, calibration=other)
     assert len(entries(tmp_path)) == 2
+
+
+class Scaled(nn.Module):
+    def __init__(self, scale):
+        super().__init__()
+        self.lin, self.scale = nn.Linear(16, 8), scale
+
+    def forward(self, x):
+        return self.lin(x) * self.scale
+
+
+def test_second_compile_of_the_same_call_is_not_even_captured(tmp_path, monkeypatch):
+    import recfx.api
+
+    x = torch.randn(4, 16)
+    first = recfx.compile(mlp(), (x,), backend="eager", cache_dir=tmp_path)
+    assert len(list((tmp_path / "index").iterdir())) == 1
+
+    def no_capture(*args, **kwargs):
+        raise AssertionError("a fingerprint hit must not trace the model")
+
+    monkeypatch.setattr(recfx.api, "capture", no_capture)
+    hit = recfx.compile(mlp(), (torch.randn(4, 16),), backend="eager", cache_dir=tmp_path)
+    assert hit.bundle_path is not None and torch.equal(hit(x), first(x))
+    with pytest.raises(AssertionError, match="must not trace"):  # other weights: another fingerprint, so a capture
+        recfx.compile(mlp(seed=3), (x,), backend="eager", cache_dir=tmp_path)
+
+
+def test_fingerprint_follows_plain_attributes_and_skips_hooked_models():
+    x = torch.randn(4, 16)
+    keys = [cache.fingerprint(Scaled(s), (x,), {}, None, None, "eager") for s in (1.0, 2.0)]
+    torch.manual_seed(0)
+    a = Scaled(1.0)
+    torch.manual_seed(0)
+    b = Scaled(1.0)
+    assert keys[0] != keys[1] or keys[0] is None
+    assert cache.fingerprint(a, (x,), {}, None, None, "eager") == cache.fingerprint(b, (x,), {}, None, None, "eager")
+    assert cache.fingerprint(mlp(), (x,), {}, None, None, "eager") != cache.fingerprint(
+        mlp(), (torch.randn(5, 16),), {}, None, None, "eager")  # input shapes are part of it
+    hooked = mlp()
+    hooked[0].register_forward_hook(lambda m, i, o: o * 2)
+    assert cache.fingerprint(hooked, (x,), {}, None, None, "eager") is None
