@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule
 
+from recfx.errors import RecfxError
 from recfx.frontend.capture import TensorSpec
 from recfx.runtime.report import CompileReport
 
@@ -52,11 +53,12 @@ class CompiledModule(torch.nn.Module):
         """The optimised FX graph module.
 
         Raises:
-            AttributeError: the module was loaded from a bundle of compiled code (AOTInductor, ONNX).
+            RecfxError: the module was loaded from a bundle of compiled code (AOTInductor, ONNX). (Not an
+                AttributeError: ``nn.Module`` would answer that with ``None``.)
         """
         gm = self._modules.get("graph_module")
         if gm is None:
-            raise AttributeError(f"this {self.backend} module was loaded from the bundle {self.bundle_path}, which "
+            raise RecfxError(f"this {self.backend} module was loaded from the bundle {self.bundle_path}, which "
                                  "holds compiled code, not an FX graph; compile the model with recfx.compile to get "
                                  "its graph module")
         assert isinstance(gm, GraphModule)

@@ -90,7 +90,7 @@ def test_inductor_bundle_is_an_aoti_package(tmp_path):
     assert manifest["format"] == "aoti" and manifest["device"]["isa"]
     loaded = recfx.load(path)
     assert not loaded.has_graph_module
-    with pytest.raises(AttributeError, match="holds compiled code, not an FX graph"):
+    with pytest.raises(recfx.RecfxError, match="holds compiled code, not an FX graph"):
         loaded.graph_module
     for batch in (2, 7):
         inputs = two_inputs(batch, seed=batch)
