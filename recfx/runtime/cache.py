@@ -70,29 +70,31 @@ def _installed_roots() -> list[Path]:
     return [Path(paths[k]).resolve() for k in ("purelib", "platlib", "stdlib")]
 
 
-def _package_source(top: str) -> str | None:
-    """A digest of the source of the top-level package ``top`` (every ``.py`` file under it), its version when it
-    is installed in the Python installation, or ``None`` when it has no source file (an interactive session)."""
-    module = sys.modules.get(top)
+def _package_source(name: str) -> str | None:
+    """A digest of the source of module ``name``'s top-level package (every ``.py`` file under it; the module's own
+    file when the package is not importable as such, e.g. a test folder), its version when it is installed in the
+    Python installation, or ``None`` when it has no source file (an interactive session)."""
+    top = sys.modules.get(name.split(".")[0])
+    module = top if isinstance(getattr(top, "__file__", None), str) else sys.modules.get(name)
     file = getattr(module, "__file__", None)
     if module is None or not isinstance(file, str):
         return None
     if any(Path(file).resolve().is_relative_to(root) for root in _installed_roots()):
-        return f"{top}=={getattr(module, '__version__', '?')}"
+        return f"{module.__name__}=={getattr(module, '__version__', '?')}"
     folders = [Path(p) for p in getattr(module, "__path__", [])]
     files = sorted(str(f) for folder in folders for f in folder.rglob("*.py")) if folders else [file]
     return _files_digest(tuple(files))
 
 
-def source_digest(packages: Iterable[str] = ()) -> str | None:
-    """A digest of recfx's own source and of ``packages`` (top-level names), so that editing a pass or a model
-    changes the key; ``None`` when one of them has no source file."""
+def source_digest(modules: Iterable[str] = ()) -> str | None:
+    """A digest of recfx's own source and of the packages of ``modules`` (module names), so that editing a pass or
+    a model changes the key; ``None`` when one of them has no source file."""
     parts = []
-    for top in sorted({"recfx", *packages}):
-        part = _package_source(top)
+    for name in sorted({"recfx", *modules}):
+        part = _package_source(name)
         if part is None:
             return None
-        parts.append(f"{top}:{part}")
+        parts.append(f"{name}:{part}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()
 
 
@@ -172,14 +174,14 @@ def fingerprint(model: torch.nn.Module, example_inputs: Any, config: dict[str, A
                 return None
             attrs[key] = text
         cls = type(module)
-        tree.append([name, f"{cls.__module__}.{cls.__qualname__}", attrs])
+        tree.append([name, cls.__module__, cls.__qualname__, attrs])
     for name, t in (*model.named_parameters(), *model.named_buffers()):
         _tensor(digest, name, t)
     leaves = torch.utils._pytree.tree_leaves(example_inputs)
     inputs = [[str(x.dtype), list(x.shape), str(x.device)] if isinstance(x, torch.Tensor) else repr(x)
               for x in leaves]
     devices = list({str(x.device) for x in leaves if isinstance(x, torch.Tensor)})
-    source = source_digest({row[1].split(".")[0] for row in tree} - {"torch"})
+    source = source_digest({row[1] for row in tree if row[1].split(".")[0] != "torch"})
     if source is None:
         return None
     meta = {"tree": tree, "inputs": inputs, **_settings(config, quant, calibration, backend, devices, digest, source)}
