@@ -220,8 +220,9 @@ def save_bundle(module: CompiledModule, path: str | os.PathLike[str], *, overwri
             onnx_path = getattr(module._runner, "path", None)
             if onnx_path is None:
                 raise BundleUnsupportedError(f"the {module.backend} runner has no ONNX file to bundle")
-            formats.write_onnx(Path(onnx_path), tmp)
+            model_file = formats.write_onnx(Path(onnx_path), tmp)
         else:
+            model_file = formats.FILES[fmt]
             ep = formats.export_final(module.graph_module, module.example_inputs, module.input_specs)
             try:
                 (formats.write_aoti if fmt == formats.AOTI else formats.write_exported)(ep, tmp)
@@ -233,7 +234,8 @@ def save_bundle(module: CompiledModule, path: str | os.PathLike[str], *, overwri
                                              "Save with backend 'eager' or 'ort' instead.") from exc
         out_spec = getattr(module.graph_module, "_out_spec", None)
         manifest = {
-            "bundle_version": BUNDLE_VERSION, "format": fmt, "backend": module.backend, "versions": _versions(),
+            "bundle_version": BUNDLE_VERSION, "format": fmt, "model_file": model_file, "backend": module.backend,
+            "versions": _versions(),
             "device": device_record(device), "inputs": [_spec_to_dict(s) for s in module.input_specs],
             "outputs": [_spec_to_dict(s) for s in module.output_specs],
             "out_spec": torch.utils._pytree.treespec_dumps(out_spec) if out_spec is not None else None,

@@ -31,7 +31,8 @@ from recfx.errors import RecfxError
 from recfx.frontend.capture import TRACE_LOCK, TensorSpec
 
 AOTI, ONNX, EXPORTED = "aoti", "onnx", "exported"
-#: file names inside a bundle, per format (ONNX external data is ``model.onnx.data`` beside the model)
+#: file names inside a bundle, per format (an ONNX bundle keeps the backend's file name, recorded in the manifest's
+#: ``model_file``, since the model names its external data ``<file>.data`` inside the protobuf)
 FILES = {AOTI: "model.pt2", ONNX: "model.onnx", EXPORTED: "program.pt2"}
 
 
@@ -88,12 +89,16 @@ def write_aoti(ep: ExportedProgram, folder: Path) -> None:
         torch._inductor.aoti_compile_and_package(ep, package_path=str(folder / FILES[AOTI]))
 
 
-def write_onnx(onnx_path: Path, folder: Path) -> None:
-    """Copy the ONNX file the backend runs (and its external data) into ``folder``."""
-    shutil.copyfile(onnx_path, folder / FILES[ONNX])
+def write_onnx(onnx_path: Path, folder: Path) -> str:
+    """Copy the ONNX file the backend runs (and its external data) into ``folder``; returns the file's name.
+
+    The names are kept: a large model's ``.onnx`` names its external-data file inside the protobuf.
+    """
+    shutil.copyfile(onnx_path, folder / onnx_path.name)
     data = onnx_path.with_name(onnx_path.name + ".data")
     if data.is_file():
-        shutil.copyfile(data, folder / (FILES[ONNX] + ".data"))
+        shutil.copyfile(data, folder / data.name)
+    return onnx_path.name
 
 
 def write_exported(ep: ExportedProgram, folder: Path) -> None:
@@ -125,7 +130,7 @@ def read_onnx(folder: Path, manifest: dict[str, Any], device: torch.device) -> C
     from recfx.onnx.session import OrtRunner, providers_for
 
     out_spec = treespec_loads(manifest["out_spec"]) if manifest.get("out_spec") else None
-    return OrtRunner(folder / FILES[ONNX], [s["name"] for s in manifest["inputs"]],
+    return OrtRunner(folder / manifest.get("model_file", FILES[ONNX]), [s["name"] for s in manifest["inputs"]],
                      [s["name"] for s in manifest["outputs"]], out_spec=out_spec,
                      providers=providers_for("cuda" if device.type == "cuda" else "cpu"))
 

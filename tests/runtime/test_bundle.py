@@ -260,3 +260,17 @@ def test_deploy_doc_example_runs(capsys):
     first = re.search(r"```python\n(.*?)```", text, flags=re.S)
     exec(compile(first.group(1), "docs/deploy.md", "exec"), {})
     assert "loaded from bundle" in capsys.readouterr().out
+
+
+def test_onnx_bundle_keeps_external_data_usable(tmp_path, monkeypatch):
+    import recfx.onnx.write
+
+    monkeypatch.setattr(recfx.onnx.write, "EXTERNAL_DATA_BYTES", 0)  # as for a model over protobuf's 2 GiB
+    config = recfx.CompileConfig(backend_options={"cache_dir": str(tmp_path / "ort")})
+    compiled = recfx.compile(Two().eval(), two_inputs(4), backend="ort", config=config)
+    path = compiled.save(tmp_path / "b")
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["model_file"] + ".data" in manifest["files"]
+    loaded = recfx.load(path)
+    inputs = two_inputs(3, seed=3)
+    assert identical(loaded(*inputs), compiled(*inputs))
