@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -14,7 +15,10 @@ from recfx.compile_config import CompileConfig
 from recfx.frontend import capture
 from recfx.frontend.capture import TRACE_LOCK
 from recfx.passes import CANONICAL_PASSES, PASSES, PassContext, PassManager, insert_placements
+from recfx.passes.quant import QuantConfig
 from recfx.runtime import CompiledModule, CompileReport, compare_outputs
+from recfx.runtime import cache as compile_cache
+from recfx.runtime.bundle import load_bundle
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +31,7 @@ def compile(  # shadows the builtin on purpose: mirrors torch.compile
     *,
     calibration: Iterable[Any] | None = None,
     quant: Any = None,
+    cache_dir: str | os.PathLike[str] | None = None,
 ) -> CompiledModule:
     """Compile ``model`` for inference.
 
@@ -38,6 +43,9 @@ def compile(  # shadows the builtin on purpose: mirrors torch.compile
         config: a :class:`CompileConfig` (passes, dynamic dims, dumps, invariant checks...).
         calibration: batches (tuples of tensors) for static FP8 calibration (``*-fp8`` backends only).
         quant: a ``QuantConfig`` for ``*-fp8`` backends.
+        cache_dir: a folder for the compile cache (default ``$RECFX_COMPILE_CACHE``; neither: no cache). The key
+            hashes the captured graph, its weights, the configs, calibration data, backend, versions and device; a
+            hit loads the saved bundle instead of compiling (docs/deploy.md).
 
     Returns:
         A :class:`~recfx.runtime.CompiledModule`; ``.report`` lists the passes, timings, node counts, backend and
@@ -70,11 +78,34 @@ def compile(  # shadows the builtin on purpose: mirrors torch.compile
         raise ValueError(f"quant/calibration were given but backend {be.name!r} does not quantize; "
                          f"use an FP8 backend such as {be.name}-fp8 or 'auto-fp8'")
 
+    cache = compile_cache.cache_dir_from(cache_dir)
+    if cache is not None and calibration is not None:
+        calibration = list(calibration)  # hashed for the key, then used by the passes
+    quant_dict = quant.to_dict() if isinstance(quant, QuantConfig) else (QuantConfig().to_dict() if be.fp8 else None)
+
     with TRACE_LOCK:  # torch.export patches process-wide state while it traces: one compile at a time
         t0 = time.perf_counter()
+        fingerprint = None
+        if cache is not None:  # a call seen before loads its entry without tracing (recfx.runtime.cache)
+            fingerprint = compile_cache.fingerprint(model, example_inputs, config.to_dict(), quant_dict, calibration,
+                                                    be.name)
+            hit = compile_cache.lookup_fingerprint(cache, fingerprint, _device_of(example_inputs))
+            if hit is not None:
+                log.info("compile cache hit for %s on %s: %s (%.2f s, not captured)", type(model).__name__,
+                         be.name, hit.bundle_path, time.perf_counter() - t0)
+                return hit
         captured = capture(model, example_inputs, dynamic_batch=config.dynamic_batch,
                            dynamic_dims=dict(config.dynamic_dims) or None)  # type: ignore[arg-type]
         t1 = time.perf_counter()
+        key = ""
+        if cache is not None:
+            key = compile_cache.cache_key(captured, config.to_dict(), quant_dict, calibration, be.name)
+            hit = compile_cache.lookup(cache, key, captured.input_specs[0].device if captured.input_specs else None)
+            if hit is not None:
+                compile_cache.record_fingerprint(cache, fingerprint, key)
+                log.info("compile cache hit for %s on %s: %s (%.2f s)", type(model).__name__, be.name,
+                         hit.bundle_path, time.perf_counter() - t0)
+                return hit
         ctx = PassContext(config=config, example_inputs=captured.example_inputs,
                           extras={"calibration": calibration, "quant": quant, "captured": captured, "model": model,
                                   "dynamic_dims": captured.dynamic_dims, "backend": be.name})
@@ -94,7 +125,9 @@ def compile(  # shadows the builtin on purpose: mirrors torch.compile
             outputs=[f"out {s}" for s in captured.output_specs],
         )
         report.sections.update(ctx.extras.get("report_sections", {}))
-        compiled = CompiledModule(gm, runner, captured.input_specs, captured.output_specs, report)
+        compiled = CompiledModule(gm, runner, captured.input_specs, captured.output_specs, report,
+                                  example_inputs=captured.example_inputs, quant_config=quant_dict,
+                                  backend_options=dict(config.backend_options))
         with torch.inference_mode():
             got = compiled(*captured.example_inputs)  # also triggers lazy backends (torch.compile), timed as backend
         report.backend_seconds = time.perf_counter() - t2
@@ -103,4 +136,42 @@ def compile(  # shadows the builtin on purpose: mirrors torch.compile
                 want = model(*captured.example_inputs)
             report.numerics = compare_outputs(want, got)
     log.info("compiled %s on %s in %.2f s", report.model, be.name, report.total_seconds)
+    if cache is not None and compile_cache.store(compiled, cache, key) is not None:
+        compile_cache.record_fingerprint(cache, fingerprint, key)
     return compiled
+
+
+def _device_of(example_inputs: Any) -> torch.device | None:
+    leaves = [x for x in torch.utils._pytree.tree_leaves(example_inputs) if isinstance(x, torch.Tensor)]
+    return leaves[0].device if leaves else None
+
+
+def load(path: str | os.PathLike[str], device: str | torch.device | None = None) -> CompiledModule:
+    """Load a bundle written by :meth:`CompiledModule.save` (or the compile cache), after checking it.
+
+    The manifest is checked before anything is loaded: every file's size and SHA-256, the torch (and, for GPU code,
+    triton) version, and the device (type, GPU compute capability, CPU vector ISA for compiled CPU code). The
+    returned module checks its inputs like the original and carries its ``.report``. A bundle holding compiled code
+    is trusted like a shared library: the hashes guard integrity, not authenticity (docs/deploy.md).
+
+    Args:
+        path: the bundle folder.
+        device: where to run it (``"cpu"``, ``"cuda"``, ``"cuda:1"``); default: the device it was compiled for.
+
+    Returns:
+        A :class:`~recfx.runtime.CompiledModule`.
+
+    Raises:
+        FileNotFoundError: no bundle at ``path``.
+        BundleIntegrityError: a file is missing, truncated or changed.
+        BundleVersionError: built with another torch / triton / bundle format.
+        BundleDeviceError: built for another device type, GPU architecture or CPU vector ISA.
+
+    Example:
+        >>> import tempfile, torch, recfx
+        >>> model = torch.nn.Linear(8, 4).eval()
+        >>> path = recfx.compile(model, (torch.randn(2, 8),), backend="eager").save(tempfile.mkdtemp() + "/b")
+        >>> recfx.load(path)(torch.randn(5, 8)).shape
+        torch.Size([5, 4])
+    """
+    return load_bundle(path, device)

@@ -35,6 +35,8 @@ class BenchConfig(ConfigBase):
         quant: ``recfx.QuantConfig`` fields for FP8 backends, as a dict (``{"activation": "static_per_tensor"}``);
             ``None``: the defaults.
         seed: seed of the weights and inputs.
+        bundle: a bundle folder (``recfx compile --out``) to time instead of compiling: the one backend is the
+            bundle's, loaded with ``recfx.load``; its load time is reported as the compile time.
     """
 
     model: str
@@ -53,6 +55,7 @@ class BenchConfig(ConfigBase):
     calibration_batches: int = 0
     quant: dict[str, Any] | None = None
     seed: int = 0
+    bundle: str | None = None
 
     def validate(self) -> None:
         if not self.model:
@@ -74,6 +77,8 @@ class BenchConfig(ConfigBase):
             raise ValueError("static FP8 activation scales need calibration data: give calibration_batches "
                              "(--calibration N) or use the dynamic per-token mode")
         TimingOptions(self.warmup, self.iters, self.time_budget)  # raises on bad warmup / iters / time_budget
+        if self.bundle is not None and len(self.backends) != 1:
+            raise ValueError(f"a bundle holds one backend; got backends {list(self.backends)}")
 
     def quant_config(self) -> Any:
         """The ``recfx.QuantConfig`` for FP8 backends (its own progress bar off: the bench shows one).

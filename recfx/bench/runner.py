@@ -134,9 +134,12 @@ def _bench_backend(workload: Workload, choice: BackendChoice, references: dict[i
                        for i in range(config.calibration_batches)]
     t0 = time.perf_counter()
     try:
-        compiled = recfx.compile(workload.model, example, backend=choice.backend,
-                                 config=recfx.CompileConfig(check_numerics=False), calibration=calibration,
-                                 quant=config.quant_config() if fp8 else None)
+        if config.bundle is not None:  # time a saved bundle: loading replaces compiling
+            compiled = recfx.load(config.bundle, device=workload.device)
+        else:
+            compiled = recfx.compile(workload.model, example, backend=choice.backend,
+                                     config=recfx.CompileConfig(check_numerics=False), calibration=calibration,
+                                     quant=config.quant_config() if fp8 else None)
     except Exception as err:  # a backend that fails is reported in its row, the run goes on
         log.debug("compile of %s failed", choice.backend, exc_info=True)
         _release(workload.device)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch.fx import GraphModule
 
+from recfx.errors import RecfxError
 from recfx.frontend.capture import TensorSpec
 from recfx.runtime.report import CompileReport
 
@@ -19,17 +22,51 @@ class CompiledModule(torch.nn.Module):
         graph_module: the optimised FX graph (parameters, folded constants and quantized weights as attributes).
         report: the :class:`~recfx.runtime.report.CompileReport`.
         input_specs / output_specs: names, shapes (dynamic dims by name) and dtypes.
+        example_inputs: the inputs it was compiled with (``save`` exports the graph with them).
+        quant_config / backend_options: what the FP8 passes and the backend were told (plain dicts, for bundles).
+        bundle_path / bundle_meta: the bundle it was loaded from (``None`` when compiled in this process) and the
+            ``meta`` its manifest holds.
+
+    A module loaded from an AOTInductor or ONNX bundle has no FX graph (its graph is compiled code):
+    ``graph_module`` raises there, ``has_graph_module`` says so beforehand.
     """
 
-    def __init__(self, graph_module: GraphModule, runner: Callable[..., Any], input_specs: list[TensorSpec],
-                 output_specs: list[TensorSpec], report: CompileReport) -> None:
+    def __init__(self, graph_module: GraphModule | None, runner: Callable[..., Any], input_specs: list[TensorSpec],
+                 output_specs: list[TensorSpec], report: CompileReport, *,
+                 example_inputs: tuple[torch.Tensor, ...] | None = None, quant_config: dict[str, Any] | None = None,
+                 backend_options: dict[str, Any] | None = None) -> None:
         super().__init__()
-        self.graph_module = graph_module
+        self.add_module("graph_module", graph_module)  # a submodule (state_dict keys), read through the property
         self._runner = runner
         self.input_specs = input_specs
         self.output_specs = output_specs
         self.report = report
+        self.example_inputs = example_inputs
+        self.quant_config = quant_config
+        self.backend_options = dict(backend_options or {})
+        self.bundle_path: Path | None = None
+        self.bundle_meta: dict[str, Any] = {}
         self.training = False  # inference only (the exported graph module refuses train()/eval() calls)
+
+    @property
+    def graph_module(self) -> GraphModule:
+        """The optimised FX graph module.
+
+        Raises:
+            RecfxError: the module was loaded from a bundle of compiled code (AOTInductor, ONNX). (Not an
+                AttributeError: ``nn.Module`` would answer that with ``None``.)
+        """
+        gm = self._modules.get("graph_module")
+        if gm is None:
+            raise RecfxError(f"this {self.backend} module was loaded from the bundle {self.bundle_path}, which "
+                                 "holds compiled code, not an FX graph; compile the model with recfx.compile to get "
+                                 "its graph module")
+        assert isinstance(gm, GraphModule)
+        return gm
+
+    @property
+    def has_graph_module(self) -> bool:
+        return self._modules.get("graph_module") is not None
 
     def train(self, mode: bool = True) -> CompiledModule:
         """Compiled modules are inference-only: ``eval()`` is a no-op, ``train()`` raises.
@@ -72,6 +109,40 @@ class CompiledModule(torch.nn.Module):
                     raise ValueError(f"input {spec.name!r} dim {d} must be {want} (compiled static), got shape "
                                      f"{tuple(x.shape)}; expected {spec}. Recompile with that dim dynamic "
                                      "(CompileConfig.dynamic_dims) to vary it.")
+
+    def save(self, path: str | os.PathLike[str], *, overwrite: bool = False,
+             meta: dict[str, Any] | None = None) -> Path:
+        """Write this module as a bundle folder that :func:`recfx.load` reads back (docs/deploy.md).
+
+        Inductor backends write an AOTInductor package, ``ort``/``ort-fp8`` their ONNX file, the eager backends the
+        exported program; a ``manifest.json`` beside it holds versions, device, specs, quant config, file hashes
+        and the report. The folder appears complete or not at all.
+
+        Args:
+            path: the bundle folder to create.
+            overwrite: replace an existing bundle at ``path`` (atomically).
+            meta: JSON values to keep in the manifest (how the bundle was made).
+
+        Returns:
+            ``path``.
+
+        Raises:
+            BundleUnsupportedError: this backend or graph cannot be bundled (nothing is written).
+            FileExistsError: ``path`` exists and ``overwrite`` is False.
+
+        Example:
+            >>> import tempfile, torch, recfx
+            >>> model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.ReLU()).eval()
+            >>> fast = recfx.compile(model, (torch.randn(4, 8),), backend="eager")
+            >>> folder = tempfile.mkdtemp()
+            >>> again = recfx.load(fast.save(folder + "/bundle"))
+            >>> x = torch.randn(3, 8)
+            >>> torch.equal(again(x), fast(x))
+            True
+        """
+        from recfx.runtime.bundle import save_bundle
+
+        return save_bundle(self, path, overwrite=overwrite, meta=meta)
 
     def forward(self, *args: torch.Tensor) -> Any:
         self.check_inputs(args)

@@ -60,8 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.epilog = (f"registered backends: {', '.join(BACKENDS.names())} (plus auto, auto-fp8). "
                      "Exit status: 0 ok, 1 a backend failed / accuracy gate missed / regression, 2 bad options.")
     what = parser.add_argument_group("what to run")
-    what.add_argument("--model", required=True, help="registered model name (recfx list models) or "
-                      "package.module:factory returning (model, example_inputs)")
+    what.add_argument("--model", default=None,
+                      help="registered model name (recfx list models) or package.module:factory returning (model, "
+                           "example_inputs); required unless --bundle names it")
+    what.add_argument("--bundle", type=Path, default=None, metavar="DIR",
+                      help="time a bundle written by 'recfx compile' (loaded, not compiled) on its own backend; "
+                           "--model, --dtype and --seed default to the ones it was compiled with")
     what.add_argument("--backends", type=_names, default=("auto",),
                       help="comma-separated backends in order; the first one that runs is the speedup baseline "
                            "(default: auto). Ones that cannot run here are reported as skipped; an unknown name "
@@ -121,11 +125,16 @@ def run(args: argparse.Namespace) -> int:
     from recfx.bench.table import print_table
 
     previous = load_result(args.compare) if args.compare else None  # fail on a bad file before the long run
+    if args.bundle is not None:
+        _from_bundle(args)
+    if args.model is None:
+        raise ValueError("give --model (or --bundle with a bundle written by 'recfx compile')")
     config = BenchConfig(
         model=args.model, backends=args.backends, batches=args.batch, seqs=args.seq or (None,),
         beams=args.beam or (None,), device=args.device, dtype=args.dtype, warmup=args.warmup, iters=args.iters,
         time_budget=args.time_budget or None, cuda_graphs=args.cuda_graphs, pipelined=not args.no_pipelined,
-        count_flops=not args.no_flops, calibration_batches=args.calibration, quant=args.quant, seed=args.seed)
+        count_flops=not args.no_flops, calibration_batches=args.calibration, quant=args.quant, seed=args.seed,
+        bundle=str(args.bundle) if args.bundle is not None else None)
     for path in (args.json, args.csv, args.plot):  # a bad output path fails now, not after the benchmark
         if path is not None:
             check_writable_file(path)
@@ -167,6 +176,21 @@ def run(args: argparse.Namespace) -> int:
     for line in problems:
         print(f"recfx bench: {line}", file=sys.stderr)
     return 1 if problems else 0
+
+
+def _from_bundle(args: argparse.Namespace) -> None:
+    """Fill the model, backend, dtype and seed from the bundle's manifest (checked: hashes, versions, device)."""
+    from recfx.runtime.bundle import read_manifest
+
+    manifest = read_manifest(args.bundle)
+    meta = manifest.get("meta", {})
+    args.model = args.model or meta.get("model")
+    args.backends = (manifest["backend"],)
+    args.dtype = args.dtype or meta.get("dtype")
+    if "seed" in meta:
+        args.seed = meta["seed"]
+    if args.device == "auto":
+        args.device = manifest["device"]["type"]
 
 
 def _accuracy_misses(result: BenchResult, min_cosine: float | None, min_topk: float | None) -> list[str]:

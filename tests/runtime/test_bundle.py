@@ -1,0 +1,276 @@
+"""Bundles: save -> load gives the same outputs bit for bit; damaged, foreign and half-written bundles are refused.
+
+The full matrix (every CPU backend x onerec-tiny, ksa-tiny, dlrm-small) is ``python -m tests.runtime.bundle_matrix``.
+"""
+
+import json
+import zipfile
+
+import pytest
+import torch
+from torch import nn
+from torch.utils._pytree import tree_flatten
+
+import recfx
+from recfx.models import get_model
+from recfx.runtime import bundle, bundle_formats
+
+
+class Two(nn.Module):
+    """Two inputs (one integer), a tuple of two outputs: the calling convention a bundle must keep."""
+
+    def __init__(self):
+        super().__init__()
+        self.first, self.middle, self.last = nn.Linear(32, 64), nn.Linear(64, 64), nn.Linear(64, 32)
+
+    def forward(self, x, ids):
+        h = self.last(torch.relu(self.middle(torch.relu(self.first(x)))))
+        return h.sum(-1) + ids.float(), ids * 2
+
+
+def two_inputs(batch, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(batch, 32, generator=g), torch.randint(0, 9, (batch,), generator=g)
+
+
+def identical(a, b):
+    leaves_a, spec_a = tree_flatten(a)
+    leaves_b, spec_b = tree_flatten(b)
+    return spec_a == spec_b and all(torch.equal(x, y) for x, y in zip(leaves_a, leaves_b))
+
+
+@pytest.fixture(scope="module")
+def eager_bundle(tmp_path_factory):
+    compiled = recfx.compile(Two().eval(), two_inputs(4), backend="eager")
+    return compiled, compiled.save(tmp_path_factory.mktemp("b") / "two")
+
+
+def copy_bundle(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+@pytest.mark.parametrize("backend", ["eager", "eager-fp8", "ort", "ort-fp8"])
+def test_save_load_is_bit_identical_at_two_batch_sizes(backend, tmp_path):
+    compiled = recfx.compile(Two().eval(), two_inputs(4), backend=backend)
+    loaded = recfx.load(compiled.save(tmp_path / "b"))
+    for batch in (2, 7):
+        inputs = two_inputs(batch, seed=batch)
+        assert identical(loaded(*inputs), compiled(*inputs)), batch
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["backend"] == backend and manifest["versions"]["torch"] == torch.__version__
+    assert manifest["inputs"][0] == {"name": "x", "shape": ["batch", 32], "dtype": "float32"}
+    assert (manifest["quant"] is not None) == backend.endswith("fp8")
+    if backend == "eager-fp8":  # FP8 GEMMs are inside the bundle
+        assert "fp8_linear" in loaded.graph_module.code
+    assert loaded.report.backend == backend and "loaded from bundle" in loaded.report.render()
+    assert loaded.report.passes == compiled.report.passes
+    with pytest.raises(TypeError, match="'x' must be torch.float32"):  # the same input checks as the original
+        loaded(torch.randn(2, 32, dtype=torch.float64), torch.arange(2))
+
+
+@pytest.mark.parametrize("backend", ["eager", "ort"])
+def test_dlrm_small_round_trip(backend, tmp_path):
+    spec = get_model("dlrm-small")
+    compiled = recfx.compile(spec.build(), spec.example_inputs(2), backend=backend)
+    loaded = recfx.load(compiled.save(tmp_path / "b"))
+    for batch in (2, 5):
+        inputs = spec.example_inputs(batch, seed=batch)
+        assert identical(loaded(*inputs), compiled(*inputs)), batch
+
+
+@pytest.mark.slow
+def test_inductor_bundle_is_an_aoti_package(tmp_path):
+    compiled = recfx.compile(Two().eval(), two_inputs(4), backend="inductor")
+    path = compiled.save(tmp_path / "b")
+    assert (path / "model.pt2").is_file()
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["format"] == "aoti" and manifest["device"]["isa"]
+    loaded = recfx.load(path)
+    assert not loaded.has_graph_module
+    with pytest.raises(recfx.RecfxError, match="holds compiled code, not an FX graph"):
+        loaded.graph_module
+    for batch in (2, 7):
+        inputs = two_inputs(batch, seed=batch)
+        assert identical(loaded(*inputs), compiled(*inputs)), batch
+
+
+def test_a_loaded_module_saves_again(eager_bundle, tmp_path):
+    compiled, path = eager_bundle
+    again = recfx.load(recfx.load(path).save(tmp_path / "again"))
+    inputs = two_inputs(3)
+    assert identical(again(*inputs), compiled(*inputs))
+
+
+def test_flipped_byte_is_refused(eager_bundle, tmp_path):
+    path = copy_bundle(eager_bundle[1], tmp_path / "b")
+    data = bytearray((path / "program.pt2").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (path / "program.pt2").write_bytes(bytes(data))
+    with pytest.raises(recfx.BundleIntegrityError, match=r"program\.pt2 changed since it was saved \(SHA-256"):
+        recfx.load(path)
+
+
+def test_truncated_file_is_refused(eager_bundle, tmp_path):
+    path = copy_bundle(eager_bundle[1], tmp_path / "b")
+    data = (path / "program.pt2").read_bytes()
+    (path / "program.pt2").write_bytes(data[:-100])
+    with pytest.raises(recfx.BundleIntegrityError, match=r"program\.pt2 is \d+ bytes, the manifest says .*truncated"):
+        recfx.load(path)
+
+
+def test_missing_file_and_missing_manifest_are_refused(eager_bundle, tmp_path):
+    path = copy_bundle(eager_bundle[1], tmp_path / "b")
+    (path / "program.pt2").unlink()
+    with pytest.raises(recfx.BundleIntegrityError, match=r"program\.pt2 listed in the manifest is missing"):
+        recfx.load(path)
+    (path / "manifest.json").unlink()
+    with pytest.raises(recfx.BundleIntegrityError, match="has no manifest.json: not a recfx bundle"):
+        recfx.load(path)
+    with pytest.raises(FileNotFoundError, match="no recfx bundle at"):
+        recfx.load(tmp_path / "nothing")
+
+
+def edit_manifest(path, change):
+    manifest = json.loads((path / "manifest.json").read_text())
+    change(manifest)
+    (path / "manifest.json").write_text(json.dumps(manifest))
+
+
+def test_manifest_from_another_torch_version_is_refused(eager_bundle, tmp_path):
+    path = copy_bundle(eager_bundle[1], tmp_path / "b")
+    edit_manifest(path, lambda m: m["versions"].update(torch="2.99.0"))
+    with pytest.raises(recfx.BundleVersionError, match=r"built with torch 2\.99\.0; this process has torch .* Load it "
+                                                       r"with torch 2\.99\.0, or compile the model again"):
+        recfx.load(path)
+    edit_manifest(path, lambda m: m.update(format="tensorrt"))
+    with pytest.raises(recfx.BundleIntegrityError, match="unknown format 'tensorrt'"):
+        recfx.load(path)
+    edit_manifest(path, lambda m: m.update(bundle_version=99))
+    with pytest.raises(recfx.BundleVersionError, match="bundle format 99; this recfx .* reads format 1"):
+        recfx.load(path)
+
+
+def test_bundle_for_another_device_is_refused(eager_bundle, tmp_path):
+    path = copy_bundle(eager_bundle[1], tmp_path / "b")
+    edit_manifest(path, lambda m: m.update(device={"type": "cuda", "name": "NVIDIA H200", "capability": [9, 0]}))
+    with pytest.raises(recfx.BundleDeviceError, match=r"compiled for cuda \(NVIDIA H200, sm_90\); it cannot run on "
+                                                      r"cpu\. Load it with device='cuda'"):
+        recfx.load(path, device="cpu")
+    with pytest.raises(recfx.BundleDeviceError, match="compiled for cpu"):
+        recfx.load(eager_bundle[1], device="meta")
+
+
+def test_aoti_bundle_for_another_cpu_isa_or_gpu_arch_is_refused(eager_bundle):
+    manifest = json.loads((eager_bundle[1] / "manifest.json").read_text())
+    manifest.update(format="aoti", device={"type": "cpu", "isa": "avx512-from-elsewhere"})
+    with pytest.raises(recfx.BundleDeviceError, match="CPU code for the avx512-from-elsewhere vector ISA"):
+        bundle.check_compatible(manifest, torch.device("cpu"), eager_bundle[1])
+
+
+def test_gpu_bundle_for_another_architecture_or_triton_is_refused(eager_bundle, monkeypatch):
+    manifest = json.loads((eager_bundle[1] / "manifest.json").read_text())
+    manifest.update(format="aoti", device={"type": "cuda", "name": "NVIDIA H200", "capability": [9, 0]})
+    here = {"type": "cuda", "name": "NVIDIA A100", "capability": [8, 0]}
+    monkeypatch.setattr(bundle, "device_record", lambda device: here)
+    versions = dict(manifest["versions"])
+    monkeypatch.setattr(bundle, "_versions", lambda: versions)
+    with pytest.raises(recfx.BundleDeviceError, match=r"GPU code for NVIDIA H200, sm_90; cuda:0 is NVIDIA A100, "
+                                                      r"sm_80\. Compile the model on this GPU architecture"):
+        bundle.check_compatible(manifest, torch.device("cuda", 0), eager_bundle[1])
+    manifest["versions"]["triton"] = "0.0.1"
+    with pytest.raises(recfx.BundleVersionError, match="built with triton 0.0.1"):
+        bundle.check_compatible(manifest, torch.device("cuda", 0), eager_bundle[1])
+
+
+def test_interrupted_save_leaves_no_bundle(tmp_path, monkeypatch):
+    compiled = recfx.compile(Two().eval(), two_inputs(4), backend="eager")
+    real = bundle_formats.write_exported
+
+    def write_then_die(ep, folder):
+        real(ep, folder)  # the program is on disk, the manifest is not yet
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bundle_formats, "write_exported", write_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        compiled.save(tmp_path / "b")
+    assert list(tmp_path.iterdir()) == []  # neither the bundle nor its temporary folder
+
+
+def test_existing_path_needs_overwrite(eager_bundle, tmp_path):
+    compiled, _ = eager_bundle
+    path = compiled.save(tmp_path / "b")
+    with pytest.raises(FileExistsError, match="pass overwrite=True"):
+        compiled.save(path)
+    compiled.save(path, overwrite=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]
+    assert recfx.load(path).backend == "eager"
+
+
+def test_a_writer_that_lost_the_race_keeps_the_winner(tmp_path):
+    target = tmp_path / "entry"
+    with bundle.atomic_folder(target) as tmp:
+        (tmp / "ours").write_text("ours")
+        target.mkdir()  # another process renamed its complete entry into place meanwhile
+        (target / "theirs").write_text("theirs")
+    assert [p.name for p in tmp_path.iterdir()] == ["entry"] and [p.name for p in target.iterdir()] == ["theirs"]
+
+
+def test_unbundleable_backend_raises_before_writing(eager_bundle, tmp_path, monkeypatch):
+    compiled, _ = eager_bundle
+    monkeypatch.setattr(bundle_formats, "bundle_format", _no_format)
+    with pytest.raises(recfx.BundleUnsupportedError, match="has no bundle format"):
+        compiled.save(tmp_path / "b")
+    assert not (tmp_path / "b").exists()
+
+
+def _no_format(backend):
+    raise bundle_formats.BundleUnsupportedError(f"backend {backend!r} has no bundle format")
+
+
+def test_exported_program_with_pickles_is_refused(tmp_path):
+    path = tmp_path / "program.pt2"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("program/data/weights/model_weights_config.json",
+                   json.dumps({"config": {"lin.weight": {"use_pickle": True}}}))
+    with pytest.raises(recfx.BundleError, match=r"stores \['lin.weight'\] as pickles"):
+        bundle_formats.check_no_pickle(path)
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("program/data/sample_inputs/model.pt", b"\x80\x04pickled")
+    with pytest.raises(recfx.BundleError, match="pickled sample inputs"):
+        bundle_formats.check_no_pickle(path)
+
+
+@pytest.mark.parametrize("name", ["recfx.runtime.compiled", "recfx.api"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_deploy_doc_example_runs(capsys):
+    import re
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "deploy.md").read_text()
+    first = re.search(r"```python\n(.*?)```", text, flags=re.S)
+    exec(compile(first.group(1), "docs/deploy.md", "exec"), {})
+    assert "loaded from bundle" in capsys.readouterr().out
+
+
+def test_onnx_bundle_keeps_external_data_usable(tmp_path, monkeypatch):
+    import recfx.onnx.write
+
+    monkeypatch.setattr(recfx.onnx.write, "EXTERNAL_DATA_BYTES", 0)  # as for a model over protobuf's 2 GiB
+    config = recfx.CompileConfig(backend_options={"cache_dir": str(tmp_path / "ort")})
+    compiled = recfx.compile(Two().eval(), two_inputs(4), backend="ort", config=config)
+    path = compiled.save(tmp_path / "b")
+    manifest = json.loads((path / "manifest.json").read_text())
+    assert manifest["model_file"] + ".data" in manifest["files"]
+    loaded = recfx.load(path)
+    inputs = two_inputs(3, seed=3)
+    assert identical(loaded(*inputs), compiled(*inputs))
