@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from recfx.models.common import repeat_kv
-from recfx.models.ksa_mask import ksa_visibility
+from recfx.ops.gqa import repeat_kv
+from recfx.ops.ksa_layout import ksa_visibility
 
 
 def accumulation_dtype(dtype: torch.dtype) -> torch.dtype:

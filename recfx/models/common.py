@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from recfx.ops.gqa import repeat_kv
+
 
 class RMSNorm(nn.Module):
     """Root-mean-square norm with a learned gain (computed in the input dtype, like Llama's reference)."""
@@ -46,14 +48,6 @@ def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.T
     x1, x2 = x.chunk(2, dim=-1)
     rotated = torch.cat([-x2, x1], dim=-1)
     return x * cos + rotated * sin
-
-
-def repeat_kv(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """(B, T, Hkv, D) -> (B, T, Hkv * groups, D): each kv head serves ``groups`` consecutive query heads."""
-    if groups == 1:
-        return x
-    b, t, h, d = x.shape
-    return x[:, :, :, None, :].expand(b, t, h, groups, d).reshape(b, t, h * groups, d)
 
 
 def masked_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor,

@@ -16,7 +16,7 @@ import sympy
 import torch
 from torch.fx import GraphModule, Node
 
-from recfx.models.ksa_mask import ksa_mask, ksa_visibility
+from recfx.ops.ksa_layout import ksa_mask, ksa_visibility
 from recfx.passes.graph_view import ancestors_within
 from recfx.passes.ksa_pattern import NEG_INF_THRESHOLD
 from recfx.passes.utils import fetch_attr, is_impure, tensor_meta

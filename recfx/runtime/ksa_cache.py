@@ -21,7 +21,7 @@ import dataclasses
 import torch
 
 from recfx.kernels.ksa_reference import decode_reference, split_length
-from recfx.models import ksa_mask as layout
+from recfx.ops import ksa_layout as layout
 
 #: dtypes that run the Triton decode kernel on CUDA (the reference runs otherwise)
 KERNEL_DTYPES = (torch.bfloat16, torch.float16)
