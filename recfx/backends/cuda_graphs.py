@@ -69,19 +69,22 @@ class BatchGraphs:
     """
 
     def __init__(self, fn: Callable[..., Any], batches: Sequence[int] = DEFAULT_BATCHES, max_graphs: int = 16) -> None:
+        if isinstance(batches, int) or not isinstance(batches, Sequence):
+            raise TypeError(f"cuda_graph_batches must be a sequence of batch sizes such as (1, 2, 4, 8), got "
+                            f"{batches!r}")
         bad = [b for b in batches if not (isinstance(b, int) and b >= 1)]
         if bad:
             raise ValueError(f"cuda_graph_batches must be positive integers, got {bad}")
         self.fn = fn
         self.batches = tuple(sorted(set(batches)))
         self.max_graphs = max_graphs
-        self.graphs: dict[tuple[tuple[int, ...], ...], _Graph] = {}
+        self.graphs: dict[tuple[Any, ...], _Graph] = {}
         self.stats = GraphStats(self.batches)
 
     def __call__(self, *inputs: torch.Tensor) -> Any:
         if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
             return self.fn(*inputs)  # the caller captures the whole call (recfx bench --cuda-graphs on)
-        key = tuple(tuple(x.shape) for x in inputs)
+        key = _key(inputs)
         graph = self.graphs.get(key)
         if graph is None and self._capturable(inputs):
             graph = self._capture(inputs)
@@ -93,7 +96,7 @@ class BatchGraphs:
             static.copy_(x)
         graph.graph.replay()
         graph.replays += 1
-        self.stats.captured[str(list(key))] = graph.replays
+        self.stats.captured[str([list(x.shape) for x in inputs])] = graph.replays
         return tree_map(lambda t: t.clone() if isinstance(t, torch.Tensor) else t, graph.outputs)
 
     def _capturable(self, inputs: tuple[torch.Tensor, ...]) -> bool:
@@ -113,9 +116,14 @@ class BatchGraphs:
         with torch.cuda.graph(graph):
             outputs = self.fn(*static)
         captured = _Graph(graph, static, outputs)
-        self.graphs[tuple(tuple(x.shape) for x in inputs)] = captured
+        self.graphs[_key(inputs)] = captured
         log.info("captured a CUDA graph for input shapes %s", [list(x.shape) for x in inputs])
         return captured
+
+
+def _key(inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A graph serves one shape, dtype and device per input (a replay copies inputs into its own buffers)."""
+    return tuple((tuple(x.shape), x.dtype, x.device) if isinstance(x, torch.Tensor) else repr(x) for x in inputs)
 
 
 __all__ = ["DEFAULT_BATCHES", "BatchGraphs", "GraphStats"]

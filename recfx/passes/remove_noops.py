@@ -9,7 +9,16 @@ import torch
 from torch.fx import GraphModule, Node
 
 from recfx.passes.base import PassResult, register_pass
-from recfx.passes.utils import alias_root, fetch_attr, finish, mutated_values, same_shape, static_shape, tensor_meta
+from recfx.passes.utils import (
+    alias_root,
+    fetch_attr,
+    finish,
+    mutated_values,
+    returns_alias,
+    same_shape,
+    static_shape,
+    tensor_meta,
+)
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -210,8 +219,8 @@ def remove_noops(gm: GraphModule) -> PassResult:
         rule = NOOP_RULES.get(node.target) if node.op == "call_function" else None
         if rule is None or not node.args or not isinstance(node.args[0], Node):
             continue
-        if node.target in _COPIES and (node in mutated or node.args[0] in mutated):
-            continue  # a copy of a value written in place is not a no-op (an alias is: it is the same storage)
+        if not returns_alias(node) and (node in mutated or node.args[0] in mutated):
+            continue  # a copy (clone, x * 1...) of a value written in place is not a no-op; an alias is the storage
         if not rule(node) or _returns_input_alias(node):
             continue
         node.replace_all_uses_with(node.args[0])

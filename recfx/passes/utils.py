@@ -55,6 +55,11 @@ def _returns_alias(node: Node) -> bool:
     return any(r.alias_info is not None for r in target._schema.returns)
 
 
+def returns_alias(node: Node) -> bool:
+    """Whether the node's op returns a view of (shares storage with) an input: views, alias, in-place ops."""
+    return _returns_alias(node)
+
+
 def alias_root(node: Node) -> Node:
     """The node owning the storage ``node`` views (walking up through views, the pieces of split / chunk / unbind,
     and in-place ops' returns)."""

@@ -40,3 +40,8 @@ def test_captured_replay_matches_and_outputs_survive_the_next_call() -> None:
     assert len(runner.graphs) == 1 and runner.stats.uncaptured == {}
     runner(torch.randn(3, 16, device="cuda"))
     assert runner.stats.uncaptured == {3: 1}
+
+
+def test_buckets_must_be_a_sequence() -> None:
+    with pytest.raises(TypeError, match=r"sequence of batch sizes such as \(1, 2, 4, 8\)"):
+        BatchGraphs(lambda x: x, batches=4)  # type: ignore[arg-type]

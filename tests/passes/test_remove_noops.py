@@ -142,3 +142,21 @@ def test_copies_that_are_written_or_alias_outputs_are_kept(graph_of, count):
     assert copy.data_ptr() != h.data_ptr()
     torch.testing.assert_close(h[:, 1:], written[:, 1:])
     assert (written[:, 0] == 0).all() and not (h[:, 0] == 0).all()
+
+
+def test_neutral_arithmetic_on_a_value_written_later_is_kept() -> None:
+    """Review find: ``y = t * 1`` is a copy; once ``t`` is written in place, dropping it makes y see the write."""
+    from torch.fx.experimental.proxy_tensor import make_fx
+
+    from recfx.passes import PASSES
+
+    def f(a: torch.Tensor) -> torch.Tensor:
+        t = a + 1
+        y = t * 1
+        t.add_(1)
+        return y + t
+
+    gm = make_fx(f)(torch.zeros(3))
+    want = gm(torch.ones(3))
+    PASSES.get("remove_noops").instantiate(None)(gm)  # type: ignore[arg-type]
+    assert torch.equal(gm(torch.ones(3)), want)

@@ -42,7 +42,7 @@ from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.quant.convert import fresh_buffer
 from recfx.passes.quant.lower import FP8_GEMMS
 from recfx.passes.quant.state import PLAN
-from recfx.passes.utils import fetch_attr, fill_meta, finish, is_impure, tensor_meta
+from recfx.passes.utils import fetch_attr, fill_meta, finish, is_impure, mutated_values, tensor_meta
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -125,10 +125,11 @@ class _Emitter:
 
     def __init__(self, gm: GraphModule, fast_accum: bool, exact_quant: bool = False) -> None:
         self.gm = gm
+        self.mutated = mutated_values(gm)  # a tensor written in place is quantized anew before each GEMM reading it
         self.exact_quant = exact_quant
         self.graph: Graph = gm.graph
         self.fast_accum = fast_accum
-        self.quantized: dict[tuple[Node, Any], tuple[Node, Node]] = {}
+        self.quantized: dict[tuple[Any, ...], tuple[Node, Node]] = {}
         self.weights: dict[tuple[Node, Node], tuple[Node, Node]] = {}
         self.one: Node | None = None
 
@@ -138,16 +139,18 @@ class _Emitter:
     def _float32(self, x: Node) -> Node:
         return self.call(aten._to_copy.default, x, dtype=torch.float32)
 
-    def quantize(self, x: Node, k: int, x_scale: Node | None) -> tuple[Node, Node]:
-        """(q (M, K) fp8, s (M, 1) float32) of the rows of ``x``; one per (tensor, scale), shared by its GEMMs."""
-        key = (x, x_scale)
+    def quantize(self, x: Node, k: int, x_scale: Node | None, gemm: Node) -> tuple[Node, Node]:
+        """(q (M, K) fp8, s (M, 1) float32) of the rows of ``x``; one per (tensor, scale), shared by its GEMMs unless
+        ``x`` is written in place somewhere (then each GEMM quantizes the values it reads, right before it)."""
+        key = (x, gemm if x in self.mutated else None, x_scale)
         if key not in self.quantized:
             x2 = self.call(aten.reshape.default, x, [-1, k])  # (M, K)
             if x_scale is None:  # dynamic per token
-                self.quantized[key] = quantize_per_token(self.call, x2, exact=self.exact_quant)
+                q, s = quantize_per_token(self.call, x2, exact=self.exact_quant)
+                self.quantized[key] = (self._row_major(q), s)
             else:  # static per tensor: the calibrated scalar, repeated for each row (the GEMM takes row scales)
                 rows_of = quantize_rows if self.exact_quant else quantize_rows_float32
-                q = rows_of(self.call, self._float32(x2), x_scale)
+                q = self._row_major(rows_of(self.call, self._float32(x2), x_scale))
                 rows = self.call(aten.sym_size.int, x2, 0)
                 scale = self.call(aten.expand.default, self.call(aten.reshape.default, x_scale, [1, 1]), [rows, 1])
                 self.quantized[key] = (q, self.call(aten.clone.default, scale, memory_format=torch.contiguous_format))
@@ -172,7 +175,7 @@ class _Emitter:
         k, n, dtype = int(x_val.shape[-1]), int(w_val.shape[0]), x_val.dtype
         lead = [self.call(aten.sym_size.int, x, d) if not isinstance(s, int) else s
                 for d, s in enumerate(x_val.shape[:-1])]
-        q, s_x = self.quantize(x, k, x_scale)
+        q, s_x = self.quantize(x, k, x_scale, node)
         w_t, s_w = self.weight(w_q, w_s, n)
         if dtype in ROWWISE_OUT_DTYPES:
             fused_bias = bias if isinstance(bias, Node) and _dtype(bias) == dtype else None
@@ -181,7 +184,7 @@ class _Emitter:
                 y = self.call(aten._to_copy.default,
                               self.call(aten.add.Tensor, self._float32(y), self._float32(bias)), dtype=dtype)
         else:  # unit scales, float32 out; the scales (+ bias) are a pointwise epilogue Inductor fuses downstream
-            one = self._one()
+            one = self._one(w_q)
             acc = self.call(aten._scaled_mm.default, q, w_t, one, one, None, None, torch.float32, self.fast_accum)
             acc = self.call(aten.mul.Tensor, self.call(aten.mul.Tensor, acc, s_x), s_w)
             if bias is not None:
@@ -189,9 +192,14 @@ class _Emitter:
             y = self.call(aten._to_copy.default, acc, dtype=dtype)
         return self.call(aten.reshape.default, y, [*lead, n])  # (..., N)
 
-    def _one(self) -> Node:
+    def _row_major(self, q: Node) -> Node:
+        """cuBLASLt takes a row-major first operand (``x.reshape(-1, K)`` of a transposed view is not)."""
+        return self.call(aten.clone.default, q, memory_format=torch.contiguous_format)
+
+    def _one(self, w_q: Node) -> Node:
         if self.one is None:  # created before the first GEMM that needs it, so before every later one
-            name = fresh_buffer(self.gm, "unit_scale", torch.ones((), dtype=torch.float32))
+            device = fetch_attr(self.gm, str(w_q.target)).device  # scales live where the GEMM runs
+            name = fresh_buffer(self.gm, "unit_scale", torch.ones((), dtype=torch.float32, device=device))
             self.one = self.graph.get_attr(name)
         return self.one
 

@@ -153,3 +153,42 @@ def test_default_float32_quantization_is_within_one_step(fp8, toy) -> None:
         got = gm(x)
     torch.testing.assert_close(got, want, rtol=0.05, atol=0.05)
     assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.99999
+
+
+class _WrittenBetween(nn.Module):
+    """Review find: the tensor two GEMMs read is written in place (through a view) between them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.p, self.a, self.b = (nn.Linear(32, 32, bias=False) for _ in range(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.p(x) * 2
+        y1 = self.a(h)
+        h[:, :16].add_(3.0)
+        return y1 + self.b(h)
+
+
+def test_a_tensor_written_between_two_gemms_is_quantized_for_each(fp8) -> None:
+    torch.manual_seed(0)
+    quant = QuantConfig(rules=(QuantRule("include", path="a"), QuantRule("include", path="b")))
+    gm, _ = fp8.run(_WrittenBetween().eval(), (torch.randn(4, 32),), list(fp8_passes()), quant=quant)
+    x = torch.randn(4, 32)
+    with torch.inference_mode():
+        want = gm(x)
+    _, summary = _lower(gm)
+    assert summary.lowered == 2 and summary.quantizations == 2  # not shared: the second sees the written values
+    with torch.inference_mode():
+        assert torch.equal(gm(x), want)
+
+
+def test_quantized_operand_is_row_major_and_unit_scale_follows_the_weights(fp8, toy) -> None:
+    model, inputs = toy
+    gm, _ = fp8.run(model, inputs, list(fp8_passes()))
+    _lower(gm)
+    for mm in fp8.nodes(gm, aten._scaled_mm.default):
+        q = mm.args[0]
+        assert q.target is aten.clone.default and q.kwargs["memory_format"] == torch.contiguous_format
+    unit = [n for n in gm.graph.nodes if n.op == "get_attr" and "unit_scale" in str(n.target)]
+    assert len(unit) == 1 and getattr(gm, str(unit[0].target)).device == gm.get_buffer(
+        str(fp8.nodes(gm, aten._scaled_mm.default)[0].args[1].args[0].target)).device
