@@ -73,6 +73,11 @@ class TorchaoFp8(Backend):
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
 
         model = copy.deepcopy(ctx.extras["model"])
+        # 16+ block instances x 3 beam-step shapes x the bench's batches: dynamo's default limit of 8 entries per
+        # code object would silently run the rest eagerly
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 512)
+        torch._dynamo.config.accumulated_cache_size_limit = max(torch._dynamo.config.accumulated_cache_size_limit,
+                                                                4096)
 
         def quantized(module: torch.nn.Module, fqn: str) -> bool:
             return (isinstance(module, torch.nn.Linear) and fqn.startswith("layers.")
