@@ -22,7 +22,7 @@ from torch.fx import GraphModule
 from recfx.backends.base import Availability, register_backend
 from recfx.backends.cuda_graphs import DEFAULT_BATCHES, BatchGraphs
 from recfx.backends.eager import EagerBackend
-from recfx.backends.inductor import _INDUCTOR_OPTIONS, InductorBackend
+from recfx.backends.inductor import _INDUCTOR_OPTIONS, GQA_OPTIONS, InductorBackend
 from recfx.passes.base import PassContext
 from recfx.passes.quant.lower_scaled_mm import OPTIONS as LOWERING_OPTIONS
 
@@ -74,8 +74,8 @@ class CudaFp8Backend(InductorBackend):
         return [*super().passes(ctx), "fp8_lower_scaled_mm"]
 
     def inductor_options(self, ctx: PassContext) -> dict[str, Any]:
-        options = self.options(ctx, (*_INDUCTOR_OPTIONS, *LOWERING_OPTIONS, *GRAPH_OPTIONS))
-        for key in (*LOWERING_OPTIONS, *GRAPH_OPTIONS):
+        options = self.options(ctx, (*_INDUCTOR_OPTIONS, *GQA_OPTIONS, *LOWERING_OPTIONS, *GRAPH_OPTIONS))
+        for key in (*GQA_OPTIONS, *LOWERING_OPTIONS, *GRAPH_OPTIONS):
             options.pop(key, None)
         return options
 

@@ -13,6 +13,8 @@ from recfx.backends.base import Availability, Backend, register_backend
 from recfx.passes.base import PassContext
 
 _INDUCTOR_OPTIONS = ("mode", "options", "dynamic", "fullgraph")
+#: Options of recfx's lowering for Inductor (not passed to ``torch.compile``).
+GQA_OPTIONS = ("fold_gqa",)
 
 
 def inductor_availability() -> Availability:
@@ -35,9 +37,17 @@ class InductorBackend(Backend):
     def availability(self) -> Availability:
         return inductor_availability()
 
+    def passes(self, ctx: PassContext) -> list[str]:
+        """Then GQA attention folded (``backend_options={"fold_gqa": False}`` keeps the repeated K/V)."""
+        fold = bool(ctx.config.backend_options.get("fold_gqa", True)) if ctx.config is not None else True
+        return [*super().passes(ctx), *(["fold_gqa_attention"] if fold else [])]
+
     def inductor_options(self, ctx: PassContext) -> dict[str, Any]:
         """The user's backend options that go to ``torch.compile`` (subclasses may take more and remove them)."""
-        return self.options(ctx, _INDUCTOR_OPTIONS)
+        options = self.options(ctx, (*_INDUCTOR_OPTIONS, *GQA_OPTIONS))
+        for key in GQA_OPTIONS:
+            options.pop(key, None)
+        return options
 
     def compile(self, gm: GraphModule, ctx: PassContext) -> Callable[..., Any]:
         options = self.inductor_options(ctx)
