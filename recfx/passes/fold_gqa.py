@@ -31,7 +31,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from recfx.passes.base import PassResult, register_pass
-from recfx.passes.utils import fill_meta, finish, is_impure, mutated_values, tensor_meta
+from recfx.passes.utils import fill_meta, finish, is_impure, mutated_values, same_shape, tensor_meta
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -67,7 +67,7 @@ def _norm(dim: int, rank: int) -> int:
     return dim + rank if dim < 0 else dim
 
 
-def _is_swap_1_2(node: Node) -> bool:
+def _is_swap_1_2(node: Any) -> bool:
     """``transpose(x, 1, 2)`` / ``permute(x, [0, 2, 1, 3])`` of a rank-4 tensor."""
     if _call(node, aten.transpose.int):
         return sorted(_norm(int(d), 4) for d in node.args[1:3]) == [1, 2]
@@ -76,18 +76,18 @@ def _is_swap_1_2(node: Node) -> bool:
     return False
 
 
-def _expanded_repeat(node: Node) -> _Source | None:
+def _expanded_repeat(node: Any) -> _Source | None:
     """``view(clone?(expand(unsqueeze(x, d))))`` that repeats dim ``d - 1`` of a rank-4 ``x`` in place: the repeated
     copies of each head sit next to each other, as ``repeat_interleave`` would place them."""
     if not _call(node, *_VIEWS):
         return None
-    inner = node.args[0]
+    inner: Any = node.args[0]
     if _call(inner, aten.clone.default):
         inner = inner.args[0]
     if not _call(inner, aten.expand.default) or not _call(inner.args[0], aten.unsqueeze.default):
         return None
-    unsq = inner.args[0]
-    x = unsq.args[0]
+    unsq: Any = inner.args[0]
+    x: Any = unsq.args[0]
     xs, es, vs = _shape(x), _shape(inner), _shape(node)
     if xs is None or es is None or vs is None or len(xs) != 4 or len(es) != 5 or len(vs) != 4:
         return None
@@ -96,10 +96,9 @@ def _expanded_repeat(node: Node) -> _Source | None:
         return None
     r = es[d]
     head = d - 1
-    if not _static(r, xs[head]) or es[:d] != xs[:d] or es[d + 1:] != xs[d:]:
+    if not _static(r, xs[head]) or not same_shape(inner, (*xs[:d], r, *xs[d:])):
         return None
-    merged = xs[:head] + (xs[head] * r,) + xs[head + 1:]
-    if vs != merged:
+    if not same_shape(node, (*xs[:head], xs[head] * r, *xs[head + 1:])):
         return None
     return _Source(x, int(r), transposed=head == 2)
 
@@ -112,9 +111,9 @@ def _repeat_source(node: Any) -> _Source | None:
         src = _expanded_repeat(node.args[0])
         return src if src is not None and src.transposed else None
     if _call(node, aten.repeat_interleave.self_int):
-        dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else None)
-        r = node.args[1]
-        x = node.args[0]
+        dim: Any = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else None)
+        r: Any = node.args[1]
+        x: Any = node.args[0]
         xs = _shape(x)
         if xs is None or len(xs) != 4 or dim is None or _norm(int(dim), 4) != 1 or not isinstance(r, int):
             return None
