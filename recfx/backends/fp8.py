@@ -22,7 +22,7 @@ from torch.fx import GraphModule
 from recfx.backends.base import Availability, register_backend
 from recfx.backends.cuda_graphs import DEFAULT_BATCHES, BatchGraphs
 from recfx.backends.eager import EagerBackend
-from recfx.backends.inductor import _INDUCTOR_OPTIONS, GQA_OPTIONS, InductorBackend
+from recfx.backends.inductor import _INDUCTOR_OPTIONS, LOWERING_CHOICES, InductorBackend
 from recfx.passes.base import PassContext
 from recfx.passes.quant.lower_scaled_mm import OPTIONS as LOWERING_OPTIONS
 
@@ -70,12 +70,15 @@ class CudaFp8Backend(InductorBackend):
     def availability(self) -> Availability:
         return fp8_gpu_availability()
 
+    def lowerings(self, ctx: PassContext) -> list[tuple[str, str]]:
+        return [*super().lowerings(ctx), ("route_moe", "route_moe_experts_fp8")]
+
     def passes(self, ctx: PassContext) -> list[str]:
         return [*super().passes(ctx), "fp8_lower_scaled_mm"]
 
     def inductor_options(self, ctx: PassContext) -> dict[str, Any]:
-        options = self.options(ctx, (*_INDUCTOR_OPTIONS, *GQA_OPTIONS, *LOWERING_OPTIONS, *GRAPH_OPTIONS))
-        for key in (*GQA_OPTIONS, *LOWERING_OPTIONS, *GRAPH_OPTIONS):
+        options = self.options(ctx, (*_INDUCTOR_OPTIONS, *LOWERING_CHOICES, *LOWERING_OPTIONS, *GRAPH_OPTIONS))
+        for key in (*LOWERING_CHOICES, *LOWERING_OPTIONS, *GRAPH_OPTIONS):
             options.pop(key, None)
         return options
 

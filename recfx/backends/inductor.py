@@ -14,7 +14,12 @@ from recfx.passes.base import PassContext
 
 _INDUCTOR_OPTIONS = ("mode", "options", "dynamic", "fullgraph")
 #: Options of recfx's lowering for Inductor (not passed to ``torch.compile``).
-GQA_OPTIONS = ("fold_gqa",)
+#: Optional lowerings of the Inductor backends, each on unless its backend option is False.
+LOWERING_CHOICES = ("fold_gqa", "route_moe")
+
+
+def _on(ctx: PassContext, option: str) -> bool:
+    return bool(ctx.config.backend_options.get(option, True)) if ctx.config is not None else True
 
 
 def inductor_availability() -> Availability:
@@ -38,14 +43,18 @@ class InductorBackend(Backend):
         return inductor_availability()
 
     def passes(self, ctx: PassContext) -> list[str]:
-        """Then GQA attention folded (``backend_options={"fold_gqa": False}`` keeps the repeated K/V)."""
-        fold = bool(ctx.config.backend_options.get("fold_gqa", True)) if ctx.config is not None else True
-        return [*super().passes(ctx), *(["fold_gqa_attention"] if fold else [])]
+        """Then GQA attention folded and MoE layers routed (``backend_options={"fold_gqa": False}`` keeps the repeated
+        K/V, ``{"route_moe": False}`` the dense all-experts sum)."""
+        return [*super().passes(ctx), *[name for option, name in self.lowerings(ctx) if _on(ctx, option)]]
+
+    def lowerings(self, ctx: PassContext) -> list[tuple[str, str]]:
+        """(backend option, pass) of the optional lowerings, in order."""
+        return [("fold_gqa", "fold_gqa_attention"), ("route_moe", "route_moe_experts")]
 
     def inductor_options(self, ctx: PassContext) -> dict[str, Any]:
         """The user's backend options that go to ``torch.compile`` (subclasses may take more and remove them)."""
-        options = self.options(ctx, (*_INDUCTOR_OPTIONS, *GQA_OPTIONS))
-        for key in GQA_OPTIONS:
+        options = self.options(ctx, (*_INDUCTOR_OPTIONS, *LOWERING_CHOICES))
+        for key in LOWERING_CHOICES:
             options.pop(key, None)
         return options
 
