@@ -13,7 +13,6 @@ from recfx.backends.base import Availability, Backend, register_backend
 from recfx.passes.base import PassContext
 
 _INDUCTOR_OPTIONS = ("mode", "options", "dynamic", "fullgraph")
-#: Options of recfx's lowering for Inductor (not passed to ``torch.compile``).
 #: Optional lowerings of the Inductor backends, each on unless its backend option is False.
 LOWERING_CHOICES = ("fold_gqa", "route_moe")
 
