@@ -264,8 +264,8 @@ def profile_call(fn: Any) -> dict[str, Any]:
             "top_kernels": [{"name": n[:160], "ms": ms} for n, ms in top]}
 
 
-def part_profile(out: dict[str, Any], batch: int) -> None:
-    spec = get_model("onerec-1b")
+def part_profile(out: dict[str, Any], batch: int, model_name: str = "onerec-1b") -> None:
+    spec = get_model(model_name)
     model = spec.build().to("cuda", torch.bfloat16)
     inputs = spec.example_inputs(batch, device="cuda", dtype=torch.bfloat16)
     example = spec.example_inputs(2, device="cuda", dtype=torch.bfloat16)
@@ -345,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
             elif part == "bench":
                 part_bench(out, args, folder / args.model)
             elif part == "profile":
-                part_profile(out, args.profile_batch)
+                part_profile(out, args.profile_batch, args.model)
         except Exception as err:  # one failing part does not lose the others' results
             log.exception("part %s failed", part)
             out.setdefault("failed", {})[part] = f"{type(err).__name__}: {err}"
