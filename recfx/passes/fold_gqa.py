@@ -172,15 +172,43 @@ def _foldable(node: Node, mutated: set[Node]) -> tuple[_Source, _Source] | None:
     found = _sources(node, args)
     if found is None:
         return None
-    if any(src.node in mutated for src in found) or args["query"] in mutated:
-        return None
+    if {args["query"], args["key"], args["value"], *_path(args["key"]), *_path(args["value"])} & mutated:
+        return None  # a write to q, to the repeated copies or to their sources: the fold would read other values
     return found
+
+
+def _path(node: Any) -> list[Node]:
+    """The nodes from a repeated K/V back to its source (the source included)."""
+    out: list[Node] = []
+    while isinstance(node, Node) and node.op == "call_function" and len(out) < 6:
+        out.append(node)
+        node = node.args[0] if node.args else None
+    if isinstance(node, Node):
+        out.append(node)
+    return out
 
 
 def _base(graph: Any, src: _Source) -> Node:
     if src.transposed:
         return graph.call_function(aten.transpose.int, (src.node, 1, 2))
     return src.node
+
+
+def _same_layout(graph: Any, out: Node, like: torch.Tensor | None) -> tuple[Node, list[Node]]:
+    """``out`` (contiguous (B, H, N, D)) in the memory order the replaced attention's output had.
+
+    SDPA kernels write their output in the query's layout ((B, N, H, D) memory for the usual transposed q), and the
+    graph after it may ``view`` that layout (``out.transpose(1, 2).view(B, N, -1)``): the folded output keeps it.
+    """
+    if like is None or like.is_contiguous():
+        return out, []
+    strides = [int(s) if isinstance(s, int) else 0 for s in like.stride()]
+    order = sorted(range(4), key=lambda d: -strides[d])  # outermost dim first
+    inverse = [order.index(d) for d in range(4)]
+    permuted = graph.call_function(aten.permute.default, (out, order))
+    dense = graph.call_function(aten.clone.default, (permuted,), {"memory_format": torch.contiguous_format})
+    back = graph.call_function(aten.permute.default, (dense, inverse))
+    return back, [permuted, dense]
 
 
 @register_pass("fold_gqa_attention", stage="lower")
@@ -208,8 +236,10 @@ def fold_gqa_attention(gm: GraphModule) -> PassResult:
                       "scale": args.get("scale")}
             attn = graph.call_function(_SDPA, (q_rows, k, v), kwargs)
             rows = graph.call_function(aten.unflatten.int, (attn, 2, [r, -1]))  # (B, G, r, N, D)
-            out = graph.call_function(aten.flatten.using_ints, (rows, 1, 2))  # (B, H, N, D)
-        new = [n for n in (k, v) if n is not ksrc.node and n is not vsrc.node] + [q_groups, q_rows, attn, rows, out]
+            flat = graph.call_function(aten.flatten.using_ints, (rows, 1, 2))  # (B, H, N, D)
+            out, laid = _same_layout(graph, flat, tensor_meta(node))
+        new = [n for n in (k, v) if n is not ksrc.node and n is not vsrc.node] + [q_groups, q_rows, attn, rows, flat]
+        new += [*laid, out] if out is not flat else []
         for n in new:
             n.meta.update({key: val for key, val in node.meta.items() if key in ("stack_trace", "nn_module_stack")})
         fill_meta(gm, new)

@@ -14,7 +14,9 @@ weighted outputs added to ``base`` in the order the original sum adds them. For 
 the same quantized weights and scales, and each token's activation is quantized once, as the dense form does.
 
 What stays the same: an unrouted expert adds ``0 * y``, which is +-0 for a finite ``y``, so the routed sum adds the
-same non-zero terms in the same order; each term's GEMM is a different kernel (grouped instead of dense), so values
+same non-zero terms in the same order (the one difference: an unrouted expert whose output is inf or NaN makes the
+dense sum NaN, the routed one does not run it; ``backend_options={"route_moe": False}`` keeps the dense form);
+each term's GEMM is a different kernel (grouped instead of dense), so values
 agree to the kernels' rounding, not bit for bit. The rewrite needs: the routing matrix built by ``scatter`` into
 zeros from a ``topk``'s indices along the last axis, read only by one ``[..., i:i+1]`` slice per expert, each slice
 times one expert, the products summed in one chain whose base has the output's shape; static E, k, d and hidden
@@ -88,6 +90,9 @@ def _linear(node: Any, fp8: bool) -> tuple[Any, Any, tuple[Any, ...]] | None:
         if bias is not None or x_scale is not None:  # per-token dynamic activations, no bias
             return None
         ok = all(isinstance(n, Node) and n.op == "get_attr" for n in (w, s))
+        out, xv = tensor_meta(node), tensor_meta(x)
+        if out is None or xv is None or out.dtype != xv.dtype:  # an out_dtype other than the input's
+            return None
         return (x, w, (s,)) if ok else None
     return None
 
@@ -161,10 +166,12 @@ def _match(scatter: Node, mutated: set[Node]) -> _Moe | None:
     if chain is None:
         return None
     base, order, end = chain
-    if not same_shape(base, end) or not same_shape(x_seen, end):
-        return None
-    if {x_seen, index, src} & mutated:
-        return None
+    xs = _shape(x_seen)
+    if xs is None or not same_shape(base, end) or not same_shape(x_seen, end) or not same_shape(index, (*xs[:-1], k)):
+        return None  # routing that broadcasts over tokens (e.g. pooled) is not one choice per token
+    weights = [n for ex in experts_of.values() for n in (ex.w1, ex.w3, ex.w2, *(ex.scales or ()))]
+    if {x_seen, index, src, zeros, scatter, *weights} & mutated:
+        return None  # a write to the zeros, the weights (copied at compile time) or the inputs changes the sum
     return _Moe(x_seen, index, src, [experts_of[m] for m in order], [terms[m] for m in order], base, end, fp8)
 
 
@@ -232,10 +239,11 @@ class _Emitter:
         position[torch.tensor(moe.expert_ids)] = torch.arange(e)
         keys = self.call(aten.index.Tensor, self.buffer(f"{name}_chain_position", position.to(device)), [idx])
         per_token = self.call(aten.sort.stable, keys, stable=True, dim=-1)
-        perm = self.call(operator.getitem, per_token, 1)
-        idx = self.call(aten.gather.default, idx, -1, perm)
+        slots, perm = (self.call(operator.getitem, per_token, i) for i in (0, 1))
         wts = self.call(aten.gather.default, wts, -1, perm)
-        flat = self.call(aten.reshape.default, idx, [-1])  # (N*k,) expert of each (token, slot)
+        # (N*k,) the chain position of each (token, slot)'s expert: group g runs the g-th expert the sum adds, which
+        # is how the weights are stacked
+        flat = self.call(aten.reshape.default, slots, [-1])
         by_expert = self.call(aten.sort.stable, flat, stable=True, dim=0)
         sorted_e, order = (self.call(operator.getitem, by_expert, i) for i in (0, 1))
         rows = self.call(aten.div.Scalar_mode, order, k, rounding_mode="floor")  # the token of each sorted pair
@@ -276,21 +284,23 @@ class _RouteMoe:
         self.fp8, self.fast_accum, self.exact_quant, self.cuda_only = fp8, fast_accum, exact_quant, cuda_only
 
     def __call__(self, gm: GraphModule) -> PassResult:
-        mutated = mutated_values(gm)
-        found = [m for n in list(gm.graph.nodes) if _call(n, aten.scatter.src)
-                 for m in [_match(n, mutated)] if m is not None and m.fp8 == self.fp8
-                 and _supported(gm, m, self.cuda_only)]
         emitter = _Emitter(gm, self.fast_accum, self.exact_quant)
-        weights = {str(ex.w1.target) for m in found for ex in m.experts}
-        for i, moe in enumerate(found):
+        found: list[_Moe] = []
+        while True:  # one layer at a time: a layer whose input is the previous layer's output reads the routed one
+            mutated = mutated_values(gm)
+            moe = next((m for n in gm.graph.nodes if _call(n, aten.scatter.src) for m in [_match(n, mutated)]
+                        if m is not None and m.fp8 == self.fp8 and _supported(gm, m, self.cuda_only)), None)
+            if moe is None:
+                break
             with gm.graph.inserting_before(moe.end):
-                out = emitter.emit(moe, f"moe{i}")
+                out = emitter.emit(moe, f"moe{len(found)}")
             moe.end.replace_all_uses_with(out)
-        if found:
             gm.graph.eliminate_dead_code(is_impure_node=is_impure)
-            weights |= {str(ex.w3.target) for m in found for ex in m.experts}
-            weights |= {str(ex.w2.target) for m in found for ex in m.experts}
-            weights |= {str(s.target) for m in found for ex in m.experts for s in (ex.scales or ())}
+            fill_meta(gm)
+            found.append(moe)
+        if found:
+            weights = {str(n.target) for m in found for ex in m.experts
+                       for n in (ex.w1, ex.w3, ex.w2, *(ex.scales or ()))}
             erase_unused_attrs(gm, weights)
             fill_meta(gm)
             finish(gm)
@@ -300,11 +310,11 @@ class _RouteMoe:
 
 def _supported(gm: GraphModule, moe: _Moe, cuda_only: bool) -> bool:
     """Static sizes the grouped GEMMs take (d and the hidden size multiples of 16), bf16 activations, FP8 on CUDA."""
-    shapes = [fetch_attr(gm, str(n.target)).shape for ex in moe.experts for n in (ex.w1, ex.w3, ex.w2)]
-    if len({tuple(s) for s in shapes[0::3]}) != 1 or len({tuple(s) for s in shapes[2::3]}) != 1:
-        return False
+    shapes = [tuple(fetch_attr(gm, str(n.target)).shape) for ex in moe.experts for n in (ex.w1, ex.w3, ex.w2)]
+    if len(shapes[0]) != 2 or any(s != shapes[i % 3] for i, s in enumerate(shapes)):
+        return False  # every expert the same sizes
     f, d = shapes[0]
-    if f % 16 or d % 16 or shapes[1] != shapes[0] or tuple(shapes[2]) != (d, f):
+    if f % 16 or d % 16 or shapes[1] != shapes[0] or shapes[2] != (d, f) or _shape(moe.indices)[-1] < 1:  # type: ignore[index]
         return False
     device = fetch_attr(gm, str(moe.experts[0].w1.target)).device
     dtype = tensor_meta(moe.x).dtype  # type: ignore[union-attr]

@@ -112,3 +112,36 @@ def test_leaves_alone_a_source_written_in_place(graph_of):
     want = gm(q, k, v)
     assert not fold_gqa_attention(gm).modified
     torch.testing.assert_close(gm(q, k, v), want, rtol=0, atol=0)
+
+
+class WriteToRepeat(nn.Module):
+    """A write to the repeated copy (not to its source): the fold would read the unwritten source."""
+
+    def forward(self, q, k, v):
+        kr = k.transpose(1, 2).repeat_interleave(R, dim=1)
+        kr[:, 0] = 0.0
+        vr = v.transpose(1, 2).repeat_interleave(R, dim=1)
+        return F.scaled_dot_product_attention(q, kr, vr)
+
+
+def test_leaves_alone_a_write_to_the_repeated_copy(graph_of):
+    g = torch.Generator().manual_seed(2)
+    q = torch.randn(B, H, N, D, generator=g, dtype=torch.float64)
+    k = torch.randn(B, T, G, D, generator=g, dtype=torch.float64)
+    v = torch.randn(B, T, G, D, generator=g, dtype=torch.float64)
+    gm = graph_of(WriteToRepeat(), q, k, v)
+    want = gm(q, k, v)
+    assert not fold_gqa_attention(gm).modified
+    torch.testing.assert_close(gm(q, k, v), want, rtol=0, atol=0)
+
+
+def test_output_keeps_the_original_layout(graph_of):
+    """Where the captured attention output is laid out (B, N, H, D) in memory, the folded one is too."""
+    gm = graph_of(Attn("recfx"), *_inputs())
+    (sdpa,) = [n for n in gm.graph.nodes if n.target is torch.ops.aten.scaled_dot_product_attention.default]
+    like = sdpa.meta["val"]
+    assert not like.is_contiguous()  # SDPA writes in the query's (B, N, H, D) memory order
+    fold_gqa_attention(gm)
+    users = [n for n in gm.graph.nodes if n.target is torch.ops.aten.transpose.int and n.args[1:] == (1, 2)
+             and "val" in n.meta and n.meta["val"].shape[1] == N]
+    assert users and all(u.args[0].meta["val"].stride() == like.stride() for u in users[-1:])

@@ -95,9 +95,9 @@ def test_leaves_alone_a_sum_over_some_experts(graph_of):
 
 
 def test_onerec_tiny_golden_count():
-    import recfx
-
     import copy
+
+    import recfx
 
     spec = get_model("onerec-tiny")
     model = spec.build().to(torch.bfloat16)
@@ -150,3 +150,85 @@ def test_fp8_experts_route_with_the_same_quantization(cpu_scaled_grouped_mm):
         want, got = compiled(xs).float(), gm(xs).float()
     cos = torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0)
     assert cos > 0.999, cos
+
+
+class Written(nn.Module):
+    """MoE variants the review found: sum order, pooled routing, written zeros, two stacked layers."""
+
+    def __init__(self, variant):
+        super().__init__()
+        self.a, self.b = _moe(torch.bfloat16), _moe(torch.bfloat16)
+        self.variant = variant
+
+    def layer(self, m, x):
+        routed = x.mean(0, keepdim=True) if self.variant == "pooled" else x
+        probs = torch.softmax(m.router(routed), dim=-1)
+        top_w, top_i = probs.topk(2, dim=-1)
+        zeros = torch.zeros_like(probs)
+        if self.variant == "written_zeros":
+            zeros[..., 0] = 0.25
+        weights = zeros.scatter(-1, top_i, top_w)
+        out = torch.zeros_like(x)
+        order = [3, 1, 4, 0, 2] if self.variant == "order" else range(5)
+        for i in order:
+            out = out + weights[..., i : i + 1] * m.experts[i](x)
+        return out
+
+    def forward(self, x):
+        y = self.layer(self.a, x)
+        return self.layer(self.b, y) if self.variant == "stacked" else y
+
+
+@pytest.mark.parametrize("variant,routed", [("order", 1), ("pooled", 0), ("written_zeros", 0), ("stacked", 2)])
+def test_review_cases(graph_of, count, variant, routed):
+    x = torch.randn(6, 32, dtype=torch.bfloat16)
+    gm = graph_of(Written(variant), x)
+    want = gm(x)
+    assert route_moe_experts(gm).changed_nodes == routed
+    if variant == "stacked":
+        assert count(gm, "aten.linear.default") == 2  # only the routers: no dense layer stays alive
+    got = gm(x)
+    cos = torch.nn.functional.cosine_similarity(got.double().flatten(), want.double().flatten(), dim=0)
+    assert cos > 0.9999 and _rel_err(got, want.double()) < 2e-2
+
+
+@pytest.mark.parametrize("out_dtype", [None, torch.float32])
+def test_fp8_experts_with_another_out_dtype_stay(cpu_scaled_grouped_mm, out_dtype):
+    from recfx.ops.fp8 import quantize_weight
+
+    class Fp8Out(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.out_dtype = out_dtype
+            moe = _moe(torch.bfloat16)
+            self.router = moe.router
+            for i, e in enumerate(moe.experts):
+                for name in ("w1", "w3", "w2"):
+                    q, s = quantize_weight(getattr(e, name).weight.float())
+                    self.register_buffer(f"q{i}{name}", q)
+                    self.register_buffer(f"s{i}{name}", s)
+
+        def lin(self, x, i, name):
+            w, s = getattr(self, f"q{i}{name}"), getattr(self, f"s{i}{name}")
+            return torch.ops.recfx.fp8_linear(x, w, s, None, None, self.out_dtype)
+
+        def forward(self, x):
+            probs = torch.softmax(self.router(x), dim=-1)
+            top_w, top_i = probs.topk(2, dim=-1)
+            weights = torch.zeros_like(probs).scatter(-1, top_i, top_w)
+            out = torch.zeros_like(x)
+            for i in range(5):
+                h = torch.nn.functional.silu(self.lin(x, i, "w1")) * self.lin(x, i, "w3")
+                out = out + weights[..., i : i + 1] * self.lin(h, i, "w2")
+            return out
+
+    from recfx.frontend import capture
+
+    gm = capture(Fp8Out().eval(), (torch.randn(2, 7, 32, dtype=torch.bfloat16),), dynamic_batch=True).graph_module
+    x = torch.randn(3, 7, 32, dtype=torch.bfloat16)
+    want = gm(x)
+    assert _RouteMoe(fp8=True, cuda_only=False)(gm).changed_nodes == (1 if out_dtype is None else 0)
+    got = gm(x)
+    assert got.dtype == want.dtype
+    cos = torch.nn.functional.cosine_similarity(got.double().flatten(), want.double().flatten(), dim=0)
+    assert cos > 0.999
