@@ -27,8 +27,10 @@ from recfx.models import get_model  # noqa: E402
 from recfx.serving import ModelServing, ServerAddress, serve  # noqa: E402
 
 MODELS = ("onerec-tiny", "dlrm-small")
-CLIENTS, REQUESTS = 8, 50  # 4 HTTP + 4 gRPC clients, 50 requests each, alternating the two models
-BATCHES = (1, 2, 3, 5, 8)
+CLIENTS, REQUESTS = 8, 50  # 4 HTTP + 4 gRPC clients, 50 requests each
+ONEREC_EVERY = 5  # every 5th request of a client goes to onerec-tiny (~0.5 s a call here), the rest to dlrm-small
+BATCHES = {"onerec-tiny": (1, 2, 3), "dlrm-small": (1, 2, 3, 5, 8)}
+POOL = 2  # distinct inputs per (model, batch size): their in-process answers are computed once
 MAX_BATCH = 8
 # Dynamic batching runs a request inside a larger batch: float GEMMs then block (and round) differently than the
 # in-process call at the request's own batch size. Integer outputs (onerec's item ids) must be equal; float32
@@ -48,18 +50,30 @@ def modules(tmp_path_factory: pytest.TempPathFactory) -> dict[str, recfx.Compile
     return out
 
 
-def _check(module: recfx.CompiledModule, inputs: tuple[torch.Tensor, ...], got: list[np.ndarray]) -> bool:
+@pytest.fixture(scope="module")
+def pool(modules: dict[str, recfx.CompiledModule]) -> dict[tuple[str, int, int], tuple]:
+    """(model, batch, k) -> (inputs, the in-process module's outputs): what the clients send and expect."""
+    out = {}
+    for name in MODELS:
+        spec = get_model(name)
+        for b in BATCHES[name]:
+            for k in range(POOL):
+                inputs = spec.example_inputs(b, seed=100 * b + k)
+                out[name, b, k] = inputs, [w.numpy() for w in torch.utils._pytree.tree_leaves(modules[name](*inputs))]
+    return out
+
+
+def _check(want: list[np.ndarray], got: list[np.ndarray]) -> bool:
     """Assert the served outputs match the in-process module's; return whether they are bit-identical."""
-    want = torch.utils._pytree.tree_leaves(module(*inputs))
     assert len(got) == len(want)
     exact = True
     for g, w in zip(got, want):
-        assert g.shape == tuple(w.shape) and g.dtype == w.numpy().dtype
-        if w.is_floating_point():
-            np.testing.assert_allclose(g, w.numpy(), rtol=RTOL, atol=ATOL)
+        assert g.shape == w.shape and g.dtype == w.dtype
+        if np.issubdtype(w.dtype, np.floating):
+            np.testing.assert_allclose(g, w, rtol=RTOL, atol=ATOL)
         else:
-            np.testing.assert_array_equal(g, w.numpy())
-        exact &= bool(np.array_equal(g, w.numpy()))
+            np.testing.assert_array_equal(g, w)
+        exact &= bool(np.array_equal(g, w))
     return exact
 
 
@@ -88,12 +102,12 @@ def _bad_requests(http: str) -> list[tuple[str, dict, str]]:
     ]
 
 
-def test_serve_under_load(modules: dict[str, recfx.CompiledModule], tmp_path) -> None:
+def test_serve_under_load(modules: dict[str, recfx.CompiledModule], pool: dict, tmp_path) -> None:
     http_port, grpc_port, metrics_port = free_ports(3)
     address = ServerAddress("127.0.0.1", http_port, grpc_port, metrics_port)
     serving = ModelServing(max_batch=MAX_BATCH, dynamic_batching=True, queue_delay_us=2000, instances=2)
     specs = {name: get_model(name) for name in MODELS}
-    results: list[tuple[str, tuple[torch.Tensor, ...], list[np.ndarray]]] = []
+    results: list[tuple[list[np.ndarray], list[np.ndarray]]] = []
     errors: list[str] = []
     bad_status: list[tuple[int, str, str]] = []
     lock = threading.Lock()
@@ -110,8 +124,8 @@ def test_serve_under_load(modules: dict[str, recfx.CompiledModule], tmp_path) ->
                 f"127.0.0.1:{http_port}")
             try:
                 for i in range(REQUESTS):
-                    name = MODELS[(k + i) % 2]
-                    inputs = specs[name].example_inputs(rng.choice(BATCHES), seed=1000 * k + i)
+                    name = "onerec-tiny" if (k + i) % ONEREC_EVERY == 0 else "dlrm-small"
+                    inputs, want = pool[name, rng.choice(BATCHES[name]), rng.randrange(POOL)]
                     names = [s.name for s in modules[name].input_specs]
                     try:
                         r = c.infer(name, infer_inputs(lib, names, inputs))
@@ -121,7 +135,7 @@ def test_serve_under_load(modules: dict[str, recfx.CompiledModule], tmp_path) ->
                             errors.append(f"client {k} request {i} ({name}): {exc}")
                         continue
                     with lock:
-                        results.append((name, inputs, got))
+                        results.append((want, got))
             finally:
                 c.close()
 
@@ -162,27 +176,24 @@ def test_serve_under_load(modules: dict[str, recfx.CompiledModule], tmp_path) ->
     assert len(bad_status) == 12
     for status, text, expect in bad_status:
         assert status == 400 and expect in text, (status, text, expect)
-    exact = sum(_check(modules[name], inputs, got) for name, inputs, got in results)
+    exact = sum(_check(want, got) for want, got in results)
     print(f"\nserved {len(results)} requests in {load_s:.1f} s (server up in {started:.1f} s); {exact} bit-identical "
           f"to the in-process module, the rest within rtol {RTOL} / atol {ATOL} (dynamic batching)")
 
 
-def test_without_dynamic_batching_answers_are_bit_identical(modules: dict[str, recfx.CompiledModule],
+def test_without_dynamic_batching_answers_are_bit_identical(modules: dict[str, recfx.CompiledModule], pool: dict,
                                                             tmp_path) -> None:
     """Each request runs alone at its own batch size: the same numbers as the in-process call, bit for bit."""
     ports = free_ports(3)
     address = ServerAddress("127.0.0.1", *ports)
-    spec = get_model("onerec-tiny")
-    names = [s.name for s in modules["onerec-tiny"].input_specs]
-    with serve({"onerec-tiny": modules["onerec-tiny"]}, ModelServing(dynamic_batching=False), address,
-               triton_log=tmp_path / "triton.log"):
+    with serve(modules, ModelServing(dynamic_batching=False), address, triton_log=tmp_path / "triton.log"):
         c = tgrpc.InferenceServerClient(address.grpc_url)
         try:
-            for i, b in enumerate((1, 4, 8)):
-                inputs = spec.example_inputs(b, seed=50 + i)
-                r = c.infer("onerec-tiny", infer_inputs(tgrpc, names, inputs))
-                got = [r.as_numpy(s.name) for s in modules["onerec-tiny"].output_specs]
-                assert _check(modules["onerec-tiny"], inputs, got), f"batch {b}: not bit-identical"
+            for name, b in (("onerec-tiny", 3), ("dlrm-small", 1), ("dlrm-small", 5), ("dlrm-small", 8)):
+                inputs, want = pool[name, b, 0]
+                r = c.infer(name, infer_inputs(tgrpc, [s.name for s in modules[name].input_specs], inputs))
+                got = [r.as_numpy(s.name) for s in modules[name].output_specs]
+                assert _check(want, got), f"{name} batch {b}: not bit-identical"
         finally:
             c.close()
 
