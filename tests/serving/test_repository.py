@@ -89,7 +89,9 @@ def _stock_tritonserver(tmp: Path) -> tuple[list[str], dict[str, str]]:
     libs = Path(pytriton.__file__).parent.parent / "nvidia_pytriton.libs"
     env = dict(os.environ)
     env["LD_LIBRARY_PATH"] = f"{sysconfig.get_config_var('LIBDIR')}:{libs}"
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(recfx.__file__).parent.parent), *sys.path[1:]])
+    env["PYTHONPATH"] = str(Path(recfx.__file__).parent.parent)
+    # the embedded interpreter takes its prefix (the venv's site-packages) from the python3 it finds on PATH
+    env["PATH"] = f"{Path(sys.executable).parent}:{env['PATH']}"
     return [str(root / "bin" / "tritonserver"), f"--backend-directory={backends}"], env
 
 
