@@ -117,6 +117,15 @@ def test_serve_under_load(modules: dict[str, recfx.CompiledModule], pool: dict, 
     with serve(modules, serving, address, triton_log=tmp_path / "triton.log") as server:
         started = time.perf_counter() - t0
         assert set(server.models) == set(MODELS) and server.running
+        c = thttp.InferenceServerClient(f"127.0.0.1:{http_port}")
+        for name in MODELS:  # what Triton was told: the module's signature, batching and instances
+            cfg = c.get_model_config(name)
+            assert cfg["max_batch_size"] == MAX_BATCH and cfg["instance_group"][0]["count"] == 2
+            assert cfg["dynamic_batching"]["max_queue_delay_microseconds"] == 2000
+            assert [(i["name"], i["data_type"], [int(d) for d in i["dims"]]) for i in cfg["input"]] == [
+                (s.name, f"TYPE_{server.models[name].signature.inputs[k].triton_dtype}", list(s.shape[1:]))
+                for k, s in enumerate(modules[name].input_specs)]
+        c.close()
 
         def client(k: int) -> None:
             rng = random.Random(k)
