@@ -4,6 +4,7 @@ install it instead of failing somewhere inside. Runs in the main environment (no
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 
@@ -51,3 +52,24 @@ def test_signature_of_a_batched_module() -> None:
     assert sig.batched and sig.batch_dim == "batch"
     assert [(t.name, t.triton_dtype, t.dims) for t in sig.inputs] == [("x", "FP32", (3, 4)), ("ids", "INT64", (5,))]
     assert [(t.triton_dtype, t.dims) for t in sig.outputs] == [("FP32", (3, 4)), ("INT64", (5,))]
+
+
+def test_python_backend_libdir(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """The stub's libpython comes from this interpreter's LIBDIR, put first on LD_LIBRARY_PATH only while Triton
+    starts; an interpreter without a shared libpython is refused with the reason."""
+    import sysconfig
+
+    from recfx.serving.server import python_backend_env, python_backend_libdir
+
+    (tmp_path / "libpython3.11.so.1.0").write_bytes(b"")
+    real = sysconfig.get_config_var
+    fake = {"LIBDIR": str(tmp_path), "INSTSONAME": "libpython3.11.so.1.0"}
+    monkeypatch.setattr(sysconfig, "get_config_var", lambda k: fake.get(k, real(k)))
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/other")
+    assert python_backend_libdir() == str(tmp_path)
+    with python_backend_env():
+        assert os.environ["LD_LIBRARY_PATH"] == f"{tmp_path}:/opt/other"
+    assert os.environ["LD_LIBRARY_PATH"] == "/opt/other"
+    fake["INSTSONAME"] = "libpython3.11.a"  # a static build: no shared library to load
+    with pytest.raises(recfx.RecfxError, match="built without --enable-shared"):
+        python_backend_libdir()
