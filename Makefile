@@ -68,6 +68,11 @@ test: $(STAMP) $(SERVE_STAMP)
 test-serve: $(SERVE_STAMP)
 	RECFX_REQUIRE_SERVE=1 $(SERVE_PY) -m pytest -q -p no:xdist --timeout 600 tests/serving $(PYTEST_ARGS)
 
+# served (Triton through PyTriton) vs in-process, with and without dynamic batching: BENCHMARKS.md, "Serving on Triton"
+bench-serve: $(SERVE_STAMP)
+	PYTHONPATH=$(CURDIR) $(SERVE_PY) bench/serve.py --model dlrm-small --out docs/bench/serve-cpu
+	PYTHONPATH=$(CURDIR) $(SERVE_PY) bench/serve.py --model onerec-tiny --requests 24 --out docs/bench/serve-cpu
+
 # The MovieLens-100k FP8 study of docs/movielens/README.md (CPU, ~15 min): train both models, evaluate, analyse.
 ML := docs/movielens
 movielens: $(STAMP)
