@@ -24,6 +24,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import sysconfig
 import threading
 import types
@@ -92,6 +93,21 @@ def python_backend_env() -> Iterator[None]:
             del os.environ["LD_LIBRARY_PATH"]
         else:
             os.environ["LD_LIBRARY_PATH"] = old
+
+
+def check_ports_free(address: ServerAddress) -> None:
+    """Raise a ``ValueError`` naming the port when one of the address's ports is taken (Triton itself would only
+    time out after a minute). Another process can still take a port between this check and Triton's bind."""
+    family = socket.AF_INET6 if ":" in address.host else socket.AF_INET
+    for what, port in (("HTTP", address.http_port), ("gRPC", address.grpc_port), ("metrics", address.metrics_port)):
+        with socket.socket(family, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Triton binds: TIME_WAIT is no conflict
+            try:
+                sock.bind((address.host, port))
+            except OSError as err:
+                flag = {"HTTP": "--http-port", "gRPC": "--grpc-port", "metrics": "--metrics-port"}[what]
+                raise ValueError(f"the {what} port {port} on {address.host} is not free ({err.strerror}); stop what "
+                                 f"holds it or choose another ({flag})") from None
 
 
 def _flat_outputs(out: Any) -> list[torch.Tensor]:
@@ -180,11 +196,13 @@ class Server:
         Raises:
             RecfxError: PyTriton is missing, the interpreter has no shared libpython, or Triton did not start (the
                 message carries PyTriton's).
+            ValueError: a port of the address is taken.
         """
         triton_mod = require_pytriton()
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 
         a = self.address
+        check_ports_free(a)
         config = triton_mod.TritonConfig(http_address=a.host, http_port=a.http_port, grpc_address=a.host,
                                          grpc_port=a.grpc_port, metrics_address=a.host, metrics_port=a.metrics_port,
                                          allow_gpu_metrics=False, exit_timeout_secs=EXIT_TIMEOUT_S,

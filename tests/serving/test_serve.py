@@ -220,3 +220,16 @@ def test_dynamic_batching_of_an_unbatchable_module_is_refused() -> None:
     fast = recfx.compile(model, (torch.randn(2, 4), torch.randn(2, 4), torch.randn(3, 4)), backend="eager")
     with pytest.raises(ValueError, match="cannot be dynamically batched: dim 0 of its inputs and outputs"):
         serve({"two": fast}, ModelServing(dynamic_batching=True))
+
+
+def test_a_taken_port_is_named_before_triton_starts(modules: dict[str, recfx.CompiledModule]) -> None:
+    import socket
+
+    http, grpc, metrics = free_ports(3)
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", grpc))
+        busy.listen()
+        t0 = time.perf_counter()
+        with pytest.raises(ValueError, match=f"the gRPC port {grpc} on 127.0.0.1 is not free.*--grpc-port"):
+            serve(modules, ModelServing(), ServerAddress("127.0.0.1", http, grpc, metrics))
+        assert time.perf_counter() - t0 < 5  # not Triton's one-minute startup timeout
