@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.recfx-installed
+SERVE_VENV ?= .venv-serve
+SERVE_PY := $(SERVE_VENV)/bin/python
+SERVE_STAMP := $(SERVE_VENV)/.recfx-installed
 HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 TORCH_VERSION := 2.13.0
 # Without an NVIDIA GPU: the CPU build of torch (no CUDA, no nvidia-* wheels). Linux needs the "+cpu" build, which
@@ -19,33 +22,56 @@ N ?= 50
 BACKENDS ?= eager,eager-fp8,ort,ort-fp8,inductor
 FUZZ_ARGS ?=
 
-.PHONY: demo test corpus fuzz install typecheck typecheck-trt lint clean movielens
+.PHONY: demo test test-serve serve-venv bench-serve corpus fuzz install typecheck typecheck-trt lint clean movielens
+
+# $(call install_torch,VENV_PYTHON): without an NVIDIA GPU, the CPU build of torch, first from pip's own sources (a
+# local wheel folder in pip's config, a mirror), else from PyTorch's CPU index. The pin to the CPU build means no
+# other index can substitute a CUDA build. With a GPU, nothing (pip installs PyPI's CUDA build as a dependency).
+install_torch = $(if $(HAS_GPU),true,$(1) -m pip install -q '$(TORCH_CPU)' 2>/dev/null \
+	  || { echo "$(TORCH_CPU) is not in pip's configured sources; trying $(TORCH_CPU_INDEX)"; \
+	       $(1) -m pip install -q '$(TORCH_CPU)' --extra-index-url '$(TORCH_CPU_INDEX)'; } \
+	  || { echo "error: cannot install $(TORCH_CPU) (the CPU build of torch) from pip's configured sources or" \
+	            "$(TORCH_CPU_INDEX). Make one reachable (a proxy, a local wheel via pip's find-links, or" \
+	            "TORCH_CPU_INDEX=<mirror>), or install torch into that venv yourself and rerun make." >&2; exit 1; })
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-ifeq ($(HAS_GPU),)
-	@# First from pip's own sources (a local wheel folder in pip's config, a mirror), else from PyTorch's CPU index.
-	@# The pin to the CPU build means no other index can substitute a CUDA build.
-	$(PY) -m pip install -q '$(TORCH_CPU)' 2>/dev/null \
-	  || { echo "$(TORCH_CPU) is not in pip's configured sources; trying $(TORCH_CPU_INDEX)"; \
-	       $(PY) -m pip install -q '$(TORCH_CPU)' --extra-index-url '$(TORCH_CPU_INDEX)'; } \
-	  || { echo "error: cannot install $(TORCH_CPU) (the CPU build of torch) from pip's configured sources or" \
-	            "$(TORCH_CPU_INDEX). Make one reachable (a proxy, a local wheel via pip's find-links, or" \
-	            "TORCH_CPU_INDEX=<mirror>), or install torch into $(VENV) yourself and rerun make." >&2; exit 1; }
-endif
+	$(call install_torch,$(PY))
 	$(PY) -m pip install -q -e '.[dev]'
 	$(PY) -m pip install -q --no-deps recbole==1.2.1  # only for its bundled MovieLens-100k (recfx movielens)
 	$(PY) -m pip install -q --no-deps $(TRT_TYPES)
 	touch $@
+
+# PyTriton (recfx serve, export-triton; the serve extra) pins numpy<2 while the main .venv has numpy 2 (ml_dtypes
+# 0.7 needs it): the serving tests run in their own venv, with the same torch and recfx in editable mode.
+$(SERVE_STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_PY) -m pip install -q --upgrade pip
+	$(call install_torch,$(SERVE_PY))
+	@# safetensors: recfx's CLI imports it (recfx movielens) but only the dev extra brings it in, through transformers
+	$(SERVE_PY) -m pip install -q -e '.[serve]' 'pytest>=8' 'pytest-timeout>=2' 'safetensors>=0.4'
+	touch $@
+
+serve-venv: $(SERVE_STAMP)
 
 install: $(STAMP)
 
 demo: $(STAMP)
 	$(VENV)/bin/recfx demo
 
-test: $(STAMP)
+test: $(STAMP) $(SERVE_STAMP)
 	$(PY) -m pytest -q -n 2 --timeout 900 $(PYTEST_ARGS)
+	RECFX_REQUIRE_SERVE=1 $(SERVE_PY) -m pytest -q -p no:xdist --timeout 600 tests/serving
+
+# only the serving tests (Triton through PyTriton, in .venv-serve)
+test-serve: $(SERVE_STAMP)
+	RECFX_REQUIRE_SERVE=1 $(SERVE_PY) -m pytest -q -p no:xdist --timeout 600 tests/serving $(PYTEST_ARGS)
+
+# served (Triton through PyTriton) vs in-process, with and without dynamic batching: BENCHMARKS.md, "Serving on Triton"
+bench-serve: $(SERVE_STAMP)
+	PYTHONPATH=$(CURDIR) $(SERVE_PY) bench/serve.py --model dlrm-small --out docs/bench/serve-cpu
+	PYTHONPATH=$(CURDIR) $(SERVE_PY) bench/serve.py --model onerec-tiny --requests 24 --out docs/bench/serve-cpu
 
 # The MovieLens-100k FP8 study of docs/movielens/README.md (CPU, ~15 min): train both models, evaluate, analyse.
 ML := docs/movielens

@@ -8,7 +8,7 @@
 from recfx import ops  # noqa: F401  (defines the recfx:: ops before passes and backends use them)
 
 # isort: split
-from recfx import backends, frontend, models, passes, runtime
+from recfx import backends, frontend, models, passes, runtime, serving  # serving imports PyTriton only in serve()
 from recfx._version import __version__
 from recfx.api import compile, load
 from recfx.compile_config import CompileConfig
@@ -28,5 +28,5 @@ from recfx.runtime.bundle import (  # noqa: F401  (bundle errors: docs/deploy.md
 __all__ = [
     "BackendUnavailableError", "CaptureError", "CompileConfig", "CompileReport", "CompiledModule", "PassError",
     "Placement", "RecfxError", "UnknownKeyError", "__version__", "backends", "compile", "frontend", "load",
-    "models", "passes", "register_pass", "runtime",
+    "models", "passes", "register_pass", "runtime", "serving",
 ]
