@@ -49,8 +49,7 @@ $(SERVE_STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(SERVE_VENV)
 	$(SERVE_PY) -m pip install -q --upgrade pip
 	$(call install_torch,$(SERVE_PY))
-	@# safetensors: recfx's CLI imports it (recfx movielens) but only the dev extra brings it in, through transformers
-	$(SERVE_PY) -m pip install -q -e '.[serve]' 'pytest>=8' 'pytest-timeout>=2' 'safetensors>=0.4'
+	$(SERVE_PY) -m pip install -q -e '.[serve]' 'pytest>=8' 'pytest-timeout>=2'
 	touch $@
 
 serve-venv: $(SERVE_STAMP)
