@@ -7,7 +7,7 @@ import operator
 import torch
 
 from recfx import QuantConfig, QuantRule
-from recfx.ops.fp8_testing import sqnr_db
+from recfx.analysis.numerics import sqnr_db
 from recfx.passes.quant import FP8_PASSES
 from recfx.passes.quant.state import PLAN, ActivationObserver
 
