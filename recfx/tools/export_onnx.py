@@ -55,8 +55,8 @@ def _dynamic_dim(text: str) -> tuple[str, int, str]:
 
 def run(args: argparse.Namespace) -> int:
     import recfx
+    from recfx.models.resolve import resolve_model
     from recfx.onnx import OnnxExportConfig, export_onnx
-    from recfx.tools.common import resolve_model
 
     if args.static_activations and not args.fp8:
         raise ValueError("--static-activations needs --fp8")
