@@ -80,8 +80,11 @@ class OnnxExport:
 class ExportReport(Protocol):
     """What :func:`export_onnx` reads of a compile report (:class:`recfx.CompileReport` is one)."""
 
-    model: str
-    sections: dict[str, Any]
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def sections(self) -> dict[str, Any]: ...
 
 
 class CompiledGraph(Protocol):
@@ -91,10 +94,18 @@ class CompiledGraph(Protocol):
     uses it (ONNX bundles, the ``ort`` backends), see docs/architecture.md.
     """
 
-    input_specs: list[TensorSpec]
-    output_specs: list[TensorSpec]
-    quant_config: dict[str, Any] | None
-    report: ExportReport
+    @property
+    def input_specs(self) -> list[TensorSpec]: ...
+
+    @property
+    def output_specs(self) -> list[TensorSpec]: ...
+
+    @property
+    def quant_config(self) -> dict[str, Any] | None:
+        """The quant config the module was compiled with (``QuantConfig.to_dict()``), ``None`` if not quantized."""
+
+    @property
+    def report(self) -> ExportReport: ...
 
     @property
     def graph_module(self) -> GraphModule: ...
