@@ -72,7 +72,7 @@ class TorchaoFp8(Backend):
     def compile(self, gm: Any, ctx: Any) -> Any:
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
 
-        model = copy.deepcopy(ctx.extras["model"])
+        model = copy.deepcopy(ctx.model)
 
         def quantized(module: torch.nn.Module, fqn: str) -> bool:
             return (isinstance(module, torch.nn.Linear) and fqn.startswith("layers.")

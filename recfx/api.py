@@ -110,9 +110,8 @@ def compile(  # shadows the builtin on purpose: mirrors torch.compile
                 log.info("compile cache hit for %s on %s: %s (%.2f s)", type(model).__name__, be.name,
                          hit.bundle_path, time.perf_counter() - t0)
                 return hit
-        ctx = PassContext(config=config, example_inputs=captured.example_inputs,
-                          extras={"calibration": calibration, "quant": quant, "captured": captured, "model": model,
-                                  "dynamic_dims": captured.dynamic_dims, "backend": be.name})
+        ctx = PassContext(example_inputs=captured.example_inputs, captured=captured, model=model, backend=be.name,
+                          backend_options=dict(config.backend_options), quant=quant, calibration=calibration)
         pipeline = [PASSES.get(n) for n in (config.passes if config.passes is not None else CANONICAL_PASSES)]
         pipeline += [PASSES.get(n) for n in be.passes(ctx)]
         pipeline = insert_placements(pipeline, config.user_passes)
@@ -128,7 +127,7 @@ def compile(  # shadows the builtin on purpose: mirrors torch.compile
             passes_seconds=t2 - t1, inputs=[f"in  {s}" for s in captured.input_specs],
             outputs=[f"out {s}" for s in captured.output_specs],
         )
-        report.sections.update(ctx.extras.get("report_sections", {}))
+        report.sections.update(ctx.report_sections)
         compiled = CompiledModule(gm, runner, captured.input_specs, captured.output_specs, report,
                                   example_inputs=captured.example_inputs, quant_config=quant_dict,
                                   backend_options=dict(config.backend_options))

@@ -41,7 +41,7 @@ class InductorBackend(Backend):
 
     def compile(self, gm: GraphModule, ctx: PassContext) -> Callable[..., Any]:
         options = self.inductor_options(ctx)
-        dynamic = options.pop("dynamic", bool(ctx.extras.get("dynamic_dims")))
+        dynamic = options.pop("dynamic", bool(ctx.dynamic_dims))
         compiled = torch.compile(gm, backend="inductor", dynamic=dynamic, **options)
         if dynamic:
             _warm_up_dynamic(compiled, ctx)
@@ -55,7 +55,7 @@ def _warm_up_dynamic(compiled: Callable[..., Any], ctx: PassContext) -> None:
     ``torch.export``, so every new batch size would recompile. Sizes 0 and 1 are still specialised by torch
     (one more compile the first time a batch of 1 arrives).
     """
-    captured = ctx.extras.get("captured")
+    captured = ctx.captured
     if captured is None:
         return
     args = [x.clone() for x in ctx.example_inputs]

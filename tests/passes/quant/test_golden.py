@@ -130,9 +130,9 @@ def _lowered(compiled: recfx.CompiledModule):  # type: ignore[no-untyped-def]
     from recfx.passes import PASSES, PassContext
 
     gm = copy.deepcopy(compiled.graph_module)
-    ctx = PassContext(config=recfx.CompileConfig(backend_options={"exact_quant": True}))  # bit-equal quantization
+    ctx = PassContext(backend_options={"exact_quant": True})  # bit-equal quantization
     PASSES.get("fp8_lower_scaled_mm").instantiate(ctx)(gm)
-    return gm, ctx.extras["report_sections"]["fp8_gemm"]
+    return gm, ctx.report_sections["fp8_gemm"]
 
 
 def test_onerec_scaled_mm_golden_counts(onerec) -> None:  # type: ignore[no-untyped-def]
