@@ -15,6 +15,7 @@ Parts:
              pick today: torchao's ``Float8DynamicActivationFloat8WeightConfig(granularity=PerRow())`` with
              ``torch.compile`` (benchmark-only backend ``torchao-fp8``, registered here; torchao is not a
              dependency of recfx).
+    attention  onerec-1b's cross-attention, K/V repeated over the query heads vs folded GQA, under each SDPA kernel.
     profile  ``torch.profiler`` of one onerec-1b call on inductor (bf16) and cuda-fp8: GPU time by kernel class,
              each FP8 GEMM shape's rate next to ``_scaled_mm`` alone, and the time the quantization adds.
 """
@@ -42,7 +43,7 @@ from recfx.ops.fp8 import per_token_quantize, quantize_weight
 from recfx.ops.fp8_rows import EAGER, quantize_per_token
 
 log = logging.getLogger("bench.fp8")
-PARTS = ("checks", "gemms", "bench", "profile")
+PARTS = ("checks", "gemms", "attention", "bench", "profile")
 #: torchao's baseline compiles these modules (the whole request did not finish compiling in 9 minutes).
 TORCHAO_COMPILED = ("LazyDecoderBlock", "ContextProcessor")
 
@@ -73,6 +74,11 @@ class TorchaoFp8(Backend):
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
 
         model = copy.deepcopy(ctx.model)
+        # 16+ block instances x 3 beam-step shapes x the bench's batches: dynamo's default limit of 8 entries per
+        # code object would silently run the rest eagerly
+        torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 512)
+        torch._dynamo.config.accumulated_cache_size_limit = max(torch._dynamo.config.accumulated_cache_size_limit,
+                                                                4096)
 
         def quantized(module: torch.nn.Module, fqn: str) -> bool:
             return (isinstance(module, torch.nn.Linear) and fqn.startswith("layers.")
@@ -169,6 +175,47 @@ def part_gemms(out: dict[str, Any], tokens: tuple[int, ...]) -> None:
             rows.append(row)
             log.info("gemm M=%d K=%d N=%d: %s", m, k, n, {key: round(flop / v / 1e9) for key, v in times.items()})
     out["gemms"] = rows
+
+
+# ---------------------------------------------------------------------------------------------------- attention
+def part_attention(out: dict[str, Any], batch: int) -> None:
+    """onerec-1b's cross-attention at ``batch``: K/V repeated over the query heads (as written) vs folded GQA
+    (``fold_gqa_attention``), under each SDPA kernel, in ms and TFLOP/s."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.nn.functional import scaled_dot_product_attention as sdpa
+
+    cfg = get_model("onerec-1b").config
+    h, g, d, t = cfg.n_heads, cfg.kv_groups, cfg.d_head, cfg.context_tokens
+    r = h // g
+    rows = []
+    for n in (cfg.beam * 2, cfg.beam * 3):  # the query rows of beam steps 2 and 3
+        q = torch.randn(batch, n, h, d, device="cuda", dtype=torch.bfloat16).transpose(1, 2)  # (B, H, N, D) view
+        k = torch.randn(batch, t, g, d, device="cuda", dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        k_rep = k[:, :, :, None].expand(batch, t, g, r, d).reshape(batch, t, h, d).transpose(1, 2)
+        v_rep = v[:, :, :, None].expand(batch, t, g, r, d).reshape(batch, t, h, d).transpose(1, 2)
+        q_fold = q.unflatten(1, (g, r)).flatten(2, 3)  # (B, G, r*N, D)
+        k_g, v_g = k.transpose(1, 2), v.transpose(1, 2)
+        flop = 4.0 * batch * h * n * t * d
+        want = sdpa(q.float(), k_rep.float(), v_rep.float())
+        for name, backend in (("default", None), ("cudnn", SDPBackend.CUDNN_ATTENTION),
+                              ("flash", SDPBackend.FLASH_ATTENTION), ("efficient", SDPBackend.EFFICIENT_ATTENTION)):
+            for form, fn in (("repeated", lambda: sdpa(q, k_rep, v_rep)),
+                             ("folded", lambda: sdpa(q_fold, k_g, v_g).unflatten(2, (r, n)).flatten(1, 2))):
+                row: dict[str, Any] = {"N": n, "T": t, "batch": batch, "kernel": name, "form": form}
+                try:
+                    if backend is None:
+                        got, ms = fn(), _ms(fn)
+                    else:
+                        with sdpa_kernel([backend]):
+                            got, ms = fn(), _ms(fn)
+                    row.update(ms=ms, tflops=flop / ms / 1e9,
+                               max_err=float((got.float() - want).abs().max()))
+                except RuntimeError as err:  # a kernel that does not take this shape
+                    row["error"] = f"{type(err).__name__}: {str(err)[:200]}"
+                rows.append(row)
+                log.info("attention %s", row)
+    out["attention"] = rows
 
 
 # ---------------------------------------------------------------------------------------------------- profile
@@ -293,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
                 part_checks(out)
             elif part == "gemms":
                 part_gemms(out, tuple(int(t) for t in args.gemm_tokens.split(",")))
+            elif part == "attention":
+                part_attention(out, args.profile_batch)
             elif part == "bench":
                 part_bench(out, args, folder / args.model)
             elif part == "profile":

@@ -37,14 +37,15 @@ class Backend:
         fp8: run the FP8 quantization passes (``*-fp8`` backends).
         priority: higher is preferred by ``backend="auto"``.
         description: one line for listings.
-        lowering: the passes of stage ``lower`` it runs last (a list of ``recfx/passes/pipelines.py``).
+        lowering: the passes of stage ``lower`` it runs last, as (backend option, pass) pairs (a list of
+            ``recfx/passes/pipelines.py``): a pass with an option runs unless ``backend_options[option]`` is False.
     """
 
     name: ClassVar[str] = ""
     fp8: ClassVar[bool] = False
     priority: ClassVar[int] = 0
     description: ClassVar[str] = ""
-    lowering: ClassVar[tuple[str, ...]] = ()
+    lowering: ClassVar[tuple[tuple[str | None, str], ...]] = ()
 
     def availability(self) -> Availability:
         """Whether this backend can run here; the reason when it cannot."""
@@ -54,7 +55,8 @@ class Backend:
         """Pass names this backend runs after canonicalisation (quantization, fusion, lowering), in order."""
         names = fp8_pipeline(ctx) if self.fp8 else []
         names += [n for n in DEFAULT_FUSIONS if n in PASSES]
-        return names + list(self.lowering)
+        return names + [name for option, name in self.lowering
+                        if option is None or bool(ctx.backend_options.get(option, True))]
 
     def compile(self, gm: GraphModule, ctx: PassContext) -> Callable[..., Any]:
         """Return a callable that runs ``gm``'s computation on the flat tensor inputs."""

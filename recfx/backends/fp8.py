@@ -22,9 +22,9 @@ from torch.fx import GraphModule
 from recfx.backends.base import Availability, register_backend
 from recfx.backends.cuda_graphs import DEFAULT_BATCHES, BatchGraphs
 from recfx.backends.eager import EagerBackend
-from recfx.backends.inductor import _INDUCTOR_OPTIONS, InductorBackend
+from recfx.backends.inductor import _INDUCTOR_OPTIONS, LOWERING_CHOICES, InductorBackend
 from recfx.passes.base import PassContext
-from recfx.passes.pipelines import SCALED_MM_LOWERING
+from recfx.passes.pipelines import CUDA_FP8_LOWERINGS
 from recfx.passes.quant.lower_scaled_mm import OPTIONS as LOWERING_OPTIONS
 
 #: ``backend_options`` of ``cuda-fp8`` besides Inductor's and the lowering's: the batch sizes whose calls replay
@@ -67,14 +67,14 @@ class CudaFp8Backend(InductorBackend):
     priority = 12
     description = ("FP8 on the GPU: per-token quantization fused into producers by Inductor, cuBLASLt row-wise FP8 "
                    "GEMMs with the scales in the epilogue")
-    lowering = SCALED_MM_LOWERING
+    lowering = CUDA_FP8_LOWERINGS
 
     def availability(self) -> Availability:
         return fp8_gpu_availability()
 
     def inductor_options(self, ctx: PassContext) -> dict[str, Any]:
-        options = self.options(ctx, (*_INDUCTOR_OPTIONS, *LOWERING_OPTIONS, *GRAPH_OPTIONS))
-        for key in (*LOWERING_OPTIONS, *GRAPH_OPTIONS):
+        options = self.options(ctx, (*_INDUCTOR_OPTIONS, *LOWERING_CHOICES, *LOWERING_OPTIONS, *GRAPH_OPTIONS))
+        for key in (*LOWERING_CHOICES, *LOWERING_OPTIONS, *GRAPH_OPTIONS):
             options.pop(key, None)
         return options
 

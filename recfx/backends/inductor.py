@@ -11,8 +11,11 @@ from torch.fx import GraphModule
 
 from recfx.backends.base import Availability, Backend, register_backend
 from recfx.passes.base import PassContext
+from recfx.passes.pipelines import INDUCTOR_LOWERINGS, lowering_options
 
 _INDUCTOR_OPTIONS = ("mode", "options", "dynamic", "fullgraph")
+#: Optional lowerings of the Inductor backends, each on unless its backend option is False.
+LOWERING_CHOICES = lowering_options(INDUCTOR_LOWERINGS)
 
 
 def inductor_availability() -> Availability:
@@ -31,13 +34,19 @@ def inductor_availability() -> Availability:
 class InductorBackend(Backend):
     priority = 10
     description = "torch.compile (TorchInductor) of the optimised graph: fused Triton (GPU) or C++ (CPU) kernels"
+    #: then GQA attention folded and MoE layers routed (``backend_options={"fold_gqa": False}`` keeps the repeated
+    #: K/V, ``{"route_moe": False}`` the dense all-experts sum)
+    lowering = INDUCTOR_LOWERINGS
 
     def availability(self) -> Availability:
         return inductor_availability()
 
     def inductor_options(self, ctx: PassContext) -> dict[str, Any]:
         """The user's backend options that go to ``torch.compile`` (subclasses may take more and remove them)."""
-        return self.options(ctx, _INDUCTOR_OPTIONS)
+        options = self.options(ctx, (*_INDUCTOR_OPTIONS, *LOWERING_CHOICES))
+        for key in LOWERING_CHOICES:
+            options.pop(key, None)
+        return options
 
     def compile(self, gm: GraphModule, ctx: PassContext) -> Callable[..., Any]:
         options = self.inductor_options(ctx)

@@ -11,11 +11,13 @@ Stages, in order (``recfx.passes.base.STAGES``), and what each default list puts
   quantized linear as one ``recfx::fp8_linear[_blocks]`` GEMM (its invariant ``fp8_gemm_weights``), the form every
   backend keys off, and ``fp8_report`` then measures that graph against the float model.
 - ``fuse``: ``DEFAULT_FUSIONS``.
-- ``lower``: a backend's own lowering of recfx ops to what its compiler fuses, e.g. ``SCALED_MM_LOWERING``
-  (``cuda-fp8``: FP8 GEMMs as aten quantization + ``torch._scaled_mm`` for Inductor).
+- ``lower``: a backend's own lowering to what its compiler runs well, as (backend option, pass) pairs: a pass with
+  an option runs unless ``backend_options[option]`` is False, one with ``None`` always. ``INDUCTOR_LOWERINGS``
+  (GQA attention folded, MoE experts routed) and ``CUDA_FP8_LOWERINGS`` (those, FP8 experts routed, FP8 GEMMs as
+  aten quantization + ``torch._scaled_mm``).
 
-    >>> CANONICAL_PASSES[0], FP8_PASSES[-1], DEFAULT_FUSIONS, SCALED_MM_LOWERING
-    ('remove_noops', 'fp8_report', ('fuse_ksa',), ('fp8_lower_scaled_mm',))
+    >>> CANONICAL_PASSES[0], FP8_PASSES[-1], DEFAULT_FUSIONS, CUDA_FP8_LOWERINGS[-1]
+    ('remove_noops', 'fp8_report', ('fuse_ksa',), (None, 'fp8_lower_scaled_mm'))
 """
 
 from __future__ import annotations
@@ -33,5 +35,22 @@ FP8_PASSES: tuple[str, ...] = ("fp8_annotate", "fp8_prepare", "fp8_calibrate", "
 #: Fusions every backend runs after quantization, when registered (the op they produce has an eager reference).
 DEFAULT_FUSIONS: tuple[str, ...] = ("fuse_ksa",)
 
-#: The ``lower`` stage of ``cuda-fp8``: FP8 GEMM ops to aten quantization + ``torch._scaled_mm``.
-SCALED_MM_LOWERING: tuple[str, ...] = ("fp8_lower_scaled_mm",)
+#: The ``lower`` stage of the Inductor backends: non-causal GQA attention without the K/V copy
+#: (``fold_gqa_attention``), MoE layers written for export as routed grouped GEMMs (``route_moe_experts``).
+INDUCTOR_LOWERINGS: tuple[tuple[str | None, str], ...] = (("fold_gqa", "fold_gqa_attention"),
+                                                           ("route_moe", "route_moe_experts"))
+
+#: ``cuda-fp8``: the Inductor lowerings, per-channel FP8 experts routed (``aten._scaled_grouped_mm``), then FP8 GEMM
+#: ops as aten quantization + ``torch._scaled_mm`` (``fp8_lower_scaled_mm``).
+CUDA_FP8_LOWERINGS: tuple[tuple[str | None, str], ...] = (*INDUCTOR_LOWERINGS,
+                                                           ("route_moe", "route_moe_experts_fp8"),
+                                                           (None, "fp8_lower_scaled_mm"))
+
+
+def lowering_options(lowerings: tuple[tuple[str | None, str], ...]) -> tuple[str, ...]:
+    """The backend options that switch lowerings off, in order, once each.
+
+        >>> lowering_options(CUDA_FP8_LOWERINGS)
+        ('fold_gqa', 'route_moe')
+    """
+    return tuple(dict.fromkeys(option for option, _ in lowerings if option is not None))

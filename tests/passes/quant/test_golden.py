@@ -165,3 +165,37 @@ def test_ksa_scaled_mm_golden_counts(ksa) -> None:  # type: ignore[no-untyped-de
     fresh = spec.example_inputs(3, seed=5)
     with torch.inference_mode():
         assert torch.equal(compiled(*fresh), gm(*fresh))
+
+
+def test_onerec_gqa_fold_golden_counts(onerec) -> None:  # type: ignore[no-untyped-def]
+    """Every cross-attention (non-causal, K/V repeated over the query heads) folds; the causal self-attention stays."""
+    import copy
+
+    from recfx.passes.fold_gqa import fold_gqa_attention
+
+    spec, _, compiled = onerec
+    cfg = spec.config
+    gm = copy.deepcopy(compiled.graph_module)
+    sdpa = "aten.scaled_dot_product_attention.default"
+    before = op_histogram(gm)
+    assert fold_gqa_attention(gm).changed_nodes == cfg.n_layers * cfg.levels == 12
+    after = op_histogram(gm)
+    assert after.get(sdpa) == before.get(sdpa) == 2 * cfg.n_layers * cfg.levels
+    assert after["aten.expand.default"] < before["aten.expand.default"]  # the K/V repeats are gone
+    kv_heads = sorted(n.args[1].meta["val"].shape[1] for n in gm.graph.nodes if
+                      n.target is torch.ops.aten.scaled_dot_product_attention.default)
+    assert kv_heads == [cfg.kv_groups] * 12 + [cfg.n_heads] * 12
+    fresh = spec.example_inputs(3, seed=4)
+    with torch.inference_mode():
+        want, got = compiled(*fresh), gm(*fresh)
+    assert torch.equal(want[0], got[0])  # the same beams
+    torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-5)  # float32 scores; the kernel's row blocks differ
+
+
+def test_ksa_gqa_fold_leaves_causal_attention(ksa) -> None:  # type: ignore[no-untyped-def]
+    import copy
+
+    from recfx.passes.fold_gqa import fold_gqa_attention
+
+    _, _, compiled = ksa
+    assert not fold_gqa_attention(copy.deepcopy(compiled.graph_module)).modified

@@ -1,0 +1,124 @@
+"""Compile once, load elsewhere: compile + save time, then load + first call in a fresh process, outputs compared.
+
+Run from the repository root (on a GPU for the deployment numbers; any backend and device works)::
+
+    PYTHONPATH=$PWD python3 bench/bundle_gpu.py --model onerec-1b --backend cuda-fp8 --batch 8 --out $OUT/bundle
+
+The first process compiles the model, calls it once on fixed inputs, saves the bundle and the inputs/outputs
+(safetensors). A second process (a fresh interpreter: no compiled code or Inductor cache in memory from the first)
+loads the bundle, calls it on the same inputs and compares the outputs bit for bit with the compiling process's.
+``result.json`` holds the times; the goal for a deployment is load + first call < 10 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+import recfx
+from recfx.models import get_model
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _flat(outputs: Any) -> list[torch.Tensor]:
+    return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
+
+
+def compile_and_save(args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device(args.device)
+    dtype = getattr(torch, args.dtype)
+    spec = get_model(args.model)
+    model = spec.build().to(device, dtype).eval()
+    inputs = spec.example_inputs(args.batch, device=device, dtype=dtype)
+    example = spec.example_inputs(max(2, args.batch), device=device, dtype=dtype, seed=1)
+    t0 = time.perf_counter()
+    compiled = recfx.compile(model, example, backend=args.backend, config=recfx.CompileConfig(check_numerics=False))
+    compile_s = time.perf_counter() - t0
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        outputs = _flat(compiled(*inputs))
+        _sync(device)
+        first_call_s = time.perf_counter() - t0
+    folder = Path(args.out)
+    t0 = time.perf_counter()
+    compiled.save(folder / "bundle", overwrite=True, meta={"model": args.model, "batch": args.batch})
+    save_s = time.perf_counter() - t0
+    tensors = {f"input_{i}": x.contiguous().cpu() for i, x in enumerate(inputs)}
+    tensors.update({f"output_{i}": y.contiguous().cpu() for i, y in enumerate(outputs)})
+    save_file(tensors, str(folder / "io.safetensors"))
+    size = sum(f.stat().st_size for f in (folder / "bundle").rglob("*") if f.is_file())
+    return {"model": args.model, "backend": args.backend, "batch": args.batch, "device": _device_name(device),
+            "compile_s": compile_s, "first_call_in_process_s": first_call_s, "save_s": save_s,
+            "bundle_mb": size / 2**20}
+
+
+def load_and_call(args: argparse.Namespace) -> dict[str, Any]:
+    device = torch.device(args.device)
+    folder = Path(args.out)
+    t0 = time.perf_counter()
+    loaded = recfx.load(folder / "bundle", device=device)
+    load_s = time.perf_counter() - t0
+    io = load_file(str(folder / "io.safetensors"))
+    inputs = [io[f"input_{i}"].to(device) for i in range(sum(k.startswith("input_") for k in io))]
+    want = [io[f"output_{i}"] for i in range(sum(k.startswith("output_") for k in io))]
+    with torch.inference_mode():
+        t0 = time.perf_counter()
+        got = _flat(loaded(*inputs))
+        _sync(device)
+        first_call_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        loaded(*inputs)
+        _sync(device)
+        second_call_s = time.perf_counter() - t0
+    identical = len(got) == len(want) and all(torch.equal(g.cpu(), w) for g, w in zip(got, want))
+    return {"load_s": load_s, "first_call_after_load_s": first_call_s, "second_call_s": second_call_s,
+            "load_plus_first_call_s": load_s + first_call_s, "outputs_identical": identical}
+
+
+def _device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="onerec-1b")
+    parser.add_argument("--backend", default="cuda-fp8")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--out", required=True, help="folder for the bundle, io.safetensors and result.json")
+    parser.add_argument("--load", action="store_true", help="(internal) the fresh process: load, call, compare")
+    args = parser.parse_args(argv)
+    folder = Path(args.out)
+    if args.load:
+        print(json.dumps(load_and_call(args)))
+        return 0
+    folder.mkdir(parents=True, exist_ok=True)
+    result = compile_and_save(args)
+    (folder / "result.json").write_text(json.dumps(result, indent=1))
+    cmd = [sys.executable, __file__, "--load", "--out", str(folder), "--device", args.device]
+    child = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)
+    if child.returncode:
+        result["load_error"] = child.stderr[-4000:]
+    else:
+        result.update(json.loads(child.stdout.strip().splitlines()[-1]))
+    (folder / "result.json").write_text(json.dumps(result, indent=1))
+    print(json.dumps(result, indent=1))
+    return 0 if result.get("outputs_identical") else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
