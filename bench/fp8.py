@@ -73,7 +73,7 @@ class TorchaoFp8(Backend):
     def compile(self, gm: Any, ctx: Any) -> Any:
         from torchao.quantization import Float8DynamicActivationFloat8WeightConfig, PerRow, quantize_
 
-        model = copy.deepcopy(ctx.extras["model"])
+        model = copy.deepcopy(ctx.model)
         # 16+ block instances x 3 beam-step shapes x the bench's batches: dynamo's default limit of 8 entries per
         # code object would silently run the rest eagerly
         torch._dynamo.config.cache_size_limit = max(torch._dynamo.config.cache_size_limit, 512)

@@ -301,7 +301,7 @@ def sweep_one(n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
 def decode_section(args: argparse.Namespace) -> list[dict[str, Any]]:
     """One KSA layer decoding one text token at ``--decode-context`` text tokens of context vs a full cache."""
     from recfx.kernels.ksa_decode import decode_attention
-    from recfx.runtime.ksa_cache import (
+    from recfx.models.ksa_cache import (
         KSACacheLayout,
         KSALayerCache,
         TextKVCache,

@@ -8,7 +8,7 @@ Where TensorRT >= 10.8, Torch-TensorRT and an FP8 GPU (sm_89+) exist, from the r
 For each model it compiles the reference ``eager-fp8``, the fast path ``cuda-fp8``, ``trt-fp8`` (Torch-TensorRT in
 process; its fallback list is printed), and, when ``--plan`` is given, builds a plan from the model's FP8 ONNX
 export with ``recfx build-engine``'s Python twin and runs it through ``PlanRunner``. Accuracy: cosine and max abs
-error of every float output against ``eager-fp8`` and against the bf16 model (``recfx.runtime.numerics``).
+error of every float output against ``eager-fp8`` and against the bf16 model (``recfx.analysis.numerics``).
 Speed: median milliseconds per call over ``--iters`` calls after ``--warmup`` calls (CUDA events), one process,
 one GPU. Results go to ``<out>/trt.json``. A backend that fails is recorded with its error, never dropped.
 """
@@ -27,9 +27,9 @@ from typing import Any
 import torch
 
 import recfx
+from recfx.analysis.numerics import compare_outputs
 from recfx.backends.tensorrt.availability import torch_tensorrt_availability
 from recfx.models import get_model
-from recfx.runtime.numerics import compare_outputs
 
 BACKENDS = ("eager-fp8", "cuda-fp8", "trt-fp8")
 

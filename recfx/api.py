@@ -1,11 +1,12 @@
-"""``recfx.compile``: capture, optimise, hand to a backend, check numerics."""
+"""``recfx.compile``: capture, optimise, hand to a backend, check numerics; ``recfx.load``; ``recfx.export_onnx``."""
 
 from __future__ import annotations
 
 import logging
 import os
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -14,6 +15,9 @@ from recfx.backends import resolve_backend
 from recfx.compile_config import CompileConfig
 from recfx.frontend import capture
 from recfx.frontend.capture import TRACE_LOCK
+from recfx.onnx import export as onnx_export
+from recfx.onnx.config import OnnxExportConfig
+from recfx.ops.fp8_terms import STATIC_PER_TENSOR
 from recfx.passes import CANONICAL_PASSES, PASSES, PassContext, PassManager, insert_placements
 from recfx.passes.quant import QuantConfig
 from recfx.runtime import CompiledModule, CompileReport, compare_outputs
@@ -106,9 +110,8 @@ def compile(  # shadows the builtin on purpose: mirrors torch.compile
                 log.info("compile cache hit for %s on %s: %s (%.2f s)", type(model).__name__, be.name,
                          hit.bundle_path, time.perf_counter() - t0)
                 return hit
-        ctx = PassContext(config=config, example_inputs=captured.example_inputs,
-                          extras={"calibration": calibration, "quant": quant, "captured": captured, "model": model,
-                                  "dynamic_dims": captured.dynamic_dims, "backend": be.name})
+        ctx = PassContext(example_inputs=captured.example_inputs, captured=captured, model=model, backend=be.name,
+                          backend_options=dict(config.backend_options), quant=quant, calibration=calibration)
         pipeline = [PASSES.get(n) for n in (config.passes if config.passes is not None else CANONICAL_PASSES)]
         pipeline += [PASSES.get(n) for n in be.passes(ctx)]
         pipeline = insert_placements(pipeline, config.user_passes)
@@ -124,7 +127,7 @@ def compile(  # shadows the builtin on purpose: mirrors torch.compile
             passes_seconds=t2 - t1, inputs=[f"in  {s}" for s in captured.input_specs],
             outputs=[f"out {s}" for s in captured.output_specs],
         )
-        report.sections.update(ctx.extras.get("report_sections", {}))
+        report.sections.update(ctx.report_sections)
         compiled = CompiledModule(gm, runner, captured.input_specs, captured.output_specs, report,
                                   example_inputs=captured.example_inputs, quant_config=quant_dict,
                                   backend_options=dict(config.backend_options))
@@ -175,3 +178,68 @@ def load(path: str | os.PathLike[str], device: str | torch.device | None = None)
         torch.Size([5, 4])
     """
     return load_bundle(path, device)
+
+
+def export_onnx(model: torch.nn.Module, example_inputs: Sequence[torch.Tensor], path: str | Path,
+                config: OnnxExportConfig | None = None, *, calibration: Iterable[Any] | None = None,
+                quant: QuantConfig | None = None) -> onnx_export.OnnxExport:
+    """Export a model's optimised graph to ONNX (docs/onnx.md).
+
+    Args:
+        model: a :class:`~recfx.runtime.CompiledModule` (exported as compiled), or an ``nn.Module`` that is compiled
+            first (``eager``, or ``eager-fp8`` with ``config.fp8``).
+        example_inputs: positional tensors (used to re-capture the graph; a batch >= 2 keeps it dynamic).
+        path: the ``.onnx`` file to write (its folder must exist).
+        config: :class:`~recfx.onnx.OnnxExportConfig` (opset, FP8, static activations, ``ksa_as_ops``, lint...).
+        calibration: batches for static FP8 activations (``config.static_activations``); for a compiled module, the
+            batches it was calibrated with (hashed into the metadata).
+        quant: a ``QuantConfig`` for the FP8 compile of an ``nn.Module`` (a compiled module has its own).
+
+    Returns:
+        :class:`~recfx.onnx.OnnxExport` (path, op histogram, lint report, metadata).
+
+    Raises:
+        TypeError / ValueError: bad arguments: an opset below 21 with FP8, ``fp8=True`` with an unquantized
+            compiled module, static activations without calibration data, ``quant`` with a compiled module.
+        FileNotFoundError / PermissionError: the output folder is missing or not writable (checked first).
+        OnnxExportError: ops without ONNX translation (listed with their source lines), or the exporter failed.
+        OnnxLintError: ``lint="strict"`` and the file breaks TensorRT's rules. Nothing is written on any error.
+
+    Example:
+        >>> import tempfile, torch, recfx
+        >>> model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()).eval()
+        >>> out = recfx.export_onnx(model, (torch.randn(2, 8),), tempfile.mkdtemp() + "/mlp.onnx")
+        >>> out.histogram
+        {'Gemm': 1, 'Relu': 1}
+    """
+    config = config or OnnxExportConfig()
+    if not isinstance(config, OnnxExportConfig):
+        raise TypeError(f"config must be a recfx.onnx.OnnxExportConfig, got {type(config).__name__}")
+    if isinstance(model, CompiledModule):
+        if quant is not None:
+            raise ValueError(f"quant= applies when export_onnx compiles an nn.Module; this CompiledModule (backend "
+                             f"{model.backend!r}) was compiled with its own quant config ({model.quant_config}); "
+                             "compile the original model with the QuantConfig you want and export that")
+        return onnx_export.export_onnx(model, example_inputs, path, config, calibration=calibration)
+    if not isinstance(model, torch.nn.Module):
+        raise TypeError(f"export_onnx takes an nn.Module or a recfx CompiledModule, got {type(model).__name__}")
+    onnx_export.check_writable(path)  # before the compile: a bad path costs nothing
+    inputs = onnx_export.as_inputs(example_inputs)
+    compiled = _compile_for_onnx(model, inputs, config, calibration, quant)
+    return onnx_export.export_onnx(compiled, inputs, path, config, calibration=calibration)
+
+
+def _compile_for_onnx(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], config: OnnxExportConfig,
+                      calibration: Iterable[Any] | None, quant: QuantConfig | None) -> CompiledModule:
+    """``model`` compiled as ``config`` asks: ``eager``, or ``eager-fp8`` (static per-tensor activations if asked)."""
+    compile_config = CompileConfig(dynamic_batch=config.dynamic, dynamic_dims=dict(config.dynamic_dims))
+    if not config.fp8:
+        if quant is not None or calibration is not None:
+            raise ValueError("quant/calibration were given for an fp32 export; set fp8=True (--fp8) to quantize")
+        return compile(model, inputs, backend="eager", config=compile_config)
+    if config.static_activations:
+        if calibration is None:
+            raise ValueError("static_activations needs calibration batches (calibration=[...]) to compute the "
+                             "per-tensor activation scales")
+        quant = (quant or QuantConfig()).replace(activation=STATIC_PER_TENSOR.name)
+    return compile(model, inputs, backend="eager-fp8", config=compile_config, calibration=calibration, quant=quant)

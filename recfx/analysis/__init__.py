@@ -1,4 +1,4 @@
-"""Distribution analysis of weights and activations (is a model FP8-friendly?)."""
+"""The output metrics (``numerics``) and weight / activation distributions (is a model FP8-friendly?)."""
 
 from recfx.analysis.stats import DistStats, RunningStats, tensor_stats
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from recfx._io import atomic_path
+from recfx.analysis.numerics import sqnr_db, sqnr_from_energies
 from recfx.analysis.stats import DistStats, RunningStats, tensor_stats
 from recfx.ops.fp8 import quantize_weight, scale_from_amax, static_quantize
 
@@ -66,12 +67,6 @@ class ModelDistribution:
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "summary": self.summary(), "layers": [la.to_dict() for la in self.layers]}
-
-
-def _sqnr(ref: torch.Tensor, approx: torch.Tensor) -> float:
-    from recfx.ops.fp8_testing import sqnr_db
-
-    return sqnr_db(ref, approx)
 
 
 class _Recorder:
@@ -138,8 +133,8 @@ def analyze_model(name: str, model: torch.nn.Module, batches: list[tuple[torch.T
         act = rec.stats.stats()
         sample = torch.cat(rec.sample)[: _Recorder.SAMPLE]
         sample = (sample - sample.mean()) / sample.std().clamp(min=1e-12)
-        w_sqnr = _sqnr(m.weight, w_q.float() * w_s)
-        x_sqnr = 10 * torch.log10(torch.tensor(rec.signal / rec.noise)).item() if rec.noise > 0 else float("inf")
+        w_sqnr = sqnr_db(m.weight, w_q.float() * w_s)
+        x_sqnr = sqnr_from_energies(rec.signal, rec.noise)
         layers.append(LayerDistribution(n, tensor_stats(m.weight), act, w_sqnr, x_sqnr, sample))
     return ModelDistribution(name, layers)
 

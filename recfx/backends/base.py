@@ -15,7 +15,9 @@ import torch
 from torch.fx import GraphModule
 
 from recfx.errors import BackendUnavailableError
-from recfx.passes.base import DEFAULT_FUSIONS, PASSES, PassContext
+from recfx.passes.base import PASSES, PassContext
+from recfx.passes.pipelines import DEFAULT_FUSIONS
+from recfx.passes.quant import fp8_pipeline
 from recfx.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -35,12 +37,15 @@ class Backend:
         fp8: run the FP8 quantization passes (``*-fp8`` backends).
         priority: higher is preferred by ``backend="auto"``.
         description: one line for listings.
+        lowering: the passes of stage ``lower`` it runs last, as (backend option, pass) pairs (a list of
+            ``recfx/passes/pipelines.py``): a pass with an option runs unless ``backend_options[option]`` is False.
     """
 
     name: ClassVar[str] = ""
     fp8: ClassVar[bool] = False
     priority: ClassVar[int] = 0
     description: ClassVar[str] = ""
+    lowering: ClassVar[tuple[tuple[str | None, str], ...]] = ()
 
     def availability(self) -> Availability:
         """Whether this backend can run here; the reason when it cannot."""
@@ -48,13 +53,10 @@ class Backend:
 
     def passes(self, ctx: PassContext) -> list[str]:
         """Pass names this backend runs after canonicalisation (quantization, fusion, lowering), in order."""
-        names: list[str] = []
-        if self.fp8:
-            from recfx.passes.quant import fp8_pipeline
-
-            names += fp8_pipeline(ctx)
+        names = fp8_pipeline(ctx) if self.fp8 else []
         names += [n for n in DEFAULT_FUSIONS if n in PASSES]
-        return names
+        return names + [name for option, name in self.lowering
+                        if option is None or bool(ctx.backend_options.get(option, True))]
 
     def compile(self, gm: GraphModule, ctx: PassContext) -> Callable[..., Any]:
         """Return a callable that runs ``gm``'s computation on the flat tensor inputs."""
@@ -66,7 +68,7 @@ class Backend:
         Raises:
             ValueError: an option this backend does not know (the message lists the allowed ones).
         """
-        options = dict(ctx.config.backend_options) if ctx.config is not None else {}
+        options = dict(ctx.backend_options)
         unknown = sorted(set(options) - set(allowed))
         if unknown:
             raise ValueError(f"unknown {self.name} backend_options {unknown}; allowed: {list(allowed)}")

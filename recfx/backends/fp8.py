@@ -24,6 +24,7 @@ from recfx.backends.cuda_graphs import DEFAULT_BATCHES, BatchGraphs
 from recfx.backends.eager import EagerBackend
 from recfx.backends.inductor import _INDUCTOR_OPTIONS, LOWERING_CHOICES, InductorBackend
 from recfx.passes.base import PassContext
+from recfx.passes.pipelines import CUDA_FP8_LOWERINGS
 from recfx.passes.quant.lower_scaled_mm import OPTIONS as LOWERING_OPTIONS
 
 #: ``backend_options`` of ``cuda-fp8`` besides Inductor's and the lowering's: the batch sizes whose calls replay
@@ -66,15 +67,10 @@ class CudaFp8Backend(InductorBackend):
     priority = 12
     description = ("FP8 on the GPU: per-token quantization fused into producers by Inductor, cuBLASLt row-wise FP8 "
                    "GEMMs with the scales in the epilogue")
+    lowering = CUDA_FP8_LOWERINGS
 
     def availability(self) -> Availability:
         return fp8_gpu_availability()
-
-    def lowerings(self, ctx: PassContext) -> list[tuple[str, str]]:
-        return [*super().lowerings(ctx), ("route_moe", "route_moe_experts_fp8")]
-
-    def passes(self, ctx: PassContext) -> list[str]:
-        return [*super().passes(ctx), "fp8_lower_scaled_mm"]
 
     def inductor_options(self, ctx: PassContext) -> dict[str, Any]:
         options = self.options(ctx, (*_INDUCTOR_OPTIONS, *LOWERING_CHOICES, *LOWERING_OPTIONS, *GRAPH_OPTIONS))
@@ -84,10 +80,10 @@ class CudaFp8Backend(InductorBackend):
 
     def compile(self, gm: GraphModule, ctx: PassContext) -> Callable[..., Any]:
         compiled = super().compile(gm, ctx)
-        options = dict(ctx.config.backend_options) if ctx.config is not None else {}
+        options = ctx.backend_options
         batches = options.get("cuda_graph_batches", DEFAULT_BATCHES)
         if not batches:  # cuda_graph_batches=() turns them off
             return compiled
         runner = BatchGraphs(compiled, tuple(batches))
-        ctx.extras.setdefault("report_sections", {})["cuda_graphs"] = runner.stats
+        ctx.report_sections["cuda_graphs"] = runner.stats
         return runner

@@ -11,14 +11,11 @@ from torch.fx import GraphModule
 
 from recfx.backends.base import Availability, Backend, register_backend
 from recfx.passes.base import PassContext
+from recfx.passes.pipelines import INDUCTOR_LOWERINGS, lowering_options
 
 _INDUCTOR_OPTIONS = ("mode", "options", "dynamic", "fullgraph")
 #: Optional lowerings of the Inductor backends, each on unless its backend option is False.
-LOWERING_CHOICES = ("fold_gqa", "route_moe")
-
-
-def _on(ctx: PassContext, option: str) -> bool:
-    return bool(ctx.config.backend_options.get(option, True)) if ctx.config is not None else True
+LOWERING_CHOICES = lowering_options(INDUCTOR_LOWERINGS)
 
 
 def inductor_availability() -> Availability:
@@ -37,18 +34,12 @@ def inductor_availability() -> Availability:
 class InductorBackend(Backend):
     priority = 10
     description = "torch.compile (TorchInductor) of the optimised graph: fused Triton (GPU) or C++ (CPU) kernels"
+    #: then GQA attention folded and MoE layers routed (``backend_options={"fold_gqa": False}`` keeps the repeated
+    #: K/V, ``{"route_moe": False}`` the dense all-experts sum)
+    lowering = INDUCTOR_LOWERINGS
 
     def availability(self) -> Availability:
         return inductor_availability()
-
-    def passes(self, ctx: PassContext) -> list[str]:
-        """Then GQA attention folded and MoE layers routed (``backend_options={"fold_gqa": False}`` keeps the repeated
-        K/V, ``{"route_moe": False}`` the dense all-experts sum)."""
-        return [*super().passes(ctx), *[name for option, name in self.lowerings(ctx) if _on(ctx, option)]]
-
-    def lowerings(self, ctx: PassContext) -> list[tuple[str, str]]:
-        """(backend option, pass) of the optional lowerings, in order."""
-        return [("fold_gqa", "fold_gqa_attention"), ("route_moe", "route_moe_experts")]
 
     def inductor_options(self, ctx: PassContext) -> dict[str, Any]:
         """The user's backend options that go to ``torch.compile`` (subclasses may take more and remove them)."""
@@ -59,7 +50,7 @@ class InductorBackend(Backend):
 
     def compile(self, gm: GraphModule, ctx: PassContext) -> Callable[..., Any]:
         options = self.inductor_options(ctx)
-        dynamic = options.pop("dynamic", bool(ctx.extras.get("dynamic_dims")))
+        dynamic = options.pop("dynamic", bool(ctx.dynamic_dims))
         compiled = torch.compile(gm, backend="inductor", dynamic=dynamic, **options)
         if dynamic:
             _warm_up_dynamic(compiled, ctx)
@@ -73,7 +64,7 @@ def _warm_up_dynamic(compiled: Callable[..., Any], ctx: PassContext) -> None:
     ``torch.export``, so every new batch size would recompile. Sizes 0 and 1 are still specialised by torch
     (one more compile the first time a batch of 1 arrives).
     """
-    captured = ctx.extras.get("captured")
+    captured = ctx.captured
     if captured is None:
         return
     args = [x.clone() for x in ctx.example_inputs]

@@ -95,10 +95,10 @@ class OrtBackend(Backend):
 
         options = self.options(ctx, _OPTIONS)
         providers = providers_for(options.get("provider", "auto"))
-        captured = ctx.extras.get("captured")
+        captured = ctx.captured
         if captured is None:
             raise ValueError(f"the {self.name} backend needs the captured graph's input/output specs "
-                             "(ctx.extras['captured']); call it through recfx.compile")
+                             "(ctx.captured); call it through recfx.compile")
         config = OnnxExportConfig(opset=int(options.get("opset", 21)), fp8=self.fp8, ksa_as_ops=True,
                                   optimize=bool(options.get("optimize", True)), lint="off")
         key = graph_key(gm, captured.input_specs, config.to_dict())

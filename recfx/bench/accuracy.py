@@ -1,10 +1,11 @@
 """The accuracy check of a backend against the reference: cosine, max abs error, exact match, top-k overlap.
 
-Float outputs are compared with :func:`recfx.runtime.numerics.compare_outputs` (float64 cosine, max abs error).
+Float outputs are compared with :func:`recfx.analysis.numerics.compare_outputs` (float64 cosine, max abs error).
 Integer outputs of rank >= 2 are read as the top-k results of a recommender, one row per request: OneRec returns
 items ``(B, beam, levels)``, so each request's answer is the *set* of its ``beam`` items (a tuple of semantic ids
-each). The overlap is ``|reference items ∩ candidate items| / beam``, averaged over requests: it does not care about
-order, which near-ties (bf16, FP8) legitimately change.
+each). The overlap (:func:`recfx.analysis.numerics.topk_overlap`) is ``|reference items ∩ candidate items|`` over the
+number of distinct reference items, averaged over requests: it does not care about order, which near-ties (bf16,
+FP8) legitimately change.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import torch
 
-from recfx.runtime.numerics import compare_outputs, flatten_outputs
+from recfx.analysis.numerics import compare_outputs, flatten_outputs, topk_overlap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,44 +46,16 @@ class Accuracy:
         return ", ".join(parts)
 
 
-def topk_overlap(reference: torch.Tensor, candidate: torch.Tensor) -> float:
-    """Mean over requests (dim 0) of the fraction of reference results (rows of dim 1) that the candidate also has.
-
-    Args:
-        reference / candidate: integer tensors of the same shape ``(B, K)`` or ``(B, K, ...)``; entry ``[b, k]``
-            (a scalar or a tuple of ids) is one result of request ``b``.
-
-    Returns:
-        A fraction in [0, 1]; 1.0 when each request returns the same set of results (in any order).
-
-    Raises:
-        ValueError: shapes differ or the rank is below 2.
-
-    Example:
-        >>> ref = torch.tensor([[[1, 2], [3, 4]]])
-        >>> topk_overlap(ref, torch.tensor([[[3, 4], [1, 2]]])), topk_overlap(ref, torch.tensor([[[3, 4], [5, 6]]]))
-        (1.0, 0.5)
-    """
-    if reference.shape != candidate.shape or reference.dim() < 2:
-        raise ValueError(f"topk_overlap needs two tensors of the same shape (B, K, ...), got "
-                         f"{tuple(reference.shape)} and {tuple(candidate.shape)}")
-    b, k = reference.shape[:2]
-    if b == 0 or k == 0:
-        return 1.0
-    ref_rows = reference.detach().cpu().reshape(b, k, -1).tolist()
-    cand_rows = candidate.detach().cpu().reshape(b, k, -1).tolist()
-    total = 0.0
-    for ref_req, cand_req in zip(ref_rows, cand_rows):
-        ref_set = {tuple(item) for item in ref_req}
-        total += len(ref_set & {tuple(item) for item in cand_req}) / len(ref_set)
-    return total / b
-
-
 def check_accuracy(reference: Any, candidate: Any) -> Accuracy:
     """Compare ``candidate`` outputs (any pytree of tensors) with ``reference``'s.
 
     Raises:
         ValueError: the outputs differ in number or shape.
+
+    Example:
+        >>> items = torch.tensor([[[1, 2], [3, 4]]])
+        >>> check_accuracy((items, torch.ones(2)), (items.flip(1), torch.ones(2))).summary()
+        'cos 1.00000, max|err| 0, top-k 100.0%'
     """
     checks = compare_outputs(reference, candidate)
     cosines = [c.cosine for c in checks if c.cosine is not None]

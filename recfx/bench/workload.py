@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from recfx.models import MODELS, ModelSpec
-from recfx.tools.common import resolve_model
+from recfx.models.resolve import resolve_model
 
 SEQ_KWARGS = {"ksa": "seq", "onerec": "context_tokens"}
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}

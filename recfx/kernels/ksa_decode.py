@@ -1,6 +1,6 @@
 """Triton decode attention over one contiguous slice of a KV cache (split-K "flash decoding"), launcher, reference.
 
-The KSA cache (``recfx/runtime/ksa_cache.py``, spec §5) lays a layer's visible keys out as ONE contiguous slice,
+The KSA cache (``recfx/models/ksa_cache.py``, spec §5) lays a layer's visible keys out as ONE contiguous slice,
 so decoding is dense attention of one query per head over [start, end) of the cache: no gather, no mask. The key
 range is cut into splits; each program reduces one split for all query heads of one kv head (GQA: the group's
 heads are the rows of one tl.dot), and a second kernel merges the splits by their log-sum-exp.

@@ -37,7 +37,17 @@ import triton.language as tl
 from recfx.kernels import ksa_dense, ksa_gluon
 from recfx.kernels.ksa_reference import prefill_reference as reference
 from recfx.kernels.ksa_reference import split_length
-from recfx.kernels.ksa_tiles import PREFIX_KEYS, attend, attend_tma, diagonal_tile, store_rows, summary_rows
+from recfx.kernels.ksa_tiles import (
+    PREFIX_KEYS,
+    KeyRange,
+    KeyValues,
+    RowBounds,
+    attend,
+    attend_tma,
+    diagonal_tile,
+    store_rows,
+    summary_rows,
+)
 from recfx.kernels.ksa_tma import chunk_descriptors, set_boxes, tma_supported
 
 __all__ = ["chooses_dense_prefix", "ksa_prefill", "reference", "tma_supported"]
@@ -152,43 +162,41 @@ def _ksa_prefill_body(Q, K, V, Out, Lse, KT, VT, KP, VP, PO, PL,
     USE_TMA: tl.constexpr = TMA and (CHUNK <= BLOCK_N) and (SUMMARIES <= BLOCK_N) and (CHUNK <= BLOCK_M)
     # square tiles: the diagonal key tile is the tile's own text, shared with its summary queries
     DIAGONAL: tl.constexpr = USE_TMA and (BLOCK_M == BLOCK_N)
+    kv = KeyValues(k_base, v_base, stride_kl, stride_vl)
+    prefix_rows = RowBounds(zero, pre_hi, n_sum)  # prefix index i is visible to row r iff i <= pre_hi[r]
+    text_rows = RowBounds(band_lo, t, n_text)  # text index i is visible to row r iff band_lo[r] <= i <= t[r]
+    no_keys = KeyRange(0, 0)
     if USE_TMA:  # unmasked tiles through TMA descriptors (one loop per range), masked ones through pointers
         b32 = pid_bh // heads
         acc, l_i, m_i = attend_tma(acc, l_i, m_i, q, KP, VP, b32, hk, 0, pre_full, qk_scale, SUMMARIES, HEAD_DIM,
                                     BLOCK_N)
         acc, l_i, m_i = attend_tma(acc, l_i, m_i, q, KT, VT, b32, hk, full_lo, full_hi, qk_scale, CHUNK, HEAD_DIM,
                                     BLOCK_N)
-        acc, l_i, m_i = attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
-                                pre_full, pre_end, zero, pre_hi, n_sum, first, full_lo, full_hi,
-                                t0 if DIAGONAL else end, band_lo, t, n_text, PREFIX_KEYS, True, CHUNK, SUMMARIES,
-                                HEAD_DIM, BLOCK_D, BLOCK_N)
+        acc, l_i, m_i = attend(acc, l_i, m_i, q, kv, qk_scale, KeyRange(pre_full, pre_end), prefix_rows,
+                               KeyRange(first, full_lo), KeyRange(full_hi, t0 if DIAGONAL else end), text_rows,
+                               PREFIX_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
         if DIAGONAL:
             acc, l_i, m_i = diagonal_tile(acc, l_i, m_i, q, q_base, k_base, v_base, o_base, lse_base, stride_ql,
                                            stride_kl, stride_vl, stride_ol, t0, t, band_lo, n_text, length,
                                            qk_scale, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
     elif SPLIT_LOOPS:  # one loop per range
-        acc, l_i, m_i = attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
-                                0, pre_full, zero, pre_hi, n_sum, 0, 0, 0, 0, band_lo, t, n_text,
-                                PREFIX_KEYS, False, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
-        acc, l_i, m_i = attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
-                                pre_full, pre_end, zero, pre_hi, n_sum, 0, 0, 0, 0, band_lo, t, n_text,
-                                PREFIX_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
-        acc, l_i, m_i = attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
-                                0, 0, zero, pre_hi, n_sum, first, full_lo, 0, 0, band_lo, t, n_text,
-                                PREFIX_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
-        acc, l_i, m_i = attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
-                                0, 0, zero, pre_hi, n_sum, full_lo, full_hi, 0, 0, band_lo, t, n_text,
-                                PREFIX_KEYS, False, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
-        acc, l_i, m_i = attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
-                                0, 0, zero, pre_hi, n_sum, full_hi, end, 0, 0, band_lo, t, n_text,
-                                PREFIX_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+        acc, l_i, m_i = attend(acc, l_i, m_i, q, kv, qk_scale, KeyRange(0, pre_full), prefix_rows, no_keys, no_keys,
+                               text_rows, PREFIX_KEYS, False, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+        acc, l_i, m_i = attend(acc, l_i, m_i, q, kv, qk_scale, KeyRange(pre_full, pre_end), prefix_rows, no_keys,
+                               no_keys, text_rows, PREFIX_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+        acc, l_i, m_i = attend(acc, l_i, m_i, q, kv, qk_scale, no_keys, prefix_rows, KeyRange(first, full_lo),
+                               no_keys, text_rows, PREFIX_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+        acc, l_i, m_i = attend(acc, l_i, m_i, q, kv, qk_scale, no_keys, prefix_rows, KeyRange(full_lo, full_hi),
+                               no_keys, text_rows, PREFIX_KEYS, False, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+        acc, l_i, m_i = attend(acc, l_i, m_i, q, kv, qk_scale, no_keys, prefix_rows, KeyRange(full_hi, end),
+                               no_keys, text_rows, PREFIX_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
     else:  # all unmasked tiles in one pipelined loop, all masked tiles in another
-        acc, l_i, m_i = attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
-                                0, pre_full, zero, pre_hi, n_sum, full_lo, full_hi, 0, 0, band_lo, t, n_text,
-                                PREFIX_KEYS, False, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
-        acc, l_i, m_i = attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
-                                pre_full, pre_end, zero, pre_hi, n_sum, first, full_lo, full_hi, end, band_lo, t,
-                                n_text, PREFIX_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+        acc, l_i, m_i = attend(acc, l_i, m_i, q, kv, qk_scale, KeyRange(0, pre_full), prefix_rows,
+                               KeyRange(full_lo, full_hi), no_keys, text_rows, PREFIX_KEYS, False, CHUNK, SUMMARIES,
+                               HEAD_DIM, BLOCK_D, BLOCK_N)
+        acc, l_i, m_i = attend(acc, l_i, m_i, q, kv, qk_scale, KeyRange(pre_full, pre_end), prefix_rows,
+                               KeyRange(first, full_lo), KeyRange(full_hi, end), text_rows, PREFIX_KEYS, True, CHUNK,
+                               SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
     store_rows(acc, l_i, m_i, q_pos, t_ok, o_base, lse_base, stride_ol, HEAD_DIM, BLOCK_D)
 
     if not DIAGONAL:  # (square TMA tiles did these in diagonal_tile)

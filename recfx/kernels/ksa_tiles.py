@@ -5,11 +5,41 @@ summary queries' own loop, and the row stores. Each works on one query tile of o
 
 from __future__ import annotations
 
+from typing import Any, NamedTuple
+
 import triton
 import triton.language as tl
 
-__all__ = ["PREFIX_KEYS", "SEQ_KEYS", "TEXT_KEYS", "attend", "attend_tma", "diagonal_tile", "softmax_step",
-           "store_rows", "summary_rows", "tma_tile"]
+__all__ = ["PREFIX_KEYS", "SEQ_KEYS", "TEXT_KEYS", "KeyRange", "KeyValues", "RowBounds", "attend",
+           "attend_tma", "diagonal_tile", "softmax_step", "store_rows", "summary_rows", "tma_tile"]
+
+
+class KeyValues(NamedTuple):
+    """The keys and values of one (batch, kv head): base pointers and their row strides."""
+
+    k_base: Any
+    v_base: Any
+    stride_k: Any
+    stride_v: Any
+
+
+class KeyRange(NamedTuple):
+    """Key indices [lo, hi) of one index space; ``KeyRange(0, 0)`` is no key."""
+
+    lo: Any
+    hi: Any
+
+
+class RowBounds(NamedTuple):
+    """Which keys of a range each query row sees when masked: row r sees index i iff lo[r] <= i <= hi[r], i < end."""
+
+    lo: Any
+    hi: Any
+    end: Any
+
+
+# Sizes stay separate ``tl.constexpr`` parameters: in a compiled (not interpreted) kernel, Triton 3.9 loses the
+# constexpr-ness of the members of a tuple built in the kernel (``tl.arange`` then refuses them).
 
 #: key index spaces of one inner loop
 PREFIX_KEYS = tl.constexpr(0)  # j-th summary in time order
@@ -53,32 +83,33 @@ def softmax_step(qk, ok, m_i, l_i, qk_scale, MASKED: tl.constexpr):
 
 
 @triton.jit
-def attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
-            lo0, hi0, row_lo0, row_hi0, end0, lo1, hi1, lo2, hi2, row_lo1, row_hi1, end1,
-            KEYS0: tl.constexpr, MASKED: tl.constexpr, CHUNK: tl.constexpr, SUMMARIES: tl.constexpr,
-            HEAD_DIM: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Online-softmax update over up to three key ranges walked as ONE pipelined loop: indices [lo0, hi0) in the
-    ``KEYS0`` space, then text indices [lo1, hi1) and [lo2, hi2).
+def attend(acc, l_i, m_i, q, kv, qk_scale, first, first_rows, text_a, text_b, text_rows, KEYS0: tl.constexpr,
+           MASKED: tl.constexpr, CHUNK: tl.constexpr, SUMMARIES: tl.constexpr, HEAD_DIM: tl.constexpr,
+           BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
+    """Online-softmax update over up to three key ranges walked as ONE pipelined loop: ``first`` (a
+    :class:`KeyRange` in the ``KEYS0`` index space), then the text ranges ``text_a`` and ``text_b``.
 
-    With MASKED, row r sees index i of range 0 iff row_lo0[r] <= i <= row_hi0[r] and i < end0 (ranges 1-2: row_lo1,
-    row_hi1, end1); without, every row sees every key of the ranges.
+    With MASKED, row r sees the keys of ``first`` that ``first_rows`` (a :class:`RowBounds`) allows, and of the text
+    ranges those ``text_rows`` allows; without, every row sees every key of the ranges. ``kv``: a
+    :class:`KeyValues`.
     """
     offs_n = tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     d_ok = offs_d < HEAD_DIM
-    n0 = tl.cdiv(tl.maximum(hi0 - lo0, 0), BLOCK_N)
-    n01 = n0 + tl.cdiv(tl.maximum(hi1 - lo1, 0), BLOCK_N)
-    n012 = n01 + tl.cdiv(tl.maximum(hi2 - lo2, 0), BLOCK_N)
+    n0 = tl.cdiv(tl.maximum(first.hi - first.lo, 0), BLOCK_N)
+    n01 = n0 + tl.cdiv(tl.maximum(text_a.hi - text_a.lo, 0), BLOCK_N)
+    n012 = n01 + tl.cdiv(tl.maximum(text_b.hi - text_b.lo, 0), BLOCK_N)
     for i in tl.range(0, n012):
         in0 = i < n0
-        start = tl.where(in0, lo0 + i * BLOCK_N, tl.where(i < n01, lo1 + (i - n0) * BLOCK_N, lo2 + (i - n01) * BLOCK_N))
+        start = tl.where(in0, first.lo + i * BLOCK_N,
+                         tl.where(i < n01, text_a.lo + (i - n0) * BLOCK_N, text_b.lo + (i - n01) * BLOCK_N))
         idx = start + offs_n
         pos = tl.where(in0, key_positions(idx, KEYS0, CHUNK, SUMMARIES),
                        key_positions(idx, TEXT_KEYS, CHUNK, SUMMARIES))
-        k_ptrs = k_base + pos[:, None] * stride_kl + offs_d[None, :]
-        v_ptrs = v_base + pos[:, None] * stride_vl + offs_d[None, :]
+        k_ptrs = kv.k_base + pos[:, None] * kv.stride_k + offs_d[None, :]
+        v_ptrs = kv.v_base + pos[:, None] * kv.stride_v + offs_d[None, :]
         if MASKED:
-            ld = (idx < tl.where(in0, end0, end1))[:, None] & d_ok[None, :]
+            ld = (idx < tl.where(in0, first_rows.end, text_rows.end))[:, None] & d_ok[None, :]
             k = tl.load(k_ptrs, mask=ld, other=0.0)
         elif BLOCK_D == HEAD_DIM:
             k = tl.load(k_ptrs)
@@ -86,8 +117,8 @@ def attend(acc, l_i, m_i, q, k_base, v_base, stride_kl, stride_vl, qk_scale,
             k = tl.load(k_ptrs, mask=d_ok[None, :], other=0.0)
         qk = tl.dot(q, tl.trans(k))
         if MASKED:
-            row_lo = tl.where(in0, row_lo0, row_lo1)
-            row_hi = tl.where(in0, row_hi0, row_hi1)
+            row_lo = tl.where(in0, first_rows.lo, text_rows.lo)
+            row_hi = tl.where(in0, first_rows.hi, text_rows.hi)
             ok = (idx[None, :] >= row_lo[:, None]) & (idx[None, :] <= row_hi[:, None])
             p, alpha, m_new, l_i = softmax_step(qk, ok, m_i, l_i, qk_scale, True)
         else:
@@ -227,7 +258,8 @@ def summary_rows(q_base, k_base, v_base, o_base, lse_base, stride_ql, stride_kl,
         s_acc = tl.zeros([SUMMARY_ROWS, BLOCK_D], tl.float32)
         key_lo = (c_lo + r0 // SUMMARIES) * BLOCK
         key_hi = tl.minimum(tl.minimum(c_lo + (r0 + SUMMARY_ROWS - 1) // SUMMARIES + 1, c_hi) * BLOCK, length)
-        s_acc, s_l, s_m = attend(s_acc, s_l, s_m, sq, k_base, v_base, stride_kl, stride_vl, qk_scale,
-                                  key_lo, key_hi, sc * BLOCK, s_pos, length, 0, 0, 0, 0, sc * BLOCK, s_pos, length,
-                                  SEQ_KEYS, True, CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
+        rows = RowBounds(sc * BLOCK, s_pos, length)  # own chunk, causally, in interleaved positions
+        s_acc, s_l, s_m = attend(s_acc, s_l, s_m, sq, KeyValues(k_base, v_base, stride_kl, stride_vl), qk_scale,
+                                 KeyRange(key_lo, key_hi), rows, KeyRange(0, 0), KeyRange(0, 0), rows, SEQ_KEYS, True,
+                                 CHUNK, SUMMARIES, HEAD_DIM, BLOCK_D, BLOCK_N)
         store_rows(s_acc, s_l, s_m, s_pos, s_ok, o_base, lse_base, stride_ol, HEAD_DIM, BLOCK_D)

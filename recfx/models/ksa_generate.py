@@ -1,7 +1,7 @@
 """Generation for :class:`~recfx.models.ksa.KSAModel` with the O(n/k + W*k) KSA cache (spec §5).
 
 The prompt is run once (``recfx::ksa_attention`` in KSA layers) and its k/v fill the caches; every new text token
-then attends to ONE contiguous slice per layer (``recfx/runtime/ksa_cache.py``), and when it completes a chunk
+then attends to ONE contiguous slice per layer (``recfx/models/ksa_cache.py``), and when it completes a chunk
 the S summary tokens run through all layers (summary projections, their RoPE positions) and are committed.
 Decoding gives the same next-token distribution as recomputing the whole prefix with the §2 mask.
 
@@ -19,7 +19,7 @@ import recfx.ops.ksa  # noqa: F401  (defines recfx::ksa_attention)
 from recfx.models import ksa_mask as layout
 from recfx.models.common import masked_attention, rope_angles
 from recfx.models.ksa import KSABlock, KSAModel
-from recfx.runtime.ksa_cache import (
+from recfx.models.ksa_cache import (
     KSACacheLayout,
     KSALayerCache,
     TextKVCache,

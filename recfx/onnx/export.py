@@ -1,5 +1,6 @@
-"""``recfx.export_onnx``: the optimised graph as a standard ONNX file (FP8 Q/DQ, TensorRT plugin nodes), checked
-with ``onnx.checker`` and TensorRT's explicit-quantization rules.
+"""``export_onnx``: a compiled module's optimised graph as a standard ONNX file (FP8 Q/DQ, TensorRT plugin nodes),
+checked with ``onnx.checker`` and TensorRT's explicit-quantization rules. (:func:`recfx.export_onnx`, the API, also
+takes an ``nn.Module`` and compiles it first.)
 
 Pipeline: compiled graph module -> ``torch.export`` (dynamic dims kept) -> decompositions (``ksa_as_ops``) ->
 ``torch.onnx.export`` with recfx's translations (``recfx/onnx/translate*.py``) -> onnxscript optimizer (Q/DQ kept)
@@ -16,7 +17,7 @@ import time
 import warnings
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 from torch.export import Dim
@@ -29,7 +30,7 @@ from recfx.onnx.config import MIN_FP8_OPSET, OnnxExportConfig
 from recfx.onnx.lint import LintReport
 from recfx.onnx.metadata import build_metadata, calibration_hash
 from recfx.onnx.write import write_model
-from recfx.ops.fp8_terms import FP8_STORAGE_DTYPES, STATIC_PER_TENSOR, is_fp8_op
+from recfx.ops.fp8_terms import FP8_STORAGE_DTYPES, is_fp8_op
 
 log = logging.getLogger(__name__)
 
@@ -76,26 +77,63 @@ class OnnxExport:
         return "\n".join(lines)
 
 
-def export_onnx(model_or_compiled: torch.nn.Module, example_inputs: Sequence[torch.Tensor], path: str | Path,
-                config: OnnxExportConfig | None = None, *, calibration: Iterable[Any] | None = None,
-                quant: Any = None) -> OnnxExport:
-    """Export a model's optimised graph to ONNX.
+class ExportReport(Protocol):
+    """What :func:`export_onnx` reads of a compile report (:class:`recfx.CompileReport` is one)."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def sections(self) -> dict[str, Any]: ...
+
+
+class CompiledGraph(Protocol):
+    """What :func:`export_onnx` reads of a compiled module: :class:`recfx.CompiledModule` is one.
+
+    Named by its shape rather than imported: the runtime (which holds ``CompiledModule``) sits above this layer and
+    uses it (ONNX bundles, the ``ort`` backends), see docs/architecture.md.
+    """
+
+    @property
+    def input_specs(self) -> list[TensorSpec]: ...
+
+    @property
+    def output_specs(self) -> list[TensorSpec]: ...
+
+    @property
+    def quant_config(self) -> dict[str, Any] | None:
+        """The quant config the module was compiled with (``QuantConfig.to_dict()``), ``None`` if not quantized."""
+
+    @property
+    def report(self) -> ExportReport: ...
+
+    @property
+    def graph_module(self) -> GraphModule: ...
+
+    @property
+    def backend(self) -> str: ...
+
+
+def export_onnx(compiled: CompiledGraph, example_inputs: Sequence[torch.Tensor], path: str | Path,
+                config: OnnxExportConfig | None = None, *, calibration: Iterable[Any] | None = None) -> OnnxExport:
+    """Export a compiled module's optimised graph to ONNX.
+
+    :func:`recfx.export_onnx` also takes an ``nn.Module`` (and compiles it first); this function exports what was
+    compiled: its backend, FP8 graph and quant config (``compiled.quant_config``) go into the metadata.
 
     Args:
-        model_or_compiled: a :class:`~recfx.CompiledModule`, or an ``nn.Module`` that is compiled first
-            (``eager``, or ``eager-fp8`` with ``config.fp8``).
+        compiled: a :class:`~recfx.CompiledModule` (``recfx.compile(model, ...)``).
         example_inputs: positional tensors (used to re-capture the graph; a batch >= 2 keeps it dynamic).
         path: the ``.onnx`` file to write (its folder must exist).
         config: :class:`OnnxExportConfig` (opset, FP8, static activations, ``ksa_as_ops``, lint mode...).
-        calibration: batches for static FP8 activations (``config.static_activations``).
-        quant: a ``QuantConfig`` for the FP8 compile (and the metadata).
+        calibration: the batches the module was calibrated with, to hash them into the metadata.
 
     Returns:
         :class:`OnnxExport` (path, op histogram, lint report, metadata).
 
     Raises:
-        TypeError / ValueError: bad arguments: an opset below 21 with FP8, ``fp8=True`` with an unquantized
-            compiled module, static activations without calibration data.
+        TypeError / ValueError: bad arguments: not a compiled module, an opset below 21 with FP8, ``fp8=True`` with
+            an unquantized compiled module, static activations asked of one that quantizes at run time.
         FileNotFoundError / PermissionError: the output folder is missing or not writable (checked first).
         OnnxExportError: ops without ONNX translation (listed with their source lines), or the exporter failed.
         OnnxLintError: ``lint="strict"`` and the file breaks TensorRT's rules. Nothing is written on any error.
@@ -103,32 +141,25 @@ def export_onnx(model_or_compiled: torch.nn.Module, example_inputs: Sequence[tor
     Example:
         >>> import tempfile, torch, recfx
         >>> model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU()).eval()
-        >>> out = recfx.export_onnx(model, (torch.randn(2, 8),), tempfile.mkdtemp() + "/mlp.onnx")
-        >>> out.histogram
+        >>> compiled = recfx.compile(model, (torch.randn(2, 8),), backend="eager")
+        >>> export_onnx(compiled, (torch.randn(2, 8),), tempfile.mkdtemp() + "/mlp.onnx").histogram
         {'Gemm': 1, 'Relu': 1}
     """
-    from recfx.runtime import CompiledModule
-
+    if not _is_compiled(compiled):
+        raise TypeError(f"recfx.onnx.export_onnx takes a recfx CompiledModule (from recfx.compile), got "
+                        f"{type(compiled).__name__}; recfx.export_onnx compiles an nn.Module first")
     config = config or OnnxExportConfig()
     if not isinstance(config, OnnxExportConfig):
         raise TypeError(f"config must be a recfx.onnx.OnnxExportConfig, got {type(config).__name__}")
     check_writable(path)
-    inputs = _as_inputs(example_inputs)
+    inputs = as_inputs(example_inputs)
     calib = calibration_hash(calibration)
-    if isinstance(model_or_compiled, CompiledModule):
-        compiled, name = model_or_compiled, config.model_name or model_or_compiled.report.model
-        section = compiled.report.sections.get("fp8")
-        if calibration is None and getattr(section, "data_source", "") == "calibration data":
-            calib = "unknown (the compiled module was calibrated; pass calibration= to export_onnx to hash it)"
-    elif isinstance(model_or_compiled, torch.nn.Module):
-        compiled = _compile(model_or_compiled, inputs, config, calibration, quant)
-        name = config.model_name or type(model_or_compiled).__name__
-    else:
-        raise TypeError(f"export_onnx takes an nn.Module or a recfx CompiledModule, got "
-                        f"{type(model_or_compiled).__name__}")
+    name = config.model_name or compiled.report.model
+    section = compiled.report.sections.get("fp8")
+    if calibration is None and getattr(section, "data_source", "") == "calibration data":
+        calib = "unknown (the compiled module was calibrated; pass calibration= to export_onnx to hash it)"
     gm = compiled.graph_module
     fp8 = has_fp8(gm)
-    section = compiled.report.sections.get("fp8")
     linears = int(getattr(section, "linears", 0) or 0)
     if config.fp8 and not fp8 and section is not None and linears and not section.quantized:
         rules = "; ".join(sorted({why for _, why in section.excluded})) or "no rule recorded"
@@ -147,7 +178,7 @@ def export_onnx(model_or_compiled: torch.nn.Module, example_inputs: Sequence[tor
     t0 = time.perf_counter()
     model = onnx_model(gm, inputs, compiled.input_specs, compiled.output_specs, config)
     plugins = translate.plugin_ops(gm, config.ksa_as_ops)
-    metadata = build_metadata(model=name, backend=compiled.backend, fp8=fp8, quant=_quant_of(compiled) or quant,
+    metadata = build_metadata(model=name, backend=compiled.backend, fp8=fp8, quant=compiled.quant_config,
                               calibration=calib, export_config=config, plugins=plugins,
                               inputs=compiled.input_specs, outputs=compiled.output_specs)
     model.metadata_props.update(metadata)
@@ -156,6 +187,12 @@ def export_onnx(model_or_compiled: torch.nn.Module, example_inputs: Sequence[tor
                         time.perf_counter() - t0)
     log.info("%s", result.summary())
     return result
+
+
+def _is_compiled(obj: Any) -> bool:
+    """Whether ``obj`` looks like a :class:`CompiledGraph` (a plain ``nn.Module`` or a graph module does not)."""
+    return isinstance(obj, torch.nn.Module) and isinstance(getattr(obj, "input_specs", None), list) \
+        and hasattr(obj, "report") and hasattr(obj, "quant_config")
 
 
 def check_writable(path: str | Path) -> None:
@@ -300,42 +337,12 @@ def _export_dim(size: str, roots: dict[str, Any]) -> Any:
         return Dim.AUTO
 
 
-def _compile(model: torch.nn.Module, inputs: tuple[torch.Tensor, ...], config: OnnxExportConfig,
-             calibration: Iterable[Any] | None, quant: Any) -> Any:
-    import recfx
+def as_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...]:
+    """The example inputs as a tuple of tensors (one tensor alone is one input).
 
-    compile_config = recfx.CompileConfig(dynamic_batch=config.dynamic, dynamic_dims=dict(config.dynamic_dims))
-    if not config.fp8:
-        if quant is not None or calibration is not None:
-            raise ValueError("quant/calibration were given for an fp32 export; set fp8=True (--fp8) to quantize")
-        return recfx.compile(model, inputs, backend="eager", config=compile_config)
-    if config.static_activations:
-        if calibration is None:
-            raise ValueError("static_activations needs calibration batches (calibration=[...]) to compute the "
-                             "per-tensor activation scales")
-        quant = static_quant_config(quant)
-    return recfx.compile(model, inputs, backend="eager-fp8", config=compile_config, calibration=calibration,
-                         quant=quant)
-
-
-def static_quant_config(quant: Any) -> Any:
-    """``quant`` (or the default ``QuantConfig``) with static per-tensor activation scales."""
-    from recfx.passes.quant import QuantConfig
-
-    quant = quant or QuantConfig()
-    return quant.replace(activation=STATIC_PER_TENSOR.name)
-
-
-def _quant_of(compiled: Any) -> Any:
-    for key in ("quant", "fp8", "quantization"):
-        section = compiled.report.sections.get(key)
-        config = getattr(section, "config", None)
-        if config is not None:
-            return config
-    return None
-
-
-def _as_inputs(example_inputs: Any) -> tuple[torch.Tensor, ...]:
+    Raises:
+        TypeError: an input is not a tensor.
+    """
     inputs = (example_inputs,) if isinstance(example_inputs, torch.Tensor) else tuple(example_inputs)
     bad = [type(x).__name__ for x in inputs if not isinstance(x, torch.Tensor)]
     if bad:

@@ -1,4 +1,6 @@
-"""Test helpers for FP8 ops and kernels: an independent float64 reference of E4M3 rounding, SQNR, opcheck.
+"""Test helpers for FP8 ops and kernels: an independent float64 reference of E4M3 rounding, opcheck.
+
+SQNR is :func:`recfx.analysis.numerics.sqnr_db`.
 
 Other backends' kernels (Triton, TensorRT plugins) are checked against the same references.
 """
@@ -39,20 +41,6 @@ def reference_codes(x: np.ndarray, scale: np.ndarray) -> np.ndarray:
     pick_hi = (d_hi < d_lo) | ((d_hi == d_lo) & (codes[hi] % 2 == 0))
     code = np.where(pick_hi, codes[hi], codes[lo])
     return (code | np.where(np.signbit(v), 0x80, 0)).astype(np.uint8)
-
-
-def sqnr_db(reference: torch.Tensor, approx: torch.Tensor) -> float:
-    """Signal-to-quantization-noise ratio in dB, in float64: ``10 log10(sum ref^2 / sum (ref - approx)^2)``.
-
-    Example:
-        >>> round(sqnr_db(torch.ones(4), torch.full((4,), 1.1)), 1)
-        20.0
-    """
-    ref = reference.detach().double()
-    err = (ref - approx.detach().double().to(ref.device)).pow(2).sum()
-    if err == 0:
-        return float("inf")
-    return float(10 * torch.log10(ref.pow(2).sum() / err))
 
 
 def _same(a: torch.Tensor, b: torch.Tensor) -> bool:

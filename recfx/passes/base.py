@@ -5,20 +5,23 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import logging
-from collections.abc import Callable
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
 from recfx.registry import Registry
 
+if TYPE_CHECKING:  # the pass context's field types; importing them here would import the FP8 passes first
+    from recfx.frontend.capture import CapturedGraph
+    from recfx.passes.quant.config import QuantConfig
+    from recfx.passes.quant.state import Fp8State
+
 log = logging.getLogger(__name__)
 
-#: Pipeline stages in order. Invariants of a stage hold after it and in every later stage.
-STAGES: tuple[str, ...] = ("canonicalize", "quantize", "fuse", "lower", "finalize")
-
-#: Fusions every backend runs after quantization, when registered (the op they produce has an eager reference).
-DEFAULT_FUSIONS: tuple[str, ...] = ("fuse_ksa",)
+#: Pipeline stages in order. Invariants of a stage hold after it and in every later stage. What each holds by
+#: default: ``recfx/passes/pipelines.py``.
+STAGES: tuple[str, ...] = ("canonicalize", "quantize", "fuse", "lower")
 
 
 @dataclasses.dataclass
@@ -40,15 +43,38 @@ class GraphPass(Protocol):
 
 @dataclasses.dataclass
 class PassContext:
-    """What a configurable pass may need beyond the graph: the compile config and the user's data.
+    """What passes and the backend of one compile share beyond the graph, one typed field each.
 
     Passes that need nothing take only the graph; a pass class registered with :func:`register_pass` is
-    constructed with this context once per pipeline.
+    constructed with this context once per pipeline, and the backend gets it in ``passes(ctx)`` and
+    ``compile(gm, ctx)``. ``recfx.compile`` fills the inputs; passes and backends write the outputs.
+
+    Attributes:
+        example_inputs: the (normalised) example inputs of the capture.
+        captured: the :class:`~recfx.frontend.capture.CapturedGraph` (input/output specs, dynamic dims);
+            ``None`` when a pipeline runs on a bare graph (tests).
+        model: the user's original ``nn.Module`` (the FP8 report compares against it).
+        backend: the backend's name; ``backend_options``: ``CompileConfig.backend_options`` for it.
+        quant: the user's ``QuantConfig`` (``None``: the default); ``calibration``: the calibration batches.
+        fp8_state: the FP8 pipeline's shared state (``Fp8State.of(ctx)`` creates it on first use).
+        report_sections: outputs: report objects (with ``render()`` / ``to_dict()``) by name, attached by
+            ``recfx.compile`` to ``CompiledModule.report.sections``.
     """
 
-    config: Any = None
     example_inputs: tuple[torch.Tensor, ...] = ()
-    extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+    captured: CapturedGraph | None = None
+    model: torch.nn.Module | None = None
+    backend: str = ""
+    backend_options: dict[str, Any] = dataclasses.field(default_factory=dict)
+    quant: QuantConfig | None = None
+    calibration: Iterable[Any] | None = None
+    fp8_state: Fp8State | None = None
+    report_sections: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def dynamic_dims(self) -> dict[str, dict[int, str]]:
+        """The capture's dynamic dims by input name (empty without a capture)."""
+        return dict(self.captured.dynamic_dims) if self.captured is not None else {}
 
 
 @dataclasses.dataclass(frozen=True)

@@ -28,3 +28,9 @@ def dead_code_elimination(gm: GraphModule) -> PassResult:
         finish(gm)
     log.debug("dce removed %d nodes", removed)
     return PassResult(gm, modified=removed > 0, changed_nodes=removed)
+
+
+@register_pass("dce_final", stage="canonicalize", postcondition=_dead_nodes)
+def final_dead_code_elimination(gm: GraphModule) -> PassResult:
+    """Every remaining pure node is used (run again after the rewrites of the stage)."""
+    return dead_code_elimination(gm)

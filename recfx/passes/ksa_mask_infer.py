@@ -2,7 +2,7 @@
 
 A mask arrives either as a constant (static shapes: constant folding made it a ``_folded_*`` buffer) or as a
 subgraph of the sequence length (dynamic shapes: ``arange`` and friends). Either way it is *evaluated* — a constant
-is read, a subgraph is run at several concrete lengths — and compared with ``recfx.models.ksa_mask.ksa_mask``. So
+is read, a subgraph is run at several concrete lengths — and compared with ``recfx.ops.ksa_layout.ksa_mask``. So
 any spelling of the mask (other ops, other order, ``where`` vs ``&``) is recognised, and anything else is not.
 """
 

@@ -334,7 +334,7 @@ class RouteMoeFp8:
     """No dense all-experts MoE sum of per-channel FP8 SwiGLU experts remains where a grouped FP8 GEMM can run it."""
 
     def __init__(self, ctx: PassContext) -> None:
-        options = dict(ctx.config.backend_options) if ctx.config is not None else {}
+        options = ctx.backend_options
         self.run = _RouteMoe(fp8=True, fast_accum=bool(options.get("fast_accum", True)),
                              exact_quant=bool(options.get("exact_quant", False)))
 

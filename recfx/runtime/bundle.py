@@ -28,12 +28,12 @@ from typing import Any
 import torch
 
 from recfx._version import __version__
+from recfx.analysis.numerics import OutputCheck
 from recfx.frontend.capture import TensorSpec
 from recfx.passes.manager import PassRecord
 from recfx.runtime import bundle_formats as formats
 from recfx.runtime.bundle_formats import BundleError, BundleUnsupportedError
 from recfx.runtime.compiled import CompiledModule
-from recfx.runtime.numerics import OutputCheck
 from recfx.runtime.report import CompileReport
 
 log = logging.getLogger(__name__)

@@ -6,8 +6,8 @@ import dataclasses
 import io
 from typing import Any
 
+from recfx.analysis.numerics import OutputCheck
 from recfx.passes.manager import PassRecord
-from recfx.runtime.numerics import OutputCheck
 
 
 @dataclasses.dataclass

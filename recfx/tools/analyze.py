@@ -34,7 +34,7 @@ def run(args: argparse.Namespace) -> int:
 
     from recfx._io import atomic_write_text, check_writable_file
     from recfx.analysis.distribution import add_outlier_channels, analyze_model, plot
-    from recfx.tools.common import resolve_model
+    from recfx.models.resolve import resolve_model
 
     if args.batch < 1 or args.batches < 1:
         raise ValueError(f"--batch and --batches must be >= 1, got {args.batch} and {args.batches}")

@@ -46,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
 
     import recfx
     from recfx.backends import BACKENDS, resolve_backend
-    from recfx.tools.common import resolve_model
+    from recfx.models.resolve import resolve_model
 
     if args.out.exists() and not args.overwrite:
         raise ValueError(f"--out {args.out} exists; pass --overwrite to replace it or choose another folder")

@@ -55,8 +55,8 @@ def _dynamic_dim(text: str) -> tuple[str, int, str]:
 
 def run(args: argparse.Namespace) -> int:
     import recfx
-    from recfx.onnx import OnnxExportConfig, export_onnx
-    from recfx.tools.common import resolve_model
+    from recfx.models.resolve import resolve_model
+    from recfx.onnx import OnnxExportConfig
 
     if args.static_activations and not args.fp8:
         raise ValueError("--static-activations needs --fp8")
@@ -82,8 +82,8 @@ def run(args: argparse.Namespace) -> int:
         if args.static_activations:
             calibration = ([spec.example_inputs(args.batch, seed=args.seed + 1 + i)
                             for i in range(args.calibration_batches)] if spec is not None else [inputs])
-    result = export_onnx(model, inputs, args.output, config.replace(model_name=name), calibration=calibration,
-                         quant=quant)
+    result = recfx.export_onnx(model, inputs, args.output, config.replace(model_name=name), calibration=calibration,
+                               quant=quant)
     print(result.summary())
     if result.lint is not None and not result.lint.ok:
         print(result.lint.render())

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 import recfx
+from recfx.analysis.numerics import sqnr_db
 from recfx.backends import BACKENDS, resolve_backend
 from recfx.errors import BackendUnavailableError, PassError
-from recfx.ops.fp8_testing import sqnr_db
 
 ops = torch.ops.recfx
 

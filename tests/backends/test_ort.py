@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import recfx
+from recfx.analysis.numerics import cosine
 from recfx.backends import BACKENDS, resolve_backend
-from recfx.runtime.numerics import cosine
 
 
 class Mlp(torch.nn.Module):

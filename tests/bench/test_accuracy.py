@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from recfx.bench.accuracy import check_accuracy, topk_overlap
+from recfx.analysis.numerics import topk_overlap
+from recfx.bench.accuracy import check_accuracy
 
 
 def test_topk_overlap_ignores_order_and_counts_per_request():

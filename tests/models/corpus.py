@@ -281,7 +281,7 @@ class Row:
 
 
 def _worst(reference: object, candidate: object) -> tuple[float, float]:
-    from recfx.runtime.numerics import compare_outputs
+    from recfx.analysis.numerics import compare_outputs
 
     checks = [c for c in compare_outputs(reference, candidate) if c.cosine is not None]
     return max(c.max_abs_err or 0.0 for c in checks), min(c.cosine for c in checks)  # type: ignore[type-var]

@@ -10,13 +10,8 @@ import pytest
 import torch
 
 import recfx
-from recfx.onnx import (
-    OnnxExportConfig,
-    OnnxExportError,
-    OnnxLintError,
-    export_onnx,
-    read_metadata,
-)
+from recfx import export_onnx
+from recfx.onnx import OnnxExportConfig, OnnxExportError, OnnxLintError, read_metadata
 from recfx.onnx.metadata import calibration_hash
 from recfx.ops.fp8 import quantize_weight
 
@@ -218,3 +213,25 @@ def test_fp8_export_when_the_policy_excluded_every_gemm_names_the_rule(tmp_path)
     with pytest.raises(ValueError, match=r"the FP8 policy excluded all \d+ GEMMs \(.*exclude\(path='\*'\)"):
         export_onnx(compiled, inputs, tmp_path / "m.onnx", OnnxExportConfig(fp8=True))
     assert not (tmp_path / "m.onnx").exists()
+
+
+def test_onnx_layer_export_takes_compiled_modules_only(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from recfx.onnx import export_onnx as export_compiled
+
+    inputs = (torch.randn(2, 32),)
+    with pytest.raises(TypeError, match="takes a recfx CompiledModule.*recfx.export_onnx compiles an nn.Module"):
+        export_compiled(Mlp().eval(), inputs, tmp_path / "m.onnx")  # type: ignore[arg-type]
+    compiled = recfx.compile(Mlp().eval(), inputs, backend="eager")
+    with pytest.raises(ValueError, match="quant= applies when export_onnx compiles an nn.Module"):
+        export_onnx(compiled, inputs, tmp_path / "m.onnx", quant=recfx.QuantConfig())
+    assert _files(tmp_path) == []
+
+
+def test_quant_config_metadata_comes_from_the_compiled_module(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # the quant config travels in CompiledModule.quant_config, not found by probing report sections
+    inputs = (torch.randn(2, 32),)
+    quant = recfx.QuantConfig(progress=False, default_exclusions=False, weight="per_tensor")
+    compiled = recfx.compile(Mlp().eval(), inputs, backend="eager-fp8", quant=quant)
+    compiled.report.sections.clear()
+    out = export_onnx(compiled, inputs, tmp_path / "q.onnx")
+    assert json.loads(read_metadata(out.path)["recfx.quant_config"]) == quant.to_dict()

@@ -21,10 +21,10 @@ import onnx
 import pytest
 import torch
 
+from recfx.analysis.numerics import cosine
 from recfx.onnx import read_metadata
 from recfx.onnx.session import OrtRunner
 from recfx.passes.utils import op_histogram
-from recfx.runtime.numerics import cosine
 
 MODELS = ("onerec-tiny", "ksa-tiny", "dlrm-small")
 GOLDENS = Path(__file__).with_name("golden_histograms.json")

@@ -7,8 +7,9 @@ import pytest
 import torch
 
 import recfx  # noqa: F401  (defines the ops)
+from recfx.analysis.numerics import sqnr_db
 from recfx.ops import fp8 as fp8_ops
-from recfx.ops.fp8_testing import opcheck_fp8, reference_codes, run_examples, sqnr_db
+from recfx.ops.fp8_testing import opcheck_fp8, reference_codes, run_examples
 
 ops = torch.ops.recfx
 FP8 = torch.float8_e4m3fn

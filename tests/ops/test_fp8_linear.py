@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import recfx  # noqa: F401  (defines the ops)
+from recfx.analysis.numerics import sqnr_db
 from recfx.ops import fp8_linear as linear_ops
 from recfx.ops.fp8 import quantize_weight
-from recfx.ops.fp8_testing import opcheck_fp8, run_examples, sqnr_db
+from recfx.ops.fp8_testing import opcheck_fp8, run_examples
 
 ops = torch.ops.recfx
 #: FP8 E4M3 keeps 3 mantissa bits: about 28 dB per product on Gaussian data; the spec asks for >= 25 dB.

@@ -4,8 +4,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import recfx
+from recfx.analysis.numerics import cosine
 from recfx.passes.remove_noops import remove_noops
-from recfx.runtime.numerics import cosine
 
 
 class Noops(nn.Module):

@@ -24,7 +24,7 @@ def test_every_command_has_help():
 
 
 def test_resolve_model_errors():
-    from recfx.tools.common import resolve_model
+    from recfx.models.resolve import resolve_model
 
     with pytest.raises(ValueError, match="unknown model 'nope'"):
         resolve_model("nope")
@@ -77,7 +77,7 @@ def test_model_factory_is_found_in_the_current_folder(tmp_path, monkeypatch):
 
     import torch
 
-    from recfx.tools.common import resolve_model
+    from recfx.models.resolve import resolve_model
 
     (tmp_path / "recfx_cwd_model_xyz.py").write_text(
         "import torch\n\ndef factory():\n    return torch.nn.Linear(3, 2), torch.randn(2, 3)\n")

@@ -60,12 +60,12 @@ class TensorRTBackend(Backend):
         from recfx.backends.tensorrt.dynamo import TensorRTReport, compile_graph
 
         options = self.options(ctx, OPTIONS)
-        captured = ctx.extras.get("captured")
+        captured = ctx.captured
         if captured is None:
             raise ValueError(f"the {self.name} backend needs the captured graph's input specs "
-                             "(ctx.extras['captured']); call it through recfx.compile")
+                             "(ctx.captured); call it through recfx.compile")
         report = TensorRTReport()
-        ctx.extras.setdefault("report_sections", {})["tensorrt"] = report
+        ctx.report_sections["tensorrt"] = report
         if check_via(self.name, options) == "onnx":
             from recfx.backends.tensorrt.onnx_path import compile_via_onnx
 

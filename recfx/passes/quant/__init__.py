@@ -10,21 +10,18 @@ from collections.abc import Sequence as _Sequence
 
 from recfx._plugins import import_submodules as _import_submodules
 from recfx.passes.base import PassContext
+from recfx.passes.pipelines import FP8_PASSES
 from recfx.passes.quant.config import QuantConfig, QuantRule
 from recfx.passes.quant.report import Fp8Report
 from recfx.passes.quant.state import resolve_config
-
-#: The FP8 passes in order.
-FP8_PASSES: tuple[str, ...] = ("fp8_annotate", "fp8_prepare", "fp8_calibrate", "fp8_evaluate", "fp8_convert",
-                               "fp8_lower", "fp8_report")
 
 
 def fp8_pipeline(ctx: PassContext) -> list[str]:
     """The ordered pass names an FP8 backend runs, after checking the user's quantization options.
 
     Args:
-        ctx: the pipeline context; ``ctx.extras["quant"]`` is a :class:`QuantConfig` or None (the default) and
-            ``ctx.extras["calibration"]`` the calibration batches or None.
+        ctx: the pipeline context; ``ctx.quant`` is a :class:`QuantConfig` or None (the default) and
+            ``ctx.calibration`` the calibration batches or None.
 
     Returns:
         ``["fp8_annotate", "fp8_prepare", "fp8_calibrate", "fp8_evaluate", "fp8_convert", "fp8_lower",
@@ -39,8 +36,8 @@ def fp8_pipeline(ctx: PassContext) -> list[str]:
         >>> fp8_pipeline(PassContext())[:3]
         ['fp8_annotate', 'fp8_prepare', 'fp8_calibrate']
     """
-    cfg = resolve_config(ctx.extras.get("quant"))
-    data = ctx.extras.get("calibration")
+    cfg = resolve_config(ctx.quant)
+    data = ctx.calibration
     if cfg.is_static and data is None:
         raise ValueError("QuantConfig(activation='static_per_tensor') needs calibration data: pass "
                          "calibration=[batch, ...] (tuples of tensors like the example inputs) to recfx.compile, or "

@@ -63,7 +63,7 @@ def _normalize(batch: Any, specs: Sequence[Any], label: str) -> tuple[torch.Tens
 
 def calibration_source(ctx: PassContext, state: Fp8State) -> tuple[Iterable[Any], str]:
     """The batches to observe and a description; the example inputs when no calibration data was given."""
-    data = ctx.extras.get("calibration")
+    data = ctx.calibration
     if data is None:
         if state.config.is_static:
             raise ValueError("static FP8 activation scales need calibration data: pass calibration=[batch, ...] "
@@ -93,19 +93,19 @@ class Fp8Calibrate:
         if not plans(gm):
             return PassResult(gm, modified=False, detail="nothing to calibrate")
         data, source = calibration_source(self.ctx, state)
-        captured = self.ctx.extras.get("captured")
+        captured = self.ctx.captured
         specs = captured.input_specs if captured is not None else []
         total = len(data) if isinstance(data, Sequence) else None
         if cfg.calibration_batches is not None and total is not None:
             total = min(total, cfg.calibration_batches)
         seen = 0
-        quiet = not cfg.progress or self.ctx.extras.get("calibration") is None
+        quiet = not cfg.progress or self.ctx.calibration is None
         bar = tqdm(data, total=total, desc="fp8 calibration", unit="batch", disable=quiet, leave=False)
         with torch.no_grad():
             for i, batch in enumerate(bar):
                 if cfg.calibration_batches is not None and i >= cfg.calibration_batches:
                     break
-                label = f"calibration batch {i}" if self.ctx.extras.get("calibration") is not None else \
+                label = f"calibration batch {i}" if self.ctx.calibration is not None else \
                     "the example inputs (used for calibration)"
                 batch = _normalize(batch, specs, label)
                 check_finite(batch, specs, label)

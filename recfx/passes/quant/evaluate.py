@@ -10,7 +10,6 @@ sensitive modules in high precision until the output cosine reaches the target.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 import torch.utils._pytree as pytree
 from torch.fx import GraphModule, Node
 
+from recfx.analysis.numerics import cosine, sqnr_from_energies
 from recfx.analysis.stats import tensor_stats
 from recfx.ops.fp8 import quantize_weight, scale_from_amax
 from recfx.ops.fp8_terms import weight_granularity
@@ -33,7 +33,6 @@ from recfx.passes.quant.state import (
     plans,
 )
 from recfx.passes.utils import fetch_attr
-from recfx.runtime.numerics import cosine
 
 log = logging.getLogger(__name__)
 ops = torch.ops.recfx
@@ -72,9 +71,7 @@ class _Probe(torch.nn.Module):
 
     @property
     def sqnr_db(self) -> float:
-        if self.noise == 0:
-            return math.inf
-        return 10 * math.log10(self.signal / self.noise) if self.signal > 0 else -math.inf
+        return sqnr_from_energies(self.signal, self.noise)
 
 
 def build_probe(gm: GraphModule) -> tuple[GraphModule, dict[str, _Probe]]:

@@ -220,7 +220,7 @@ class Fp8LowerScaledMm:
 
     def __init__(self, ctx: PassContext) -> None:
         self.ctx = ctx
-        options = dict(ctx.config.backend_options) if ctx.config is not None else {}
+        options = ctx.backend_options
         self.fast_accum = bool(options.get("fast_accum", True))
         self.exact_quant = bool(options.get("exact_quant", False))
 
@@ -248,7 +248,7 @@ class Fp8LowerScaledMm:
         gm.graph.eliminate_dead_code(is_impure_node=is_impure)
         fill_meta(gm)
         finish(gm)
-        self.ctx.extras.setdefault("report_sections", {})["fp8_gemm"] = summary
+        self.ctx.report_sections["fp8_gemm"] = summary
         log.info("fp8_lower_scaled_mm: %d GEMMs lowered, %d quantizations, %d kept", summary.lowered,
                  summary.quantizations, len(summary.kept))
         return PassResult(gm, modified=summary.lowered > 0, changed_nodes=summary.lowered,

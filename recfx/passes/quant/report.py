@@ -10,9 +10,9 @@ from typing import Any
 import torch
 import torch.utils._pytree as pytree
 
+from recfx.analysis.numerics import cosine, equal_fraction, max_abs_err, topk_overlap
 from recfx.ops.fp8_terms import ACTIVATION_MODES, WEIGHT_GRANULARITIES, activation_mode
 from recfx.passes.quant.state import LayerResult
-from recfx.runtime.numerics import cosine
 
 #: Layers shown by ``render`` (all are in ``to_dict``).
 SHOWN_LAYERS = 15
@@ -44,26 +44,6 @@ class OutputError:
         return f"{self.name}: cosine {self.cosine:.6f}, max|err| {self.max_abs_err:.3g}"
 
 
-def topk_overlap(reference: torch.Tensor, candidate: torch.Tensor, k: int | None = None) -> float:
-    """Mean over requests of |items_ref ∩ items_cand| / k, items being rows of dims 2.. over the first k beams.
-
-    Example:
-        >>> ref = torch.tensor([[[1, 2], [3, 4]]])  # one request, 2 beams, items (1, 2) and (3, 4)
-        >>> topk_overlap(ref, torch.tensor([[[3, 4], [5, 6]]]))
-        0.5
-    """
-    if reference.dim() < 2 or reference.shape != candidate.shape:
-        raise ValueError(f"top-k overlap needs two (B, beams, ...) tensors of one shape, got "
-                         f"{list(reference.shape)} and {list(candidate.shape)}")
-    k = min(k or reference.shape[1], reference.shape[1])
-    total = 0.0
-    for ref_b, cand_b in zip(reference, candidate):
-        ref_items = {tuple(r.reshape(-1).tolist()) for r in ref_b[:k]}
-        cand_items = {tuple(c.reshape(-1).tolist()) for c in cand_b[:k]}
-        total += len(ref_items & cand_items) / k
-    return total / reference.shape[0]
-
-
 def compare_model_outputs(reference: list[Any], outputs: list[Any], k: int | None = None) -> list[OutputError]:
     """Compare per output over all evaluation batches (float outputs concatenated; items per request)."""
     refs = [pytree.tree_leaves(r) for r in reference]
@@ -76,14 +56,13 @@ def compare_model_outputs(reference: list[Any], outputs: list[Any], k: int | Non
         if leaf.dtype.is_floating_point:
             a = torch.cat([r[i].double().flatten() for r in refs])
             b = torch.cat([o[i].double().flatten().to(a.device) for o in outs])
-            err = float((a - b).abs().max()) if a.numel() else 0.0
-            result.append(OutputError(name, cosine=cosine(a, b), max_abs_err=err))
+            result.append(OutputError(name, cosine=cosine(a, b), max_abs_err=max_abs_err(a, b)))
         elif leaf.dim() >= 2:
             per_batch = [topk_overlap(r[i], o[i].to(r[i].device), k) for r, o in zip(refs, outs)]
             result.append(OutputError(name, topk_overlap=sum(per_batch) / len(per_batch),
                                       k=min(k or leaf.shape[1], leaf.shape[1])))
         else:
-            same = [float((r[i] == o[i].to(r[i].device)).double().mean()) for r, o in zip(refs, outs)]
+            same = [equal_fraction(r[i], o[i]) for r, o in zip(refs, outs)]
             result.append(OutputError(name, exact=sum(same) / len(same)))
     return result
 

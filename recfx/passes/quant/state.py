@@ -98,7 +98,7 @@ class LayerResult:
 
 @dataclasses.dataclass
 class Fp8State:
-    """Shared by the passes of one FP8 pipeline through ``ctx.extras["fp8_state"]``."""
+    """Shared by the passes of one FP8 pipeline through ``ctx.fp8_state``."""
 
     config: QuantConfig
     decisions: list[Decision] = dataclasses.field(default_factory=list)
@@ -110,16 +110,13 @@ class Fp8State:
     sensitivity: list[tuple[str, float]] = dataclasses.field(default_factory=list)
     auto_excluded: list[str] = dataclasses.field(default_factory=list)
     auto_exclude_cosine: float | None = None
-    extra: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @classmethod
     def of(cls, ctx: PassContext) -> Fp8State:
-        """The pipeline's state (created on first use from ``ctx.extras["quant"]``)."""
-        state = ctx.extras.get("fp8_state")
-        if state is None:
-            state = cls(resolve_config(ctx.extras.get("quant")))
-            ctx.extras["fp8_state"] = state
-        return state
+        """The pipeline's state (created on first use from ``ctx.quant``)."""
+        if ctx.fp8_state is None:
+            ctx.fp8_state = cls(resolve_config(ctx.quant))
+        return ctx.fp8_state
 
 
 def resolve_config(quant: Any) -> QuantConfig:

@@ -24,7 +24,7 @@ def _rule(reason: str) -> str:
 
 @register_pass("fp8_report", stage="quantize")
 class Fp8ReportPass:
-    """The FP8 report (per-layer SQNR, statistics, model-level error) is in ctx.extras["report_sections"]["fp8"]."""
+    """The FP8 report (per-layer SQNR, statistics, model-level error) is in ctx.report_sections["fp8"]."""
 
     def __init__(self, ctx: PassContext) -> None:
         self.ctx = ctx
@@ -46,11 +46,11 @@ class Fp8ReportPass:
             layers=[state.layers[n] for n in names if n in state.layers], excluded=sorted(excluded.items()),
             sensitivity=state.sensitivity, auto_excluded=state.auto_excluded,
             auto_exclude_cosine=state.auto_exclude_cosine, warnings=list(state.warnings))
-        model = self.ctx.extras.get("model")
+        model = self.ctx.model
         data = state.eval_data or [tuple(self.ctx.example_inputs)]
         if model is not None and gemms:
             with torch.inference_mode():
                 report.outputs = compare_model_outputs(run_all(model, data), run_all(gm, data), state.config.top_k)
-        self.ctx.extras.setdefault("report_sections", {})["fp8"] = report
+        self.ctx.report_sections["fp8"] = report
         log.info("fp8_report: %d FP8 GEMMs, output cosine %s", len(gemms), report.output_cosine)
         return PassResult(gm, modified=False, detail=f"{len(gemms)} FP8 GEMMs")

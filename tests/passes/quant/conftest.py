@@ -81,8 +81,8 @@ class Helpers:
         observers still in) checks lint, the canonical invariants and the last pass's postcondition.
         """
         captured = capture(model, inputs)
-        ctx = PassContext(example_inputs=captured.example_inputs,
-                          extras={"quant": quant, "calibration": calibration, "captured": captured, "model": model})
+        ctx = PassContext(example_inputs=captured.example_inputs, captured=captured, model=model, quant=quant,
+                          calibration=calibration)
         full = tuple(names) == FP8_PASSES
         manager = PassManager.from_names(list(CANONICAL_PASSES) + names, ctx, check_invariants=full)
         gm = manager.run(captured.graph_module)

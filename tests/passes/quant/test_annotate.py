@@ -30,7 +30,7 @@ def test_default_policy(fp8, toy) -> None:  # type: ignore[no-untyped-def]
     assert sorted(plans) == sorted(fp8.DEFAULT_QUANTIZED)
     assert {p.weight for p in plans.values()} == {"per_channel"}
     assert {p.activation for p in plans.values()} == {"dynamic_per_token"}
-    reasons = {d.info.module_path: d.reason for d in ctx.extras["fp8_state"].decisions if not d.quantize}
+    reasons = {d.info.module_path: d.reason for d in ctx.fp8_state.decisions if not d.quantize}
     assert set(reasons) == {"inp", "ffn.router", "head"}
     assert "router" in reasons["ffn.router"] and "head" in reasons["head"]
 
@@ -118,11 +118,11 @@ def test_every_weight_gemm_is_a_candidate_and_heads_go_by_position(fp8) -> None:
     """addmm ([K, N] weight), einsum and a linear named output_proj are quantized; the mm feeding the output is the
     head (by position, not name) and the report counts found / quantized / excluded by rule."""
     gm, ctx = fp8.run(Recommender().eval(), (torch.randn(4, 32),), list(FP8_PASSES))
-    report = ctx.extras["report_sections"]["fp8"]
+    report = ctx.report_sections["fp8"]
     assert (report.linears, report.quantized) == (4, 3), report.render()
     assert report.excluded_by == {"default: head kept in high precision": 1}
     assert "3 of 4 weight GEMMs" in report.render() and "excluded: 1 x default: head" in report.render()
-    decisions = ctx.extras["fp8_state"].decisions
+    decisions = ctx.fp8_state.decisions
     assert [d.info.node for d in decisions if not d.quantize] == ["linear_2"]  # the head (the mm, now a linear)
     assert "output_proj" in {d.info.module_path for d in decisions if d.quantize}
     assert report.output_cosine > 0.999
@@ -143,5 +143,5 @@ def test_attention_and_experts_are_quantized_even_at_the_graph_edges(fp8) -> Non
 
     gm, ctx = fp8.run(Block().eval(), (torch.randn(2, 8, 64),), ["fp8_annotate"])
     assert sorted(_planned(gm)) == sorted(fp8.DEFAULT_QUANTIZED)
-    excluded = {d.info.module_path for d in ctx.extras["fp8_state"].decisions if not d.quantize}
+    excluded = {d.info.module_path for d in ctx.fp8_state.decisions if not d.quantize}
     assert excluded == {"ffn.router"}

@@ -102,7 +102,7 @@ def test_static_calibration_sets_amax_per_observer(fp8, toy) -> None:  # type: i
     assert all(o.batches == 3 for o in obs.values())
     plans = [n.meta[PLAN] for n in gm.graph.nodes if PLAN in n.meta]
     assert all(p.x_amax == obs[p.observer].stats.abs_max for p in plans)
-    assert ctx.extras["fp8_state"].calibrated_batches == 3
+    assert ctx.fp8_state.calibrated_batches == 3
 
 
 @pytest.mark.parametrize(("values", "counts"), [((float("nan"),), "1 NaN"), ((float("inf"), -float("inf")), "2 Inf"),

@@ -56,11 +56,11 @@ def test_pipeline_checks_options_before_running() -> None:
     names = fp8_pipeline(PassContext())
     assert names[0] == "fp8_annotate" and names[-2:] == ["fp8_lower", "fp8_report"]
     with pytest.raises(ValueError, match="needs calibration data"):
-        fp8_pipeline(PassContext(extras={"quant": QuantConfig(activation="static_per_tensor")}))
+        fp8_pipeline(PassContext(quant=QuantConfig(activation="static_per_tensor")))
     with pytest.raises(ValueError, match="calibration data is empty"):
-        fp8_pipeline(PassContext(extras={"calibration": []}))
+        fp8_pipeline(PassContext(calibration=[]))
     with pytest.raises(TypeError, match="must be a recfx.QuantConfig"):
-        fp8_pipeline(PassContext(extras={"quant": {"weight": "per_tensor"}}))
+        fp8_pipeline(PassContext(quant={"weight": "per_tensor"}))  # type: ignore[arg-type]
 
 
 def test_docstring_examples_run() -> None:

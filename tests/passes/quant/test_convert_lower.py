@@ -7,7 +7,7 @@ import operator
 import torch
 
 from recfx import QuantConfig, QuantRule
-from recfx.ops.fp8_testing import sqnr_db
+from recfx.analysis.numerics import sqnr_db
 from recfx.passes.quant import FP8_PASSES
 from recfx.passes.quant.state import PLAN, ActivationObserver
 
@@ -86,7 +86,7 @@ def test_static_and_block_variants(fp8, toy) -> None:  # type: ignore[no-untyped
 def test_full_pipeline_reports(fp8, toy) -> None:  # type: ignore[no-untyped-def]
     model, (x,) = toy
     _, ctx = fp8.run(model, (x,), list(FP8_PASSES))
-    report = ctx.extras["report_sections"]["fp8"]
+    report = ctx.report_sections["fp8"]
     assert report.quantized == 6 and report.linears == 9
     assert [r.name for r in report.layers] == fp8.DEFAULT_QUANTIZED
     assert all(r.sqnr_db > 25 for r in report.layers)  # each layer's own FP8 error on Gaussian-ish data

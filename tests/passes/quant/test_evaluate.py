@@ -27,7 +27,7 @@ def test_sensitivity_ranks_the_fragile_layer_first(fp8, toy) -> None:  # type: i
     quant = QuantConfig(weight="per_tensor", sensitivity=True)
     _, ctx = fp8.run(_fragile(model), (x,), ["fp8_annotate", "fp8_prepare", "fp8_calibrate", "fp8_evaluate"],
                      quant=quant)
-    state = ctx.extras["fp8_state"]
+    state = ctx.fp8_state
     ranking = [m for m, _ in state.sensitivity]
     assert ranking[0] == "attn.o_proj" and len(ranking) == 6
     errors = dict(state.sensitivity)
@@ -40,7 +40,7 @@ def test_auto_exclude_keeps_the_fewest_layers(fp8, toy) -> None:  # type: ignore
     model, (x,) = toy
     quant = QuantConfig(weight="per_tensor", auto_exclude=0.99)
     _, ctx = fp8.run(_fragile(model), (x,), list(FP8_PASSES), quant=quant)
-    report = ctx.extras["report_sections"]["fp8"]
+    report = ctx.report_sections["fp8"]
     assert report.auto_excluded == ["attn.o_proj"]
     assert report.auto_exclude_cosine >= 0.99 and report.quantized == 5
     assert ("attn.o_proj", "auto_exclude") in report.excluded
@@ -53,11 +53,11 @@ def test_auto_exclude_keeps_the_fewest_layers(fp8, toy) -> None:  # type: ignore
 def test_auto_exclude_tight_target_excludes_more(fp8, toy) -> None:  # type: ignore[no-untyped-def]
     model, (x,) = toy
     _, ctx_loose = fp8.run(model, (x,), list(FP8_PASSES), quant=QuantConfig(auto_exclude=0.9))
-    assert ctx_loose.extras["fp8_state"].auto_excluded == []
-    achieved = ctx_loose.extras["report_sections"]["fp8"].output_cosine
+    assert ctx_loose.fp8_state.auto_excluded == []
+    achieved = ctx_loose.report_sections["fp8"].output_cosine
     target = 1 - (1 - achieved) / 10  # ten times closer to 1 than plain FP8 gets
     _, ctx = fp8.run(model, (x,), list(FP8_PASSES), quant=QuantConfig(auto_exclude=target))
-    report = ctx.extras["report_sections"]["fp8"]
+    report = ctx.report_sections["fp8"]
     assert 0 < len(report.auto_excluded) <= 6 and report.auto_exclude_cosine >= target
     assert report.quantized == 6 - len(report.auto_excluded)
 

@@ -87,8 +87,7 @@ def test_onerec_accuracy_on_fresh_requests(onerec) -> None:  # type: ignore[no-u
     with torch.inference_mode():
         items_ref, scores_ref = model(*fresh)
         items, scores = compiled(*fresh)
-    from recfx.passes.quant.report import topk_overlap
-    from recfx.runtime.numerics import cosine
+    from recfx.analysis.numerics import cosine, topk_overlap
 
     cos, overlap = cosine(scores_ref, scores), topk_overlap(items_ref, items)
     print(f"onerec-tiny eager-fp8 vs fp32 on fresh requests: score cosine {cos:.6f}, top-16 overlap {overlap:.3f}")
@@ -102,7 +101,7 @@ def test_ksa_accuracy_on_fresh_tokens(ksa) -> None:  # type: ignore[no-untyped-d
     fresh = spec.example_inputs(3, seed=7)
     with torch.inference_mode():
         ref, got = model(*fresh), compiled(*fresh)
-    from recfx.runtime.numerics import cosine
+    from recfx.analysis.numerics import cosine
 
     cos = cosine(ref, got)
     print(f"ksa-tiny eager-fp8 vs fp32 on fresh tokens: logits cosine {cos:.6f}")
@@ -131,9 +130,9 @@ def _lowered(compiled: recfx.CompiledModule):  # type: ignore[no-untyped-def]
     from recfx.passes import PASSES, PassContext
 
     gm = copy.deepcopy(compiled.graph_module)
-    ctx = PassContext(config=recfx.CompileConfig(backend_options={"exact_quant": True}))  # bit-equal quantization
+    ctx = PassContext(backend_options={"exact_quant": True})  # bit-equal quantization
     PASSES.get("fp8_lower_scaled_mm").instantiate(ctx)(gm)
-    return gm, ctx.extras["report_sections"]["fp8_gemm"]
+    return gm, ctx.report_sections["fp8_gemm"]
 
 
 def test_onerec_scaled_mm_golden_counts(onerec) -> None:  # type: ignore[no-untyped-def]

@@ -6,7 +6,6 @@ import pytest
 import torch
 from torch import nn
 
-import recfx
 from recfx.passes import PASSES, PassContext
 from recfx.passes.quant import QuantConfig, QuantRule
 from recfx.passes.quant.lower_scaled_mm import ScaledMmLowering
@@ -15,13 +14,13 @@ ops = torch.ops.recfx
 aten = torch.ops.aten
 
 
-EXACT = PassContext(config=recfx.CompileConfig(backend_options={"exact_quant": True}))
+EXACT = PassContext(backend_options={"exact_quant": True})
 
 
 def _lower(gm, ctx: PassContext | None = None):  # type: ignore[no-untyped-def]
-    ctx = ctx or PassContext(config=EXACT.config)
+    ctx = ctx or PassContext(backend_options=EXACT.backend_options)
     result = PASSES.get("fp8_lower_scaled_mm").instantiate(ctx)(gm)
-    return result, ctx.extras["report_sections"]["fp8_gemm"]
+    return result, ctx.report_sections["fp8_gemm"]
 
 
 def test_toy_lowering_shares_quantizations_and_keeps_the_numbers(fp8, toy) -> None:
@@ -73,7 +72,7 @@ def test_bf16_uses_row_wise_epilogue(fp8, toy) -> None:
 def test_fast_accum_option(fp8, toy) -> None:
     model, inputs = toy
     gm, _ = fp8.run(model, inputs, list(fp8_passes()))
-    ctx = PassContext(config=recfx.CompileConfig(backend_options={"fast_accum": False}))
+    ctx = PassContext(backend_options={"fast_accum": False})
     _, summary = _lower(gm, ctx)
     assert not summary.fast_accum
     assert all(n.args[7] is False for n in fp8.nodes(gm, aten._scaled_mm.default))

@@ -7,15 +7,15 @@ import doctest
 import pytest
 import torch
 
-from recfx.models.ksa_mask import interleaved_length, ksa_mask
-from recfx.runtime import ksa_cache
-from recfx.runtime.ksa_cache import (
+from recfx.models import ksa_cache
+from recfx.models.ksa_cache import (
     KSACacheLayout,
     KSALayerCache,
     TextKVCache,
     full_cache_bytes,
     ksa_cache_bytes,
 )
+from recfx.models.ksa_mask import interleaved_length, ksa_mask
 
 
 def tagged(value: int) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Helpers shared by CLI commands: resolving a model by registry name or ``package.module:factory``."""
+"""``resolve_model``: a model and its inputs by registry name, MovieLens checkpoint or ``module:factory``."""
 
 from __future__ import annotations
 
