@@ -34,8 +34,9 @@ def inductor_availability() -> Availability:
 class InductorBackend(Backend):
     priority = 10
     description = "torch.compile (TorchInductor) of the optimised graph: fused Triton (GPU) or C++ (CPU) kernels"
-    #: then GQA attention folded and MoE layers routed (``backend_options={"fold_gqa": False}`` keeps the repeated
-    #: K/V, ``{"route_moe": False}`` the dense all-experts sum)
+    #: then GQA attention folded, attention over a few tokens as fused math and MoE layers routed
+    #: (``backend_options={"fold_gqa": False}`` keeps the repeated K/V, ``{"tiny_attention": False}`` the SDPA
+    #: kernel, ``{"route_moe": False}`` the dense all-experts sum)
     lowering = INDUCTOR_LOWERINGS
 
     def availability(self) -> Availability:

@@ -122,7 +122,7 @@ def _repeat_source(node: Any) -> _Source | None:
     return src if src is not None and not src.transposed else None
 
 
-def _sdpa_args(node: Node) -> dict[str, Any]:
+def sdpa_args(node: Node) -> dict[str, Any]:
     args = dict(zip(_SDPA_ARGS, node.args))
     args.update(node.kwargs)
     return args
@@ -164,7 +164,7 @@ def _sources(node: Node, args: dict[str, Any]) -> tuple[_Source, _Source] | None
 
 
 def _foldable(node: Node, mutated: set[Node]) -> tuple[_Source, _Source] | None:
-    args = _sdpa_args(node)
+    args = sdpa_args(node)
     if args.get("is_causal", False) or float(args.get("dropout_p", 0.0)) != 0.0:
         return None
     if not _mask_ok(args.get("attn_mask")):
@@ -194,7 +194,7 @@ def _base(graph: Any, src: _Source) -> Node:
     return src.node
 
 
-def _same_layout(graph: Any, out: Node, like: torch.Tensor | None) -> tuple[Node, list[Node]]:
+def same_layout(graph: Any, out: Node, like: torch.Tensor | None) -> tuple[Node, list[Node]]:
     """``out`` (contiguous (B, H, N, D)) in the memory order the replaced attention's output had.
 
     SDPA kernels write their output in the query's layout ((B, N, H, D) memory for the usual transposed q), and the
@@ -224,7 +224,7 @@ def fold_gqa_attention(gm: GraphModule) -> PassResult:
         if found is None:
             continue
         ksrc, vsrc = found
-        args = _sdpa_args(node)
+        args = sdpa_args(node)
         q = args["query"]
         heads = _shape(q)[1]  # type: ignore[index]
         r = ksrc.groups
@@ -237,7 +237,7 @@ def fold_gqa_attention(gm: GraphModule) -> PassResult:
             attn = graph.call_function(_SDPA, (q_rows, k, v), kwargs)
             rows = graph.call_function(aten.unflatten.int, (attn, 2, [r, -1]))  # (B, G, r, N, D)
             flat = graph.call_function(aten.flatten.using_ints, (rows, 1, 2))  # (B, H, N, D)
-            out, laid = _same_layout(graph, flat, tensor_meta(node))
+            out, laid = same_layout(graph, flat, tensor_meta(node))
         new = [n for n in (k, v) if n is not ksrc.node and n is not vsrc.node] + [q_groups, q_rows, attn, rows, flat]
         new += [*laid, out] if out is not flat else []
         for n in new:

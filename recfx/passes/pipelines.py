@@ -13,7 +13,7 @@ Stages, in order (``recfx.passes.base.STAGES``), and what each default list puts
 - ``fuse``: ``DEFAULT_FUSIONS``.
 - ``lower``: a backend's own lowering to what its compiler runs well, as (backend option, pass) pairs: a pass with
   an option runs unless ``backend_options[option]`` is False, one with ``None`` always. ``INDUCTOR_LOWERINGS``
-  (GQA attention folded, MoE experts routed) and ``CUDA_FP8_LOWERINGS`` (those, FP8 experts routed, FP8 GEMMs as
+  (GQA attention folded, attention over a few tokens as fused math, MoE experts routed) and ``CUDA_FP8_LOWERINGS`` (those, FP8 experts routed, FP8 GEMMs as
   aten quantization + ``torch._scaled_mm``).
 
     >>> CANONICAL_PASSES[0], FP8_PASSES[-1], DEFAULT_FUSIONS, CUDA_FP8_LOWERINGS[-1]
@@ -36,8 +36,10 @@ FP8_PASSES: tuple[str, ...] = ("fp8_annotate", "fp8_prepare", "fp8_calibrate", "
 DEFAULT_FUSIONS: tuple[str, ...] = ("fuse_ksa",)
 
 #: The ``lower`` stage of the Inductor backends: non-causal GQA attention without the K/V copy
-#: (``fold_gqa_attention``), MoE layers written for export as routed grouped GEMMs (``route_moe_experts``).
+#: (``fold_gqa_attention``), attention over at most 8 tokens as math Inductor fuses (``lower_tiny_attention``),
+#: MoE layers written for export as routed grouped GEMMs (``route_moe_experts``).
 INDUCTOR_LOWERINGS: tuple[tuple[str | None, str], ...] = (("fold_gqa", "fold_gqa_attention"),
+                                                           ("tiny_attention", "lower_tiny_attention"),
                                                            ("route_moe", "route_moe_experts"))
 
 #: ``cuda-fp8``: the Inductor lowerings, per-channel FP8 experts routed (``aten._scaled_grouped_mm``), then FP8 GEMM
@@ -51,6 +53,6 @@ def lowering_options(lowerings: tuple[tuple[str | None, str], ...]) -> tuple[str
     """The backend options that switch lowerings off, in order, once each.
 
         >>> lowering_options(CUDA_FP8_LOWERINGS)
-        ('fold_gqa', 'route_moe')
+        ('fold_gqa', 'tiny_attention', 'route_moe')
     """
     return tuple(dict.fromkeys(option for option, _ in lowerings if option is not None))

@@ -30,7 +30,7 @@ def test_every_stage_has_a_default_list_of_registered_passes_of_that_stage() -> 
     assert set(INDUCTOR_LOWERINGS) <= set(CUDA_FP8_LOWERINGS)
 
 
-@pytest.mark.parametrize("options", [{}, {"fold_gqa": False}, {"route_moe": False}])
+@pytest.mark.parametrize("options", [{}, {"fold_gqa": False}, {"tiny_attention": False}, {"route_moe": False}])
 @pytest.mark.parametrize("name", sorted(BACKENDS.names()))
 def test_backend_pipelines_come_from_the_lists_in_stage_order(name: str, options: dict[str, bool]) -> None:
     backend = BACKENDS.get(name)()
@@ -46,4 +46,4 @@ def test_which_backends_lower_what() -> None:
     assert all(BACKENDS.get(n)().lowering == INDUCTOR_LOWERINGS for n in ("inductor", "inductor-fp8"))
     assert all(BACKENDS.get(n)().lowering == () for n in ("eager", "eager-fp8", "ort", "ort-fp8"))
     cuda = BACKENDS.get("cuda-fp8")().passes(PassContext(backend_options={"route_moe": False}))
-    assert cuda[-3:] == ["fuse_ksa", "fold_gqa_attention", "fp8_lower_scaled_mm"]
+    assert cuda[-4:] == ["fuse_ksa", "fold_gqa_attention", "lower_tiny_attention", "fp8_lower_scaled_mm"]
