@@ -47,7 +47,8 @@ The FP8 thresholds rest on two premises, and the checker makes sure both hold be
   FP8 result is as good as any other (seeds 735 and 849: SQNR 10 and 3 dB with ``1e4``, 25 and 17 dB with
   ``1e2``). Where an FP8 output misses the thresholds, :func:`fp8_ill_conditioned` runs the float64 model with
   every operand of every GEMM against a parameter (``F.linear``, ``@``/``matmul``/``bmm`` with a parameter) scaled
-  by ``1 +- U_E4M3`` (random signs: errors *within* the rounding bound, no saturation, no subnormals); if one
+  elementwise by ``1 + U_E4M3 * r``, ``r`` uniform in [-1, 1] (relative errors distributed like E4M3's rounding
+  errors and *within* their bound; no saturation, no subnormals); if one
   of :data:`PROBES` such runs already misses the thresholds against float64, the output is ill-conditioned at
   FP8 precision and judged ``ill-conditioned``, else the miss is a ``mismatch``. The probe proves ill-conditioning
   by example and never widens a tolerance: a wrong scale, layout or saturation error is still a mismatch (tested).
@@ -151,7 +152,7 @@ def fp8_close(got: torch.Tensor, ref: torch.Tensor) -> bool:
 
 
 class _PerturbGemmOperands(TorchFunctionMode):
-    """Scale both operands of every GEMM against a parameter by ``1 +- U_E4M3`` (random signs, fixed seed)."""
+    """Scale both operands of every GEMM against a parameter by ``1 + U_E4M3 * r``, r uniform in [-1, 1] (seeded)."""
 
     GEMMS = (F.linear, torch.matmul, torch.Tensor.matmul, torch.Tensor.__matmul__, torch.bmm, torch.mm)
 
@@ -162,8 +163,8 @@ class _PerturbGemmOperands(TorchFunctionMode):
     def _perturb(self, t: Any) -> Any:
         if not isinstance(t, torch.Tensor) or not t.is_floating_point():
             return t
-        signs = torch.randint(0, 2, t.shape, generator=self.generator).to(t.dtype) * 2 - 1
-        return t * (1 + U_E4M3 * signs)
+        r = torch.rand(t.shape, generator=self.generator, dtype=torch.float64).to(t.dtype) * 2 - 1
+        return t * (1 + U_E4M3 * r)
 
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         if func in self.GEMMS and any(isinstance(a, torch.nn.Parameter) for a in args[:2]):
@@ -173,8 +174,8 @@ class _PerturbGemmOperands(TorchFunctionMode):
 
 def fp8_ill_conditioned(ref_model: torch.nn.Module, inputs: Sequence[torch.Tensor], ref: list[torch.Tensor],
                         index: int) -> bool:
-    """Whether output ``index`` of the float64 model misses the FP8 thresholds already when every GEMM operand is
-    off by ``U_E4M3`` relative (within E4M3's rounding bound): then no FP8 result can be judged on it."""
+    """Whether output ``index`` of the float64 model misses the FP8 thresholds already when every GEMM operand carries
+    relative errors like E4M3's rounding (uniform within ``U_E4M3``): then no FP8 result can be judged on it."""
     for probe in range(PROBES):
         with torch.no_grad(), _PerturbGemmOperands(probe):
             out = _flat(ref_model(*[t.double() if t.is_floating_point() else t.clone() for t in inputs]))
@@ -291,8 +292,8 @@ def check(fm: FuzzModel, backend: str) -> Result:
                 elif sqnr is not None:
                     worst_sqnr = sqnr if worst_sqnr is None else min(worst_sqnr, sqnr)
     if ill:
-        detail = ("ill-conditioned at FP8 precision (a float64 run with GEMM operands off by 2**-4 relative misses "
-                  "the FP8 thresholds too): " + "; ".join(ill))
+        detail = ("ill-conditioned at FP8 precision (a float64 run with rounding-sized relative errors, uniform in "
+                  "+-2**-4, on the GEMM operands misses the FP8 thresholds too): " + "; ".join(ill))
         return Result(fm.seed, backend, "ill-conditioned", detail, time.perf_counter() - t0, worst_sqnr, n_quantized)
     return Result(fm.seed, backend, "match", "", time.perf_counter() - t0, worst_sqnr, n_quantized)
 
