@@ -68,7 +68,7 @@ corpus: $(STAMP)
 	RECFX_CORPUS=all $(PY) -m pytest -q -n 2 --timeout 1800 tests/models/test_corpus.py
 
 # the strict TensorRT-rules lint of what is too big or slow for CI: onerec-1b exported fp32 and FP8 (batch 2, ~4 GB
-# files in a temporary folder, removed after; ~5-10 minutes of CPU each) and every corpus model (fp32 and FP8)
+# files in a temporary folder, removed after; ~7 and ~30 CPU-minutes, up to 7 GB of memory) and every corpus model
 lint-trt-large: $(STAMP)
 	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
 	PYTHONPATH=$(CURDIR) $(PY) -m recfx.tools.cli export-onnx onerec-1b --strict --batch 2 -o "$$tmp/onerec-1b.onnx" && \
