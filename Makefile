@@ -22,7 +22,8 @@ N ?= 50
 BACKENDS ?= eager,eager-fp8,ort,ort-fp8,inductor
 FUZZ_ARGS ?=
 
-.PHONY: demo test test-serve serve-venv bench-serve corpus fuzz install typecheck typecheck-trt lint clean movielens
+.PHONY: demo test test-serve serve-venv bench-serve corpus fuzz install typecheck typecheck-trt lint lint-trt-large clean \
+	movielens
 
 # $(call install_torch,VENV_PYTHON): without an NVIDIA GPU, the CPU build of torch, first from pip's own sources (a
 # local wheel folder in pip's config, a mirror), else from PyTorch's CPU index. The pin to the CPU build means no
@@ -91,6 +92,15 @@ movielens: $(STAMP)
 # every corpus model (tests/models/corpus.py) on every backend; CI runs a slice of it
 corpus: $(STAMP)
 	RECFX_CORPUS=all $(PY) -m pytest -q -n 2 --timeout 1800 tests/models/test_corpus.py
+
+# the strict TensorRT-rules lint of what is too big or slow for CI: onerec-1b exported fp32 and FP8 (batch 2, ~4 GB
+# files in a temporary folder, removed after; ~7 and ~30 CPU-minutes, up to 7 GB of memory) and every corpus model
+lint-trt-large: $(STAMP)
+	@tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	PYTHONPATH=$(CURDIR) $(PY) -m recfx.tools.cli export-onnx onerec-1b --strict --batch 2 -o "$$tmp/onerec-1b.onnx" && \
+	PYTHONPATH=$(CURDIR) $(PY) -m recfx.tools.cli export-onnx onerec-1b --fp8 --strict --batch 2 \
+		-o "$$tmp/onerec-1b-fp8.onnx"
+	RECFX_CORPUS=all $(PY) -m pytest -q -n 2 --timeout 1800 tests/models/test_corpus.py -k tensorrt_lint
 
 # the random-model fuzzer beyond CI's slice: N models per backend; e.g. make fuzz N=300 BACKENDS=ort,ort-fp8
 fuzz: $(STAMP)

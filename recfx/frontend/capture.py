@@ -31,8 +31,15 @@ TRACE_LOCK = threading.RLock()
 
 
 def export_program(model: torch.nn.Module, inputs: tuple[Any, ...], dynamic_shapes: Any = None) -> ExportedProgram:
-    """``torch.export.export`` (non-strict) under :data:`TRACE_LOCK`."""
-    with TRACE_LOCK:
+    """``torch.export.export`` (non-strict) under :data:`TRACE_LOCK`, with autograd off.
+
+    recfx compiles for inference and every compiled module runs under ``torch.inference_mode``, so the model is
+    traced as it will run: without autograd. Under grad mode, autograd's view checks refuse code that is valid
+    inference code, e.g. an in-place write to a piece of ``split``/``chunk``/``unbind`` of a tensor computed from
+    parameters ("Output 0 of Split is a view and is being modified inplace"); without autograd such a write is an
+    ordinary write through a view, and the graph is otherwise the same (``tests/frontend/test_capture.py``).
+    """
+    with TRACE_LOCK, torch.no_grad():
         return torch.export.export(model, inputs, dynamic_shapes=dynamic_shapes, strict=False)
 
 

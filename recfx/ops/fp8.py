@@ -97,8 +97,10 @@ def static_quantize(x: Tensor, scale: Tensor) -> Tensor:
 
 
 #: The float64 quotient and its rounding temporaries take ~5 x 8 bytes per element: quantizing runs over slices of
-#: at most this many elements, so the reference's extra memory is a few MiB whatever the tensor's size.
-QUANTIZE_CHUNK_ELEMENTS = 1 << 18
+#: at most this many elements (0.5 MiB per float64 temporary), so the reference's extra memory is ~2.5 MiB whatever
+#: the tensor's size. 2**18 (2 MiB per temporary) made these temporaries the peak of onerec-tiny's eager-fp8 call at
+#: batch 8 (1.9x eager's activation memory; 1.3x with 2**16, ``tests/backends/test_eager_fp8_memory.py``).
+QUANTIZE_CHUNK_ELEMENTS = 1 << 16
 
 
 def _quantize(x: Tensor, scale: Tensor) -> Tensor:

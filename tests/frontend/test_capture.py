@@ -122,3 +122,47 @@ def test_compile_from_four_threads_at_once(backend):
     with ThreadPoolExecutor(4) as pool:
         errors = list(pool.map(job, range(4)))  # re-raises the first failure (a CaptureError before the lock)
     assert max(errors) <= (1e-6 if backend == "eager" else 0.05)  # softmax outputs in [0, 1]; FP8 E4M3 GEMMs
+
+
+class _WriteIntoSplitPiece(nn.Module):
+    """Valid inference code that autograd refuses under grad mode: in-place writes to pieces of split/chunk/select."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = self.proj(x)
+        a, b = torch.split(h, [3, 5], dim=-1)
+        a.mul_(2.0)
+        c, _ = b.chunk(2, dim=-1)
+        c[:, 0] = -1.0
+        return h.relu(), a
+
+
+@pytest.mark.parametrize("backend", ["eager", "ort"])
+def test_in_place_write_to_split_piece_captures_without_autograd(backend):
+    import recfx
+
+    model = _WriteIntoSplitPiece().eval()
+    x = torch.randn(2, 4, 8)
+    with pytest.raises(RuntimeError, match="is a view and is being modified inplace"):
+        model(x)  # what torch.export ran into under grad mode: autograd's check, not a property of the model
+    assert torch.is_grad_enabled()
+    compiled = recfx.compile(model, (x,), backend=backend)
+    assert torch.is_grad_enabled()  # the caller's grad mode is left as it was
+    x5 = torch.randn(5, 4, 8)
+    with torch.no_grad():
+        want = model(x5)
+    got = compiled(x5)
+    for g, w in zip(got, want, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+
+
+def test_capture_without_autograd_keeps_the_unfused_attention_graph():
+    """nn.MultiheadAttention's fused inference path depends on grad mode; the captured graph must not take it."""
+    layer = nn.TransformerEncoderLayer(16, 2, 32, batch_first=True).eval()
+    g = capture(layer, (torch.randn(2, 5, 16),))
+    targets = {str(n.target) for n in g.graph_module.graph.nodes if n.op == "call_function"}
+    assert "aten.scaled_dot_product_attention.default" in targets
+    assert not any("native_multi_head_attention" in t or "transformer_encoder_layer" in t for t in targets)

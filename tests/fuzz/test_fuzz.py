@@ -148,3 +148,33 @@ def test_shrink_keeps_the_failure_and_drops_lines(monkeypatch) -> None:  # type:
     small = checker.shrink(fm, result, fm.with_source, budget=12)
     assert len(small.splitlines()) < len(fm.source.splitlines())
     assert check(dataclasses.replace(fm.with_source(small)), "eager").outcome == "mismatch"
+
+
+def test_static_scales_are_calibrated_on_the_checked_inputs(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Seed 569 (static per-tensor): a checked batch has a value past the amax of the two calibration batches of its
+    own, and the saturated element costs more than rounding; that tests calibration coverage, not the lowering."""
+    fm = generate(569)
+    assert check(fm, "eager-fp8").outcome == "match"
+    real = checker.quant_for
+    monkeypatch.setattr(checker, "quant_for", lambda fm: (real(fm)[0], real(fm)[1][:2]))  # the old calibration
+    result = check(fm, "eager-fp8")
+    assert result.outcome == "mismatch" and "FP8: SQNR" in result.detail  # saturation is not excused as ill-conditioned
+
+
+def test_ill_conditioned_fp8_output_is_told_apart(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Seed 849: masked_fill(..., 1e4) feeds a quantized linear whose output reaches a softmax; with 1e2 the same
+    program is well-conditioned at FP8 precision, matches, and a wrong result on it is still a mismatch."""
+    fm = generate(849)
+    result = check(fm, "eager-fp8")
+    assert result.outcome == "ill-conditioned" and not result.failed and "output 1" in result.detail
+    tame = fm.with_source(fm.source.replace("1e4", "1e2"))
+    assert check(tame, "eager-fp8").outcome == "match"
+    class WrongScale:
+        def __init__(self, compiled) -> None:  # type: ignore[no-untyped-def]
+            self.compiled, self.report = compiled, compiled.report
+
+        def __call__(self, *args):  # type: ignore[no-untyped-def]
+            return [t * 0.8 if t.is_floating_point() else t for t in checker._flat(self.compiled(*args))]
+
+    _patched_compile(monkeypatch, WrongScale)
+    assert check(tame, "eager-fp8").outcome == "mismatch"

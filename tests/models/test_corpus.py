@@ -72,3 +72,39 @@ def test_ksa_mask_of_the_corpus_is_the_spec_mask() -> None:
     """The corpus writes KSA's mask from the rule itself; it is the spec's mask (so fusing it is right)."""
     for n in (5, 24, 37):
         assert torch.equal(ksa_allowed(n, 4, 1, 2, torch.device("cpu")), ksa_mask(n, 4, 1, 2))
+
+
+#: the strict TensorRT-rules lint of the corpus runs with ``make corpus`` (14 exports, ~5 minutes on 2 busy cores); CI
+#: lints onerec-tiny and ksa-tiny strictly (tests/onnx/test_trt_lint_strict.py), the plugin node included
+LINT_CI_SLICE: set[tuple[str, bool]] = set()
+
+
+def _lint_cases() -> list[object]:
+    cases = []
+    for name, entry in CORPUS.items():
+        for fp8 in (False, True):
+            marks = []
+            if (name, fp8) not in LINT_CI_SLICE and not FULL:
+                marks.append(pytest.mark.skip(reason="outside the CI slice: RECFX_CORPUS=all (make corpus)"))
+            if entry.needs and importlib.util.find_spec(entry.needs) is None:
+                marks.append(pytest.mark.skip(reason=f"needs {entry.needs}"))
+            cases.append(pytest.param(entry, fp8, id=f"{name}-{'fp8' if fp8 else 'fp32'}", marks=marks))
+    return cases
+
+
+@pytest.mark.parametrize("entry,fp8", _lint_cases())
+def test_corpus_onnx_passes_the_tensorrt_lint_strictly(entry, fp8: bool, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The ONNX file handed to TensorRT (KSA as the plugin node, FP8 as Q/DQ) breaks none of TensorRT's rules."""
+    import recfx
+    from recfx.onnx import OnnxExportConfig, export_onnx
+
+    torch.manual_seed(0)
+    model, inputs = entry.build().eval(), entry.inputs(2, 0)
+    quant = {"quant": recfx.QuantConfig(progress=False, eval_batches=1)} if fp8 else {}
+    compiled = recfx.compile(model, inputs, backend="eager-fp8" if fp8 else "eager",
+                             config=recfx.CompileConfig(dynamic_dims=entry.dynamic_dims), **quant)
+    written = export_onnx(compiled, inputs, tmp_path / f"{entry.name}.onnx",
+                          OnnxExportConfig(fp8=fp8, lint="strict", model_name=entry.name))
+    assert written.lint is not None and written.lint.ok, written.lint
+    assert written.fp8 == fp8
+    assert len(written.plugins) == (1 if entry.ksa_fused else 0), written.plugins  # one plugin op type: KsaAttention

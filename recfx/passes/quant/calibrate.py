@@ -58,7 +58,9 @@ def _normalize(batch: Any, specs: Sequence[Any], label: str) -> tuple[torch.Tens
         if t.dtype != spec.dtype or t.dim() != len(spec.shape) or any(
                 isinstance(d, int) and d != s for d, s in zip(spec.shape, t.shape)):
             raise ValueError(f"{label}: input {spec.name!r} is {t.dtype}{list(t.shape)}, expected {spec}")
-    return tuple(batch)
+    # The graph runs on row-major inputs, as CompiledModule.forward hands them (views traced for row-major inputs
+    # rely on it): a transposed calibration tensor is observed with the values it holds, in that layout.
+    return tuple(t.contiguous() for t in batch)
 
 
 def calibration_source(ctx: PassContext, state: Fp8State) -> tuple[Iterable[Any], str]:

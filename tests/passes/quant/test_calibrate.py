@@ -140,3 +140,23 @@ def test_empty_and_malformed_calibration(fp8, toy) -> None:  # type: ignore[no-u
         fp8.run(model, (x,), names, quant=STATIC, calibration=[(x.double(),)])
     with pytest.raises(PassError, match="needs calibration data|need calibration data"):
         fp8.run(model, (x,), names, quant=STATIC)
+
+
+
+def test_non_contiguous_calibration_batches_are_observed_like_call_inputs() -> None:
+    """Fuzz seed 25: after SDPA, ``o.transpose(1, 2)`` is row-major for row-major inputs, so its ``.contiguous()``
+    goes (remove_noops) and a view merges the heads: the graph relies on row-major inputs, which CompiledModule
+    gives it. A transposed calibration batch failed in that view ("view size is not compatible")."""
+    import recfx
+    from tests.fuzz.generator import generate
+
+    fm = generate(25)
+    quant = QuantConfig(weight="per_tensor", activation="static_per_tensor", progress=False, eval_batches=1)
+    transposed = [fm.inputs(3, 10 + i, contiguous=False) for i in range(2)]
+    assert not transposed[0][0].is_contiguous()
+    compiled = recfx.compile(fm.module, fm.inputs(2, 0), backend="eager-fp8", quant=quant, calibration=transposed)
+    same = recfx.compile(fm.module, fm.inputs(2, 0), backend="eager-fp8", quant=quant,
+                         calibration=[tuple(t.contiguous() for t in batch) for batch in transposed])
+    x = fm.inputs(5, 1, contiguous=False)
+    for a, b in zip(compiled(*x), same(*x), strict=True):
+        assert torch.equal(a, b)  # the same scales as from row-major copies of the batches
