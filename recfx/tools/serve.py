@@ -50,7 +50,7 @@ def load_models(refs: list[str], backend: str) -> dict[str, CompiledModule]:
     """
     import recfx
     from recfx.runtime.bundle import MANIFEST
-    from recfx.tools.common import resolve_model
+    from recfx.models.resolve import resolve_model
 
     modules: dict[str, CompiledModule] = {}
     for ref in refs:
