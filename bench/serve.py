@@ -26,8 +26,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +34,7 @@ import torch
 
 import recfx
 from recfx.models import get_model
+from recfx.serving.health import free_ports, wait_until_ready
 
 ROOT = Path(__file__).resolve().parent.parent
 DTYPE = {torch.float32: "FP32", torch.int64: "INT64", torch.int32: "INT32"}
@@ -64,33 +63,15 @@ class ServerProcess:
     """``recfx serve BUNDLE`` in a child process on free loopback ports; stopped with SIGTERM."""
 
     def __init__(self, bundle: Path, name: str, extra: list[str], log: Path) -> None:
-        import socket
-
-        socks = [socket.socket() for _ in range(3)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        self.http, self.grpc, metrics = (s.getsockname()[1] for s in socks)
-        for s in socks:
-            s.close()
+        self.http, self.grpc, metrics = free_ports(3)
         self.name, self._log = name, open(log, "w")  # noqa: SIM115 -- closed in stop()
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "recfx.tools.cli", "serve", f"{name}={bundle}", "--http-port", str(self.http),
              "--grpc-port", str(self.grpc), "--metrics-port", str(metrics), *extra],
             env=env, stdout=self._log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 300
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"recfx serve exited with {self.proc.returncode}; see {log}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{self.http}/v2/models/{name}/ready", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"recfx serve was not ready in 300 s; see {log}")
-            time.sleep(0.5)
+        wait_until_ready(f"http://127.0.0.1:{self.http}/v2/models/{name}/ready", timeout_s=300, what="recfx serve",
+                         alive=lambda: None if self.proc.poll() is None else f"exit {self.proc.returncode}; see {log}")
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)

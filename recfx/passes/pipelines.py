@@ -13,8 +13,8 @@ Stages, in order (``recfx.passes.base.STAGES``), and what each default list puts
 - ``fuse``: ``DEFAULT_FUSIONS``.
 - ``lower``: a backend's own lowering to what its compiler runs well, as (backend option, pass) pairs: a pass with
   an option runs unless ``backend_options[option]`` is False, one with ``None`` always. ``INDUCTOR_LOWERINGS``
-  (GQA attention folded, attention over a few tokens as fused math, MoE experts routed) and ``CUDA_FP8_LOWERINGS`` (those, FP8 experts routed, FP8 GEMMs as
-  aten quantization + ``torch._scaled_mm``).
+  (GQA attention folded, attention over a few tokens as fused math, MoE experts routed) and ``CUDA_FP8_LOWERINGS``
+  (those, FP8 experts routed, FP8 GEMMs as aten quantization + ``torch._scaled_mm``).
 
     >>> CANONICAL_PASSES[0], FP8_PASSES[-1], DEFAULT_FUSIONS, CUDA_FP8_LOWERINGS[-1]
     ('remove_noops', 'fp8_report', ('fuse_ksa',), (None, 'fp8_lower_scaled_mm'))

@@ -235,9 +235,12 @@ class _Emitter:
         x = self.call(aten.reshape.default, moe.x, [-1, d])
         idx = self.call(aten.reshape.default, moe.indices, [-1, k])
         wts = self.call(aten.reshape.default, moe.weights, [-1, k])
-        position = torch.empty(e, dtype=torch.long)  # the chain position of each expert: each token's terms in order
-        position[torch.tensor(moe.expert_ids)] = torch.arange(e)
-        keys = self.call(aten.index.Tensor, self.buffer(f"{name}_chain_position", position.to(device)), [idx])
+        if moe.expert_ids == list(range(e)):  # the sum adds the experts in index order (the usual loop)
+            keys = idx
+        else:  # the chain position of each expert: each token's terms in the order the sum adds them
+            position = torch.empty(e, dtype=torch.long)
+            position[torch.tensor(moe.expert_ids)] = torch.arange(e)
+            keys = self.call(aten.index.Tensor, self.buffer(f"{name}_chain_position", position.to(device)), [idx])
         per_token = self.call(aten.sort.stable, keys, stable=True, dim=-1)
         slots, perm = (self.call(operator.getitem, per_token, i) for i in (0, 1))
         wts = self.call(aten.gather.default, wts, -1, perm)

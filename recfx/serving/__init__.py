@@ -5,6 +5,7 @@
 """
 
 from recfx.serving.config import ModelServing, ServerAddress
+from recfx.serving.health import free_ports, wait_until_ready
 from recfx.serving.server import Server, serve
 
-__all__ = ["ModelServing", "Server", "ServerAddress", "serve"]
+__all__ = ["ModelServing", "Server", "ServerAddress", "free_ports", "serve", "wait_until_ready"]

@@ -49,8 +49,8 @@ def load_models(refs: list[str], backend: str) -> dict[str, CompiledModule]:
         ValueError: two models would get the same name, or a reference is neither a bundle nor a model.
     """
     import recfx
-    from recfx.runtime.bundle import MANIFEST
     from recfx.models.resolve import resolve_model
+    from recfx.runtime.bundle import MANIFEST
 
     modules: dict[str, CompiledModule] = {}
     for ref in refs:

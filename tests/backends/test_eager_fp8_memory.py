@@ -6,28 +6,13 @@ profiler memory events), so weights, which both backends hold before the call, d
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
-from torch.profiler import ProfilerActivity, profile
 
 import recfx
 from recfx.models import get_model
+from tests.memory import peak_new_bytes
 
 MAX_RATIO = 1.5
-
-
-def peak_new_bytes(fn: Callable[[], object]) -> int:
-    """Peak of the CPU allocator's bytes while ``fn`` runs, beyond what was held before."""
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
-    live = peak = 0
-    for event in events:
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak
 
 
 def test_eager_fp8_peak_memory_within_one_and_a_half_of_eager() -> None:

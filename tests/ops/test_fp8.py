@@ -10,6 +10,7 @@ import recfx  # noqa: F401  (defines the ops)
 from recfx.analysis.numerics import sqnr_db
 from recfx.ops import fp8 as fp8_ops
 from recfx.ops.fp8_testing import opcheck_fp8, reference_codes, run_examples
+from tests.memory import peak_new_bytes
 
 ops = torch.ops.recfx
 FP8 = torch.float8_e4m3fn
@@ -165,28 +166,13 @@ def test_chunked_quantization_gives_the_same_bits(monkeypatch) -> None:  # type:
     assert torch.equal(q.view(torch.uint8), _one_shot(x, s).view(torch.uint8))
 
 
-def _peak_new_bytes(fn) -> int:  # type: ignore[no-untyped-def]
-    """Peak of the bytes the CPU allocator holds while ``fn`` runs, beyond what was held before (torch profiler)."""
-    from torch.profiler import ProfilerActivity, profile
-
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"),
-                    key=lambda e: e.start_ns())
-    live = peak = 0
-    for event in events:
-        live += event.nbytes()
-        peak = max(peak, live)
-    return peak
-
-
 def test_quantizing_costs_little_more_memory_than_its_fp8_result() -> None:
     x = torch.randn(8192, 1024)  # 32 MiB of float32
     scale = torch.tensor(0.01)
     # The FP8 result is x.nbytes / 4; the float64 temporaries stay within a slice (a few MiB). Before slicing, the
     # float64 quotient and its rounding temporaries took ~10 x x.nbytes.
-    assert _peak_new_bytes(lambda: torch.ops.recfx.quantize_fp8(x, scale)) <= 0.75 * x.nbytes
-    assert _peak_new_bytes(lambda: torch.ops.recfx.quantize_fp8_per_token(x)) <= 0.75 * x.nbytes
+    assert peak_new_bytes(lambda: torch.ops.recfx.quantize_fp8(x, scale)) <= 0.75 * x.nbytes
+    assert peak_new_bytes(lambda: torch.ops.recfx.quantize_fp8_per_token(x)) <= 0.75 * x.nbytes
 
 
 @pytest.mark.parametrize("k, group_size", [(256, 128), (300, 128), (5, 8), (40, 7)])

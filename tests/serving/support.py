@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import socket
 
 import numpy as np
 import pytest
@@ -21,18 +20,6 @@ def require_serve() -> None:
     if os.environ.get("RECFX_REQUIRE_SERVE") == "1":
         raise RuntimeError("RECFX_REQUIRE_SERVE=1 but PyTriton/tritonclient are not importable: " + SERVE_REASON)
     pytest.skip(SERVE_REASON, allow_module_level=True)
-
-
-def free_ports(n: int) -> list[int]:
-    """``n`` distinct loopback ports free right now (the OS picks them)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 TRITON_DTYPE = {torch.float32: "FP32", torch.int64: "INT64", torch.int32: "INT32", torch.float16: "FP16"}

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests.serving.support import free_ports, require_serve
+from recfx.serving.health import free_ports, wait_until_ready
+from tests.serving.support import require_serve
 
 require_serve()
 
@@ -45,17 +46,8 @@ def test_serve_a_bundle_then_sigterm(bundle: tuple[Path, recfx.CompiledModule], 
     proc = _cli("serve", str(path), "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port",
                 str(metrics), "--max-batch", "4", "--instances", "2", "--queue-delay-us", "500")
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, proc.communicate()[0][-3000:]
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http}/v2/models/dlrm-small/ready", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            assert time.monotonic() < deadline, "recfx serve did not become ready in 120 s"
-            time.sleep(0.5)
+        wait_until_ready(f"http://127.0.0.1:{http}/v2/models/dlrm-small/ready", timeout_s=120, what="recfx serve",
+                         alive=lambda: None if proc.poll() is None else proc.communicate()[0][-3000:])
         dense, sparse = get_model("dlrm-small").example_inputs(3, seed=9)
         body = {"inputs": [{"name": "dense", "shape": [3, 13], "datatype": "FP32", "data": dense.flatten().tolist()},
                            {"name": "sparse", "shape": [3, 8], "datatype": "INT64", "data": sparse.flatten().tolist()}]}

@@ -73,3 +73,13 @@ def test_python_backend_libdir(monkeypatch: pytest.MonkeyPatch, tmp_path) -> Non
     fake["INSTSONAME"] = "libpython3.11.a"  # a static build: no shared library to load
     with pytest.raises(recfx.RecfxError, match="built without --enable-shared"):
         python_backend_libdir()
+
+
+def test_wait_until_ready_says_why_it_gave_up() -> None:
+    from recfx.serving.health import free_ports, wait_until_ready
+
+    (port,) = free_ports(1)  # nothing listens there
+    with pytest.raises(RuntimeError, match="stopped before it was ready: exit 3"):
+        wait_until_ready(f"http://127.0.0.1:{port}/v2/health/ready", timeout_s=5, alive=lambda: "exit 3")
+    with pytest.raises(RuntimeError, match="was not ready .* within 0 s; see its log"):
+        wait_until_ready(f"http://127.0.0.1:{port}/v2/health/ready", timeout_s=0.1)

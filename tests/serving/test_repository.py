@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import sysconfig
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -19,7 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.serving.support import free_ports, require_serve
+from recfx.serving.health import free_ports, wait_until_ready
+from tests.serving.support import require_serve
 
 require_serve()
 
@@ -117,17 +117,8 @@ def test_python_backend_repository_served_by_stock_tritonserver(dlrm: dict[str, 
                             env=env, stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{http}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            assert proc.poll() is None, (tmp_path / "triton.log").read_text()[-3000:]
-            try:
-                with urllib.request.urlopen(f"{base}/v2/health/ready", timeout=2) as resp:
-                    if resp.status == 200:
-                        break
-            except (urllib.error.URLError, ConnectionError):
-                pass
-            assert time.monotonic() < deadline, (tmp_path / "triton.log").read_text()[-3000:]
-            time.sleep(0.5)
+        wait_until_ready(f"{base}/v2/health/ready", timeout_s=120, what="tritonserver",
+                         alive=lambda: None if proc.poll() is None else (tmp_path / "triton.log").read_text()[-3000:])
         spec = get_model("dlrm-small")
         for b in (1, 3, 8):
             dense, sparse = spec.example_inputs(b, seed=b)

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests.serving.support import free_ports, infer_inputs, require_serve
+from recfx.serving.health import free_ports
+from tests.serving.support import infer_inputs, require_serve
 
 require_serve()
 
