@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -14,6 +16,12 @@ from recfx.passes.base import PassContext
 from recfx.passes.pipelines import INDUCTOR_LOWERINGS, lowering_options
 
 _INDUCTOR_OPTIONS = ("mode", "options", "dynamic", "fullgraph")
+#: recfx's own Inductor heuristics (see :func:`inductor_heuristics`).
+HEURISTIC_OPTIONS = ("persistent_rows",)
+#: Rows of up to this many elements are reduced by one program that holds the whole row (Inductor's own limit is
+#: 1,024): a per-token FP8 quantization fused into RMSNorm (d_model 2,048) or SiLU(gate) * up (d_ff 5,632) then
+#: reads its input once instead of twice (once for the amax, once for the cast).
+PERSISTENT_ROWS = 8192
 #: Optional lowerings of the Inductor backends, each on unless its backend option is False.
 LOWERING_CHOICES = lowering_options(INDUCTOR_LOWERINGS)
 
@@ -44,18 +52,87 @@ class InductorBackend(Backend):
 
     def inductor_options(self, ctx: PassContext) -> dict[str, Any]:
         """The user's backend options that go to ``torch.compile`` (subclasses may take more and remove them)."""
-        options = self.options(ctx, (*_INDUCTOR_OPTIONS, *LOWERING_CHOICES))
-        for key in LOWERING_CHOICES:
+        options = self.options(ctx, (*_INDUCTOR_OPTIONS, *HEURISTIC_OPTIONS, *LOWERING_CHOICES))
+        for key in (*HEURISTIC_OPTIONS, *LOWERING_CHOICES):
             options.pop(key, None)
         return options
 
     def compile(self, gm: GraphModule, ctx: PassContext) -> Callable[..., Any]:
         options = self.inductor_options(ctx)
         dynamic = options.pop("dynamic", bool(ctx.dynamic_dims))
-        compiled = torch.compile(gm, backend="inductor", dynamic=dynamic, **options)
+        rows = persistent_rows(ctx.backend_options)
+        # torch.compile compiles lazily (and again for a new shape), so the heuristics hold around every call
+        compiled = WithHeuristics(torch.compile(gm, backend="inductor", dynamic=dynamic, **options), rows)
         if dynamic:
             _warm_up_dynamic(compiled, ctx)
         return compiled
+
+
+def persistent_rows(backend_options: dict[str, Any]) -> int:
+    """The ``persistent_rows`` backend option: an int >= 0 (0 keeps Inductor's own limit)."""
+    rows = backend_options.get("persistent_rows", PERSISTENT_ROWS)
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
+        raise ValueError(f"backend_options['persistent_rows'] must be an int >= 0 (0: Inductor's default), "
+                         f"got {rows!r}")
+    return rows
+
+
+@functools.cache
+def _wide_row_choices() -> type:
+    """An ``InductorChoices`` whose persistent reductions reach rows of ``limit`` elements (made on first use:
+    importing Inductor is slow)."""
+    from torch._inductor import config as inductor_config
+    from torch._inductor.choices import InductorChoices
+    from torch._inductor.runtime.hints import ReductionHint
+    from torch._inductor.virtualized import V
+
+    class WideRowChoices(InductorChoices):
+        def __init__(self, limit: int) -> None:
+            super().__init__()
+            self.limit = limit
+
+        def should_use_persistent_reduction(  # type: ignore[override]  # an instance method: it reads the limit
+                self, features: Any, cooperative_reduction: bool) -> bool:
+            if InductorChoices.should_use_persistent_reduction(features, cooperative_reduction):
+                return True
+            if cooperative_reduction or not inductor_config.triton.persistent_reductions:
+                return False
+            if features.get_reduction_hint() != ReductionHint.INNER:  # rows contiguous in memory only
+                return False
+            return bool(V.graph.sizevars.statically_known_leq(features.reduction_numel, self.limit))
+
+        def uuid(self) -> str:
+            return f"recfx-persistent-rows-{self.limit}"
+
+    return WideRowChoices
+
+
+@contextlib.contextmanager
+def inductor_heuristics(rows: int) -> Iterator[None]:
+    """Inductor's heuristics with whole-row (persistent) reductions up to ``rows`` elements, in this thread.
+
+    Only generated code's speed depends on it, never its results. Inductor's FX graph cache does not key on it: a
+    graph compiled before with another limit may come back from the cache with that limit's kernels.
+    """
+    if not rows:
+        yield
+        return
+    from torch._inductor.virtualized import V
+
+    with V.set_choices_handler(_wide_row_choices()(rows)):
+        yield
+
+
+class WithHeuristics:
+    """A compiled callable run under :func:`inductor_heuristics` (where Inductor compiles lazily, at a call)."""
+
+    def __init__(self, compiled: Callable[..., Any], rows: int) -> None:
+        self.compiled = compiled
+        self.rows = rows
+
+    def __call__(self, *args: Any) -> Any:
+        with inductor_heuristics(self.rows):
+            return self.compiled(*args)
 
 
 def _warm_up_dynamic(compiled: Callable[..., Any], ctx: PassContext) -> None:

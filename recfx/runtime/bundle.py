@@ -29,6 +29,7 @@ import torch
 
 from recfx._version import __version__
 from recfx.analysis.numerics import OutputCheck
+from recfx.backends.inductor import persistent_rows
 from recfx.frontend.capture import TensorSpec
 from recfx.passes.manager import PassRecord
 from recfx.runtime import bundle_formats as formats
@@ -225,7 +226,10 @@ def save_bundle(module: CompiledModule, path: str | os.PathLike[str], *, overwri
             model_file = formats.FILES[fmt]
             ep = formats.export_final(module.graph_module, module.example_inputs, module.input_specs)
             try:
-                (formats.write_aoti if fmt == formats.AOTI else formats.write_exported)(ep, tmp)
+                if fmt == formats.AOTI:
+                    formats.write_aoti(ep, tmp, persistent_rows(module.backend_options or {}))
+                else:
+                    formats.write_exported(ep, tmp)
             except BundleError:
                 raise
             except Exception as exc:  # AOTInductor raises many types; the bundle must not be half-written

@@ -25,7 +25,7 @@ from torch.export import Dim, ExportedProgram
 
 from recfx.backends import BACKENDS
 from recfx.backends.eager import EagerBackend
-from recfx.backends.inductor import InductorBackend
+from recfx.backends.inductor import InductorBackend, inductor_heuristics
 from recfx.backends.ort import OrtBackend
 from recfx.errors import RecfxError
 from recfx.frontend.capture import TRACE_LOCK, TensorSpec
@@ -79,13 +79,14 @@ def export_final(gm: torch.fx.GraphModule, example_inputs: tuple[torch.Tensor, .
 # --- writers: (module pieces, folder) -> None; they write FILES[fmt] (and companions) into ``folder``
 
 
-def write_aoti(ep: ExportedProgram, folder: Path) -> None:
-    """Compile ``ep`` with AOTInductor into ``folder/model.pt2``.
+def write_aoti(ep: ExportedProgram, folder: Path, persistent_rows: int = 0) -> None:
+    """Compile ``ep`` with AOTInductor into ``folder/model.pt2``, with the in-process module's heuristics
+    (``persistent_rows``: ``recfx.backends.inductor.inductor_heuristics``).
 
     ``recfx::`` ops without a C++ kernel stay calls through AOTInductor's proxy executor (the op is looked up in the
     dispatcher at run time: ``import recfx`` registers it).
     """
-    with TRACE_LOCK:
+    with TRACE_LOCK, inductor_heuristics(persistent_rows):
         torch._inductor.aoti_compile_and_package(ep, package_path=str(folder / FILES[AOTI]))
 
 

@@ -1,0 +1,60 @@
+"""recfx's Inductor heuristics: whole-row (persistent) reductions for rows up to ``persistent_rows`` elements."""
+
+from __future__ import annotations
+
+import types
+
+import pytest
+import sympy
+import torch
+
+import recfx
+from recfx.backends.inductor import PERSISTENT_ROWS, _wide_row_choices, inductor_heuristics, persistent_rows
+
+
+def _decide(rows: int, numel: int, hint_name: str = "INNER") -> bool:
+    """The persistent-reduction decision for a kernel reducing ``numel`` elements per row, under ``rows``."""
+    from torch._inductor.runtime.hints import ReductionHint
+    from torch._inductor.sizevars import SizeVarAllocator
+    from torch._inductor.virtualized import V
+
+    features = types.SimpleNamespace(get_reduction_hint=lambda: getattr(ReductionHint, hint_name),
+                                     reduction_numel=sympy.Integer(numel), numel=sympy.Integer(4096))
+    graph = types.SimpleNamespace(sizevars=SizeVarAllocator())
+    with V.set_graph_handler(graph), inductor_heuristics(rows):
+        return bool(V.choices.should_use_persistent_reduction(features, False))
+
+
+@pytest.mark.parametrize("numel,want", [(512, True), (2048, True), (5632, True), (8192, True), (8193, False)])
+def test_rows_up_to_the_limit_are_persistent(numel: int, want: bool) -> None:
+    assert _decide(PERSISTENT_ROWS, numel) is want
+
+
+def test_inductor_default_is_kept_with_zero_and_outside_the_context() -> None:
+    assert _decide(0, 1024) and not _decide(0, 2048)  # Inductor's own limit for contiguous rows: 1,024
+    from torch._inductor.choices import InductorChoices
+    from torch._inductor.virtualized import V
+
+    with inductor_heuristics(PERSISTENT_ROWS):
+        assert isinstance(V.choices, _wide_row_choices())
+    assert not isinstance(V.choices, _wide_row_choices()) and isinstance(V.choices, InductorChoices)
+
+
+def test_only_contiguous_rows_are_widened() -> None:
+    assert not _decide(PERSISTENT_ROWS, 2048, "DEFAULT") and not _decide(PERSISTENT_ROWS, 2048, "OUTER")
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "8192"])
+def test_bad_option_is_a_clear_error(bad: object) -> None:
+    with pytest.raises(ValueError, match="persistent_rows"):
+        persistent_rows({"persistent_rows": bad})
+
+
+def test_compiled_module_runs_under_the_option() -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.SiLU(), torch.nn.LayerNorm(32)).eval()
+    x = torch.randn(4, 16)
+    want = model(x)
+    for rows in (0, 4096):
+        fast = recfx.compile(model, (x,), backend="inductor",
+                             config=recfx.CompileConfig(backend_options={"persistent_rows": rows}))
+        torch.testing.assert_close(fast(x), want, rtol=1e-5, atol=1e-5)
