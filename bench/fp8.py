@@ -23,7 +23,6 @@ Parts:
 from __future__ import annotations
 
 import argparse
-import collections
 import copy
 import json
 import logging
@@ -38,6 +37,7 @@ import recfx
 from recfx.backends import Availability, Backend, register_backend
 from recfx.bench import BenchConfig, run_bench
 from recfx.bench.export import write_outputs
+from recfx.bench.profile import profile_call
 from recfx.models import get_model
 from recfx.ops.fp8 import per_token_quantize, quantize_weight
 from recfx.ops.fp8_rows import EAGER, quantize_per_token
@@ -219,51 +219,6 @@ def part_attention(out: dict[str, Any], batch: int) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------- profile
-def _classify(name: str) -> str:
-    low = name.lower()
-    if "amax" in low:
-        return "fused producer + quantization (triton)"
-    if low.startswith("triton") or "triton_" in low:
-        return "other fused (triton)"
-    if "flash" in low or "fmha" in low or "attention" in low or "cudnn" in low:
-        return "attention"
-    if "gemm" in low or "nvjet" in low or "xmma" in low or "cutlass" in low or "sm90" in low:
-        return "gemm (cuBLAS)"
-    if "topk" in low or "sort" in low or "radix" in low:
-        return "top-k"
-    return "other"
-
-
-def profile_call(fn: Any) -> dict[str, Any]:
-    from torch.profiler import ProfilerActivity, profile
-
-    with torch.inference_mode():
-        fn()
-        torch.cuda.synchronize()
-        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA], record_shapes=True) as prof:
-            fn()
-            torch.cuda.synchronize()
-    kernels: dict[str, float] = collections.defaultdict(float)
-    for evt in prof.events():  # kernels only: "## Call CompiledFxGraph ##" spans the whole call on the GPU track
-        if evt.device_type == torch.autograd.DeviceType.CUDA and not evt.name.startswith("## "):
-            kernels[evt.name] += evt.device_time_total / 1e3  # ms
-    classes: dict[str, float] = collections.defaultdict(float)
-    for name, ms in kernels.items():
-        classes[_classify(name)] += ms
-    per_shape = []
-    for avg in prof.key_averages(group_by_input_shape=True):
-        if avg.key in ("aten::_scaled_mm", "aten::mm", "aten::addmm") and avg.input_shapes:
-            a, b = avg.input_shapes[0], avg.input_shapes[1]
-            if len(a) == 2 and len(b) == 2:
-                ms = avg.device_time_total / 1e3
-                flop = 2.0 * a[0] * a[1] * b[1] * avg.count
-                per_shape.append({"op": avg.key, "M": a[0], "K": a[1], "N": b[1], "calls": avg.count, "ms": ms,
-                                  "tflops": flop / ms / 1e9 if ms else None})
-    top = sorted(kernels.items(), key=lambda kv: -kv[1])[:25]
-    return {"total_ms": sum(kernels.values()), "classes": dict(classes), "gemm_shapes": per_shape,
-            "top_kernels": [{"name": n[:160], "ms": ms} for n, ms in top]}
-
-
 def part_profile(out: dict[str, Any], batch: int, model_name: str = "onerec-1b") -> None:
     spec = get_model(model_name)
     model = spec.build().to("cuda", torch.bfloat16)
@@ -288,7 +243,8 @@ def part_bench(out: dict[str, Any], args: argparse.Namespace, folder: Path) -> N
     merged = None
     for backend in args.backends.split(","):
         config = BenchConfig(args.model, backends=(backend,), batches=tuple(int(b) for b in args.batches.split(",")),
-                             iters=50, warmup=2, time_budget=args.time_budget, cuda_graphs=args.cuda_graphs)
+                             iters=50, warmup=2, time_budget=args.time_budget, cuda_graphs=args.cuda_graphs,
+                             profile=args.bench_profile)
         result = run_bench(config)
         if merged is None:
             merged = result
@@ -315,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cuda-graphs", default="auto")
     parser.add_argument("--gemm-tokens", default="49152,1536")
     parser.add_argument("--profile-batch", type=int, default=32)
+    parser.add_argument("--bench-profile", action="store_true",
+                        help="part bench also profiles each backend's largest batch (recfx bench --profile)")
     args = parser.parse_args(argv)
     parts = [p for p in args.parts.split(",") if p]
     unknown = sorted(set(parts) - set(PARTS))

@@ -37,6 +37,8 @@ class BenchConfig(ConfigBase):
         seed: seed of the weights and inputs.
         bundle: a bundle folder (``recfx compile --out``) to time instead of compiling: the one backend is the
             bundle's, loaded with ``recfx.load``; its load time is reported as the compile time.
+        profile: on CUDA, profile one call at the largest batch of each backend (``torch.profiler``): GPU time by
+            kernel class and each GEMM shape's TFLOP/s, in the row's ``profile``.
     """
 
     model: str
@@ -56,6 +58,7 @@ class BenchConfig(ConfigBase):
     quant: dict[str, Any] | None = None
     seed: int = 0
     bundle: str | None = None
+    profile: bool = False
 
     def validate(self) -> None:
         if not self.model:

@@ -68,13 +68,15 @@ def write_outputs(result: BenchResult, folder: str | Path, *, plot: bool = True)
         PermissionError / FileNotFoundError: the folder cannot be created or written.
     """
     from recfx.bench.plot import write_plot
+    from recfx.bench.profile import profile_markdown
     from recfx.bench.table import markdown_table, render_table
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     written = [folder / "bench.txt", folder / "bench.md"]
     atomic_write_text(written[0], render_table(result))
-    atomic_write_text(written[1], markdown_table(result))
+    atomic_write_text(written[1], markdown_table(result) + ("\n" + profiled if (profiled := profile_markdown(
+        result.rows)) else ""))
     written.append(write_json(result, folder / "bench.json"))
     written.append(write_csv(result, folder / "bench.csv"))
     if plot:

@@ -53,6 +53,8 @@ class BenchRow:
     flops: float | None = None
     tflops: float | None = None
     peak_mem_mb: float | None = None
+    #: GPU time of one call by kernel class (``recfx.bench.profile.profile_call``), with ``--profile``
+    profile: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.status not in STATUSES:
@@ -136,7 +138,7 @@ _MEASURES = ("compile_s", "first_call_ms", "throughput_rps", "device_throughput_
 _ROW_FIELDS: dict[str, tuple[type, ...]] = {
     "backend": (str,), "requested": (str,), "status": (str,), "reason": (str,), "batch": (int,), "seq": (int,),
     "beam": (int,), "cuda_graphs": (bool,), "compile_detail": (dict,), "accuracy": (dict,), "latency_ms": (dict,),
-    "device_ms": (dict,), **dict.fromkeys(_MEASURES, _NUMBER),
+    "device_ms": (dict,), "profile": (dict,), **dict.fromkeys(_MEASURES, _NUMBER),
 }
 _REQUIRED_ROW = ("backend", "requested", "status")
 _STATS_FIELDS = tuple(f.name for f in dataclasses.fields(Stats))

@@ -167,9 +167,26 @@ def _bench_backend(workload: Workload, choice: BackendChoice, references: dict[i
                                           compile_s=compile_s, compile_detail=detail, reason=_describe(err))
             rows.append(row)
             progress.advance()
+    if config.profile and workload.device.type == "cuda":
+        _profile_largest(rows, compiled, workload)
     del compiled
     _release(workload.device)
     return rows
+
+
+def _profile_largest(rows: list[BenchRow], compiled: Callable[..., Any], workload: Workload) -> None:
+    """Profile one call at the largest measured batch (uncaptured) into that row's ``profile``."""
+    from recfx.bench.profile import profile_call
+
+    done = [r for r in rows if r.status == "ok" and not r.cuda_graphs and r.batch is not None]
+    if not done:
+        return
+    row = max(done, key=lambda r: r.batch or 0)
+    inputs = workload.inputs(row.batch or 1)
+    try:
+        row.profile = profile_call(lambda: compiled(*inputs))
+    except Exception as err:  # the timing rows stand without it
+        log.warning("profile of %s at batch %s failed: %s", row.backend, row.batch, _describe(err), exc_info=True)
 
 
 def _compile_inputs(workload: Workload, batches: tuple[int, ...]) -> tuple[torch.Tensor, ...]:

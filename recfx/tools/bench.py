@@ -93,6 +93,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="measure with CUDA graphs off/on (default auto: both on CUDA, off on CPU)")
     timing.add_argument("--no-pipelined", action="store_true", help="skip the pipelined throughput measurement")
     timing.add_argument("--no-flops", action="store_true", help="do not count FLOPs (no TFLOP/s column)")
+    timing.add_argument("--profile", action="store_true",
+                        help="on CUDA, profile one call at the largest batch of each backend: GPU time by kernel "
+                             "class and GEMM TFLOP/s (in the JSON and bench.md)")
     out = parser.add_argument_group("output")
     out.add_argument("--compact", action="store_true", help="a narrower table (p50/p99, req/s, speedup)")
     out.add_argument("--out", type=Path, metavar="DIR",
@@ -134,7 +137,7 @@ def run(args: argparse.Namespace) -> int:
         beams=args.beam or (None,), device=args.device, dtype=args.dtype, warmup=args.warmup, iters=args.iters,
         time_budget=args.time_budget or None, cuda_graphs=args.cuda_graphs, pipelined=not args.no_pipelined,
         count_flops=not args.no_flops, calibration_batches=args.calibration, quant=args.quant, seed=args.seed,
-        bundle=str(args.bundle) if args.bundle is not None else None)
+        bundle=str(args.bundle) if args.bundle is not None else None, profile=args.profile)
     for path in (args.json, args.csv, args.plot):  # a bad output path fails now, not after the benchmark
         if path is not None:
             check_writable_file(path)
