@@ -35,6 +35,8 @@ import torch
 
 import recfx
 from recfx.backends import Availability, Backend, register_backend
+from recfx.backends.fp8 import CudaFp8Backend
+from recfx.backends.inductor import InductorBackend
 from recfx.bench import BenchConfig, run_bench
 from recfx.bench.export import write_outputs
 from recfx.bench.profile import profile_call
@@ -89,6 +91,24 @@ class TorchaoFp8(Backend):
             if type(module).__name__ in TORCHAO_COMPILED:
                 module.compile()
         return model
+
+
+def _inductor_rows(base: type) -> type:
+    """``base`` with Inductor's own persistent-reduction limit (``persistent_rows=0``): the A/B of recfx's limit."""
+
+    class InductorRows(base):  # type: ignore[misc, valid-type]
+        priority = -100
+        description = f"benchmark only: {base.__name__} with Inductor's own persistent-reduction limit (1,024)"
+
+        def compile(self, gm: Any, ctx: Any) -> Any:
+            ctx.backend_options = {"persistent_rows": 0, **ctx.backend_options}
+            return super().compile(gm, ctx)
+
+    return InductorRows
+
+
+register_backend("inductor-rows1024")(_inductor_rows(InductorBackend))
+register_backend("cuda-fp8-rows1024")(_inductor_rows(CudaFp8Backend))
 
 
 # ---------------------------------------------------------------------------------------------------- checks

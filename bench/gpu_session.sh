@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# One step of a GPU benchmarking session, results under OUT (each step fits one 10-minute device call).
+#
+#   bash bench/gpu_session.sh STEP OUT COMMIT
+#
+# STEP: 1b       onerec-1b: inductor, cuda-fp8, eager at batches 1, 8, 32, each backend profiled at batch 32
+#       torchao  onerec-1b: inductor and torchao's PerRow FP8 + torch.compile at batches 1, 8, 32 (needs the wheel)
+#       moe      onerec-moe: inductor, cuda-fp8 at batches 8 and 32, profiled
+#       rows     the A/B of recfx's persistent-reduction limit: cuda-fp8 with Inductor's own (1,024), batch 32
+#       deploy   bundles (onerec-1b cuda-fp8, ksa-1b inductor: load + first call) and the KSA kernel checks
+# COMMIT: the commit whose working tree runs (the device copy's git HEAD may be stale).
+set -u
+step=$1
+out=$2
+commit=${3:-unknown}
+mkdir -p "$out"
+if ls .whl/*.whl >/dev/null 2>&1; then
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
+fi
+export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1
+echo "$commit" > "$out/COMMIT.txt"
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv;
+  python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } \
+    > "$out/machine.txt" 2>&1
+fp8() { python3 bench/fp8.py --parts bench --cuda-graphs off --time-budget 0.5 --bench-profile "$@"; }
+case $step in
+    1b) fp8 --model onerec-1b --backends inductor,cuda-fp8,eager --batches 1,8,32 --out "$out/fp8" ;;
+    torchao) fp8 --model onerec-1b --backends inductor,torchao-fp8 --batches 1,8,32 --out "$out/fp8" ;;
+    moe) fp8 --model onerec-moe --backends inductor,cuda-fp8 --batches 8,32 --out "$out/fp8" ;;
+    rows) fp8 --model onerec-1b --backends cuda-fp8-rows1024 --batches 32 --out "$out/fp8" ;;
+    deploy)
+        python3 bench/ksa.py --parts checks --sizes 4096,16384 --skip-flex --out "$out/ksa_checks.json" \
+            > "$out/ksa_checks.log" 2>&1
+        for job in "onerec-1b cuda-fp8 8" "ksa-1b inductor 1"; do  # bundles in /tmp: only result.json comes back
+            set -- $job
+            python3 bench/bundle_gpu.py --model "$1" --backend "$2" --batch "$3" --out "/tmp/bundle-$1" \
+                > "$out/bundle-$1.log" 2>&1
+            cp "/tmp/bundle-$1/result.json" "$out/bundle-$1.json"
+        done ;;
+    *) echo "unknown step $step" >&2; exit 2 ;;
+esac
