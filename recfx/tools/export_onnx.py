@@ -16,6 +16,7 @@ from recfx.tools.commands import command
 @command("export-onnx", help="export a model's optimised graph to ONNX (fp32 or FP8 Q/DQ, TensorRT plugins), lint it")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from recfx.onnx.config import MAX_OPSET, MIN_FP8_OPSET, MIN_OPSET
+    from recfx.passes.quant.calibrators import CALIBRATORS
 
     parser.add_argument("model", help="registered model name (recfx list models) or package.module:factory "
                                       "returning (model, example_inputs)")
@@ -25,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="FP8 activations with calibrated per-tensor scales (default: dynamic per-token)")
     parser.add_argument("--calibration-batches", type=int, default=4, metavar="N",
                         help="calibration batches for --static-activations (default 4)")
-    parser.add_argument("--calibrator", default="max", choices=("max", "percentile", "mse", "entropy"),
+    parser.add_argument("--calibrator", default="max", choices=CALIBRATORS.names(),
                         help="how static scales are chosen (default max)")
     parser.add_argument("--quant", type=json.loads, default=None, metavar="JSON",
                         help='QuantConfig fields as JSON, e.g. \'{"weight": "per_tensor"}\'')
