@@ -66,12 +66,12 @@ def _groups(call: Call, x: Any, scale: Any, block_size: Any) -> tuple[Any, Any]:
 
 
 PER_CHANNEL = register_granularity(WeightGranularity(
-    "per_channel", "[N, 1]", "channel", FP8_LINEAR, _channel_scales, onnx="per-axis: axis=0 (1 after the transpose)"))
+    "per_channel", "[N, 1]", "channel", FP8_LINEAR, _channel_scales, onnx="per-axis DequantizeLinear along N"))
 PER_TENSOR = register_granularity(WeightGranularity(
-    "per_tensor", "[]", "tensor", FP8_LINEAR, _tensor_scale, onnx="per-tensor: a scalar scale, no axis"))
+    "per_tensor", "[]", "tensor", FP8_LINEAR, _tensor_scale, onnx="per-tensor DequantizeLinear (a scalar scale)"))
 WEIGHT_BLOCKS = register_granularity(WeightGranularity(
     "block", "[ceil(N/B), ceil(K/B)]", "block", FP8_LINEAR_BLOCKS, _block_scales, blocks=_square_blocks,
-    onnx="blocked: axis=1, block_size=B (the scale repeated B times along N)"))
+    onnx="blocked DequantizeLinear along K (block_size=B; the scale repeated B times along N)"))
 PER_TOKEN = register_granularity(ActivationMode(
     "dynamic_per_token", "[..., 1]", "token", FP8_LINEAR, _per_token,
     onnx="ReduceMax(Abs) / 448 per row, QuantizeLinear(x / s, 1); s multiplies the MatMul's output"))

@@ -224,6 +224,28 @@ def fp8_gemm(target: Any) -> Fp8Gemm | None:
     return None
 
 
+def granularity_table() -> str:
+    """The registered granularities and FP8 GEMMs as Markdown tables (docs/fp8.md holds them; a test keeps them
+    equal).
+
+    Example:
+        >>> granularity_table().splitlines()[0]
+        '| granularity | role | scale | FP8 GEMM | report | ONNX |'
+    """
+    rows = ["| granularity | role | scale | FP8 GEMM | report | ONNX |", "|---|---|---|---|---|---|"]
+    for registry in (WEIGHT_GRANULARITIES, ACTIVATION_MODES):
+        for name in registry:
+            g = registry.get(name)
+            static = " (calibrated)" if isinstance(g, ActivationMode) and g.calibrated else ""
+            rows.append(f"| `{g.name}` | {g.role}{static} | `{g.scale}` | `{g.gemm.op_name}` | {g.short} | {g.onnx} |")
+    rows += ["", "| FP8 GEMM | `fp8_lower_scaled_mm` (cuda-fp8) | TensorRT | ONNX |", "|---|---|---|---|"]
+    for name in FP8_GEMMS:
+        gemm = FP8_GEMMS.get(name)
+        rows.append(f"| `{name}` | {gemm.scaled_mm or 'row-wise `torch._scaled_mm`'} | "
+                    f"{gemm.tensorrt or 'converted (constant per-tensor / per-channel scales)'} | {gemm.onnx} |")
+    return "\n".join(rows)
+
+
 def _scale_arguments(x: Any, w_q: Any, w_scale: Any, bias: Any, x_scale: Any, block_size: Any) -> tuple[Any, ...]:
     return x, w_q, w_scale, bias, x_scale
 
@@ -236,12 +258,14 @@ def _block_arguments(x: Any, w_q: Any, w_scale: Any, bias: Any, x_scale: Any, bl
 FP8_LINEAR = register_gemm(Fp8Gemm(
     "fp8_linear", _scale_arguments,
     onnx="QuantizeLinear / DequantizeLinear on both MatMul inputs; a per-token scale is applied after the MatMul"))
-#: ``recfx::fp8_linear_blocks``: B x B weight blocks with 1 x B activation groups.
+#: ``recfx::fp8_linear_blocks``: B x B weight blocks (or 1 x B weight groups) with 1 x B activation groups.
 FP8_LINEAR_BLOCKS = register_gemm(Fp8Gemm(
     "fp8_linear_blocks", _block_arguments,
-    scaled_mm="block-scaled GEMM (1x128 / 128x128 scales): no fused kernel yet, runs the reference op",
+    scaled_mm="block-scaled GEMM (1 x B activation groups, B x B / 1 x B weight scales): no fused kernel yet, "
+              "runs the reference op",
     tensorrt="block-scaled GEMM: TensorRT's FP8 quantize layers take per-tensor or per-channel scales",
-    onnx="blocked DequantizeLinear (block_size=B) of the weight; activation groups as Mul after DequantizeLinear"))
+    onnx="blocked DequantizeLinear of the weight along K (block_size=B); activation groups as Mul after "
+         "DequantizeLinear"))
 
 #: dtypes of FP8 tensors (any of them means a graph is quantized already); recfx itself stores E4M3 (fn).
 FP8_STORAGE_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz)
@@ -267,5 +291,5 @@ def is_fp8_op(target: Any) -> bool:
 
 __all__ = ["ACTIVATION_MODES", "EAGER", "FP8_GEMMS", "FP8_LINEAR", "FP8_LINEAR_BLOCKS", "FP8_OP_NAMES",
            "FP8_STORAGE_DTYPES", "ActivationMode", "Call", "Fp8Gemm", "Granularity", "WeightGranularity",
-           "activation_mode", "dequantize", "fp8_gemm", "is_fp8_op", "register_gemm", "register_granularity",
-           "unregister_granularity", "weight_granularity"]
+           "activation_mode", "dequantize", "fp8_gemm", "granularity_table", "is_fp8_op", "register_gemm",
+           "register_granularity", "unregister_granularity", "weight_granularity"]
