@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from recfx.tools.commands import command
+from recfx.tools.commands import command, quant_help
 
 
 @command("export-onnx", help="export a model's optimised graph to ONNX (fp32 or FP8 Q/DQ, TensorRT plugins), lint it")
@@ -29,7 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--calibrator", default="max", choices=CALIBRATORS.names(),
                         help="how static scales are chosen (default max)")
     parser.add_argument("--quant", type=json.loads, default=None, metavar="JSON",
-                        help='QuantConfig fields as JSON, e.g. \'{"weight": "per_tensor"}\'')
+                        help=quant_help('QuantConfig fields as JSON, e.g. \'{"weight": "per_tensor"}\''))
     parser.add_argument("--ksa-as-ops", action="store_true",
                         help="export recfx::ksa_attention as standard ONNX ops instead of the KsaAttention plugin")
     parser.add_argument("--opset", type=int, default=MIN_FP8_OPSET,

@@ -149,6 +149,17 @@ class QuantConfig(ConfigBase):
         return cls(rules=rules, **changes)  # type: ignore[arg-type]
 
 
+def quant_choices() -> dict[str, list[str]]:
+    """The registered values of ``QuantConfig``'s choice fields (CLI help and messages read them here).
+
+    Example:
+        >>> quant_choices()["weight"]
+        ['block', 'per_channel', 'per_tensor']
+    """
+    return {"weight": list(WEIGHT_GRANULARITIES), "activation": list(ACTIVATION_MODES),
+            "calibrator": CALIBRATORS.names()}
+
+
 def check_pairing(weight: str, activation: str, where: str) -> None:
     """The weight granularity and the activation mode must fold into one FP8 GEMM (there is none for mixed forms)."""
     w, a = weight_granularity(weight), activation_mode(activation)

@@ -167,3 +167,20 @@ def test_registered_calibrator_is_accepted_and_used() -> None:
     assert seen and torch.equal(x_scale, scale_from_amax(0.5 * x.abs().max().double()))  # `up` reads x itself
     with pytest.raises(ValueError, match="unknown calibrator 'test_half_max'"):
         recfx.QuantConfig(calibrator="test_half_max")
+
+
+def test_cli_choices_come_from_the_registries(granularity: WeightGranularity) -> None:
+    import argparse
+
+    import recfx.tools.export_onnx  # noqa: F401  (registers the command)
+    from recfx.tools.commands import COMMANDS
+
+    register_calibrator("test_cli_calibrator")(lambda stats, percentile: 1.0)
+    try:
+        parser = argparse.ArgumentParser()
+        COMMANDS.get("export-onnx").add_arguments(parser)
+    finally:
+        CALIBRATORS.remove("test_cli_calibrator")
+    options = {a.dest: a for a in parser._actions}
+    assert "test_cli_calibrator" in (options["calibrator"].choices or ())
+    assert granularity.name in (options["quant"].help or "")
