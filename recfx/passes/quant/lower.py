@@ -10,11 +10,12 @@ activation                        weight                               FP8 GEMM
 ``dequantize_fp8_blocks(*quantize_fp8_groups(x, B), [B])``           ``fp8_linear_blocks(x, w_q, w_s, bias, B)``
 =====================================================================  ===========================================
 
-with the weight ``dequantize_fp8[_blocks](get_attr w_q, get_attr w_s, ...)``. The table is not spelled out here:
-each pattern is recorded from the granularity descriptors (``recfx.ops.fp8_terms``), by running the same
-``fake_quant`` / ``dequantize`` that ``fp8_convert`` emits with a recording ``call``, and the GEMM is the one the pair
-names. So a registered granularity lowers without a change here. A plain ``Rewrite`` cannot express this: the
-activation Q/DQ pair is shared by several linears (q/k/v), which fx's subgraph matcher refuses.
+with the weight ``dequantize_fp8[_blocks](get_attr w_q, get_attr w_s, ...)``. The table shows the built-in
+granularities; the code does not spell it out: each pattern is recorded from the granularity descriptors
+(``recfx.ops.fp8_terms``) by running the same ``fake_quant`` / ``dequantize`` that ``fp8_convert`` emits with a
+recording ``call``, and the GEMM is the one the pair names. So a registered granularity lowers without a change
+here. A plain ``Rewrite`` cannot express this: the activation Q/DQ pair is shared by several linears (q/k/v), which
+fx's subgraph matcher refuses.
 """
 
 from __future__ import annotations
@@ -92,9 +93,10 @@ def _get_attr(value: Any) -> bool:
     return isinstance(value, Node) and value.op == "get_attr"
 
 
-def _pairs(x_dq: Node, w_dq: Node) -> Fp8LinearMatch | None:
-    """The first registered (activation mode, weight granularity) pair of one GEMM whose fake-quant pattern (as
-    ``fp8_convert`` writes it, recorded from the descriptors) both inputs of the linear have."""
+def _pairs(x_dq: Node, w_dq: Node) -> tuple[Node, Node, Node, Node | None, int | None, Fp8Gemm] | None:
+    """``(x, w_q, w_scale, x_scale, block_size, gemm)`` for the first registered (activation mode, weight
+    granularity) pair of one GEMM whose fake-quant patterns (as ``fp8_convert`` writes them, recorded from the
+    descriptors) the two inputs of a linear have; None when no pair fits."""
     for mode_name in ACTIVATION_MODES:
         mode = ACTIVATION_MODES.get(mode_name)
         x, x_scale, block, w_q, w_s = _Hole(), _Hole(), _Hole(), _Hole(), _Hole()
@@ -114,7 +116,7 @@ def _pairs(x_dq: Node, w_dq: Node) -> Fp8LinearMatch | None:
             if not (isinstance(both[id(x)], Node) and _get_attr(both[id(w_q)]) and _get_attr(both[id(w_s)])
                     and (size is None or type(size) is int) and (static is None or _get_attr(static))):
                 continue
-            return Fp8LinearMatch(x_dq, both[id(x)], both[id(w_q)], both[id(w_s)], None, static, size, mode.gemm)
+            return both[id(x)], both[id(w_q)], both[id(w_s)], static, size, mode.gemm
     return None
 
 
@@ -125,14 +127,15 @@ def match_fp8_linear(linear: Node) -> Fp8LinearMatch | None:
     x_dq, w_dq = linear.args[0], linear.args[1]
     if not (isinstance(x_dq, Node) and isinstance(w_dq, Node)):
         return None
-    m = _pairs(x_dq, w_dq)
-    if m is None:
+    pair = _pairs(x_dq, w_dq)
+    if pair is None:
         return None
-    out, x_val = tensor_meta(linear), tensor_meta(m.x)
+    x, w_q, w_s, x_scale, block_size, gemm = pair
+    out, x_val = tensor_meta(linear), tensor_meta(x)
     if out is None or x_val is None or out.dtype != x_val.dtype:
         return None
     bias = linear.args[2] if len(linear.args) > 2 else linear.kwargs.get("bias")
-    return dataclasses.replace(m, linear=linear, bias=bias)
+    return Fp8LinearMatch(linear, x, w_q, w_s, bias, x_scale, block_size, gemm)
 
 
 def _unlowered(gm: GraphModule) -> list[str]:
