@@ -6,6 +6,8 @@ the threshold is 28 dB. Per-tensor is slightly worse on a matrix whose rows diff
 
 from __future__ import annotations
 
+import doctest
+import importlib
 import re
 from pathlib import Path
 
@@ -57,3 +59,10 @@ def test_docs_list_the_registered_granularities() -> None:
     assert found, "docs/fp8.md lost its <!-- granularity-table --> markers"
     assert found.group(1) == granularity_table(), (
         "docs/fp8.md's granularity table differs from the registry: paste recfx.ops.fp8_terms.granularity_table()")
+
+
+@pytest.mark.parametrize("name", ["recfx.ops.fp8_terms", "recfx.ops.fp8_granularities", "recfx.ops.fp8",
+                                  "recfx.passes.quant.config"])
+def test_docstring_examples(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted > 0 and result.failed == 0
