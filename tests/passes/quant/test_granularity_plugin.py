@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 import recfx
 from recfx.analysis.numerics import cosine, sqnr_db
+from recfx.backends.tensorrt.partition import plan_partition
 from recfx.ops.fp8 import block_amax, quantize_weight, scale_from_amax
 from recfx.ops.fp8_terms import (
     FP8_LINEAR,
@@ -122,6 +123,9 @@ def test_registered_granularity_compiles_end_to_end(granularity: WeightGranulari
     assert not torch.equal(y, y_builtin)  # a different recipe, not the built-in under another name
     row = compiled.report.sections["fp8"].render()
     assert f"{granularity.short} / " in row  # the report's label comes from the descriptor
+    trt = {d.node: d.reason for d in plan_partition(compiled.graph_module, lambda node: True).fallback}
+    want = {n.name: gemm.tensorrt for n in gemms} if gemm.tensorrt else {}  # TensorRT asks the GEMM's descriptor
+    assert trt == want
 
 
 def test_registered_granularity_pairs_only_with_its_gemm(granularity: WeightGranularity) -> None:
@@ -184,3 +188,22 @@ def test_cli_choices_come_from_the_registries(granularity: WeightGranularity) ->
     options = {a.dest: a for a in parser._actions}
     assert "test_cli_calibrator" in (options["calibrator"].choices or ())
     assert granularity.name in (options["quant"].help or "")
+
+
+def test_registered_granularity_exports_to_onnx(granularity: WeightGranularity, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The ONNX translation is keyed on the ops and reads the scale's shape: the new granularity exports unchanged
+    and ONNX Runtime computes what eager-fp8 computes (float32 division before QuantizeLinear may flip a rare
+    rounding tie, hence the tolerance: 2% of max |y| at worst, cosine >= 0.9999)."""
+    from recfx.onnx import OnnxExportConfig, export_onnx
+    from recfx.onnx.session import OrtRunner
+
+    model, x, _ = _problem()
+    blocked = {"activation": "block", "block_size": 64} if granularity.gemm is FP8_LINEAR_BLOCKS else {}
+    y, compiled = _compile(model, x, weight=granularity.name, **blocked)
+    path = tmp_path / "m.onnx"
+    export = export_onnx(compiled, (x,), path, OnnxExportConfig(fp8=True))
+    assert export.histogram["DequantizeLinear"] >= 3
+    runner = OrtRunner(path, [s.name for s in compiled.input_specs], [s.name for s in compiled.output_specs])
+    got = runner(x)
+    assert got.shape == y.shape
+    assert float((got - y).abs().max()) <= 0.02 * float(y.abs().max()) and cosine(y, got) >= 0.9999
