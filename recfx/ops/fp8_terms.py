@@ -4,18 +4,8 @@ A granularity is a descriptor that carries its behaviour, not a name that code b
 are found, how a quantize -> dequantize pair is written, which FP8 GEMM the pair folds into. The GEMM says how
 ``fp8_lower_scaled_mm`` and TensorRT treat it. Every pass, backend, exporter and report asks these objects;
 ``register_granularity`` adds one (docs/fp8.md, "Adding a granularity"). The built-in granularities live in
-``recfx.ops.fp8_granularities``:
-
-==================  ==========  ============================  =========================================
-granularity         role        scale shape                   how the scale is found
-==================  ==========  ============================  =========================================
-per_channel         weight      ``[N, 1]``                    offline, from the weight
-per_tensor          weight      ``[]``                        offline, from the weight
-block               weight      ``[ceil(N/B), ceil(K/B)]``    offline, one per B x B block
-dynamic_per_token   activation  ``[..., 1]``                  at run time, one per row
-static_per_tensor   activation  ``[]``                        from calibration data
-block               activation  ``[..., ceil(K/B)]``          at run time, one per 1 x B group
-==================  ==========  ============================  =========================================
+``recfx.ops.fp8_granularities``; :func:`granularity_table` lists whatever is registered (scale shapes, GEMMs, ONNX
+forms).
 
 Example:
     >>> activation_mode("static_per_tensor").calibrated

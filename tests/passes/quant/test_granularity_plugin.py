@@ -7,6 +7,10 @@ Two are defined here and nowhere else, each run end to end through ``recfx.compi
 - ``group``: weights quantized in 1 x B groups along K (scale ``[N, ceil(K/B)]``); with ``activation="block"`` and
   ``block_size=64`` this is the "per-group 1x64" recipe, folded into ``recfx::fp8_linear_blocks``.
 
+Each is also checked where the rest of recfx meets it: QuantConfig / QuantRule validation and pairing, the report's
+label, TensorRT's partition, the ONNX export on ONNX Runtime, and the CLI's choices; and the registries are left as
+they were.
+
 Thresholds: the model output against the float64 model, SQNR >= 22 dB and cosine >= 0.997 (three FP8 GEMMs in a
 row, each quantizing weights and activations, measured 24.9-25.5 dB and 0.9984-0.9986 here for all four recipes),
 and within 1.5 dB of the built-in granularity the new one varies (measured: pow2 0.13 dB below per_channel, powers
