@@ -7,6 +7,8 @@ Two are defined here and nowhere else, each run end to end through ``recfx.compi
 - ``group``: weights quantized in 1 x B groups along K (scale ``[N, ceil(K/B)]``); with ``activation="block"`` and
   ``block_size=64`` this is the "per-group 1x64" recipe, folded into ``recfx::fp8_linear_blocks``.
 
+An activation mode registers the same way (``dynamic_per_row``, the per-token recipe under another name).
+
 Each is also checked where the rest of recfx meets it: QuantConfig / QuantRule validation and pairing, the report's
 label, TensorRT's partition, the ONNX export on ONNX Runtime, and the CLI's choices; and the registries are left as
 they were.
@@ -21,6 +23,7 @@ blocks on this Gaussian data).
 from __future__ import annotations
 
 import copy
+import operator
 from collections.abc import Iterator
 
 import pytest
@@ -32,9 +35,12 @@ from recfx.analysis.numerics import cosine, sqnr_db
 from recfx.backends.tensorrt.partition import plan_partition
 from recfx.ops.fp8 import block_amax, quantize_weight, scale_from_amax
 from recfx.ops.fp8_terms import (
+    ACTIVATION_MODES,
     FP8_LINEAR,
     FP8_LINEAR_BLOCKS,
     WEIGHT_GRANULARITIES,
+    ActivationMode,
+    Call,
     WeightGranularity,
     register_granularity,
     unregister_granularity,
@@ -211,3 +217,25 @@ def test_registered_granularity_exports_to_onnx(granularity: WeightGranularity, 
     got = runner(x)
     assert got.shape == y.shape
     assert float((got - y).abs().max()) <= 0.02 * float(y.abs().max()) and cosine(y, got) >= 0.9999
+
+
+def _per_row(call: Call, x: object, scale: object, block_size: object) -> tuple[object, object]:
+    t = call(torch.ops.recfx.quantize_fp8_per_token.default, x)
+    return call(operator.getitem, t, 0), call(operator.getitem, t, 1)
+
+
+def test_registered_activation_mode_compiles_end_to_end() -> None:
+    """The activation side registers the same way: a mode written through ``call`` (here per-row scales, the
+    built-in per-token recipe under another name) is emitted by fp8_convert, recognised by fp8_lower and computes
+    bit for bit what the built-in computes."""
+    mode = register_granularity(ActivationMode("dynamic_per_row", "[..., 1]", "row", FP8_LINEAR, _per_row))
+    try:
+        model, x, _ = _problem()
+        y, compiled = _compile(model, x, activation="dynamic_per_row")
+        y_builtin, _ = _compile(model, x, activation="dynamic_per_token")
+        assert op_histogram(compiled.graph_module).get("recfx.fp8_linear.default") == 3
+        assert torch.equal(y, y_builtin)
+        assert "channel / row" in compiled.report.sections["fp8"].render()
+    finally:
+        unregister_granularity(mode)
+    assert "dynamic_per_row" not in ACTIVATION_MODES
