@@ -33,6 +33,8 @@ Call = Callable[..., Any]
 def EAGER(op: Any, *args: Any, **kwargs: Any) -> Any:
     """Run the op now (the eager form of whatever emits through a :data:`Call`)."""
     return op(*args, **kwargs)
+
+
 #: A GEMM's positional arguments from ``(x, w_q, w_scale, bias, x_scale, block_size)``.
 GemmArguments = Callable[[Any, Any, Any, Any, Any, Any], tuple[Any, ...]]
 
@@ -170,8 +172,18 @@ def _registry(g: Granularity) -> Registry[Any]:
 def register_granularity(g: G) -> G:
     """Make ``g`` a choice of ``QuantConfig.weight`` / ``.activation`` (and of their rules, the CLI and the docs).
 
+    Returns:
+        ``g`` itself (so that a module can write ``MINE = register_granularity(WeightGranularity(...))``).
+
     Raises:
         ValueError: the name is taken in its role, or its GEMM is not registered (``register_gemm`` it first).
+
+    Example:
+        >>> ones = WeightGranularity("doc_ones", "[N, 1]", "ones", FP8_LINEAR, lambda w, b: torch.ones(w.shape[0], 1))
+        >>> register_granularity(ones) is ones, "doc_ones" in WEIGHT_GRANULARITIES
+        (True, True)
+        >>> unregister_granularity(ones); "doc_ones" in WEIGHT_GRANULARITIES
+        False
     """
     registered = FP8_GEMMS.get(g.gemm.op_name) if g.gemm.op_name in FP8_GEMMS else None
     if registered is not g.gemm:
