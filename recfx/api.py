@@ -17,7 +17,7 @@ from recfx.frontend import capture
 from recfx.frontend.capture import TRACE_LOCK
 from recfx.onnx import export as onnx_export
 from recfx.onnx.config import OnnxExportConfig
-from recfx.ops.fp8_terms import STATIC_PER_TENSOR
+from recfx.ops.fp8_granularities import STATIC_PER_TENSOR
 from recfx.passes import CANONICAL_PASSES, PASSES, PassContext, PassManager, insert_placements
 from recfx.passes.quant import QuantConfig
 from recfx.runtime import CompiledModule, CompileReport, compare_outputs

@@ -30,7 +30,7 @@ from recfx.onnx.config import MIN_FP8_OPSET, OnnxExportConfig
 from recfx.onnx.lint import LintReport
 from recfx.onnx.metadata import build_metadata, calibration_hash
 from recfx.onnx.write import write_model
-from recfx.ops.fp8_terms import FP8_STORAGE_DTYPES, is_fp8_op
+from recfx.ops.fp8_terms import ACTIVATION_MODES, FP8_STORAGE_DTYPES, activation_mode, is_fp8_op
 
 log = logging.getLogger(__name__)
 
@@ -171,8 +171,9 @@ def export_onnx(compiled: CompiledGraph, example_inputs: Sequence[torch.Tensor],
     dynamic = dynamic_activation_nodes(gm)
     if config.static_activations and dynamic:
         raise ValueError(f"static_activations=True but the compiled module quantizes activations at run time "
-                         f"({len(dynamic)} node(s), e.g. {dynamic[0]}); compile it with "
-                         "QuantConfig(activation='static_per_tensor') and calibration data, or pass the nn.Module")
+                         f"({len(dynamic)} node(s), e.g. {dynamic[0]}); compile it with a calibrated activation "
+                         f"mode (QuantConfig(activation={' or '.join(map(repr, calibrated_modes()))})) and "
+                         "calibration data, or pass the nn.Module")
     if fp8 and config.opset < MIN_FP8_OPSET:
         raise ValueError(f"the graph holds FP8 ops, which need opset >= {MIN_FP8_OPSET}; got opset {config.opset}")
     t0 = time.perf_counter()
@@ -216,6 +217,11 @@ def has_fp8(gm: GraphModule) -> bool:
         if isinstance(val, torch.Tensor) and val.dtype in FP8_STORAGE_DTYPES:
             return True
     return False
+
+
+def calibrated_modes() -> list[str]:
+    """The registered activation modes whose scales come from calibration data (static scales)."""
+    return [m for m in ACTIVATION_MODES if activation_mode(m).calibrated]
 
 
 def dynamic_activation_nodes(gm: GraphModule) -> list[str]:

@@ -25,6 +25,7 @@ import onnx_ir as ir
 from onnxscript import opset21
 
 from recfx.ops.fp8 import AMAX_FLOOR, E4M3_MAX
+from recfx.ops.fp8_linear import weight_block_rows
 
 #: The ops, untyped: onnxscript's typed opset stubs do not know traced values.
 op: Any = opset21
@@ -235,8 +236,11 @@ def fp8_linear(x: Any, w_q: Any, w_scale: Any, bias: Any = None, x_scale: Any = 
 
 def fp8_linear_blocks(x: Any, w_q: Any, w_scale: Any, bias: Any = None, block_size: int = 128,
                       out_dtype: Any = None) -> Any:
-    """``recfx::fp8_linear_blocks``: 1 x B activation groups (dynamic), B x B weight blocks (static), one MatMul."""
+    """``recfx::fp8_linear_blocks``: 1 x B activation groups (dynamic), B x B weight blocks or 1 x B weight groups
+    (static), one MatMul."""
     q, s_x = quantize_fp8_groups(x, block_size)
     xd = dequantize_fp8_blocks(q, s_x, [block_size], None, shape=list(x.shape))
-    w = op.Transpose(dequantize_fp8_blocks(w_q, w_scale, [block_size, block_size], None), perm=[1, 0])
+    rows = weight_block_rows(_static_int(w_q.shape[0], "the FP8 weight's N"),
+                             _static_int(w_scale.shape[0], "the FP8 weight scale's rows"), block_size)
+    w = op.Transpose(dequantize_fp8_blocks(w_q, w_scale, [rows, block_size], None), perm=[1, 0])
     return _epilogue(op.MatMul(xd, w), bias, out_dtype, x)

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from recfx.ops.fp8_terms import PER_CHANNEL, PER_TENSOR, weight_granularity
+from recfx.ops.fp8_terms import weight_granularity
 
 FP8_DTYPE = torch.float8_e4m3fn
 #: Largest finite E4M3 value.
@@ -353,14 +353,28 @@ def _(q: Tensor, scale: Tensor, block_size: list[int], out_dtype: torch.dtype) -
     return torch.empty_like(q, dtype=out_dtype)
 
 
+def block_amax(w: Tensor, block: Sequence[int]) -> Tensor:
+    """The absolute maximum of each ``block[0] x block[1]`` block of a 2-D ``w`` (partial edge blocks allowed).
+
+    Example:
+        >>> block_amax(torch.tensor([[1.0, -5.0, 2.0], [3.0, 0.0, -4.0]]), (2, 2)).tolist()
+        [[5.0, 4.0]]
+    """
+    (n, k), (bn, bk) = w.shape, block
+    gn, gk = _groups(n, bn), _groups(k, bk)
+    padded = torch.nn.functional.pad(w.abs(), (0, gk * bk - k, 0, gn * bn - n))
+    return padded.reshape(gn, bn, gk, bk).amax(dim=(1, 3))  # (N/bn, K/bk)
+
+
 def quantize_weight(w: Tensor, granularity: str = "per_channel", block_size: int = 128) -> tuple[Tensor, Tensor]:
     """Quantize a weight ``[N, K]`` offline (a Python helper, not an op: weights are quantized once).
 
     Args:
         w: float weight ``[N, K]`` (an ``nn.Linear`` weight). It is not modified.
-        granularity: ``"per_channel"`` (scale ``[N, 1]``), ``"per_tensor"`` (scale ``[]``) or ``"block"``
-            (scale ``[ceil(N / B), ceil(K / B)]`` for ``block_size`` B).
-        block_size: B for ``"block"``.
+        granularity: a registered weight granularity (``recfx.ops.fp8_terms.WEIGHT_GRANULARITIES``):
+            ``"per_channel"`` (scale ``[N, 1]``), ``"per_tensor"`` (scale ``[]``), ``"block"``
+            (scale ``[ceil(N / B), ceil(K / B)]`` for ``block_size`` B), or one added with ``register_granularity``.
+        block_size: B for block-scaled granularities.
 
     Returns:
         ``(w_q, w_scale)``: a new ``float8_e4m3fn`` tensor and its float32 scale.
@@ -378,15 +392,6 @@ def quantize_weight(w: Tensor, granularity: str = "per_channel", block_size: int
     _check_float("w", w, "quantize_weight")
     w = w.detach()
     kind = weight_granularity(granularity)  # ValueError listing the known ones
-    if kind is PER_CHANNEL:
-        scale = scale_from_amax(w.abs().amax(dim=1, keepdim=True))
-    elif kind is PER_TENSOR:
-        scale = scale_from_amax(w.abs().amax())
-    else:  # WEIGHT_BLOCKS
-        n, k = w.shape
-        gn, gk = _groups(n, block_size), _groups(k, block_size)
-        padded = torch.nn.functional.pad(w.abs(), (0, gk * block_size - k, 0, gn * block_size - n))
-        amax = padded.reshape(gn, block_size, gk, block_size).amax(dim=(1, 3))  # (N/B, K/B)
-        scale = scale_from_amax(amax)
-        return _quantize(w, expand_block_scale(scale, w.shape, (block_size, block_size))), scale
-    return _quantize(w, scale), scale
+    scale = kind.scales(w, block_size)
+    blocks = kind.blocks(block_size)
+    return _quantize(w, scale if blocks is None else expand_block_scale(scale, w.shape, blocks)), scale

@@ -151,18 +151,19 @@ def fp8_linear_blocks(x: Tensor, w_q: Tensor, w_scale: Tensor, bias: Tensor | No
     ScalarType? out_dtype=None) -> Tensor``: block-scaled FP8 linear (OneRec-V2's MoE expert GEMMs).
 
     Activations are quantized dynamically in 1 x B groups along K (``quantize_fp8_groups``), weights offline in
-    B x B blocks (``quantize_weight(w, "block", B)``); partial edge blocks are allowed.
+    B x B blocks (``quantize_weight(w, "block", B)``) or in 1 x B groups along K; partial edge blocks are allowed.
 
     Args:
         x: high-precision activations ``[..., K]``.
         w_q: ``float8_e4m3fn`` ``[N, K]``.
-        w_scale: float32 ``[ceil(N / B), ceil(K / B)]``.
+        w_scale: float32 ``[ceil(N / B), ceil(K / B)]`` (B x B blocks) or ``[N, ceil(K / B)]`` (1 x B groups).
         bias: optional ``[N]``.
         block_size: B.
         out_dtype: result dtype; ``None`` means ``x.dtype``.
 
     Returns:
-        ``[..., N]``: ``sum_kb s_x[m, kb] * s_w[n // B, kb] * sum_{k in kb} q_x[m, k] * q_w[n, k] (+ bias)``, one
+        ``[..., N]``: ``sum_kb s_x[m, kb] * s_w[n // R, kb] * sum_{k in kb} q_x[m, k] * q_w[n, k] (+ bias)`` with
+        R = B (blocks) or 1 (groups), one
         FP8 GEMM with float32 accumulation per K block.
 
     Example:
@@ -175,7 +176,8 @@ def fp8_linear_blocks(x: Tensor, w_q: Tensor, w_scale: Tensor, bias: Tensor | No
     _check_blocks_linear(x, w_q, w_scale, bias, block_size, out_dtype)
     n, k = w_q.shape
     q, s_x = group_quantize(_rows(x), block_size)  # (M, K), (M, K/B)
-    s_w = expand_block_scale(w_scale, (n, w_scale.shape[1]), (block_size, 1))  # (N, K/B)
+    rows = weight_block_rows(n, w_scale.shape[0], block_size)
+    s_w = expand_block_scale(w_scale, (n, w_scale.shape[1]), (rows, 1))  # (N, K/B)
     acc = torch.zeros(q.shape[0], n, dtype=torch.float32, device=x.device)
     for kb, k0 in enumerate(range(0, k, block_size)):
         k1 = min(k0 + block_size, k)
@@ -189,10 +191,18 @@ def _check_blocks_linear(x: Tensor, w_q: Tensor, w_scale: Tensor, bias: Tensor |
     if block_size <= 0:
         raise ValueError(f"recfx::fp8_linear_blocks: block_size must be > 0, got {block_size}")
     n, k = w_q.shape
-    want = [-(-n // block_size), -(-k // block_size)]
-    if list(w_scale.shape) != want:
-        raise ValueError(f"recfx::fp8_linear_blocks: w_scale must be [ceil(N/B), ceil(K/B)] = {want} for w_q "
-                         f"{[n, k]} and B={block_size}, got {list(w_scale.shape)}")
+    blocks, groups = [-(-n // block_size), -(-k // block_size)], [n, -(-k // block_size)]
+    if list(w_scale.shape) not in (blocks, groups):
+        raise ValueError(f"recfx::fp8_linear_blocks: w_scale must be [ceil(N/B), ceil(K/B)] = {blocks} (B x B "
+                         f"blocks) or [N, ceil(K/B)] = {groups} (1 x B groups) for w_q {[n, k]} and B={block_size}, "
+                         f"got {list(w_scale.shape)}")
+
+
+def weight_block_rows(n: int, scale_rows: int, block_size: int) -> int:
+    """The weight rows that share one scale in ``fp8_linear_blocks``: 1 for a ``[N, ceil(K/B)]`` scale (1 x B
+    groups), B for ``[ceil(N/B), ceil(K/B)]`` (B x B blocks). When both shapes coincide (N = 1 or B = 1) the two
+    readings give the same scales."""
+    return 1 if scale_rows == n else block_size
 
 
 @fp8_linear_blocks.register_fake

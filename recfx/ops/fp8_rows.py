@@ -17,21 +17,14 @@ node (``fp8_lower_scaled_mm``), so the kernel that runs and the recipe that is t
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from recfx.ops.fp8 import AMAX_FLOOR, E4M3_MAX, FP8_DTYPE
+from recfx.ops.fp8_terms import EAGER, Call
 
 aten = torch.ops.aten
-#: ``call(op, *args, **kwargs)``: runs or records one aten op.
-Call = Callable[..., Any]
-
-
-def EAGER(op: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run the op now (the eager form of the recipe)."""
-    return op(*args, **kwargs)
 
 
 def row_scales(call: Call, xf: Any) -> Any:

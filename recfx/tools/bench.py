@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from recfx.tools.commands import command
+from recfx.tools.commands import command, quant_help
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -81,8 +81,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                       help="random calibration batches for FP8 backends (default 0: dynamic per-token scales "
                            "need none)")
     what.add_argument("--quant", type=_json_object, default=None, metavar="JSON",
-                      help='recfx.QuantConfig fields for FP8 backends, e.g. \'{"activation": "static_per_tensor", '
-                           '"calibrator": "mse"}\' (static scales need --calibration N)')
+                      help=quant_help('recfx.QuantConfig fields for FP8 backends, e.g. \'{"activation": '
+                                      '"static_per_tensor", "calibrator": "mse"}\' (static scales need '
+                                      '--calibration N)'))
     what.add_argument("--seed", type=int, default=0, help="seed of weights and inputs (default 0)")
     timing = parser.add_argument_group("timing")
     timing.add_argument("--warmup", type=int, default=3, help="untimed calls per measurement (default 3)")

@@ -45,3 +45,11 @@ def command(name: str, help: str) -> Callable[[Callable[[argparse.ArgumentParser
         return add_arguments
 
     return deco
+
+
+def quant_help(example: str) -> str:
+    """Help for a ``--quant JSON`` option: ``example`` plus the registered granularities and calibrators."""
+    from recfx.passes.quant.config import quant_choices
+
+    known = "; ".join(f"{field}: {', '.join(names)}" for field, names in quant_choices().items())
+    return f"{example} ({known})"

@@ -12,7 +12,7 @@ import json
 import time
 from pathlib import Path
 
-from recfx.tools.commands import command
+from recfx.tools.commands import command, quant_help
 
 _DTYPES = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     parser.add_argument("--dtype", choices=tuple(_DTYPES), default="fp32", help="weights and float inputs")
     parser.add_argument("--quant", type=json.loads, default=None, metavar="JSON",
-                        help='QuantConfig fields for FP8 backends, e.g. \'{"weight": "per_tensor"}\'')
+                        help=quant_help('QuantConfig fields for FP8 backends, e.g. \'{"weight": "per_tensor"}\''))
     parser.add_argument("--calibration", type=int, default=0, metavar="N",
                         help="calibration batches from the model's input generator for FP8 backends (default 0)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weights and inputs (default 0)")

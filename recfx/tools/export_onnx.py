@@ -10,12 +10,13 @@ from __future__ import annotations
 import argparse
 import json
 
-from recfx.tools.commands import command
+from recfx.tools.commands import command, quant_help
 
 
 @command("export-onnx", help="export a model's optimised graph to ONNX (fp32 or FP8 Q/DQ, TensorRT plugins), lint it")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from recfx.onnx.config import MAX_OPSET, MIN_FP8_OPSET, MIN_OPSET
+    from recfx.passes.quant.calibrators import CALIBRATORS
 
     parser.add_argument("model", help="registered model name (recfx list models) or package.module:factory "
                                       "returning (model, example_inputs)")
@@ -25,10 +26,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="FP8 activations with calibrated per-tensor scales (default: dynamic per-token)")
     parser.add_argument("--calibration-batches", type=int, default=4, metavar="N",
                         help="calibration batches for --static-activations (default 4)")
-    parser.add_argument("--calibrator", default="max", choices=("max", "percentile", "mse", "entropy"),
+    parser.add_argument("--calibrator", default="max", choices=CALIBRATORS.names(),
                         help="how static scales are chosen (default max)")
     parser.add_argument("--quant", type=json.loads, default=None, metavar="JSON",
-                        help='QuantConfig fields as JSON, e.g. \'{"weight": "per_tensor"}\'')
+                        help=quant_help('QuantConfig fields as JSON, e.g. \'{"weight": "per_tensor"}\''))
     parser.add_argument("--ksa-as-ops", action="store_true",
                         help="export recfx::ksa_attention as standard ONNX ops instead of the KsaAttention plugin")
     parser.add_argument("--opset", type=int, default=MIN_FP8_OPSET,

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from recfx.onnx import OnnxExportConfig
-from recfx.ops.fp8 import quantize_weight
+from recfx.ops.fp8 import block_amax, expand_block_scale, quantize_weight, scale_from_amax, static_quantize
 
 ops = torch.ops.recfx
 K, N, KB, NB = 64, 48, 160, 200
@@ -35,6 +35,10 @@ class Fp8Ops(torch.nn.Module):
         w_q, w_s = quantize_weight(torch.randn(NB, KB), "block", 64)
         self.register_buffer("w_q_block", w_q)
         self.register_buffer("w_s_block", w_s)
+        wg = torch.randn(NB, KB)  # 1 x 64 weight groups along K: scale [N, ceil(K / 64)]
+        w_s = scale_from_amax(block_amax(wg, (1, 64)))
+        self.register_buffer("w_q_groups", static_quantize(wg, expand_block_scale(w_s, wg.shape, (1, 64))))
+        self.register_buffer("w_s_groups", w_s)
         self.register_buffer("bias", torch.randn(N))
         self.register_buffer("x_scale", torch.tensor(3.0 / 448))
 
@@ -60,6 +64,8 @@ class Fp8Ops(torch.nn.Module):
         if m == "groups":
             q, s = ops.quantize_fp8_groups(xb, 64)  # 160 = 2 full groups + a partial one
             return ops.dequantize_fp8_blocks(q, s, [64], torch.float32)
+        if m == "linear_groups":
+            return ops.fp8_linear_blocks(xb, self.w_q_groups, self.w_s_groups, None, 64)
         assert m == "linear_blocks"
         return ops.fp8_linear_blocks(xb, self.w_q_block, self.w_s_block, None, 64)
 
@@ -68,7 +74,7 @@ EXACT = ("qdq", "per_token", "groups", "qdq_scale_1x1")
 
 
 @pytest.mark.parametrize("mode", ["linear_dynamic", "linear_static", "linear_per_tensor", "linear_fp16", "qdq",
-                                  "per_token", "groups", "qdq_scale_1x1", "linear_blocks"])
+                                  "per_token", "groups", "qdq_scale_1x1", "linear_blocks", "linear_groups"])
 def test_fp8_op_on_onnx_runtime(mode: str, tmp_path, export_module) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(0)
     module = Fp8Ops(mode).eval()
@@ -86,7 +92,7 @@ def test_fp8_op_on_onnx_runtime(mode: str, tmp_path, export_module) -> None:  # 
             scale = float(want.abs().max())
             rows_off = (err > 1e-5 * scale + (1e-3 if mode == "linear_fp16" else 0.0)).flatten(0, -2).any(-1)
             assert rows_off.double().mean() <= 0.1 and float(err.max()) <= 0.02 * scale
-    if mode == "linear_blocks":  # 128x128-style blocks are not a TensorRT Q/DQ pattern: the linter says so
+    if mode in ("linear_blocks", "linear_groups"):  # block / group scales are not a TensorRT Q/DQ pattern: linted
         assert set(lint.by_rule()) == {"scale", "qdq-placement", "gemm-inputs"}
     elif mode in ("per_token", "groups", "qdq_scale_1x1"):  # a standalone dequantize (no GEMM after it): not fused
         assert set(lint.by_rule()) == {"qdq-placement"}

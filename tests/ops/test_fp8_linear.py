@@ -8,7 +8,7 @@ import torch
 import recfx  # noqa: F401  (defines the ops)
 from recfx.analysis.numerics import sqnr_db
 from recfx.ops import fp8_linear as linear_ops
-from recfx.ops.fp8 import quantize_weight
+from recfx.ops.fp8 import block_amax, expand_block_scale, quantize_weight, scale_from_amax, static_quantize
 from recfx.ops.fp8_testing import opcheck_fp8, run_examples
 
 ops = torch.ops.recfx
@@ -73,6 +73,28 @@ def test_fp8_linear_blocks_sqnr(n: int, k: int) -> None:
     assert sqnr_db(ref, y) >= MIN_SQNR_DB
 
 
+def _group_weight(w: torch.Tensor, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A weight quantized in 1 x ``group`` groups along K (scale [N, ceil(K / group)])."""
+    s = scale_from_amax(block_amax(w, (1, group)))
+    return static_quantize(w, expand_block_scale(s, w.shape, (1, group))), s
+
+
+def test_fp8_linear_blocks_takes_weight_groups() -> None:
+    """A [N, ceil(K/B)] weight scale (1 x B groups) is applied per row: the op equals
+    sum_kb s_x[m, kb] * s_w[n, kb] * sum_k q_x q_w (+ bias) up to float32 accumulation, and keeps the SQNR."""
+    x, w, b, ref = _problem(m=16, k=200, n=48)
+    w_q, w_s = _group_weight(w, 64)  # 200 = 3 full groups + a partial one
+    assert list(w_s.shape) == [48, 4]
+    q, s_x = ops.quantize_fp8_groups(x.reshape(-1, 200), 64)
+    full = lambda s, n: expand_block_scale(s, (n, 200), (1, 64)).double()  # noqa: E731
+    exact = (q.double() * full(s_x, 16)) @ (w_q.double() * full(w_s, 48)).T + b.double()
+    y = ops.fp8_linear_blocks(x, w_q, w_s, b, 64)
+    torch.testing.assert_close(y.reshape(-1, 48).double(), exact, rtol=1e-5, atol=1e-5)
+    assert sqnr_db(ref, y) >= MIN_SQNR_DB
+    w_blocks = quantize_weight(w, "block", 64)[1]  # 48 rows: one block of rows, so [1, 4]; not [48, 4]
+    assert not torch.equal(ops.fp8_linear_blocks(x, w_q, w_blocks, b, 64), y)
+
+
 def test_fp8_linear_bad_inputs() -> None:
     w_q, w_s = quantize_weight(torch.randn(8, 16))
     with pytest.raises(ValueError, match="disagree on K"):
@@ -88,7 +110,7 @@ def test_fp8_linear_bad_inputs() -> None:
     with pytest.raises(ValueError, match="x_scale must be a float32 per-tensor scale"):
         ops.fp8_linear(torch.randn(2, 16), w_q, w_s, None, torch.ones(2))
     wb_q, wb_s = quantize_weight(torch.randn(8, 16), "block", 4)
-    with pytest.raises(ValueError, match="ceil"):
+    with pytest.raises(ValueError, match=r"or \[N, ceil\(K/B\)\] = \[8, 2\]"):
         ops.fp8_linear_blocks(torch.randn(2, 16), wb_q, wb_s, None, 8)
 
 
@@ -96,15 +118,17 @@ def _samples() -> list[tuple]:
     w_q, w_s = quantize_weight(torch.randn(16, 32))
     wt_q, wt_s = quantize_weight(torch.randn(16, 32), "per_tensor")
     wb_q, wb_s = quantize_weight(torch.randn(24, 40), "block", 16)
+    wg_q, wg_s = _group_weight(torch.randn(24, 40), 16)
     return [
         (ops.fp8_linear.default, (torch.randn(3, 5, 32), w_q, w_s), {}),
         (ops.fp8_linear.default, (torch.randn(4, 32), wt_q, wt_s, torch.randn(16), torch.tensor(0.01)), {}),
         (ops.fp8_linear.default, (torch.randn(4, 32), w_q, w_s), {"out_dtype": torch.bfloat16}),
         (ops.fp8_linear_blocks.default, (torch.randn(2, 3, 40), wb_q, wb_s, torch.randn(24), 16), {}),
+        (ops.fp8_linear_blocks.default, (torch.randn(2, 3, 40), wg_q, wg_s, torch.randn(24), 16), {}),
     ]
 
 
-@pytest.mark.parametrize("case", range(4))
+@pytest.mark.parametrize("case", range(5))
 def test_opcheck(case: int) -> None:
     op, args, kwargs = _samples()[case]
     opcheck_fp8(op, args, kwargs)

@@ -23,6 +23,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from recfx.errors import RecfxError
+from recfx.ops.fp8_terms import fp8_gemm
 
 #: Float dtypes a TensorRT network computes in (no float64).
 TRT_FLOAT_DTYPES = frozenset({torch.float32, torch.float16, torch.bfloat16})
@@ -181,6 +182,9 @@ def decide(node: Node, has_converter: Callable[[Node], bool]) -> NodeDecision:
     DYNAMO_CONVERTERS``) for ops recfx has no rule for."""
     target = str(node.target)
     rule = RULES.get(node.target)
+    gemm = fp8_gemm(node.target)
+    if gemm is not None and gemm.tensorrt is not None:  # the GEMM's descriptor says TensorRT cannot take it
+        return NodeDecision(node.name, target, False, gemm.tensorrt)
     if rule is not None:
         reason = rule(node)
         return NodeDecision(node.name, target, reason is None, reason or "")

@@ -39,7 +39,7 @@ def fp8_pipeline(ctx: PassContext) -> list[str]:
     cfg = resolve_config(ctx.quant)
     data = ctx.calibration
     if cfg.is_static and data is None:
-        raise ValueError("QuantConfig(activation='static_per_tensor') needs calibration data: pass "
+        raise ValueError(f"QuantConfig(activation={cfg.static_modes[0]!r}) needs calibration data: pass "
                          "calibration=[batch, ...] (tuples of tensors like the example inputs) to recfx.compile, or "
                          "use the default dynamic per-token activations")
     if isinstance(data, _Sequence) and len(data) == 0:

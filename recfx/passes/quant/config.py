@@ -56,7 +56,7 @@ class QuantRule(ConfigBase):
             raise ValueError(f"unknown QuantRule kind {self.kind!r}; kinds: {', '.join(KINDS)}")
         if self.action == "exclude" and (self.weight or self.activation):
             raise ValueError("weight=/activation= overrides only make sense on include rules")
-        _check_choice("weight", self.weight, tuple(WEIGHT_GRANULARITIES), optional=True)
+        _check_choice("weight", self.weight, tuple(WEIGHT_GRANULARITIES), optional=True)  # registered ones too
         _check_choice("activation", self.activation, tuple(ACTIVATION_MODES), optional=True)
 
     def describe(self) -> str:
@@ -69,10 +69,11 @@ class QuantConfig(ConfigBase):
     """FP8 (E4M3) post-training quantization settings for the ``*-fp8`` backends.
 
     Attributes:
-        weight: ``per_channel`` (default), ``per_tensor`` or ``block`` (``block_size`` x ``block_size``).
+        weight: ``per_channel`` (default), ``per_tensor`` or ``block`` (``block_size`` x ``block_size``), or a
+            granularity added with ``recfx.ops.fp8_terms.register_granularity``.
         activation: ``dynamic_per_token`` (default; needs no calibration data), ``static_per_tensor`` (scales from
-            calibration) or ``block`` (dynamic 1 x ``block_size`` groups). ``block`` weights go with ``block``
-            activations.
+            calibration) or ``block`` (dynamic 1 x ``block_size`` groups), or a registered one. The two must fold
+            into the same FP8 GEMM: ``block`` weights go with ``block`` activations.
         block_size: the block / group size (128).
         calibrator: how static scales are chosen from calibration data: ``max``, ``percentile``, ``mse``
             (sweep amax in [0.25, 4] x max, minimise quantization MSE) or ``entropy`` (minimise the KL divergence
@@ -111,7 +112,7 @@ class QuantConfig(ConfigBase):
     progress: bool = True
 
     def validate(self) -> None:
-        _check_choice("weight", self.weight, tuple(WEIGHT_GRANULARITIES))
+        _check_choice("weight", self.weight, tuple(WEIGHT_GRANULARITIES))  # registered ones too
         _check_choice("activation", self.activation, tuple(ACTIVATION_MODES))
         _check_choice("calibrator", self.calibrator, tuple(CALIBRATORS.names()))  # registered ones too
         check_pairing(self.weight, self.activation, "QuantConfig")
@@ -131,10 +132,15 @@ class QuantConfig(ConfigBase):
             raise ValueError(f"top_k must be >= 1 or None, got {self.top_k}")
 
     @property
+    def static_modes(self) -> tuple[str, ...]:
+        """The activation modes of this config and its rules that need calibrated scales."""
+        modes = dict.fromkeys([self.activation, *(r.activation for r in self.rules if r.activation)])
+        return tuple(m for m in modes if activation_mode(m).calibrated)
+
+    @property
     def is_static(self) -> bool:
         """Whether any layer may need calibrated activation scales."""
-        modes = [self.activation, *(r.activation for r in self.rules if r.activation)]
-        return any(activation_mode(m).calibrated for m in modes)
+        return bool(self.static_modes)
 
     @classmethod
     def onerec_v2(cls, **changes: object) -> QuantConfig:
@@ -143,11 +149,25 @@ class QuantConfig(ConfigBase):
         return cls(rules=rules, **changes)  # type: ignore[arg-type]
 
 
+def quant_choices() -> dict[str, list[str]]:
+    """The registered values of ``QuantConfig``'s choice fields (CLI help and messages read them here).
+
+    Example:
+        >>> quant_choices()["weight"]
+        ['block', 'per_channel', 'per_tensor']
+    """
+    return {"weight": list(WEIGHT_GRANULARITIES), "activation": list(ACTIVATION_MODES),
+            "calibrator": CALIBRATORS.names()}
+
+
 def check_pairing(weight: str, activation: str, where: str) -> None:
-    """Block weights need block activations and vice versa (there is no GEMM for the mixed forms)."""
-    if weight_granularity(weight).blocked != activation_mode(activation).blocked:
-        raise ValueError(f"{where}: weight={weight!r} with activation={activation!r} has no FP8 GEMM; block-scaled "
-                         "weights go with block activations (weight='block', activation='block')")
+    """The weight granularity and the activation mode must fold into one FP8 GEMM (there is none for mixed forms)."""
+    w, a = weight_granularity(weight), activation_mode(activation)
+    if w.gemm is not a.gemm:
+        partners = [m for m in ACTIVATION_MODES if activation_mode(m).gemm is w.gemm]
+        raise ValueError(f"{where}: weight={weight!r} with activation={activation!r} has no FP8 GEMM (the weight "
+                         f"folds into recfx::{w.gemm.op_name}, the activation into recfx::{a.gemm.op_name}); "
+                         f"weight={weight!r} goes with activation {' or '.join(map(repr, partners))}")
 
 
 def _check_choice(name: str, value: str | None, choices: tuple[str, ...], optional: bool = False) -> None:

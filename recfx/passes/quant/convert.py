@@ -11,7 +11,6 @@ activation tensor (q/k/v share theirs); one FP8 weight serves every call of a mo
 from __future__ import annotations
 
 import logging
-import operator
 import re
 from typing import Any
 
@@ -32,7 +31,6 @@ from recfx.passes.quant.state import (
 from recfx.passes.utils import fetch_attr, fill_meta, finish, is_impure, mutated_values, tensor_meta
 
 log = logging.getLogger(__name__)
-ops = torch.ops.recfx
 
 
 def fresh_buffer(gm: GraphModule, base: str, value: torch.Tensor) -> str:
@@ -60,21 +58,19 @@ class _Builder:
         with self.gm.graph.inserting_before(before):
             return self.gm.graph.get_attr(name)
 
+    def _call(self, op: Any, *args: Any) -> Node:
+        return self.gm.graph.call_function(op, args)
+
     def weight(self, linear: Node, plan: LayerPlan, dtype: torch.dtype) -> Node:
         w_node = node_arg(linear, 1)
         key = (w_node.target, plan.weight, plan.block_size, dtype)
         if key not in self.weights:
             w = fetch_attr(self.gm, str(w_node.target))
-            granularity = plan.weight
-            w_q, w_s = quantize_weight(w, granularity, plan.block_size)  # new tensors; w itself is untouched
+            w_q, w_s = quantize_weight(w, plan.weight, plan.block_size)  # new tensors; w itself is untouched
             q_node = self._attr(f"{w_node.target}_fp8", w_q, linear)
             s_node = self._attr(f"{w_node.target}_scale", w_s, linear)
             with self.gm.graph.inserting_before(linear):
-                if weight_granularity(granularity).blocked:
-                    dq = self.gm.graph.call_function(ops.dequantize_fp8_blocks.default,
-                                                     (q_node, s_node, [plan.block_size] * 2, dtype))
-                else:
-                    dq = self.gm.graph.call_function(ops.dequantize_fp8.default, (q_node, s_node, dtype))
+                dq = weight_granularity(plan.weight).dequantize(self._call, q_node, s_node, plan.block_size, dtype)
             self.weights[key] = dq
         return self.weights[key]
 
@@ -83,27 +79,14 @@ class _Builder:
         key = (x, linear if x in self.mutated else None, plan.activation, plan.block_size, plan.x_amax)
         if key in self.activations:
             return self.activations[key]
-        graph = self.gm.graph
         mode = activation_mode(plan.activation)
+        s = None
         if mode.calibrated:
             assert plan.x_amax is not None, f"{plan.name}: static layer without a calibrated amax"
             scale = scale_from_amax(torch.tensor(plan.x_amax)).to(device)  # on the weights' device
             s = self._attr(f"{plan.name}_input_scale", scale, linear)
-            with graph.inserting_before(linear):
-                q = graph.call_function(ops.quantize_fp8.default, (x, s))
-                dq = graph.call_function(ops.dequantize_fp8.default, (q, s, dtype))
-        else:
-            with graph.inserting_before(linear):
-                if mode.blocked:
-                    t = graph.call_function(ops.quantize_fp8_groups.default, (x, plan.block_size))
-                else:
-                    t = graph.call_function(ops.quantize_fp8_per_token.default, (x,))
-                q = graph.call_function(operator.getitem, (t, 0))
-                s = graph.call_function(operator.getitem, (t, 1))
-                if mode.blocked:
-                    dq = graph.call_function(ops.dequantize_fp8_blocks.default, (q, s, [plan.block_size], dtype))
-                else:
-                    dq = graph.call_function(ops.dequantize_fp8.default, (q, s, dtype))
+        with self.gm.graph.inserting_before(linear):
+            dq = mode.fake_quant(self._call, x, s, plan.block_size, dtype)
         self.activations[key] = dq
         return dq
 

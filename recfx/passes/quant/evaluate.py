@@ -21,7 +21,7 @@ from torch.fx import GraphModule, Node
 from recfx.analysis.numerics import cosine, sqnr_from_energies
 from recfx.analysis.stats import tensor_stats
 from recfx.ops.fp8 import quantize_weight, scale_from_amax
-from recfx.ops.fp8_terms import weight_granularity
+from recfx.ops.fp8_terms import EAGER, weight_granularity
 from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.quant.state import (
     PLAN,
@@ -54,9 +54,8 @@ class _Probe(torch.nn.Module):
         self.noise = 0.0
 
     def quantized(self, x: torch.Tensor) -> torch.Tensor:
-        if weight_granularity(self.plan.weight).blocked:
-            return ops.fp8_linear_blocks(x, self.w_q, self.w_scale, self.bias, self.plan.block_size)
-        return ops.fp8_linear(x, self.w_q, self.w_scale, self.bias, self.x_scale)
+        gemm = weight_granularity(self.plan.weight).gemm
+        return gemm.call(EAGER, x, self.w_q, self.w_scale, self.bias, self.x_scale, self.plan.block_size)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         ref = F.linear(x, self.weight, self.bias)

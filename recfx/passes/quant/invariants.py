@@ -7,9 +7,9 @@ import operator
 import torch
 from torch.fx import GraphModule, Node
 
-from recfx.ops.fp8_terms import is_fp8_op
+from recfx.ops.fp8_terms import fp8_gemm, is_fp8_op
 from recfx.passes.invariants import register_invariant
-from recfx.passes.quant.lower import DEQUANTIZE, FP8_GEMMS, QUANTIZE
+from recfx.passes.quant.lower import DEQUANTIZE, QUANTIZE
 from recfx.passes.quant.state import OBSERVER_PREFIX
 from recfx.passes.utils import tensor_meta
 
@@ -47,7 +47,7 @@ def gemm_weights(gm: GraphModule) -> list[str]:
     """FP8 GEMMs read FP8 weight buffers (get_attr); no linear reads a dequantized weight (all were lowered)."""
     bad = []
     for node in gm.graph.nodes:
-        if node.target in FP8_GEMMS:
+        if fp8_gemm(node.target) is not None:
             w = node.args[1]
             val = tensor_meta(w)
             if not (isinstance(w, Node) and w.op == "get_attr" and val is not None

@@ -10,20 +10,24 @@ activation                        weight                               FP8 GEMM
 ``dequantize_fp8_blocks(*quantize_fp8_groups(x, B), [B])``           ``fp8_linear_blocks(x, w_q, w_s, bias, B)``
 =====================================================================  ===========================================
 
-with the weight ``dequantize_fp8[_blocks](get_attr w_q, get_attr w_s, ...)``. A plain ``Rewrite`` cannot express
-this: the activation Q/DQ pair is shared by several linears (q/k/v), which fx's subgraph matcher refuses.
+with the weight ``dequantize_fp8[_blocks](get_attr w_q, get_attr w_s, ...)``. The table shows the built-in
+granularities; the code does not spell it out: each pattern is recorded from the granularity descriptors
+(``recfx.ops.fp8_terms``) by running the same ``fake_quant`` / ``dequantize`` that ``fp8_convert`` emits with a
+recording ``call``, and the GEMM is the one the pair names. So a registered granularity lowers without a change
+here. A plain ``Rewrite`` cannot express this: the activation Q/DQ pair is shared by several linears (q/k/v), which
+fx's subgraph matcher refuses.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-import operator
 from typing import Any
 
 import torch
 from torch.fx import GraphModule, Node
 
+from recfx.ops.fp8_terms import ACTIVATION_MODES, WEIGHT_GRANULARITIES, Fp8Gemm, fp8_gemm
 from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.quant.state import PLAN
 from recfx.passes.utils import fill_meta, finish, is_impure, tensor_meta
@@ -31,7 +35,6 @@ from recfx.passes.utils import fill_meta, finish, is_impure, tensor_meta
 log = logging.getLogger(__name__)
 ops = torch.ops.recfx
 aten = torch.ops.aten
-FP8_GEMMS = (ops.fp8_linear.default, ops.fp8_linear_blocks.default)
 DEQUANTIZE = (ops.dequantize_fp8.default, ops.dequantize_fp8_blocks.default)
 QUANTIZE = (ops.quantize_fp8.default, ops.quantize_fp8_per_token.default, ops.quantize_fp8_groups.default)
 
@@ -45,41 +48,75 @@ class Fp8LinearMatch:
     w_q: Node
     w_scale: Node
     bias: Any
-    x_scale: Node | None  # static per-tensor scale, None for dynamic modes
-    block_size: int | None  # block-scaled GEMM when set
+    x_scale: Node | None  # calibrated static scale, None for dynamic modes
+    block_size: int | None  # the block / group size, when the granularities use one
+    gemm: Fp8Gemm
 
 
-def _split(node: Any) -> tuple[Node, int] | None:
-    """``getitem(t, i)`` -> (t, i)."""
-    if isinstance(node, Node) and node.op == "call_function" and node.target is operator.getitem:
-        t, i = node.args
-        return (t, int(i)) if isinstance(t, Node) and isinstance(i, int) else None
-    return None
+class _Hole:
+    """A place in a pattern that binds to whatever the graph has there (the same value at every use)."""
 
 
-def _activation(dq: Any) -> tuple[Node, Node | None, int | None, str] | None:
-    """(x, static scale, group size, mode) of a dequantized activation, or None."""
-    if not (isinstance(dq, Node) and dq.target in DEQUANTIZE):
-        return None
-    q, s = dq.args[0], dq.args[1]
-    if isinstance(q, Node) and q.target is ops.quantize_fp8.default and dq.target is ops.dequantize_fp8.default:
-        x = q.args[0]
-        static = isinstance(x, Node) and isinstance(s, Node) and q.args[1] is s and s.op == "get_attr"
-        return (x, s, None, "static") if static else None  # type: ignore[return-value]
-    pq, ps = _split(q), _split(s)
-    if pq is None or ps is None or pq[0] is not ps[0] or (pq[1], ps[1]) != (0, 1):
-        return None
-    t = pq[0]
-    x = t.args[0]
-    if not isinstance(x, Node):
-        return None
-    if t.target is ops.quantize_fp8_per_token.default and dq.target is ops.dequantize_fp8.default:
-        return x, None, None, "per_token"
-    if t.target is ops.quantize_fp8_groups.default and dq.target is ops.dequantize_fp8_blocks.default:
-        group = t.args[1]
-        blocks = dq.args[2]
-        ok = isinstance(group, int) and isinstance(blocks, (list, tuple)) and list(blocks) == [group]
-        return (x, None, group, "groups") if ok else None  # type: ignore[return-value]
+@dataclasses.dataclass(eq=False)
+class _Call:
+    """An op call of a pattern."""
+
+    target: Any
+    args: tuple[Any, ...]
+
+
+def _record(op: Any, *args: Any, **kwargs: Any) -> _Call:
+    """A ``Call`` that records the pattern a granularity emits instead of running it."""
+    assert not kwargs, f"granularities emit positional arguments only, got {kwargs} for {op}"
+    return _Call(op, args)
+
+
+def _unify(pattern: Any, value: Any, env: dict[int, Any]) -> bool:
+    """Whether ``value`` (graph nodes and constants) has the shape of ``pattern``; binds holes and calls in ``env``."""
+    if isinstance(pattern, (_Hole, _Call)):
+        if id(pattern) in env:  # seen before: must be the very same node / an equal constant
+            bound = env[id(pattern)]
+            return bound is value if isinstance(value, Node) or isinstance(bound, Node) else bound == value
+        if isinstance(pattern, _Call) and not (
+                isinstance(value, Node) and value.op == "call_function" and value.target is pattern.target
+                and not value.kwargs and len(value.args) == len(pattern.args)):
+            return False
+        env[id(pattern)] = value
+        return isinstance(pattern, _Hole) or all(_unify(p, v, env) for p, v in zip(pattern.args, value.args))
+    if isinstance(pattern, (list, tuple)):
+        return (isinstance(value, (list, tuple)) and len(value) == len(pattern)
+                and all(_unify(p, v, env) for p, v in zip(pattern, value)))
+    return not isinstance(value, Node) and type(value) is type(pattern) and value == pattern
+
+
+def _get_attr(value: Any) -> bool:
+    return isinstance(value, Node) and value.op == "get_attr"
+
+
+def _pairs(x_dq: Node, w_dq: Node) -> tuple[Node, Node, Node, Node | None, int | None, Fp8Gemm] | None:
+    """``(x, w_q, w_scale, x_scale, block_size, gemm)`` for the first registered (activation mode, weight
+    granularity) pair of one GEMM whose fake-quant patterns (as ``fp8_convert`` writes them, recorded from the
+    descriptors) the two inputs of a linear have; None when no pair fits."""
+    for mode_name in ACTIVATION_MODES:
+        mode = ACTIVATION_MODES.get(mode_name)
+        x, x_scale, block, w_q, w_s = _Hole(), _Hole(), _Hole(), _Hole(), _Hole()
+        x_pattern = mode.fake_quant(_record, x, x_scale if mode.calibrated else None, block, _Hole())
+        env: dict[int, Any] = {}
+        if not _unify(x_pattern, x_dq, env):
+            continue
+        for weight_name in WEIGHT_GRANULARITIES:
+            granularity = WEIGHT_GRANULARITIES.get(weight_name)
+            if granularity.gemm is not mode.gemm:
+                continue
+            both = dict(env)  # the block size binds across the two inputs
+            if not _unify(granularity.dequantize(_record, w_q, w_s, block, _Hole()), w_dq, both):
+                continue
+            size = both.get(id(block))
+            static = both.get(id(x_scale))
+            if not (isinstance(both[id(x)], Node) and _get_attr(both[id(w_q)]) and _get_attr(both[id(w_s)])
+                    and (size is None or type(size) is int) and (static is None or _get_attr(static))):
+                continue
+            return both[id(x)], both[id(w_q)], both[id(w_s)], static, size, mode.gemm
     return None
 
 
@@ -87,23 +124,18 @@ def match_fp8_linear(linear: Node) -> Fp8LinearMatch | None:
     """The FP8 GEMM a fake-quant ``aten.linear`` folds into, or None when it is not one."""
     if linear.target is not aten.linear.default:
         return None
-    act = _activation(linear.args[0])
-    w_dq = linear.args[1]
-    if act is None or not (isinstance(w_dq, Node) and w_dq.target in DEQUANTIZE):
+    x_dq, w_dq = linear.args[0], linear.args[1]
+    if not (isinstance(x_dq, Node) and isinstance(w_dq, Node)):
         return None
-    x, x_scale, group, _ = act
-    w_q, w_s = w_dq.args[0], w_dq.args[1]
-    if not (isinstance(w_q, Node) and w_q.op == "get_attr" and isinstance(w_s, Node) and w_s.op == "get_attr"):
+    pair = _pairs(x_dq, w_dq)
+    if pair is None:
         return None
+    x, w_q, w_s, x_scale, block_size, gemm = pair
     out, x_val = tensor_meta(linear), tensor_meta(x)
     if out is None or x_val is None or out.dtype != x_val.dtype:
         return None
-    blocks = w_dq.target is ops.dequantize_fp8_blocks.default
-    w_blocks = w_dq.args[2] if blocks else None
-    if blocks != (group is not None) or (blocks and list(w_blocks) != [group, group]):  # type: ignore[arg-type]
-        return None
     bias = linear.args[2] if len(linear.args) > 2 else linear.kwargs.get("bias")
-    return Fp8LinearMatch(linear, x, w_q, w_s, bias, x_scale, group)
+    return Fp8LinearMatch(linear, x, w_q, w_s, bias, x_scale, block_size, gemm)
 
 
 def _unlowered(gm: GraphModule) -> list[str]:
@@ -126,11 +158,8 @@ class Fp8Lower:
             if m is None:
                 continue
             with graph.inserting_before(node):
-                if m.block_size is not None:
-                    new = graph.call_function(ops.fp8_linear_blocks.default,
-                                              (m.x, m.w_q, m.w_scale, m.bias, m.block_size))
-                else:
-                    new = graph.call_function(ops.fp8_linear.default, (m.x, m.w_q, m.w_scale, m.bias, m.x_scale))
+                new = graph.call_function(m.gemm.op, m.gemm.arguments(m.x, m.w_q, m.w_scale, m.bias, m.x_scale,
+                                                                      m.block_size))
             new.meta = {k: v for k, v in node.meta.items() if k not in ("val", "tensor_meta")}
             fill_meta(gm, [new])  # now: a linear reading this GEMM's output is matched by its dtype below
             node.replace_all_uses_with(new)
@@ -144,8 +173,8 @@ class Fp8Lower:
 
 
 def fp8_gemms(gm: GraphModule) -> list[Node]:
-    """The FP8 GEMM nodes of a lowered graph."""
-    return [n for n in gm.graph.nodes if n.target in FP8_GEMMS]
+    """The FP8 GEMM nodes of a lowered graph (the ops of the registered ``Fp8Gemm`` descriptors)."""
+    return [n for n in gm.graph.nodes if fp8_gemm(n.target) is not None]
 
 
-__all__ = ["FP8_GEMMS", "PLAN", "Fp8LinearMatch", "fp8_gemms", "match_fp8_linear"]
+__all__ = ["PLAN", "Fp8LinearMatch", "fp8_gemms", "match_fp8_linear"]

@@ -24,8 +24,8 @@ eager and Inductor-CPU code, at ~4x the ops (Inductor's compile time grows with 
 default here, as in torchao's inference recipe) lets Hopper's FP8 tensor cores accumulate without periodic promotion
 to float32; ``backend_options={"fast_accum": False}`` turns it off.
 
-Left as reference ops (and listed in the report): block-scaled GEMMs (``fp8_linear_blocks``), and shapes cuBLASLt
-cannot take (K or N not a multiple of 16).
+Left as reference ops (and listed in the report): GEMMs whose ``Fp8Gemm`` descriptor gives a reason in
+``scaled_mm`` (block-scaled ``fp8_linear_blocks``), and shapes cuBLASLt cannot take (K or N not a multiple of 16).
 """
 
 from __future__ import annotations
@@ -38,9 +38,9 @@ import torch
 from torch.fx import Graph, GraphModule, Node
 
 from recfx.ops.fp8_rows import quantize_per_token, quantize_rows, quantize_rows_float32
+from recfx.ops.fp8_terms import fp8_gemm
 from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.quant.convert import fresh_buffer
-from recfx.passes.quant.lower import FP8_GEMMS
 from recfx.passes.quant.state import PLAN
 from recfx.passes.utils import fetch_attr, fill_meta, finish, is_impure, mutated_values, tensor_meta
 
@@ -102,8 +102,10 @@ def _arg(node: Node, i: int, name: str) -> Any:
 
 def _why_not(node: Node) -> str | None:
     """Why this FP8 GEMM cannot be lowered (None when it can)."""
-    if node.target is not ops.fp8_linear.default:
-        return "block-scaled GEMM (1x128 / 128x128 scales): no fused kernel yet, runs the reference op"
+    gemm = fp8_gemm(node.target)
+    assert gemm is not None, f"{node.name}: {node.target} is not an FP8 GEMM"
+    if gemm.scaled_mm is not None:
+        return gemm.scaled_mm
     x, w_q = tensor_meta(node.args[0]), tensor_meta(node.args[1])
     out = tensor_meta(node)
     if x is None or w_q is None or out is None:
@@ -210,8 +212,8 @@ def _dtype(node: Node) -> torch.dtype | None:
 
 
 def _still_reference(gm: GraphModule) -> list[str]:
-    return [f"{n.name}: recfx::fp8_linear with a liftable shape is left as a reference op"
-            for n in gm.graph.nodes if n.target is ops.fp8_linear.default and _why_not(n) is None]
+    return [f"{n.name}: {n.target} with a liftable shape is left as a reference op"
+            for n in gm.graph.nodes if fp8_gemm(n.target) is not None and _why_not(n) is None]
 
 
 @register_pass("fp8_lower_scaled_mm", stage="lower", postcondition=_still_reference)
@@ -229,7 +231,7 @@ class Fp8LowerScaledMm:
         summary = ScaledMmLowering(fast_accum=self.fast_accum, exact_quant=self.exact_quant)
         epilogues: set[str] = set()
         for node in list(gm.graph.nodes):
-            if node.target not in FP8_GEMMS:
+            if fp8_gemm(node.target) is None:
                 continue
             why = _why_not(node)
             if why is not None:

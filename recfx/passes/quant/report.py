@@ -11,13 +11,11 @@ import torch
 import torch.utils._pytree as pytree
 
 from recfx.analysis.numerics import cosine, equal_fraction, max_abs_err, topk_overlap
-from recfx.ops.fp8_terms import ACTIVATION_MODES, WEIGHT_GRANULARITIES, activation_mode
+from recfx.ops.fp8_terms import activation_mode, weight_granularity
 from recfx.passes.quant.state import LayerResult
 
 #: Layers shown by ``render`` (all are in ``to_dict``).
 SHOWN_LAYERS = 15
-_SHORT = {**{g.name: g.short for g in WEIGHT_GRANULARITIES.values()},
-          **{g.name: g.short for g in ACTIVATION_MODES.values()}}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,7 +142,8 @@ class Fp8Report:
             stats.add_column(col, justify="left" if col == "layer" else "right")
         for r in shown:
             w, x = r.weight_stats, r.activation_stats
-            table.add_row(r.name, r.kind, f"{_SHORT[r.weight]} / {_SHORT[r.activation]}", _f(r.sqnr_db, ".1f"),
+            scales = f"{weight_granularity(r.weight).short} / {activation_mode(r.activation).short}"
+            table.add_row(r.name, r.kind, scales, _f(r.sqnr_db, ".1f"),
                           _f(w.kurtosis if w else None, ".2f"), _f(x.kurtosis if x else None, ".2f"),
                           _f(x.max_over_p99 if x else None, ".2f"))
             stats.add_row(r.name, *(_f(getattr(s, a) if s else None, ".3g") for s in (w, x)

@@ -10,6 +10,7 @@ import recfx
 from recfx.backends.tensorrt.partition import TensorRTFallbackError, plan_partition, scale_axis
 from recfx.frontend.capture import capture
 from recfx.ops.fp8 import quantize_weight
+from recfx.ops.fp8_terms import FP8_LINEAR_BLOCKS
 
 aten = torch.ops.aten
 
@@ -85,7 +86,7 @@ def test_fp8_linear_with_a_blocked_weight_scale_and_other_recfx_ops_fall_back() 
     plan = plan_partition(gm, lambda node: True)
     reasons = {d.target: d.reason for d in plan.fallback}
     assert reasons["recfx.quantize_fp8_per_token.default"] == "recfx op without a TensorRT converter"
-    assert reasons["recfx.fp8_linear_blocks.default"] == "recfx op without a TensorRT converter"
+    assert reasons["recfx.fp8_linear_blocks.default"] == FP8_LINEAR_BLOCKS.tensorrt  # the GEMM descriptor says why
 
 
 def test_ksa_rule_takes_rank4_float_q() -> None:

@@ -28,7 +28,7 @@ def test_round_trip_with_rules() -> None:
     ({"weight": "per_row"}, "unknown weight 'per_row'"),
     ({"activation": "dynamic"}, "unknown activation"),
     ({"calibrator": "minmax"}, "unknown calibrator"),
-    ({"weight": "block"}, "block-scaled weights go with block activations"),
+    ({"weight": "block"}, "weight='block' goes with activation 'block'"),
     ({"block_size": 0}, "block_size"),
     ({"percentile": 20.0}, "percentile"),
     ({"auto_exclude": 1.5}, "auto_exclude"),

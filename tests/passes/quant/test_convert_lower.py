@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import operator
 
+import pytest
 import torch
 
 from recfx import QuantConfig, QuantRule
@@ -167,3 +168,69 @@ def test_calibration_sees_writes_through_a_chunk(fp8) -> None:  # type: ignore[n
     fresh = torch.randn(5, 4, 16)
     with torch.no_grad():
         assert sqnr_db(model(fresh), gm(fresh)) > 18  # 2 dB before: the scale came from values before the write
+
+
+class _FakeQuantLinear(torch.nn.Module):
+    """One hand-written fake-quant linear: ``act`` picks the activation form, ``w_blocks`` the weight's."""
+
+    def __init__(self, act: str, w_blocks: list[int] | None) -> None:
+        super().__init__()
+        self.act, self.w_blocks = act, w_blocks
+        self.register_buffer("w_q", torch.randn(64, 64).to(torch.float8_e4m3fn))
+        self.register_buffer("w_s", torch.ones(1, 1) if w_blocks is not None else torch.ones(64, 1))
+        self.register_buffer("s", torch.tensor(0.01))
+        self.register_buffer("other_s", torch.tensor(0.02))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.s  # one get_attr node, read by the quantize and the dequantize
+        if self.act == "static":
+            xd = ops.dequantize_fp8.default(ops.quantize_fp8.default(x, s), s, torch.float32)
+        elif self.act == "static_mismatch":  # quantized with one scale, dequantized with another
+            xd = ops.dequantize_fp8.default(ops.quantize_fp8.default(x, s), self.other_s, torch.float32)
+        elif self.act == "per_token":
+            t = ops.quantize_fp8_per_token.default(x)
+            xd = ops.dequantize_fp8.default(t[0], t[1], torch.float32)
+        else:  # "groups<G>"
+            g = int(self.act[len("groups"):])
+            t = ops.quantize_fp8_groups.default(x, g)
+            xd = ops.dequantize_fp8_blocks.default(t[0], t[1], [g], torch.float32)
+        if self.w_blocks is None:
+            wd = ops.dequantize_fp8.default(self.w_q, self.w_s, torch.float32)
+        else:
+            wd = ops.dequantize_fp8_blocks.default(self.w_q, self.w_s, self.w_blocks, torch.float32)
+        return aten.linear.default(xd, wd)
+
+
+@pytest.mark.parametrize("act,w_blocks,gemm,block_size", [
+    ("static", None, "fp8_linear", None),
+    ("per_token", None, "fp8_linear", None),
+    ("groups64", [64, 64], "fp8_linear_blocks", 64),
+    ("static_mismatch", None, None, None),  # the scales differ: not the static pattern
+    ("groups32", [64, 64], None, None),  # the activation's group and the weight's block disagree
+    ("per_token", [64, 64], None, None),  # a per-token activation with a block weight: no GEMM takes both
+    ("groups64", None, None, None),  # 1 x 64 activation groups with a per-channel weight: no GEMM either
+])
+def test_match_fp8_linear_patterns(act: str, w_blocks: list[int] | None, gemm: str | None,
+                                   block_size: int | None) -> None:
+    """fp8_lower's patterns (recorded from the granularity descriptors) match exactly the forms fp8_convert
+    writes, with the scale, block size and GEMM of the pair, and nothing else."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    from recfx.passes.quant.lower import match_fp8_linear
+    from recfx.passes.utils import fill_meta
+
+    tracer = torch.fx.Tracer()
+    tracer.proxy_buffer_attributes = True  # buffers as get_attr nodes, never folded into constants at trace time
+    module = _FakeQuantLinear(act, w_blocks)
+    gm = torch.fx.GraphModule(module, tracer.trace(module))
+    mode = FakeTensorMode()
+    next(n for n in gm.graph.nodes if n.op == "placeholder").meta["val"] = mode.from_tensor(torch.randn(4, 64))
+    fill_meta(gm)
+    linear = next(n for n in gm.graph.nodes if n.target is aten.linear.default)
+    m = match_fp8_linear(linear)
+    if gemm is None:
+        assert m is None
+        return
+    assert m is not None and m.gemm.op_name == gemm and m.block_size == block_size
+    assert m.x.op == "placeholder" and m.w_q.target == "w_q" and m.w_scale.target == "w_s"
+    assert (m.x_scale.target if m.x_scale is not None else None) == ("s" if act == "static" else None)

@@ -9,7 +9,7 @@ import torch
 
 import recfx
 from recfx.models import get_model
-from recfx.passes.quant.lower import FP8_GEMMS
+from recfx.ops.fp8_terms import fp8_gemm
 from recfx.passes.quant.policy import module_stack
 from recfx.passes.quant.state import PLAN
 from recfx.passes.utils import op_histogram
@@ -59,7 +59,7 @@ def _non_linear_ops(hist: dict[str, int]) -> dict[str, int]:
 def test_onerec_golden_counts(onerec) -> None:  # type: ignore[no-untyped-def]
     spec, model, compiled = onerec
     gm = compiled.graph_module
-    gemms = [n for n in gm.graph.nodes if n.target in FP8_GEMMS]
+    gemms = [n for n in gm.graph.nodes if fp8_gemm(n.target) is not None]
     assert len(gemms) == _expected_onerec(spec.config) == 252
     kinds = collections.Counter(n.meta[PLAN].kind for n in gemms)
     assert kinds == {"attention": 6 * 4 * 3, "ffn": 3 * 2 * 3, "expert": 27 * 2 * 3}
@@ -74,7 +74,7 @@ def test_onerec_golden_counts(onerec) -> None:  # type: ignore[no-untyped-def]
 def test_ksa_golden_counts(ksa) -> None:  # type: ignore[no-untyped-def]
     spec, _, compiled = ksa
     gm = compiled.graph_module
-    assert sum(n.target in FP8_GEMMS for n in gm.graph.nodes) == _expected_ksa(spec.config) == 37
+    assert sum(fp8_gemm(n.target) is not None for n in gm.graph.nodes) == _expected_ksa(spec.config) == 37
     assert _remaining_linear_paths(gm) == {"lm_head"}
     assert op_histogram(gm).get("aten.embedding.default", 0) >= 1
 
