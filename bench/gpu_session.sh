@@ -24,10 +24,10 @@ echo "$commit" > "$out/COMMIT.txt"
     > "$out/machine.txt" 2>&1
 fp8() { python3 bench/fp8.py --parts bench --cuda-graphs off --time-budget 0.5 --bench-profile "$@"; }
 case $step in
-    1b) fp8 --model onerec-1b --backends inductor,cuda-fp8,eager --batches 1,8,32 --out "$out/fp8" ;;
-    torchao) fp8 --model onerec-1b --backends inductor,torchao-fp8 --batches 1,8,32 --out "$out/fp8" ;;
-    moe) fp8 --model onerec-moe --backends inductor,cuda-fp8 --batches 8,32 --out "$out/fp8" ;;
-    rows) fp8 --model onerec-1b --backends cuda-fp8-rows1024 --batches 32 --out "$out/fp8" ;;
+    1b) fp8 --model onerec-1b --backends inductor,cuda-fp8,eager --batches 1,8,32 --out "$out" ;;
+    torchao) fp8 --model onerec-1b --backends inductor,torchao-fp8 --batches 1,8,32 --out "$out" ;;
+    moe) fp8 --model onerec-moe --backends inductor,cuda-fp8 --batches 8,32 --out "$out" ;;
+    rows) fp8 --model onerec-1b --backends cuda-fp8-rows1024 --batches 32 --out "$out" ;;
     deploy)
         python3 bench/ksa.py --parts checks --sizes 4096,16384 --skip-flex --out "$out/ksa_checks.json" \
             > "$out/ksa_checks.log" 2>&1

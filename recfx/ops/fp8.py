@@ -101,6 +101,14 @@ def static_quantize(x: Tensor, scale: Tensor) -> Tensor:
 #: the tensor's size. 2**18 (2 MiB per temporary) made these temporaries the peak of onerec-tiny's eager-fp8 call at
 #: batch 8 (1.9x eager's activation memory; 1.3x with 2**16, ``tests/backends/test_eager_fp8_memory.py``).
 QUANTIZE_CHUNK_ELEMENTS = 1 << 16
+#: On a GPU each slice costs ~10 kernel launches, which then dominate (a 49,152 x 2,048 activation is 1,536 slices
+#: of 2**16): slices of 2**22 elements there (32 MiB per float64 temporary, small beside a GPU model's activations).
+QUANTIZE_CHUNK_ELEMENTS_CUDA = 1 << 22
+
+
+def chunk_elements(t: Tensor) -> int:
+    """Elements per slice of the reference quantization for a tensor on ``t``'s device."""
+    return QUANTIZE_CHUNK_ELEMENTS_CUDA if t.is_cuda else QUANTIZE_CHUNK_ELEMENTS
 
 
 def _quantize(x: Tensor, scale: Tensor) -> Tensor:
@@ -112,14 +120,14 @@ def _quantize(x: Tensor, scale: Tensor) -> Tensor:
 
 def _quantize_into(out: Tensor, x: Tensor, scale: Tensor) -> None:
     """``out = round_to_e4m3(x / scale)`` slice by slice along dim 0 (elementwise: the same bits as in one go)."""
-    n = x.numel()
-    if n <= QUANTIZE_CHUNK_ELEMENTS or x.dim() == 0:
+    n, chunk = x.numel(), chunk_elements(x)
+    if n <= chunk or x.dim() == 0:
         out.copy_(round_to_e4m3(x.double() / scale.double()))  # grid values: the cast to E4M3 is exact
         return
     if x.shape[0] == 1:  # one slab: slice along the next dim
         _quantize_into(out[0], x[0], scale[0])
         return
-    rows = max(1, x.shape[0] * QUANTIZE_CHUNK_ELEMENTS // n)
+    rows = max(1, x.shape[0] * chunk // n)
     for i in range(0, x.shape[0], rows):
         _quantize_into(out[i : i + rows], x[i : i + rows], scale[i : i + rows])
 
@@ -224,7 +232,7 @@ def per_token_quantize(x: Tensor) -> tuple[Tensor, Tensor]:
         scale = scale_from_amax(x.abs())
         return _quantize(x, scale), scale
     rows = x.reshape(-1, x.shape[-1])  # (M, K)
-    step = max(1, QUANTIZE_CHUNK_ELEMENTS // max(1, rows.shape[1]))
+    step = max(1, chunk_elements(x) // max(1, rows.shape[1]))
     amax = torch.cat([rows[i : i + step].abs().amax(dim=-1, keepdim=True) for i in range(0, rows.shape[0], step)])
     scale = scale_from_amax(amax).reshape(*x.shape[:-1], 1)  # no full-size |x| temporary
     return _quantize(x, scale), scale
@@ -269,7 +277,7 @@ def group_quantize(x: Tensor, group_size: int) -> tuple[Tensor, Tensor]:
     k = x.shape[-1]
     g = _groups(k, group_size)
     rows = x.reshape(-1, k)  # (M, K)
-    step = max(1, QUANTIZE_CHUNK_ELEMENTS // k)
+    step = max(1, chunk_elements(x) // k)
     amax = torch.cat([_group_amax(rows[i : i + step], g, group_size) for i in range(0, rows.shape[0], step)]
                      or [_group_amax(rows, g, group_size)])
     scale = scale_from_amax(amax).reshape(*x.shape[:-1], g)  # (..., G)

@@ -189,3 +189,14 @@ def test_group_quantization_in_slices_gives_the_same_bits(monkeypatch, k: int, g
         q, s = torch.ops.recfx.quantize_fp8_groups(x, group_size)
         torch.testing.assert_close(s, want_s, rtol=0, atol=0, equal_nan=True)
         assert torch.equal(q.view(torch.uint8), want_q.view(torch.uint8))
+
+
+def test_reference_quantization_takes_larger_slices_on_a_gpu() -> None:
+    """Elementwise slicing never changes the bits (tests above); on CUDA the slices are larger (fewer launches)."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    with FakeTensorMode():
+        on_gpu = torch.empty(4, device="cuda")
+    assert fp8_ops.chunk_elements(on_gpu) == fp8_ops.QUANTIZE_CHUNK_ELEMENTS_CUDA
+    cpu = fp8_ops.chunk_elements(torch.empty(4))
+    assert cpu == fp8_ops.QUANTIZE_CHUNK_ELEMENTS < fp8_ops.QUANTIZE_CHUNK_ELEMENTS_CUDA
