@@ -61,6 +61,8 @@ class InductorBackend(Backend):
         options = self.inductor_options(ctx)
         dynamic = options.pop("dynamic", bool(ctx.dynamic_dims))
         rows = persistent_rows(ctx.backend_options)
+        if "mode" not in options:  # torch.compile takes a mode or options, not both
+            options["options"] = keyed_options(options.get("options"), rows)
         # torch.compile compiles lazily (and again for a new shape), so the heuristics hold around every call
         compiled = WithHeuristics(torch.compile(gm, backend="inductor", dynamic=dynamic, **options), rows)
         if dynamic:
@@ -68,29 +70,29 @@ class InductorBackend(Backend):
         return compiled
 
 
+#: Above this Inductor finds no static block for a symbolic row length, and register blocks grow past use.
+MAX_PERSISTENT_ROWS = 16384
+
+
 def persistent_rows(backend_options: dict[str, Any]) -> int:
-    """The ``persistent_rows`` backend option: an int >= 0 (0 keeps Inductor's own limit)."""
+    """The ``persistent_rows`` backend option: an int in [0, 16384] (0 keeps Inductor's own limit of 1,024)."""
     rows = backend_options.get("persistent_rows", PERSISTENT_ROWS)
-    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 0:
-        raise ValueError(f"backend_options['persistent_rows'] must be an int >= 0 (0: Inductor's default), "
-                         f"got {rows!r}")
+    if isinstance(rows, bool) or not isinstance(rows, int) or not 0 <= rows <= MAX_PERSISTENT_ROWS:
+        raise ValueError(f"backend_options['persistent_rows'] must be an int from 0 (Inductor's own limit) to "
+                         f"{MAX_PERSISTENT_ROWS}, got {rows!r}")
     return rows
 
 
 @functools.cache
-def _wide_row_choices() -> type:
-    """An ``InductorChoices`` whose persistent reductions reach rows of ``limit`` elements (made on first use:
-    importing Inductor is slow)."""
+def _wide_row_choices(limit: int) -> Any:
+    """The ``InductorChoices`` whose persistent reductions reach contiguous rows of ``limit`` elements (one per
+    limit, made on first use: importing Inductor is slow)."""
     from torch._inductor import config as inductor_config
     from torch._inductor.choices import InductorChoices
     from torch._inductor.runtime.hints import ReductionHint
     from torch._inductor.virtualized import V
 
     class WideRowChoices(InductorChoices):
-        def __init__(self, limit: int) -> None:
-            super().__init__()
-            self.limit = limit
-
         def should_use_persistent_reduction(  # type: ignore[override]  # an instance method: it reads the limit
                 self, features: Any, cooperative_reduction: bool) -> bool:
             if InductorChoices.should_use_persistent_reduction(features, cooperative_reduction):
@@ -99,27 +101,52 @@ def _wide_row_choices() -> type:
                 return False
             if features.get_reduction_hint() != ReductionHint.INNER:  # rows contiguous in memory only
                 return False
-            return bool(V.graph.sizevars.statically_known_leq(features.reduction_numel, self.limit))
+            return bool(V.graph.sizevars.statically_known_leq(features.reduction_numel, limit))
 
         def uuid(self) -> str:
-            return f"recfx-persistent-rows-{self.limit}"
+            return f"recfx-persistent-rows-{limit}"
 
-    return WideRowChoices
+    return WideRowChoices()
+
+
+@functools.cache
+def _cache_key_pass(rows: int) -> Any:
+    """A post-grad pass that changes nothing and whose ``uuid`` names the limit: Inductor's FX graph and AOT caches
+    key on it, so a graph compiled under one limit is not served from the cache under another."""
+    from torch._inductor.custom_graph_pass import CustomGraphPass
+
+    class PersistentRowsKey(CustomGraphPass):
+        def __call__(self, graph: torch.fx.Graph) -> None:
+            return None
+
+        def uuid(self) -> str:
+            return f"recfx-persistent-rows-{rows}"
+
+    return PersistentRowsKey()
+
+
+def keyed_options(options: dict[str, Any] | None, rows: int) -> dict[str, Any]:
+    """Inductor config options with the cache-key pass of ``rows`` added (a user's own post-grad pass is kept:
+    then the cache does not tell the limits apart)."""
+    options = dict(options or {})
+    if rows and "post_grad_custom_post_pass" not in options:
+        options["post_grad_custom_post_pass"] = _cache_key_pass(rows)
+    return options
 
 
 @contextlib.contextmanager
 def inductor_heuristics(rows: int) -> Iterator[None]:
     """Inductor's heuristics with whole-row (persistent) reductions up to ``rows`` elements, in this thread.
 
-    Only generated code's speed depends on it, never its results. Inductor's FX graph cache does not key on it: a
-    graph compiled before with another limit may come back from the cache with that limit's kernels.
+    Results agree with Inductor's default code within floating-point reordering (a whole-row reduction adds in
+    another order than a looped one: RMSNorm's mean may differ in the last bit; an amax does not).
     """
     if not rows:
         yield
         return
     from torch._inductor.virtualized import V
 
-    with V.set_choices_handler(_wide_row_choices()(rows)):
+    with V.set_choices_handler(_wide_row_choices(rows)):
         yield
 
 

@@ -25,7 +25,7 @@ from torch.export import Dim, ExportedProgram
 
 from recfx.backends import BACKENDS
 from recfx.backends.eager import EagerBackend
-from recfx.backends.inductor import InductorBackend, inductor_heuristics
+from recfx.backends.inductor import InductorBackend, inductor_heuristics, keyed_options
 from recfx.backends.ort import OrtBackend
 from recfx.errors import RecfxError
 from recfx.frontend.capture import TRACE_LOCK, TensorSpec
@@ -87,7 +87,8 @@ def write_aoti(ep: ExportedProgram, folder: Path, persistent_rows: int = 0) -> N
     dispatcher at run time: ``import recfx`` registers it).
     """
     with TRACE_LOCK, inductor_heuristics(persistent_rows):
-        torch._inductor.aoti_compile_and_package(ep, package_path=str(folder / FILES[AOTI]))
+        torch._inductor.aoti_compile_and_package(ep, package_path=str(folder / FILES[AOTI]),
+                                                 inductor_configs=keyed_options(None, persistent_rows))
 
 
 def write_onnx(onnx_path: Path, folder: Path) -> str:

@@ -9,7 +9,13 @@ import sympy
 import torch
 
 import recfx
-from recfx.backends.inductor import PERSISTENT_ROWS, _wide_row_choices, inductor_heuristics, persistent_rows
+from recfx.backends.inductor import (
+    PERSISTENT_ROWS,
+    WithHeuristics,
+    _wide_row_choices,
+    inductor_heuristics,
+    persistent_rows,
+)
 
 
 def _decide(rows: int, numel: int, hint_name: str = "INNER") -> bool:
@@ -36,15 +42,24 @@ def test_inductor_default_is_kept_with_zero_and_outside_the_context() -> None:
     from torch._inductor.virtualized import V
 
     with inductor_heuristics(PERSISTENT_ROWS):
-        assert isinstance(V.choices, _wide_row_choices())
-    assert not isinstance(V.choices, _wide_row_choices()) and isinstance(V.choices, InductorChoices)
+        assert V.choices is _wide_row_choices(PERSISTENT_ROWS)
+    assert V.choices is not _wide_row_choices(PERSISTENT_ROWS) and isinstance(V.choices, InductorChoices)
+
+
+def test_a_compiled_call_runs_under_the_heuristics() -> None:
+    """torch.compile compiles at a call (the first, or a new shape): the handler must be in place then."""
+    from torch._inductor.virtualized import V
+
+    seen = WithHeuristics(lambda: V.choices, 2048)()
+    assert seen is _wide_row_choices(2048)
+    assert WithHeuristics(lambda: V.choices, 0)() is not _wide_row_choices(2048)
 
 
 def test_only_contiguous_rows_are_widened() -> None:
     assert not _decide(PERSISTENT_ROWS, 2048, "DEFAULT") and not _decide(PERSISTENT_ROWS, 2048, "OUTER")
 
 
-@pytest.mark.parametrize("bad", [-1, 1.5, True, "8192"])
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "8192", 16385])
 def test_bad_option_is_a_clear_error(bad: object) -> None:
     with pytest.raises(ValueError, match="persistent_rows"):
         persistent_rows({"persistent_rows": bad})
@@ -58,3 +73,38 @@ def test_compiled_module_runs_under_the_option() -> None:
         fast = recfx.compile(model, (x,), backend="inductor",
                              config=recfx.CompileConfig(backend_options={"persistent_rows": rows}))
         torch.testing.assert_close(fast(x), want, rtol=1e-5, atol=1e-5)
+
+
+def test_inductor_cache_keys_on_the_limit(tmp_path, monkeypatch) -> None:
+    """A graph compiled under one limit is not served from Inductor's cache under another (same graph, same
+    process); the same limit again is a hit."""
+    from torch._dynamo.utils import counters
+
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Softmax(-1)).eval()
+    x = torch.randn(3, 8)
+    outcomes = []
+    for rows in (8192, 0, 4096, 8192):
+        torch._dynamo.reset()
+        before = dict(counters["inductor"])
+        recfx.compile(model, (x,), backend="inductor",
+                      config=recfx.CompileConfig(check_numerics=False, backend_options={"persistent_rows": rows}))(x)
+        after = counters["inductor"]
+        outcomes.append("hit" if after["fxgraph_cache_hit"] > before.get("fxgraph_cache_hit", 0) else "miss")
+    assert outcomes == ["miss", "miss", "miss", "hit"]
+
+
+def test_aoti_bundles_compile_under_the_same_heuristics(tmp_path, monkeypatch) -> None:
+    from torch._inductor.virtualized import V
+
+    from recfx.runtime import bundle_formats
+
+    seen = {}
+
+    def fake_package(ep, package_path, inductor_configs=None):
+        seen["choices"], seen["configs"] = V.choices, inductor_configs
+
+    monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", fake_package)
+    bundle_formats.write_aoti(None, tmp_path, 4096)
+    assert seen["choices"] is _wide_row_choices(4096)
+    assert seen["configs"]["post_grad_custom_post_pass"].uuid() == "recfx-persistent-rows-4096"
