@@ -23,7 +23,7 @@ GEMM_OPS = ("aten::_scaled_mm", "aten::mm", "aten::addmm", "aten::_grouped_mm", 
 def classify(name: str) -> str:
     """The class of a GPU kernel, from its name."""
     low = name.lower()
-    if "amax" in low:
+    if "amax" in low and ("scaled_mm" in low or "clamp" in low):  # a row amax feeding an FP8 cast
         return CLASSES[2]
     if low.startswith("triton") or "triton_" in low:
         return CLASSES[3]
@@ -36,8 +36,28 @@ def classify(name: str) -> str:
     return CLASSES[5]
 
 
+def gemm_dims(op: str, shapes: list[Any] | None) -> tuple[int, int, int] | None:
+    """(M, K, N) of one GEMM call from its recorded input shapes (``None``: not a GEMM the table lists).
+
+    ``addmm`` records ``(bias, a, b)``; the grouped GEMMs take ``a`` (M, K) with all groups' rows and ``b``
+    (G, K, N): M counts every group's rows, so the FLOPs are the whole launch's.
+    """
+    if op not in GEMM_OPS or not shapes:
+        return None
+    a_b = shapes[1:3] if op == "aten::addmm" else shapes[0:2]
+    if len(a_b) < 2 or not all(isinstance(s, (list, tuple)) for s in a_b):
+        return None
+    a, b = a_b
+    if len(a) == 2 and len(b) == 2:
+        return a[0], a[1], b[1]
+    if "grouped" in op and len(a) == 2 and len(b) == 3:
+        return a[0], a[1], b[2]
+    return None
+
+
 def profile_call(call: Callable[[], Any], top: int = 25) -> dict[str, Any]:
-    """Profile one ``call()`` (after one warm call) on the GPU.
+    """Profile one ``call()`` (after one warm call) on the GPU (a module that replays a CUDA graph at this shape is
+    profiled replaying it: kernel times without the per-op CPU records, so its GEMM table is empty).
 
     Returns:
         ``{"total_ms", "classes": {class: ms}, "gemm_shapes": [{op, M, K, N, calls, ms, tflops}],
@@ -60,13 +80,12 @@ def profile_call(call: Callable[[], Any], top: int = 25) -> dict[str, Any]:
         classes[classify(name)] += ms
     shapes = []
     for avg in prof.key_averages(group_by_input_shape=True):
-        if avg.key in GEMM_OPS and avg.input_shapes and len(avg.input_shapes) > 1:
-            a, b = avg.input_shapes[0], avg.input_shapes[1]
-            if len(a) == 2 and len(b) == 2:
-                ms = avg.device_time_total / 1e3
-                flop = 2.0 * a[0] * a[1] * b[1] * avg.count
-                shapes.append({"op": avg.key, "M": a[0], "K": a[1], "N": b[1], "calls": avg.count, "ms": ms,
-                               "tflops": flop / ms / 1e9 if ms else None})
+        dims = gemm_dims(avg.key, avg.input_shapes)
+        if dims is not None:
+            m, k, n = dims
+            ms = avg.device_time_total / 1e3
+            shapes.append({"op": avg.key, "M": m, "K": k, "N": n, "calls": avg.count, "ms": ms,
+                           "tflops": 2.0 * m * k * n * avg.count / ms / 1e9 if ms else None})
     ranked = sorted(kernels.items(), key=lambda kv: -kv[1])[:top]
     return {"total_ms": sum(kernels.values()), "classes": {k: v for k, v in classes.items() if v},
             "gemm_shapes": shapes, "top_kernels": [{"name": n[:160], "ms": ms} for n, ms in ranked]}

@@ -85,6 +85,9 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRes
     choices = plan_backends(config.backends)  # an unknown name fails here, before any work
     env = environment()  # before the run: its load average says whether something else was running
     device = config.resolved_device()
+    if config.profile and device.type != "cuda":
+        raise ValueError(f"profile times GPU kernels (torch.profiler's CUDA activity); the device is {device}: run "
+                         "on a CUDA GPU or leave --profile out")
     dtype_name = config.resolved_dtype(device)
     dtype = parse_dtype(dtype_name)
     graph_modes = config.graph_modes(device)
@@ -175,7 +178,8 @@ def _bench_backend(workload: Workload, choice: BackendChoice, references: dict[i
 
 
 def _profile_largest(rows: list[BenchRow], compiled: Callable[..., Any], workload: Workload) -> None:
-    """Profile one call at the largest measured batch (uncaptured) into that row's ``profile``."""
+    """Profile one call at the largest measured batch (the rows timed without ``--cuda-graphs``) into that row's
+    ``profile``."""
     from recfx.bench.profile import profile_call
 
     done = [r for r in rows if r.status == "ok" and not r.cuda_graphs and r.batch is not None]

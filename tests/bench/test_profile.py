@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from recfx.bench import BenchConfig, run_bench
 from recfx.bench.export import to_csv
-from recfx.bench.profile import CLASSES, classify, profile_markdown
+from recfx.bench.profile import CLASSES, classify, gemm_dims, profile_markdown
 from recfx.bench.results import BenchResult, BenchRow
 from recfx.bench.stats import summarize
 
@@ -15,6 +16,7 @@ from recfx.bench.stats import summarize
     ("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_7", "attention"),
     ("triton_per_fused__scaled_mm__to_copy_abs_amax_clamp_div_mul_silu_48", "fused producer + quantization (triton)"),
     ("triton_red_fused__unsafe_view_add_mean_mul_pow_rsqrt_view_34", "other fused (triton)"),
+    ("triton_per_fused_amax_exp_log_sub_sum_3", "other fused (triton)"),  # a logsumexp: an amax, no FP8 cast
     ("void at::native::sbtopk::gatherTopK<float>", "top-k"),
     ("void at::native::vectorized_elementwise_kernel<4>", "other"),
 ])
@@ -44,3 +46,21 @@ def test_a_profile_that_is_not_an_object_is_refused() -> None:
     data["rows"][0]["profile"] = [1, 2]
     with pytest.raises(TypeError, match="profile"):
         BenchResult.from_dict(data)
+
+
+@pytest.mark.parametrize("op,shapes,want", [
+    ("aten::mm", [[32, 2048], [2048, 5632]], (32, 2048, 5632)),
+    ("aten::_scaled_mm", [[32, 2048], [2048, 5632], [32, 1], [1, 5632]], (32, 2048, 5632)),
+    ("aten::addmm", [[5632], [32, 2048], [2048, 5632]], (32, 2048, 5632)),  # (bias, a, b)
+    ("aten::_grouped_mm", [[4096, 1536], [53, 1536, 1152], [53]], (4096, 1536, 1152)),
+    ("aten::_scaled_grouped_mm", [[4096, 1536], [53, 1536, 1152], [4096], [53, 1152], [53]], (4096, 1536, 1152)),
+    ("aten::bmm", [[4, 32, 64], [4, 64, 16]], None),
+    ("aten::mm", [], None),
+])
+def test_gemm_dims(op: str, shapes: list, want: tuple | None) -> None:
+    assert gemm_dims(op, shapes) == want
+
+
+def test_profile_off_cuda_is_a_clear_error() -> None:
+    with pytest.raises(ValueError, match="GPU"):
+        run_bench(BenchConfig("dlrm-small", backends=("eager",), batches=(2,), device="cpu", profile=True))
