@@ -96,9 +96,18 @@ def mutated_values(gm: GraphModule) -> set[Node]:
 
 
 def fake_mode_of(gm: GraphModule) -> Any:
-    """The FakeTensorMode the graph's ``meta['val']`` tensors belong to (None when the graph has no metadata)."""
-    vals = [n.meta["val"] for n in gm.graph.nodes if "val" in n.meta]
-    return detect_fake_mode(vals)
+    """The FakeTensorMode the graph's ``meta['val']`` tensors belong to (None when the graph has no metadata).
+
+    The first fake tensor's mode (a graph's metadata comes from one mode): passes call this once per rewrite, so it
+    must not scan the whole graph (that made the FP8 passes quadratic in the graph's size).
+    """
+    for node in gm.graph.nodes:
+        val = node.meta.get("val")
+        if val is not None:
+            mode = detect_fake_mode(val if isinstance(val, (list, tuple)) else [val])
+            if mode is not None:
+                return mode
+    return None
 
 
 def fill_meta(gm: GraphModule, nodes: Iterable[Node] | None = None) -> int:
