@@ -126,8 +126,8 @@ def _cache_key_pass(rows: int) -> Any:
 
 
 def keyed_options(options: dict[str, Any] | None, rows: int) -> dict[str, Any]:
-    """Inductor config options with the cache-key pass of ``rows`` added (a user's own post-grad pass is kept:
-    then the cache does not tell the limits apart)."""
+    """Inductor config options with the cache-key pass of ``rows`` added (a user's own post-grad pass, or a
+    ``mode`` instead of options, is kept: then the cache does not tell the limits apart)."""
     options = dict(options or {})
     if rows and "post_grad_custom_post_pass" not in options:
         options["post_grad_custom_post_pass"] = _cache_key_pass(rows)
