@@ -6,7 +6,8 @@
 # STEP: 1b       onerec-1b: inductor, cuda-fp8, eager at batches 1, 8, 32, each backend profiled at batch 32
 #       torchao  onerec-1b: inductor and torchao's PerRow FP8 + torch.compile at batches 1, 8, 32 (needs the wheel)
 #       moe      onerec-moe: inductor, cuda-fp8 at batches 8 and 32, profiled
-#       rows     the A/B of recfx's persistent-reduction limit: cuda-fp8 with Inductor's own (1,024), batch 32
+#       rows     the A/B of recfx's persistent-reduction limit at batch 32, in one process: cuda-fp8 with its 8,192
+#                and with Inductor's own 1,024 (Inductor's caches key on the limit)
 #       deploy   bundles (onerec-1b cuda-fp8, ksa-1b inductor: load + first call) and the KSA kernel checks
 # COMMIT: the commit whose working tree runs (the device copy's git HEAD may be stale).
 set -u
@@ -27,7 +28,7 @@ case $step in
     1b) fp8 --model onerec-1b --backends inductor,cuda-fp8,eager --batches 1,8,32 --out "$out" ;;
     torchao) fp8 --model onerec-1b --backends inductor,torchao-fp8 --batches 1,8,32 --out "$out" ;;
     moe) fp8 --model onerec-moe --backends inductor,cuda-fp8 --batches 8,32 --out "$out" ;;
-    rows) fp8 --model onerec-1b --backends cuda-fp8-rows1024 --batches 32 --out "$out" ;;
+    rows) fp8 --model onerec-1b --backends cuda-fp8,cuda-fp8-rows1024 --batches 32 --out "$out" ;;
     deploy)
         python3 bench/ksa.py --parts checks --sizes 4096,16384 --skip-flex --out "$out/ksa_checks.json" \
             > "$out/ksa_checks.log" 2>&1
