@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # One step of a GPU benchmarking session, results under OUT (each step fits one 10-minute device call).
 #
-#   bash bench/gpu_session.sh STEP OUT COMMIT
+#   bash bench/gpu_session.sh STEP OUT COMMIT [more bench/fp8.py options, e.g. --cuda-graphs both]
 #
 # STEP: 1b       onerec-1b: inductor, cuda-fp8, eager at batches 1, 8, 32, each backend profiled at batch 32
 #       torchao  onerec-1b: inductor and torchao's PerRow FP8 + torch.compile at batches 1, 8, 32 (needs the wheel)
-#       moe      onerec-moe: inductor, cuda-fp8 at batches 8 and 32, profiled
+#       moe      onerec-moe: inductor at batches 8 and 32, profiled (~310 s cold)
+#       moe-fp8  onerec-moe: cuda-fp8 at batches 8 and 32, profiled (run on the same warm machine as moe: the
+#                two compiles do not fit one 10-minute call)
 #       rows     the A/B of recfx's persistent-reduction limit at batch 32, in one process: cuda-fp8 with its 8,192
 #                and with Inductor's own 1,024 (Inductor's caches key on the limit)
 #       deploy   bundles (onerec-1b cuda-fp8, ksa-1b inductor: load + first call) and the KSA kernel checks
@@ -14,6 +16,7 @@ set -u
 step=$1
 out=$2
 commit=${3:-unknown}
+shift 3 2>/dev/null || shift $#
 mkdir -p "$out"
 if ls .whl/*.whl >/dev/null 2>&1; then
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl
@@ -23,11 +26,13 @@ echo "$commit" > "$out/COMMIT.txt"
 { date -u; nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.sm --format=csv;
   python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } \
     > "$out/machine.txt" 2>&1
-fp8() { python3 bench/fp8.py --parts bench --cuda-graphs off --time-budget 0.5 --bench-profile "$@"; }
+extra=("$@")
+fp8() { python3 bench/fp8.py --parts bench --cuda-graphs off --time-budget 0.5 --bench-profile "$@" ${extra[@]+"${extra[@]}"}; }
 case $step in
     1b) fp8 --model onerec-1b --backends inductor,cuda-fp8,eager --batches 1,8,32 --out "$out" ;;
     torchao) fp8 --model onerec-1b --backends inductor,torchao-fp8 --batches 1,8,32 --out "$out" ;;
-    moe) fp8 --model onerec-moe --backends inductor,cuda-fp8 --batches 8,32 --out "$out" ;;
+    moe) fp8 --model onerec-moe --backends inductor --batches 8,32 --out "$out" ;;
+    moe-fp8) fp8 --model onerec-moe --backends cuda-fp8 --batches 8,32 --out "$out" ;;
     rows) fp8 --model onerec-1b --backends cuda-fp8,cuda-fp8-rows1024 --batches 32 --out "$out" ;;
     deploy)
         python3 bench/ksa.py --parts checks --sizes 4096,16384 --skip-flex --out "$out/ksa_checks.json" \
