@@ -23,6 +23,7 @@ from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.quant.state import (
     BUFFER_PREFIX,
     PLAN,
+    Fp8State,
     LayerPlan,
     node_arg,
     observers,
@@ -47,8 +48,9 @@ def fresh_buffer(gm: GraphModule, base: str, value: torch.Tensor) -> str:
 class _Builder:
     """Creates (and reuses) the FP8 weight buffers and the activation Q/DQ nodes of one graph."""
 
-    def __init__(self, gm: GraphModule) -> None:
+    def __init__(self, gm: GraphModule, made: dict[tuple[str, str, int | None], Any] | None = None) -> None:
         self.gm = gm
+        self.made = made or {}  # FP8 copies fp8_evaluate already made (Fp8State.weights)
         self.weights: dict[tuple[Any, ...], Node] = {}
         self.activations: dict[tuple[Any, ...], Node] = {}
         self.mutated = mutated_values(gm)
@@ -66,7 +68,11 @@ class _Builder:
         key = (w_node.target, plan.weight, plan.block_size, dtype)
         if key not in self.weights:
             w = fetch_attr(self.gm, str(w_node.target))
-            w_q, w_s = quantize_weight(w, plan.weight, plan.block_size)  # new tensors; w itself is untouched
+            made = self.made.get((str(w_node.target), plan.weight, plan.block_size))
+            if made is not None and made[0] is w:  # the probe's copy of this very tensor
+                w_q, w_s = made[1], made[2]
+            else:
+                w_q, w_s = quantize_weight(w, plan.weight, plan.block_size)  # new tensors; w itself is untouched
             q_node = self._attr(f"{w_node.target}_fp8", w_q, linear)
             s_node = self._attr(f"{w_node.target}_scale", w_s, linear)
             with self.gm.graph.inserting_before(linear):
@@ -142,7 +148,8 @@ class Fp8Convert:
         todo = plans(gm)
         float_weights = {str(node_arg(n, 1).target) for n, _ in todo}
         remove_observers(gm)
-        build = _Builder(gm)
+        state = Fp8State.of(self.ctx)
+        build = _Builder(gm, state.weights)
         for node, plan in todo:
             x = node_arg(node, 0)
             x_val = tensor_meta(x)
@@ -152,6 +159,7 @@ class Fp8Convert:
             dq_x = build.activation(x, node, plan, dtype, device)
             node.args = (dq_x, dq_w, *node.args[2:])
             node.meta[PLAN] = plan
+        state.weights.clear()  # the ones the graph uses are its buffers now
         gm.graph.eliminate_dead_code(is_impure_node=is_impure)
         erase_unused_attrs(gm, float_weights)
         fill_meta(gm)

@@ -73,8 +73,12 @@ class _Probe(torch.nn.Module):
         return sqnr_from_energies(self.signal, self.noise)
 
 
-def build_probe(gm: GraphModule) -> tuple[GraphModule, dict[str, _Probe]]:
-    """A copy of ``gm`` (sharing its tensors) with observers bypassed and planned linears as :class:`_Probe`."""
+def build_probe(gm: GraphModule, weights: dict[tuple[str, str, int | None], Any] | None = None,
+                ) -> tuple[GraphModule, dict[str, _Probe]]:
+    """A copy of ``gm`` (sharing its tensors) with observers bypassed and planned linears as :class:`_Probe`.
+
+    ``weights`` (``Fp8State.weights``) receives the FP8 weight copies the probes use, for ``fp8_convert``.
+    """
     graph = torch.fx.Graph()
     graph._codegen = gm.graph._codegen  # the same pytree calling convention (shared, never mutated)
     env: dict[Node, Node] = {}
@@ -82,7 +86,7 @@ def build_probe(gm: GraphModule) -> tuple[GraphModule, dict[str, _Probe]]:
     obs = observers(gm)
     probes: dict[str, _Probe] = {}
     modules: dict[str, torch.nn.Module] = {}
-    weights: dict[tuple[str, str, int], tuple[torch.Tensor, torch.Tensor]] = {}  # one FP8 copy per module
+    weights = {} if weights is None else weights  # one FP8 copy per weight, granularity and block size
     for old, new in env.items():
         if old.op == "call_module" and old.target in obs:
             new.replace_all_uses_with(node_arg(new, 0))
@@ -95,9 +99,9 @@ def build_probe(gm: GraphModule) -> tuple[GraphModule, dict[str, _Probe]]:
             target = str(node_arg(old, 1).target)
             weight = fetch_attr(gm, target)
             wkey = (target, plan.weight, plan.block_size)
-            if wkey not in weights:
-                weights[wkey] = quantize_weight(weight, plan.weight, plan.block_size)
-            probes[plan.name] = modules[key] = _Probe(plan, weight, bias, weights[wkey])
+            if wkey not in weights or weights[wkey][0] is not weight:
+                weights[wkey] = (weight, *quantize_weight(weight, plan.weight, plan.block_size))
+            probes[plan.name] = modules[key] = _Probe(plan, weight, bias, weights[wkey][1:])
             with graph.inserting_before(new):
                 call = graph.call_module(key, (new.args[0],))
             new.replace_all_uses_with(call)
@@ -150,7 +154,7 @@ class Fp8Evaluate:
         if not todo:
             return PassResult(gm, modified=False)
         data = state.eval_data or [tuple(self.ctx.example_inputs)]
-        probe_gm, probes = build_probe(gm)
+        probe_gm, probes = build_probe(gm, state.weights)
         for p in probes.values():
             p.measure = True
         reference = run_all(probe_gm, data)

@@ -110,6 +110,10 @@ class Fp8State:
     sensitivity: list[tuple[str, float]] = dataclasses.field(default_factory=list)
     auto_excluded: list[str] = dataclasses.field(default_factory=list)
     auto_exclude_cosine: float | None = None
+    #: FP8 copies of weights made by ``fp8_evaluate``'s probe, by (buffer, granularity, block size): (the float
+    #: tensor they were made from, w_q, w_scale); ``fp8_convert`` takes them instead of quantizing again, then clears
+    weights: dict[tuple[str, str, int | None], tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = dataclasses.field(
+        default_factory=dict)
 
     @classmethod
     def of(cls, ctx: PassContext) -> Fp8State:
