@@ -63,8 +63,9 @@ class InductorBackend(Backend):
         rows = persistent_rows(ctx.backend_options)
         if "mode" not in options:  # torch.compile takes a mode or options, not both
             options["options"] = keyed_options(options.get("options"), rows)
-        # torch.compile compiles lazily (and again for a new shape), so the heuristics hold around every call
-        compiled = WithHeuristics(torch.compile(gm, backend="inductor", dynamic=dynamic, **options), rows)
+        compiled: Callable[..., Any] = torch.compile(gm, backend="inductor", dynamic=dynamic, **options)
+        if rows:  # torch.compile compiles lazily (and again for a new shape): the heuristics hold around every call
+            compiled = WithHeuristics(compiled, rows)
         if dynamic:
             _warm_up_dynamic(compiled, ctx)
         return compiled

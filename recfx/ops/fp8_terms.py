@@ -273,8 +273,11 @@ FP8_LINEAR_BLOCKS = register_gemm(Fp8Gemm(
 FP8_STORAGE_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2, torch.float8_e4m3fnuz, torch.float8_e5m2fnuz)
 
 #: The ``recfx::`` FP8 ops: quantize / dequantize and the FP8 GEMMs.
-FP8_OP_NAMES = ("quantize_fp8", "dequantize_fp8", "quantize_fp8_per_token", "quantize_fp8_groups",
-                "dequantize_fp8_blocks", "fp8_linear", "fp8_linear_blocks")
+FP8_QDQ_OP_NAMES = ("quantize_fp8", "dequantize_fp8", "quantize_fp8_per_token", "quantize_fp8_groups",
+                    "dequantize_fp8_blocks")
+#: The built-in ``recfx::`` FP8 ops (the Q/DQ ops and the GEMMs registered here); :func:`is_fp8_op` also knows the
+#: GEMMs registered later with :func:`register_gemm`.
+FP8_OP_NAMES = (*FP8_QDQ_OP_NAMES, "fp8_linear", "fp8_linear_blocks")
 
 
 def is_fp8_op(target: Any) -> bool:
@@ -288,10 +291,11 @@ def is_fp8_op(target: Any) -> bool:
     if not isinstance(target, torch._ops.OpOverload):
         return False
     namespace, _, name = target.name().partition("::")
-    return namespace == "recfx" and name.split(".")[0] in FP8_OP_NAMES
+    op = name.split(".")[0]
+    return namespace == "recfx" and (op in FP8_QDQ_OP_NAMES or op in FP8_GEMMS)
 
 
 __all__ = ["ACTIVATION_MODES", "EAGER", "FP8_GEMMS", "FP8_LINEAR", "FP8_LINEAR_BLOCKS", "FP8_OP_NAMES",
-           "FP8_STORAGE_DTYPES", "ActivationMode", "Call", "Fp8Gemm", "Granularity", "WeightGranularity",
-           "activation_mode", "dequantize", "fp8_gemm", "granularity_table", "is_fp8_op", "register_gemm",
-           "register_granularity", "unregister_granularity", "weight_granularity"]
+           "FP8_QDQ_OP_NAMES", "FP8_STORAGE_DTYPES", "ActivationMode", "Call", "Fp8Gemm", "Granularity",
+           "WeightGranularity", "activation_mode", "dequantize", "fp8_gemm", "granularity_table", "is_fp8_op",
+           "register_gemm", "register_granularity", "unregister_granularity", "weight_granularity"]

@@ -64,3 +64,28 @@ def test_gemm_dims(op: str, shapes: list, want: tuple | None) -> None:
 def test_profile_off_cuda_is_a_clear_error() -> None:
     with pytest.raises(ValueError, match="GPU"):
         run_bench(BenchConfig("dlrm-small", backends=("eager",), batches=(2,), device="cpu", profile=True))
+
+
+def test_the_largest_uncaptured_batch_is_profiled_and_a_failure_leaves_the_rows(monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    from recfx.bench import profile as profile_mod
+    from recfx.bench import runner
+
+    rows = [BenchRow("inductor", "inductor", "ok", batch=b, cuda_graphs=g, latency_ms=summarize([1.0]))
+            for b, g in ((8, False), (32, False), (32, True))]
+    rows.append(BenchRow("inductor", "inductor", "failed", batch=64))
+    asked = []
+    workload = SimpleNamespace(inputs=lambda batch: asked.append(batch) or (batch,))
+    monkeypatch.setattr(profile_mod, "profile_call", lambda call: {"ran": call()})
+    runner._profile_largest(rows, lambda b: f"called at {b}", workload)  # type: ignore[arg-type]
+    assert asked == [32] and rows[1].profile == {"ran": "called at 32"}
+    assert rows[0].profile is None and rows[2].profile is None
+
+    def broken(call):  # type: ignore[no-untyped-def]
+        raise RuntimeError("no CUPTI")
+
+    monkeypatch.setattr(profile_mod, "profile_call", broken)
+    rows[1].profile = None
+    runner._profile_largest(rows, lambda b: b, workload)  # type: ignore[arg-type]
+    assert rows[1].profile is None and rows[1].status == "ok"

@@ -11,6 +11,7 @@ import importlib.util
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -41,17 +42,23 @@ MIN_COSINE = {"eager": 0.99999, "inductor": 0.99999, "ort": 0.99999, "onnx": 0.9
               "ort-fp8": 0.999}
 
 
-def _cases() -> list[object]:
+def _params(variants: dict[str, Any], ci_slice: set[tuple[str, Any]]) -> list[object]:
+    """One case per corpus model and variant (``{id suffix: value}``), skipped outside ``ci_slice`` (unless
+    RECFX_CORPUS=all) or without the model's package."""
     cases = []
     for name, entry in CORPUS.items():
-        for backend in BACKENDS:
+        for suffix, value in variants.items():
             marks = []
-            if (name, backend) not in CI_SLICE and not FULL:
+            if (name, value) not in ci_slice and not FULL:
                 marks.append(pytest.mark.skip(reason="outside the CI slice: RECFX_CORPUS=all (make corpus)"))
             if entry.needs and importlib.util.find_spec(entry.needs) is None:
                 marks.append(pytest.mark.skip(reason=f"needs {entry.needs}"))
-            cases.append(pytest.param(entry, backend, id=f"{name}-{backend}", marks=marks))
+            cases.append(pytest.param(entry, value, id=f"{name}-{suffix}", marks=marks))
     return cases
+
+
+def _cases() -> list[object]:
+    return _params({b: b for b in BACKENDS}, CI_SLICE)
 
 
 @pytest.mark.parametrize("entry,backend", _cases())
@@ -80,16 +87,7 @@ LINT_CI_SLICE: set[tuple[str, bool]] = set()
 
 
 def _lint_cases() -> list[object]:
-    cases = []
-    for name, entry in CORPUS.items():
-        for fp8 in (False, True):
-            marks = []
-            if (name, fp8) not in LINT_CI_SLICE and not FULL:
-                marks.append(pytest.mark.skip(reason="outside the CI slice: RECFX_CORPUS=all (make corpus)"))
-            if entry.needs and importlib.util.find_spec(entry.needs) is None:
-                marks.append(pytest.mark.skip(reason=f"needs {entry.needs}"))
-            cases.append(pytest.param(entry, fp8, id=f"{name}-{'fp8' if fp8 else 'fp32'}", marks=marks))
-    return cases
+    return _params({"fp32": False, "fp8": True}, LINT_CI_SLICE)
 
 
 @pytest.mark.parametrize("entry,fp8", _lint_cases())

@@ -66,3 +66,21 @@ def test_docs_list_the_registered_granularities() -> None:
 def test_docstring_examples(name: str) -> None:
     result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_a_registered_gemm_is_an_fp8_op() -> None:
+    """``is_fp8_op`` reads the GEMM registry: a GEMM registered later is FP8 for the exporter and the annotator."""
+    from recfx.ops.fp8_terms import FP8_GEMMS, FP8_LINEAR, Fp8Gemm, is_fp8_op, register_gemm
+
+    @torch.library.custom_op("recfx::fp8_test_gemm", mutates_args=())
+    def fp8_test_gemm(x: torch.Tensor) -> torch.Tensor:
+        return x.clone()
+
+    op = torch.ops.recfx.fp8_test_gemm.default
+    assert not is_fp8_op(op)
+    register_gemm(Fp8Gemm("fp8_test_gemm", FP8_LINEAR.arguments, scaled_mm="test"))
+    try:
+        assert is_fp8_op(op)
+    finally:
+        FP8_GEMMS.remove("fp8_test_gemm")
+    assert not is_fp8_op(op) and is_fp8_op(torch.ops.recfx.fp8_linear.default)

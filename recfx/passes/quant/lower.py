@@ -94,7 +94,7 @@ def _get_attr(value: Any) -> bool:
 
 
 def _pairs(x_dq: Node, w_dq: Node) -> tuple[Node, Node, Node, Node | None, int | None, Fp8Gemm] | None:
-    """``(x, w_q, w_scale, x_scale, block_size, gemm)`` for the first registered (activation mode, weight
+    """``(x, w_q, w_scale, x_scale, block_size, gemm)`` for the first (by name) (activation mode, weight
     granularity) pair of one GEMM whose fake-quant patterns (as ``fp8_convert`` writes them, recorded from the
     descriptors) the two inputs of a linear have; None when no pair fits."""
     for mode_name in ACTIVATION_MODES:
