@@ -111,6 +111,18 @@ register_backend("inductor-rows1024")(_inductor_rows(InductorBackend))
 register_backend("cuda-fp8-rows1024")(_inductor_rows(CudaFp8Backend))
 
 
+@register_backend("cuda-fp8-attn")
+class CudaFp8Attention(CudaFp8Backend):
+    """``cuda-fp8`` with its opt-in FP8 attention (``backend_options={"fp8_attention": True}``)."""
+
+    priority = -100
+    description = "benchmark only: cuda-fp8 with backend_options fp8_attention=True (FP8 attention products)"
+
+    def passes(self, ctx: Any) -> list[str]:
+        ctx.backend_options = {"fp8_attention": True, **ctx.backend_options}
+        return super().passes(ctx)
+
+
 # ---------------------------------------------------------------------------------------------------- checks
 def part_checks(out: dict[str, Any]) -> None:
     torch.manual_seed(0)

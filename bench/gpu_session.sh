@@ -10,6 +10,7 @@
 #                two compiles do not fit one 10-minute call)
 #       rows     the A/B of recfx's persistent-reduction limit at batch 32, in one process: cuda-fp8 with its 8,192
 #                and with Inductor's own 1,024 (Inductor's caches key on the limit)
+#       attn     onerec-1b: cuda-fp8 and cuda-fp8-attn (its opt-in FP8 attention) at batches 1, 8, 32, profiled
 #       deploy   bundles (onerec-1b cuda-fp8, ksa-1b inductor: load + first call) and the KSA kernel checks
 # COMMIT: the commit whose working tree runs (the device copy's git HEAD may be stale).
 set -u
@@ -34,6 +35,7 @@ case $step in
     moe) fp8 --model onerec-moe --backends inductor --batches 8,32 --out "$out" ;;
     moe-fp8) fp8 --model onerec-moe --backends cuda-fp8 --batches 8,32 --out "$out" ;;
     rows) fp8 --model onerec-1b --backends cuda-fp8,cuda-fp8-rows1024 --batches 32 --out "$out" ;;
+    attn) fp8 --model onerec-1b --backends cuda-fp8,cuda-fp8-attn --batches 1,8,32 --out "$out" ;;
     deploy)
         python3 bench/ksa.py --parts checks --sizes 4096,16384 --skip-flex --out "$out/ksa_checks.json" \
             > "$out/ksa_checks.log" 2>&1

@@ -24,6 +24,7 @@ from recfx.backends.cuda_graphs import DEFAULT_BATCHES, BatchGraphs
 from recfx.backends.eager import EagerBackend
 from recfx.backends.inductor import _INDUCTOR_OPTIONS, HEURISTIC_OPTIONS, LOWERING_CHOICES, InductorBackend
 from recfx.passes.base import PassContext
+from recfx.passes.fp8_attention import OPTIONS as ATTENTION_OPTIONS
 from recfx.passes.pipelines import CUDA_FP8_LOWERINGS
 from recfx.passes.quant.lower_scaled_mm import OPTIONS as LOWERING_OPTIONS
 
@@ -73,7 +74,7 @@ class CudaFp8Backend(InductorBackend):
         return fp8_gpu_availability()
 
     def inductor_options(self, ctx: PassContext) -> dict[str, Any]:
-        extra = (*HEURISTIC_OPTIONS, *LOWERING_CHOICES, *LOWERING_OPTIONS, *GRAPH_OPTIONS)
+        extra = (*HEURISTIC_OPTIONS, *LOWERING_CHOICES, *LOWERING_OPTIONS, *ATTENTION_OPTIONS, *GRAPH_OPTIONS)
         options = self.options(ctx, (*_INDUCTOR_OPTIONS, *extra))
         for key in extra:
             options.pop(key, None)

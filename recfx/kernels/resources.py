@@ -1,4 +1,4 @@
-"""Compile the KSA kernels for a GPU architecture without a GPU, and read their resource use.
+"""Compile the KSA and FP8-attention kernels for a GPU architecture without a GPU, and read their resource use.
 
 Triton ships ``ptxas`` and ``cuobjdump``, so a CPU-only machine can build the sm_90 binary of a kernel and read
 its registers per thread, local-memory stack (spills) and shared memory. CPU tests use this to catch kernels that
@@ -26,9 +26,9 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from recfx.kernels import ksa_gluon, ksa_gluon_kernel, ksa_prefill, ksa_tma
+from recfx.kernels import fp8_attention, ksa_gluon, ksa_gluon_kernel, ksa_prefill, ksa_tma
 
-__all__ = ["KernelResources", "band_resources", "prefill_resources"]
+__all__ = ["KernelResources", "band_resources", "fp8_attention_resources", "prefill_resources"]
 
 #: the kernel pointer arguments and their element types (bf16 inputs, float32 log-sum-exp)
 _POINTERS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "Out": "*bf16", "Lse": "*fp32", "PO": "*bf16", "PL": "*fp32"}
@@ -106,17 +106,44 @@ def band_resources(block_n: int, stages: int, q_bufs: int = 2, balanced: bool = 
     return _resources(triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": 4}))
 
 
-def _signature(kernel: Any, constexprs: dict[str, Any], descriptors: dict[str, str]
-               ) -> tuple[dict[str, str], dict[tuple[int, ...], Any]]:
-    """Compile signature of a jitted kernel: constexprs, the bf16/fp32 pointers of ``_POINTERS``, the given
-    descriptor types, ``qk_scale`` as fp32 and every other argument as i32; and the constexprs by position."""
+def fp8_attention_resources(block_m: int, block_n: int, *, num_warps: int, num_stages: int, head_dim: int = 128,
+                            arch: int = 90) -> KernelResources:
+    """Build the FP8 attention kernel (``fp8_attention.py``, bf16 output) for ``sm_<arch>`` as it is launched on
+    contiguous tensors: unit innermost strides (Triton specializes arguments equal to 1), 16-divisible pointers and
+    outer strides of Q, K, V (whose key axis ``quantize_values`` pads to 16) and the output (its divisibility
+    hints); the key count and the scales' strides are left unaligned (3,000 keys in onerec-1b).
+
+    Raises:
+        triton.compiler.errors.CompilationError: the kernel does not compile for that target.
+    """
+    kernel = fp8_attention._fp8_attention_body
+    unit = ("sq_d", "sqs_n", "sk_d", "sks_t", "sv_t", "svs_d", "so_d")
+    constexprs: dict[str, Any] = {"HEAD_DIM": head_dim, "BLOCK_M": block_m, "BLOCK_N": block_n,
+                                  "SOFT_ROUND": False, **dict.fromkeys(unit, 1)}
+    pointers = {"Q": "*fp8e4nv", "QS": "*fp32", "K": "*fp8e4nv", "KS": "*fp32", "VT": "*fp8e4nv", "VS": "*fp32",
+                "O": "*bf16"}
+    signature, indexed = _signature(kernel, constexprs, {}, pointers)
+    names = list(signature)
+    aligned = [n for n in names if n not in constexprs and (n in pointers or n[:3] in ("sq_", "sk_", "sv_", "so_"))]
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    source = ASTSource(fn=kernel, signature=signature, constexprs=indexed, attrs=attrs)
+    return _resources(triton.compile(source, target=GPUTarget("cuda", arch, 32),
+                                     options={"num_warps": num_warps, "num_stages": num_stages}))
+
+
+def _signature(kernel: Any, constexprs: dict[str, Any], descriptors: dict[str, str],
+               pointers: dict[str, str] | None = None) -> tuple[dict[str, str], dict[tuple[int, ...], Any]]:
+    """Compile signature of a jitted kernel: constexprs, the pointers of ``pointers`` (default the bf16/fp32 ones of
+    ``_POINTERS``), the given descriptor types, ``qk_scale`` as fp32 and every other argument as i32; and the
+    constexprs by position."""
+    pointers = _POINTERS if pointers is None else pointers
     names = list(inspect.signature(kernel.fn).parameters)
     signature = {}
     for name in names:
         if name in constexprs:
             signature[name] = "constexpr"
-        elif name in _POINTERS:
-            signature[name] = _POINTERS[name]
+        elif name in pointers:
+            signature[name] = pointers[name]
         elif name in descriptors:
             signature[name] = descriptors[name]
         else:
@@ -162,12 +189,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--band", action="append", type=_parse_band,
                    metavar="BLOCK_N,STAGES[,Q_BUFS[,BALANCED[,SMEM]]]",
                    help="the Gluon band kernel (ksa_gluon_kernel.py) instead, with these tiles (repeatable)")
+    p.add_argument("--fp8-attention", action="store_true",
+                   help="the FP8 attention kernel (fp8_attention.py) instead, every autotuned config")
     p.add_argument("--config", type=_parse_config, action="append",
                    help="BLOCK_M,BLOCK_N,warps,stages,tma|ptr[,split|dense] (repeatable; dense: the variant that "
                         "starts from a dense summary prefix)")
     args = p.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         p.error("run without TRITON_INTERPRET=1: the interpreter does not compile kernels")
+    if args.fp8_attention:
+        print("FP8 attention: BLOCK_M BLOCK_N warps stages | registers stack(spills) shared")
+        for c in fp8_attention._configs():
+            use = fp8_attention_resources(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], num_warps=c.num_warps,
+                                          num_stages=c.num_stages, arch=args.arch)
+            print(f"{c.kwargs['BLOCK_M']:7} {c.kwargs['BLOCK_N']:7} {c.num_warps:5} {c.num_stages:6} | "
+                  f"{use.registers:9} {use.stack_bytes:13} {use.shared_bytes:6}", flush=True)
+        return 0
     if args.band:
         print("Gluon band kernel: BLOCK_N stages q_bufs balanced smem | registers stack(spills) shared")
         for block_n, stages, q_bufs, balanced, smem in args.band:

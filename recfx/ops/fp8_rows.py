@@ -27,9 +27,10 @@ from recfx.ops.fp8_terms import EAGER, Call
 aten = torch.ops.aten
 
 
-def row_scales(call: Call, xf: Any) -> Any:
-    """Per-row scales ``max(amax, 1e-12) / 448`` of float32 rows ``xf`` (M, K) -> float32 (M, 1), as the reference."""
-    amax = call(aten.amax.default, call(aten.abs.default, xf), [-1], True)
+def row_scales(call: Call, xf: Any, dim: int = -1) -> Any:
+    """Per-row scales ``max(amax, 1e-12) / 448`` of float32 rows ``xf`` (M, K) -> float32 (M, 1), as the reference
+    (``dim``: the axis the amax reduces; it is kept with size 1)."""
+    amax = call(aten.amax.default, call(aten.abs.default, xf), [dim], True)
     amax = call(aten._to_copy.default, call(aten.clamp_min.default, amax, AMAX_FLOOR), dtype=torch.float64)
     return call(aten._to_copy.default, call(aten.div.Tensor, amax, E4M3_MAX), dtype=torch.float32)
 

@@ -46,4 +46,5 @@ def test_which_backends_lower_what() -> None:
     assert all(BACKENDS.get(n)().lowering == INDUCTOR_LOWERINGS for n in ("inductor", "inductor-fp8"))
     assert all(BACKENDS.get(n)().lowering == () for n in ("eager", "eager-fp8", "ort", "ort-fp8"))
     cuda = BACKENDS.get("cuda-fp8")().passes(PassContext(backend_options={"route_moe": False}))
-    assert cuda[-4:] == ["fuse_ksa", "fold_gqa_attention", "lower_tiny_attention", "fp8_lower_scaled_mm"]
+    assert cuda[-5:] == ["fuse_ksa", "fold_gqa_attention", "lower_tiny_attention", "lower_fp8_attention",
+                         "fp8_lower_scaled_mm"]
