@@ -56,7 +56,7 @@ def _to_e4m3(x, SOFT_ROUND: tl.constexpr):
 
 
 @triton.jit
-def _fp8_attention_body(Q, QS, K, KS, VT, VS, O, qk_scale, heads, n_rows, n_keys,
+def _fp8_attention_body(Q, QS, K, KS, VT, VS, O, qk_scale, heads, n_rows, n_keys,  # noqa: E741 (O: output)
                         sq_b, sq_h, sq_n, sq_d, sqs_b, sqs_h, sqs_n, sk_b, sk_h, sk_t, sk_d, sks_b, sks_h, sks_t,
                         sv_b, sv_h, sv_d, sv_t, svs_b, svs_h, svs_d, so_b, so_h, so_n, so_d,
                         rows_bucket, HEAD_DIM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
@@ -102,7 +102,8 @@ def _fp8_attention_body(Q, QS, K, KS, VT, VS, O, qk_scale, heads, n_rows, n_keys
              out.to(O.dtype.element_ty), mask=row_ok[:, None])
 
 
-_fp8_attention_kernel = triton.autotune(configs=_configs(), key=["HEAD_DIM", "n_keys", "rows_bucket"])(_fp8_attention_body)
+_fp8_attention_kernel = triton.autotune(configs=_configs(),
+                                        key=["HEAD_DIM", "n_keys", "rows_bucket"])(_fp8_attention_body)
 
 
 def fp8_attention_kernel(q_q: torch.Tensor, q_scale: torch.Tensor, k_q: torch.Tensor, k_scale: torch.Tensor,
@@ -126,6 +127,7 @@ def fp8_attention_kernel(q_q: torch.Tensor, q_scale: torch.Tensor, k_q: torch.Te
 
     _fp8_attention_kernel[grid](
         q_q, q_scale, k_q, k_scale, vt_q, v_scale, out, scale * LOG2E, h, n, t,
-        *q_q.stride(), *q_scale.stride(), *k_q.stride(), *k_scale.stride(), *vt_q.stride(), *v_scale.stride(), *out.stride(),
+        *q_q.stride(), *q_scale.stride(), *k_q.stride(), *k_scale.stride(), *vt_q.stride(), *v_scale.stride(),
+        *out.stride(),
         n.bit_length(), HEAD_DIM=d, SOFT_ROUND=interpreting)
     return out

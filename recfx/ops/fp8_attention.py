@@ -13,7 +13,8 @@ on Q and K before the first product, on the softmax output and on V before the s
     out = ((p * 448)_e4m3 @ v8) * s_v / (448 * sum p)
 
 The quantizations are aten ops that Inductor fuses into the kernels producing Q, K and V (a K/V read by many
-attentions is quantized once, by the pass that places the op); V is stored transposed, (B, H, D, T) with T contiguous, the operand layout Hopper's FP8 MMA reads. The reference
+attentions is quantized once, by the pass that places the op); V is stored transposed, (B, H, D, T) with T
+contiguous, the operand layout Hopper's FP8 MMA reads. The reference
 (:func:`fp8_attention_reference`, the op on CPU) computes that formula with one softmax maximum per row; the
 Triton kernel (``recfx.kernels.fp8_attention``) keeps a running maximum (flash attention), so its E4M3 roundings of
 ``p`` differ from the reference's: the two agree to FP8 rounding, not bit for bit.
@@ -158,4 +159,5 @@ def _fp8_attention_cuda(q_q: Tensor, q_scale: Tensor, k_q: Tensor, k_scale: Tens
     return fp8_attention_kernel(q_q, q_scale, k_q, k_scale, vt_q, v_scale, scale, _empty_out(q_q, out_dtype))
 
 
-__all__ = ["HEAD_DIMS", "KEY_ALIGN", "QUERY_DTYPES", "fp8_attention", "fp8_attention_reference", "quantize_tokens", "quantize_values"]
+__all__ = ["HEAD_DIMS", "KEY_ALIGN", "QUERY_DTYPES", "fp8_attention", "fp8_attention_reference", "quantize_tokens",
+           "quantize_values"]

@@ -7,7 +7,8 @@ quantized by aten ops Inductor fuses into their producers (:func:`~recfx.ops.fp8
 :func:`~recfx.ops.fp8_attention.quantize_values`), once per tensor however many attentions read it.
 
 Rewritten: 4-D query, key and value of one dtype (bf16, fp16 or fp32) with static head counts, key counts and head
-dims (the batch and the query rows may be dynamic), equal batch and head counts (GQA folded first by ``fold_gqa_attention``, or none), one head dim for Q, K and V that the kernel takes
+dims (the batch and the query rows may be dynamic), equal batch and head counts (GQA folded first by
+``fold_gqa_attention``, or none), one head dim for Q, K and V that the kernel takes
 (``recfx.ops.fp8_attention.HEAD_DIMS``), no mask, not causal, no dropout, and Q/K/V whose storage is never written
 in place in the graph (a quantized copy is a snapshot shared by every attention reading that tensor). The output keeps
 the replaced node's memory layout. Everything else is left alone; attentions over a few tokens were already written

@@ -19,6 +19,7 @@ triton = pytest.importorskip("triton")
 tl = triton.language
 from recfx.kernels.fp8_attention import _to_e4m3, fp8_attention_kernel  # noqa: E402  (after the Triton check)
 from recfx.ops.fp8_attention import _empty_out  # noqa: E402
+
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
                                 reason="needs a GPU or TRITON_INTERPRET=1")
 
