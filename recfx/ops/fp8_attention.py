@@ -92,26 +92,32 @@ def _check(q_q: Tensor, q_scale: Tensor, k_q: Tensor, k_scale: Tensor, vt_q: Ten
                              f"{list(s.shape)}")
 
 
-def _empty_out(q_q: Tensor, out_dtype: torch.dtype) -> Tensor:
-    """(B, H, N, D) in the query's memory order, as SDPA's kernels write it (the graph after may view it so)."""
-    return torch.empty_like(q_q, dtype=out_dtype, memory_format=torch.preserve_format)
+def empty_out(q_q: Tensor, out_dtype: torch.dtype, heads_inner: bool) -> Tensor:
+    """The output (B, H, N, D): contiguous, or with ``heads_inner`` in (B, N, H, D) memory (what SDPA writes for the
+    usual transposed query). The layout depends on the arguments only, never on q_q's strides: a compiler may
+    lay q_q out differently from what it traced, but it reads the output as the fake implementation described it."""
+    b, h, n, d = q_q.shape
+    if heads_inner:
+        return q_q.new_empty((b, n, h, d), dtype=out_dtype).transpose(1, 2)
+    return q_q.new_empty((b, h, n, d), dtype=out_dtype)
 
 
 def fp8_attention_reference(q_q: Tensor, q_scale: Tensor, k_q: Tensor, k_scale: Tensor, vt_q: Tensor,
-                            v_scale: Tensor, scale: float, out_dtype: torch.dtype) -> Tensor:
+                            v_scale: Tensor, scale: float, out_dtype: torch.dtype, heads_inner: bool = False
+                            ) -> Tensor:
     """The formula of the module docstring in float32, one softmax maximum per row (the op's CPU implementation)."""
     s = (q_q.float() @ k_q.float().transpose(-1, -2)) * (q_scale[..., None] * scale) * k_scale[..., None, :]
     p = torch.exp(s - s.amax(-1, keepdim=True))
     p8 = (p * E4M3_MAX).to(FP8_DTYPE)
     out = (p8.float() @ vt_q.float().transpose(-1, -2)) * (v_scale[..., None, :] / E4M3_MAX) / p.sum(-1, keepdim=True)
-    return _empty_out(q_q, out_dtype).copy_(out)
+    return empty_out(q_q, out_dtype, heads_inner).copy_(out)
 
 
 @torch.library.custom_op("recfx::fp8_attention", mutates_args=())
 def fp8_attention(q_q: Tensor, q_scale: Tensor, k_q: Tensor, k_scale: Tensor, vt_q: Tensor, v_scale: Tensor,
-                  scale: float, out_dtype: torch.dtype) -> Tensor:
+                  scale: float, out_dtype: torch.dtype, heads_inner: bool = False) -> Tensor:
     """``recfx::fp8_attention(Tensor q_q, Tensor q_scale, Tensor k_q, Tensor k_scale, Tensor vt_q, Tensor v_scale,
-    float scale, ScalarType out_dtype) -> Tensor``: softmax(q kᵀ * scale) v with E4M3 products (module docstring).
+    float scale, ScalarType out_dtype, bool heads_inner=False) -> Tensor``: softmax(q kᵀ * scale) v with E4M3 products (module docstring).
 
     Args:
         q_q, q_scale: queries from :func:`quantize_tokens`: E4M3 (B, H, N, D) and float32 (B, H, N).
@@ -119,9 +125,10 @@ def fp8_attention(q_q: Tensor, q_scale: Tensor, k_q: Tensor, k_scale: Tensor, vt
         vt_q, v_scale: values from :func:`quantize_values`: E4M3 (B, H, D, T) and float32 (B, H, D).
         scale: softmax scale (usually D ** -0.5).
         out_dtype: bf16, fp16 or fp32.
+        heads_inner: write the output in (B, N, H, D) memory (as SDPA does for a transposed query); else contiguous.
 
     Returns:
-        (B, H, N, D) in ``out_dtype``, in q_q's memory order.
+        (B, H, N, D) in ``out_dtype``, laid out as ``heads_inner`` says.
 
     Raises:
         ValueError: shapes or dtypes that do not fit (the message names the argument).
@@ -137,27 +144,28 @@ def fp8_attention(q_q: Tensor, q_scale: Tensor, k_q: Tensor, k_scale: Tensor, vt
         torch.Size([1, 2, 5, 32])
     """
     _check(q_q, q_scale, k_q, k_scale, vt_q, v_scale, out_dtype)
-    return fp8_attention_reference(q_q, q_scale, k_q, k_scale, vt_q, v_scale, scale, out_dtype)
+    return fp8_attention_reference(q_q, q_scale, k_q, k_scale, vt_q, v_scale, scale, out_dtype, heads_inner)
 
 
 @fp8_attention.register_fake
 def _fp8_attention_fake(q_q: Tensor, q_scale: Tensor, k_q: Tensor, k_scale: Tensor, vt_q: Tensor, v_scale: Tensor,
-                        scale: float, out_dtype: torch.dtype) -> Tensor:
+                        scale: float, out_dtype: torch.dtype, heads_inner: bool = False) -> Tensor:
     _check(q_q, q_scale, k_q, k_scale, vt_q, v_scale, out_dtype)
-    return _empty_out(q_q, out_dtype)
+    return empty_out(q_q, out_dtype, heads_inner)
 
 
 @fp8_attention.register_kernel("cuda")
 def _fp8_attention_cuda(q_q: Tensor, q_scale: Tensor, k_q: Tensor, k_scale: Tensor, vt_q: Tensor, v_scale: Tensor,
-                        scale: float, out_dtype: torch.dtype) -> Tensor:
+                        scale: float, out_dtype: torch.dtype, heads_inner: bool = False) -> Tensor:
     _check(q_q, q_scale, k_q, k_scale, vt_q, v_scale, out_dtype)
     try:
         from recfx.kernels.fp8_attention import fp8_attention_kernel
     except ImportError as err:
         raise RuntimeError("recfx::fp8_attention on CUDA runs a Triton kernel, but Triton could not be imported "
                            f"({err}); install it with pip install 'recfx[gpu]'") from err
-    return fp8_attention_kernel(q_q, q_scale, k_q, k_scale, vt_q, v_scale, scale, _empty_out(q_q, out_dtype))
+    return fp8_attention_kernel(q_q, q_scale, k_q, k_scale, vt_q, v_scale, scale,
+                                empty_out(q_q, out_dtype, heads_inner))
 
 
-__all__ = ["HEAD_DIMS", "KEY_ALIGN", "QUERY_DTYPES", "fp8_attention", "fp8_attention_reference", "quantize_tokens",
+__all__ = ["HEAD_DIMS", "KEY_ALIGN", "QUERY_DTYPES", "empty_out", "fp8_attention", "fp8_attention_reference", "quantize_tokens",
            "quantize_values"]

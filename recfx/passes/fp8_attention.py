@@ -77,6 +77,14 @@ def _same_values(node: Any) -> Any:
     return node
 
 
+def _heads_inner(like: torch.Tensor | None) -> bool:
+    """Whether the replaced attention's output is laid out (B, N, H, D) in memory (SDPA's for a transposed query)."""
+    if like is None:
+        return False
+    strides = [int(s) if isinstance(s, int) else -1 for s in like.stride()]
+    return -1 not in strides and strides[1] < strides[2] and strides[3] == 1 and strides[1] >= strides[3]
+
+
 def _keep_layout(graph: Any, out: Node, got: torch.Tensor, like: torch.Tensor | None) -> tuple[Node, list[Node]]:
     """``out`` in the replaced attention's memory order (nothing to do when the op already writes that order)."""
     if like is None or got.stride() == like.stride():
@@ -123,10 +131,10 @@ class LowerFp8Attention:
                     if keys[kind] not in quantized:
                         quantized[keys[kind]] = fn(call, args[kind])
                 operands = [x for kind in ("query", "key", "value") for x in quantized[keys[kind]]]
-                out = call(torch.ops.recfx.fp8_attention.default, *operands, scale,
-                           tensor_meta(args["query"]).dtype)  # type: ignore[union-attr]
-                fill_meta(gm, new)
                 like = tensor_meta(node)
+                out = call(torch.ops.recfx.fp8_attention.default, *operands, scale,
+                           tensor_meta(args["query"]).dtype, _heads_inner(like))  # type: ignore[union-attr]
+                fill_meta(gm, new)
                 out, laid = _keep_layout(graph, out, tensor_meta(out), like)  # type: ignore[arg-type]
             for created in new + laid:
                 created.meta.update({key: val for key, val in node.meta.items()

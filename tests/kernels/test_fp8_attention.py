@@ -18,7 +18,7 @@ from recfx.ops.fp8_terms import EAGER
 triton = pytest.importorskip("triton")
 tl = triton.language
 from recfx.kernels.fp8_attention import _to_e4m3, fp8_attention_kernel  # noqa: E402  (after the Triton check)
-from recfx.ops.fp8_attention import _empty_out  # noqa: E402
+from recfx.ops.fp8_attention import empty_out  # noqa: E402
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
                                 reason="needs a GPU or TRITON_INTERPRET=1")
@@ -43,9 +43,9 @@ def test_kernel_matches_reference_and_float64(b: int, h: int, n: int, t: int, d:
     if t == 200:
         k[..., :3, :] *= 4  # three keys far above the rest
     ops = _operands(q, k, v)
-    ref = fp8_attention_reference(*ops, d**-0.5, dtype)
-    out = fp8_attention_kernel(*ops, d**-0.5, _empty_out(ops[0], dtype))
-    assert out.stride() == ref.stride() == q.stride()
+    ref = fp8_attention_reference(*ops, d**-0.5, dtype, True)
+    out = fp8_attention_kernel(*ops, d**-0.5, empty_out(ops[0], dtype, True))
+    assert out.stride() == ref.stride() == q.stride()  # (B, N, H, D) memory, as asked
     # the kernel rounds p relative to a running maximum, the reference to the row maximum: E4M3 steps apart
     assert _cos(out, ref) >= 0.9995
     assert (out.float() - ref.float()).abs().max() <= 0.05 * ref.float().abs().max()

@@ -37,8 +37,11 @@ def test_onerec_cross_attentions_in_fp8_golden_counts() -> None:
     cfg = spec.config
     compiled = recfx.compile(spec.build(), spec.example_inputs(2), backend="eager")
     gm = copy.deepcopy(compiled.graph_module)
-    fold, tiny, fp8 = _lower(gm, "fold_gqa_attention", "lower_tiny_attention", "lower_fp8_attention")
+    fold, tiny = _lower(gm, "fold_gqa_attention", "lower_tiny_attention")
+    clones = op_histogram(gm).get("aten.clone.default", 0)
+    (fp8,) = _lower(gm, "lower_fp8_attention")
     assert fold.changed_nodes == tiny.changed_nodes == fp8.changed_nodes == cfg.n_layers * cfg.levels == 12
+    assert op_histogram(gm).get("aten.clone.default", 0) == clones + 1  # V transposed once; no output copies
     assert "14 Q/K/V quantized" in fp8.detail  # 12 queries + K + V
     hist = op_histogram(gm)
     assert hist.get(_FP8_ATTENTION) == 12 and _SDPA not in hist
@@ -83,8 +86,11 @@ def _captured(model: nn.Module, x: torch.Tensor) -> tuple[torch.fx.GraphModule, 
 def test_sdpa_encoder_is_rewritten_and_accurate() -> None:
     x = torch.randn(2, 48, 128)
     gm, compiled = _captured(_Encoder(), x)
+    clones = op_histogram(gm).get("aten.clone.default", 0)
     (result,) = _lower(gm, "lower_fp8_attention")
     assert result.changed_nodes == 1 and op_histogram(gm).get(_FP8_ATTENTION) == 1
+    # the op writes SDPA's (B, N, H, D) layout itself (heads_inner): the only copy is V's transpose
+    assert op_histogram(gm).get("aten.clone.default", 0) == clones + 1
     y = torch.randn(3, 48, 128)  # another batch: the batch stays dynamic
     with torch.inference_mode():
         assert _cos(gm(y), compiled(y)) >= 0.999
