@@ -125,7 +125,8 @@ def fp8_attention(q_q: Tensor, q_scale: Tensor, k_q: Tensor, k_scale: Tensor, vt
         vt_q, v_scale: values from :func:`quantize_values`: E4M3 (B, H, D, T) and float32 (B, H, D).
         scale: softmax scale (usually D ** -0.5).
         out_dtype: bf16, fp16 or fp32.
-        heads_inner: write the output in (B, N, H, D) memory (as SDPA does for a transposed query); else contiguous.
+        heads_inner: write the output in (B, N, H, D) memory (as SDPA does for a transposed query); else
+            contiguous.
 
     Returns:
         (B, H, N, D) in ``out_dtype``, laid out as ``heads_inner`` says.
@@ -167,5 +168,5 @@ def _fp8_attention_cuda(q_q: Tensor, q_scale: Tensor, k_q: Tensor, k_scale: Tens
                                 empty_out(q_q, out_dtype, heads_inner))
 
 
-__all__ = ["HEAD_DIMS", "KEY_ALIGN", "QUERY_DTYPES", "empty_out", "fp8_attention", "fp8_attention_reference", "quantize_tokens",
-           "quantize_values"]
+__all__ = ["HEAD_DIMS", "KEY_ALIGN", "QUERY_DTYPES", "empty_out", "fp8_attention", "fp8_attention_reference",
+           "quantize_tokens", "quantize_values"]
