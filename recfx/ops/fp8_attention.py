@@ -117,7 +117,8 @@ def fp8_attention_reference(q_q: Tensor, q_scale: Tensor, k_q: Tensor, k_scale: 
 def fp8_attention(q_q: Tensor, q_scale: Tensor, k_q: Tensor, k_scale: Tensor, vt_q: Tensor, v_scale: Tensor,
                   scale: float, out_dtype: torch.dtype, heads_inner: bool = False) -> Tensor:
     """``recfx::fp8_attention(Tensor q_q, Tensor q_scale, Tensor k_q, Tensor k_scale, Tensor vt_q, Tensor v_scale,
-    float scale, ScalarType out_dtype, bool heads_inner=False) -> Tensor``: softmax(q kᵀ * scale) v with E4M3 products (module docstring).
+    float scale, ScalarType out_dtype, bool heads_inner=False) -> Tensor``: softmax(q kᵀ * scale) v with E4M3
+    products (module docstring).
 
     Args:
         q_q, q_scale: queries from :func:`quantize_tokens`: E4M3 (B, H, N, D) and float32 (B, H, N).
