@@ -191,6 +191,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the Gluon band kernel (ksa_gluon_kernel.py) instead, with these tiles (repeatable)")
     p.add_argument("--fp8-attention", action="store_true",
                    help="the FP8 attention kernel (fp8_attention.py) instead, every autotuned config")
+    p.add_argument("--head-dim", type=int, action="append",
+                   help="head dims of the FP8 attention kernel to build (repeatable; default 32, 64 and 128)")
     p.add_argument("--config", type=_parse_config, action="append",
                    help="BLOCK_M,BLOCK_N,warps,stages,tma|ptr[,split|dense] (repeatable; dense: the variant that "
                         "starts from a dense summary prefix)")
@@ -198,12 +200,13 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get("TRITON_INTERPRET") == "1":
         p.error("run without TRITON_INTERPRET=1: the interpreter does not compile kernels")
     if args.fp8_attention:
-        print("FP8 attention: BLOCK_M BLOCK_N warps stages | registers stack(spills) shared")
-        for c in fp8_attention._configs():
-            use = fp8_attention_resources(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], num_warps=c.num_warps,
-                                          num_stages=c.num_stages, arch=args.arch)
-            print(f"{c.kwargs['BLOCK_M']:7} {c.kwargs['BLOCK_N']:7} {c.num_warps:5} {c.num_stages:6} | "
-                  f"{use.registers:9} {use.stack_bytes:13} {use.shared_bytes:6}", flush=True)
+        print("FP8 attention: head_dim BLOCK_M BLOCK_N warps stages | registers stack(spills) shared")
+        for head_dim in args.head_dim or (32, 64, 128):
+            for c in fp8_attention._configs():
+                use = fp8_attention_resources(c.kwargs["BLOCK_M"], c.kwargs["BLOCK_N"], num_warps=c.num_warps,
+                                              num_stages=c.num_stages, head_dim=head_dim, arch=args.arch)
+                print(f"{head_dim:8} {c.kwargs['BLOCK_M']:7} {c.kwargs['BLOCK_N']:7} {c.num_warps:5} "
+                      f"{c.num_stages:6} | {use.registers:9} {use.stack_bytes:13} {use.shared_bytes:6}", flush=True)
         return 0
     if args.band:
         print("Gluon band kernel: BLOCK_N stages q_bufs balanced smem | registers stack(spills) shared")

@@ -37,8 +37,9 @@ aten = torch.ops.aten
 QUERY_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 #: the transposed values' rows are padded to a multiple of this many keys (16-byte aligned FP8 rows)
 KEY_ALIGN = 16
-#: head dims the op takes (the kernel's: a power of two, and FP8 MMAs reduce over at least 32)
-HEAD_DIMS = (32, 64, 128, 256)
+#: head dims the op takes (the kernel's: a power of two, FP8 MMAs reduce over at least 32, and at 256 its sm_90
+#: build spills)
+HEAD_DIMS = (32, 64, 128)
 
 
 def quantize_tokens(call: Call, x: Any) -> tuple[Any, Any]:
@@ -51,13 +52,16 @@ def quantize_tokens(call: Call, x: Any) -> tuple[Any, Any]:
 
 def quantize_values(call: Call, v: Any) -> tuple[Any, Any]:
     """Values (B, H, T, D) -> (E4M3 values transposed (B, H, D, T), T contiguous; float32 scales (B, H, D)), one
-    scale per head-dim column (it factors out of the sum over keys). The rows of the transposed copy are padded to
-    a multiple of :data:`KEY_ALIGN` keys (the result is a view of the first T), so every row starts 16-byte aligned."""
+    scale per head-dim column (it factors out of the sum over keys). With a static key count the rows of the
+    transposed copy are padded to a multiple of :data:`KEY_ALIGN` keys (the result is a view of the first T), so
+    every row starts 16-byte aligned."""
     vf = call(aten._to_copy.default, v, dtype=torch.float32)
-    keys = int((v.meta["val"] if isinstance(v, Node) else v).shape[-2])
-    pad = -keys % KEY_ALIGN
-    if pad:
-        vf = call(aten.constant_pad_nd.default, vf, [0, 0, 0, pad])  # zeros: the column maxima do not change
+    keys = (v.meta["val"] if isinstance(v, Node) else v).shape[-2]
+    pad = -keys % KEY_ALIGN if isinstance(keys, int) else 0  # a symbolic key count is not padded
+    if pad:  # zeros (the column maxima do not change), shaped from vf without reading its batch size: a symbolic
+        # batch stays symbolic (constant_pad_nd's fake implementation would specialise it)
+        zero_row = call(aten.zeros_like.default, call(aten.slice.Tensor, vf, -2, 0, 1))
+        vf = call(aten.cat.default, [vf, call(aten.expand.default, zero_row, [-1, -1, pad, -1])], -2)
     scale = row_scales(call, vf, dim=-2)  # (B, H, 1, D)
     q = quantize_rows_float32(call, vf, scale)
     vt = call(aten.clone.default, call(aten.transpose.int, q, -1, -2), memory_format=torch.contiguous_format)

@@ -6,12 +6,13 @@ a plain attention becomes the FP8 attention op (``recfx.ops.fp8_attention``): it
 quantized by aten ops Inductor fuses into their producers (:func:`~recfx.ops.fp8_attention.quantize_tokens`,
 :func:`~recfx.ops.fp8_attention.quantize_values`), once per tensor however many attentions read it.
 
-Rewritten: 4-D query, key and value of one dtype (bf16, fp16 or fp32) with static head counts, key counts and head
-dims (the batch and the query rows may be dynamic), equal batch and head counts (GQA folded first by
+Rewritten: 4-D query, key and value of one dtype (bf16, fp16 or fp32) with static head counts and head dims (the
+batch, the query rows and the keys may be dynamic), equal batch, head and key counts (GQA folded first by
 ``fold_gqa_attention``, or none), one head dim for Q, K and V that the kernel takes
 (``recfx.ops.fp8_attention.HEAD_DIMS``), no mask, not causal, no dropout, and Q/K/V whose storage is never written
 in place in the graph (a quantized copy is a snapshot shared by every attention reading that tensor). The output keeps
-the replaced node's memory layout. Everything else is left alone; attentions over a few tokens were already written
+the replaced node's memory layout: the op writes contiguous or SDPA's (B, N, H, D) order itself; another layout with
+static strides costs a copy, and one with symbolic strides is left alone. Everything else is left alone; attentions over a few tokens were already written
 as math by ``lower_tiny_attention``.
 """
 
@@ -43,14 +44,16 @@ def _plain(node: Node, mutated: set[Node]) -> float | None:
     q, k, v = (tensor_meta(args.get(name)) for name in ("query", "key", "value"))
     if q is None or k is None or v is None or not (q.dim() == k.dim() == v.dim() == 4):
         return None
-    if not all(isinstance(s, int) for s in (q.shape[1], q.shape[3], *k.shape[1:], *v.shape[1:])):
-        return None  # heads, keys and head dim static; batch and query rows may be symbolic
+    if not all(isinstance(s, int) for s in (q.shape[1], q.shape[3], k.shape[1], k.shape[3], v.shape[1], v.shape[3])):
+        return None  # heads and head dim static; batch, query rows and keys may be symbolic
     if q.dtype not in QUERY_DTYPES or not (q.dtype == k.dtype == v.dtype):
         return None
     d = q.shape[3]
-    if d not in HEAD_DIMS or k.shape[3] != d or v.shape[1:] != k.shape[1:] or q.shape[1] != k.shape[1]:
+    if d not in HEAD_DIMS or k.shape[3] != d or v.shape[3] != d or not q.shape[1] == k.shape[1] == v.shape[1]:
         return None
-    if k.shape[2] < 1 or not all(statically_known_true(x.shape[0] == q.shape[0]) for x in (k, v)):
+    if not all(statically_known_true(x.shape[0] == q.shape[0]) for x in (k, v)):
+        return None
+    if not statically_known_true(k.shape[2] == v.shape[2]) or (isinstance(k.shape[2], int) and k.shape[2] < 1):
         return None
     if args.get("attn_mask") is not None or args.get("is_causal", False) or args.get("enable_gqa", False):
         return None
@@ -58,6 +61,9 @@ def _plain(node: Node, mutated: set[Node]) -> float | None:
         return None
     if {args["query"], args["key"], args["value"]} & mutated:
         return None
+    like = tensor_meta(node)
+    if like is None or (_layout(like) is None and not all(isinstance(st, int) for st in like.stride())):
+        return None  # an output layout neither written directly nor copied to with static strides
     scale = args.get("scale")
     return float(scale) if scale is not None else 1.0 / math.sqrt(d)
 
@@ -77,23 +83,29 @@ def _same_values(node: Any) -> Any:
     return node
 
 
-def _heads_inner(like: torch.Tensor | None) -> bool:
-    """Whether the replaced attention's output is laid out (B, N, H, D) in memory (SDPA's for a transposed query)."""
-    if like is None:
-        return False
-    strides = [int(s) if isinstance(s, int) else -1 for s in like.stride()]
-    return -1 not in strides and strides[1] < strides[2] and strides[3] == 1 and strides[1] >= strides[3]
+def _static_one(size: Any) -> bool:
+    return isinstance(size, int) and size == 1
 
 
-def _keep_layout(graph: Any, out: Node, got: torch.Tensor, like: torch.Tensor | None) -> tuple[Node, list[Node]]:
-    """``out`` in the replaced attention's memory order (nothing to do when the op already writes that order)."""
-    if like is None or got.stride() == like.stride():
-        return out, []
-    strides = [int(s) if isinstance(s, int) else 0 for s in like.stride()]
-    order = sorted(range(4), key=lambda d: -strides[d])  # outermost dim first
+def _layout(like: torch.Tensor) -> bool | None:
+    """The op's ``heads_inner`` that writes the replaced attention's output layout: False for contiguous (B, H, N, D),
+    True for (B, N, H, D) memory (SDPA's for the usual transposed query); None for any other layout. Strides may be
+    symbolic (dynamic batch or rows); size-1 dims have no stride to match."""
+    _, h, n, d = like.shape
+    layouts = {False: (h * n * d, n * d, d, 1), True: (n * h * d, d, h * d, 1)}
+    for inner, strides in layouts.items():
+        if all(_static_one(size) or statically_known_true(got == want)
+               for size, got, want in zip(like.shape, like.stride(), strides)):
+            return inner
+    return None
+
+
+def _copy_to_layout(graph: Any, out: Node, like: torch.Tensor) -> tuple[Node, list[Node]]:
+    """``out`` copied into ``like``'s memory order (static strides only: the caller checked)."""
+    order = sorted(range(4), key=lambda dim: -int(like.stride()[dim]))  # outermost dim first
     permuted = graph.call_function(aten.permute.default, (out, order))
     dense = graph.call_function(aten.clone.default, (permuted,), {"memory_format": torch.contiguous_format})
-    back = graph.call_function(aten.permute.default, (dense, [order.index(d) for d in range(4)]))
+    back = graph.call_function(aten.permute.default, (dense, [order.index(dim) for dim in range(4)]))
     return back, [permuted, dense, back]
 
 
@@ -132,10 +144,13 @@ class LowerFp8Attention:
                         quantized[keys[kind]] = fn(call, args[kind])
                 operands = [x for kind in ("query", "key", "value") for x in quantized[keys[kind]]]
                 like = tensor_meta(node)
+                inner = _layout(like)  # type: ignore[arg-type]
                 out = call(torch.ops.recfx.fp8_attention.default, *operands, scale,
-                           tensor_meta(args["query"]).dtype, _heads_inner(like))  # type: ignore[union-attr]
+                           tensor_meta(args["query"]).dtype, bool(inner))  # type: ignore[union-attr]
                 fill_meta(gm, new)
-                out, laid = _keep_layout(graph, out, tensor_meta(out), like)  # type: ignore[arg-type]
+                laid: list[Node] = []
+                if inner is None:
+                    out, laid = _copy_to_layout(graph, out, like)  # type: ignore[arg-type]
             for created in new + laid:
                 created.meta.update({key: val for key, val in node.meta.items()
                                      if key in ("stack_trace", "nn_module_stack")})
