@@ -12,8 +12,8 @@ batch, the query rows and the keys may be dynamic), equal batch, head and key co
 (``recfx.ops.fp8_attention.HEAD_DIMS``), no mask, not causal, no dropout, and Q/K/V whose storage is never written
 in place in the graph (a quantized copy is a snapshot shared by every attention reading that tensor). The output keeps
 the replaced node's memory layout: the op writes contiguous or SDPA's (B, N, H, D) order itself; another layout with
-static strides costs a copy, and one with symbolic strides is left alone. Everything else is left alone; attentions over a few tokens were already written
-as math by ``lower_tiny_attention``.
+static strides costs a copy, and one with symbolic strides is left alone. Everything else is left alone; attentions
+over a few tokens were already written as math by ``lower_tiny_attention``.
 """
 
 from __future__ import annotations
