@@ -74,26 +74,27 @@ def _check(q_q: Tensor, q_scale: Tensor, k_q: Tensor, k_scale: Tensor, vt_q: Ten
            out_dtype: torch.dtype) -> None:
     if q_q.dtype != FP8_DTYPE or q_q.dim() != 4:
         raise ValueError(f"recfx::fp8_attention: q_q must be a float8_e4m3fn (B, H, N, D) tensor, got {q_q.dtype} "
-                         f"{list(q_q.shape)}")
+                         f"{list(q_q.shape)}; make q_q, q_scale with quantize_tokens(EAGER, q)")
     if out_dtype not in QUERY_DTYPES:
         raise ValueError(f"recfx::fp8_attention: out_dtype must be one of {QUERY_DTYPES}, got {out_dtype}")
     b, h, n, d = q_q.shape
     if d not in HEAD_DIMS:
-        raise ValueError(f"recfx::fp8_attention: head dim {d} is not one of {HEAD_DIMS}")
+        raise ValueError(f"recfx::fp8_attention: head dim {d} is not one of {HEAD_DIMS}; use SDPA for this attention")
     if k_q.dtype != FP8_DTYPE or k_q.dim() != 4 or (k_q.shape[0], k_q.shape[1], k_q.shape[3]) != (b, h, d):
         raise ValueError(f"recfx::fp8_attention: k_q must be float8_e4m3fn (B, H, T, D) = ({b}, {h}, T, {d}), got "
-                         f"{k_q.dtype} {list(k_q.shape)}")
+                         f"{k_q.dtype} {list(k_q.shape)}; make k_q, k_scale with quantize_tokens(EAGER, k)")
     t = k_q.shape[2]
     if t < 1:
         raise ValueError("recfx::fp8_attention: no keys (T = 0)")
     if vt_q.dtype != FP8_DTYPE or tuple(vt_q.shape) != (b, h, d, t):
         raise ValueError(f"recfx::fp8_attention: vt_q must be float8_e4m3fn (B, H, D, T) = ({b}, {h}, {d}, {t}), "
-                         f"got {vt_q.dtype} {list(vt_q.shape)}")
+                         f"got {vt_q.dtype} {list(vt_q.shape)}; make vt_q, v_scale with quantize_values(EAGER, v)")
     for name, s, shape in (("q_scale", q_scale, (b, h, n)), ("k_scale", k_scale, (b, h, t)),
                            ("v_scale", v_scale, (b, h, d))):
         if s.dtype != torch.float32 or tuple(s.shape) != shape:
             raise ValueError(f"recfx::fp8_attention: {name} must be float32 {list(shape)}, got {s.dtype} "
-                             f"{list(s.shape)}")
+                             f"{list(s.shape)}; pass the scale quantize_tokens / quantize_values returned with its "
+                             "tensor")
 
 
 def empty_out(q_q: Tensor, out_dtype: torch.dtype, heads_inner: bool) -> Tensor:

@@ -31,7 +31,7 @@ import torch
 from torch.fx import GraphModule, Node
 
 from recfx.passes.base import PassResult, register_pass
-from recfx.passes.utils import fill_meta, finish, is_impure, mutated_values, same_shape, tensor_meta
+from recfx.passes.utils import finish, is_impure, mutated_values, same_shape, substitute, tensor_meta
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -240,11 +240,7 @@ def fold_gqa_attention(gm: GraphModule) -> PassResult:
             out, laid = same_layout(graph, flat, tensor_meta(node))
         new = [n for n in (k, v) if n is not ksrc.node and n is not vsrc.node] + [q_groups, q_rows, attn, rows, flat]
         new += [*laid, out] if out is not flat else []
-        for n in new:
-            n.meta.update({key: val for key, val in node.meta.items() if key in ("stack_trace", "nn_module_stack")})
-        fill_meta(gm, new)
-        node.replace_all_uses_with(out)
-        graph.erase_node(node)
+        substitute(gm, node, out, new)
         folded += 1
     if folded:
         graph.eliminate_dead_code(is_impure_node=is_impure)  # the repeats nothing reads any more

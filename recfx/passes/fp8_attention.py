@@ -31,8 +31,8 @@ from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from recfx.ops.fp8_attention import HEAD_DIMS, QUERY_DTYPES, quantize_tokens, quantize_values
 from recfx.passes.base import PassContext, PassResult, register_pass
-from recfx.passes.fold_gqa import sdpa_args
-from recfx.passes.utils import fill_meta, finish, is_impure, mutated_values, tensor_meta
+from recfx.passes.fold_gqa import same_layout, sdpa_args
+from recfx.passes.utils import finish, is_impure, mutated_values, substitute, tensor_meta
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -103,15 +103,6 @@ def _layout(like: torch.Tensor) -> bool | None:
     return None
 
 
-def _copy_to_layout(graph: Any, out: Node, like: torch.Tensor) -> tuple[Node, list[Node]]:
-    """``out`` copied into ``like``'s memory order (static strides only: the caller checked)."""
-    order = sorted(range(4), key=lambda dim: -int(like.stride()[dim]))  # outermost dim first
-    permuted = graph.call_function(aten.permute.default, (out, order))
-    dense = graph.call_function(aten.clone.default, (permuted,), {"memory_format": torch.contiguous_format})
-    back = graph.call_function(aten.permute.default, (dense, [order.index(dim) for dim in range(4)]))
-    return back, [permuted, dense, back]
-
-
 @register_pass("lower_fp8_attention", stage="lower")
 class LowerFp8Attention:
     """With ``fp8_attention`` on, no plain attention is left to a bf16 kernel."""
@@ -150,16 +141,10 @@ class LowerFp8Attention:
                 inner = _layout(like)  # type: ignore[arg-type]
                 out = call(torch.ops.recfx.fp8_attention.default, *operands, scale,
                            tensor_meta(args["query"]).dtype, bool(inner))  # type: ignore[union-attr]
-                fill_meta(gm, new)
-                laid: list[Node] = []
-                if inner is None:
-                    out, laid = _copy_to_layout(graph, out, like)  # type: ignore[arg-type]
-            for created in new + laid:
-                created.meta.update({key: val for key, val in node.meta.items()
-                                     if key in ("stack_trace", "nn_module_stack")})
-            fill_meta(gm, laid)
-            node.replace_all_uses_with(out)
-            graph.erase_node(node)
+                if inner is None:  # contiguous out, copied to the static layout the graph after reads
+                    out, laid = same_layout(graph, out, like)
+                    new += [*laid, out]
+            substitute(gm, node, out, new)
             done += 1
         if done:
             graph.eliminate_dead_code(is_impure_node=is_impure)

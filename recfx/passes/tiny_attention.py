@@ -27,7 +27,7 @@ from torch.fx import GraphModule, Node
 from recfx.passes.base import PassResult, register_pass
 from recfx.passes.fold_gqa import same_layout, sdpa_args
 from recfx.passes.quant.convert import fresh_buffer
-from recfx.passes.utils import fill_meta, finish, is_impure, tensor_meta
+from recfx.passes.utils import fill_meta, finish, is_impure, substitute, tensor_meta
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -106,12 +106,7 @@ def lower_tiny_attention(gm: GraphModule) -> PassResult:
             out = call(aten._to_copy.default, call(aten.sum.dim_IntList, weighted, [-2]), dtype=dtype)
             out, laid = same_layout(graph, out, tensor_meta(node))
             new += laid + ([out] if laid else [])
-        for created in new:
-            created.meta.update({key: val for key, val in node.meta.items()
-                                 if key in ("stack_trace", "nn_module_stack")})
-        fill_meta(gm, new)
-        node.replace_all_uses_with(out)
-        graph.erase_node(node)
+        substitute(gm, node, out, new)
         done += 1
     if done:
         graph.eliminate_dead_code(is_impure_node=is_impure)

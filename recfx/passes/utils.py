@@ -195,6 +195,21 @@ def replace_node(old: Node, new: Any) -> None:
     old.graph.erase_node(old)
 
 
+#: the metadata a node that replaces another inherits from it (where in the model it came from)
+SOURCE_KEYS = ("stack_trace", "nn_module_stack")
+
+
+def substitute(gm: GraphModule, old: Node, out: Node, new: Iterable[Node]) -> None:
+    """Replace ``old`` by ``out``, the result of the freshly inserted nodes ``new`` (``out`` among them or one of
+    their inputs): they inherit ``old``'s source location, get their fake-tensor metadata, and ``old`` is erased."""
+    source = {key: val for key, val in old.meta.items() if key in SOURCE_KEYS}
+    new = list(new)
+    for node in new:
+        node.meta.update(source)
+    fill_meta(gm, new)
+    replace_node(old, out)
+
+
 def getitem_users(node: Node) -> list[Node]:
     return [u for u in node.users if u.op == "call_function" and u.target is operator.getitem]
 

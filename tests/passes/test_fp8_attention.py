@@ -112,11 +112,41 @@ def test_sdpa_encoder_is_rewritten_and_accurate() -> None:
     clones = op_histogram(gm).get("aten.clone.default", 0)
     (result,) = _lower(gm, "lower_fp8_attention")
     assert result.changed_nodes == 1 and op_histogram(gm).get(_FP8_ATTENTION) == 1
+    op = next(n for n in gm.graph.nodes if n.target is torch.ops.recfx.fp8_attention.default)
+    assert "nn_module_stack" in op.meta and "val" in op.meta  # the replaced SDPA's source location, fake metadata
     # the op writes SDPA's (B, N, H, D) layout itself (heads_inner): the only copy is V's transpose
     assert op_histogram(gm).get("aten.clone.default", 0) == clones + 1
     y = torch.randn(3, 48, 128)  # another batch: the batch stays dynamic
     with torch.inference_mode():
         assert _cos(gm(y), compiled(y)) >= 0.999
+
+
+class _SequenceFirst(nn.Module):
+    """Sequence-first attention ((N, B, d) activations, as nn.MultiheadAttention's default): SDPA's output is laid out
+    (N, B, H, D) in memory, neither contiguous nor (B, N, H, D)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.qkv = nn.Linear(128, 384)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, b, d = x.shape
+        q, k, v = self.qkv(x).view(n, b, 3, 2, 64).permute(2, 1, 3, 0, 4)
+        return F.scaled_dot_product_attention(q, k, v).permute(2, 0, 1, 3).reshape(n, b, d)
+
+
+def test_other_output_layout_is_copied() -> None:
+    x = torch.randn(24, 2, 128)
+    gm, compiled = _captured(_SequenceFirst(), x)
+    clones = op_histogram(gm).get("aten.clone.default", 0)
+    (result,) = _lower(gm, "lower_fp8_attention")
+    assert result.changed_nodes == 1
+    assert op_histogram(gm).get("aten.clone.default", 0) == clones + 2  # V's transpose and the output's layout
+    op = next(n for n in gm.graph.nodes if n.target is torch.ops.recfx.fp8_attention.default)
+    (copy_back,) = list(op.users)  # permute -> clone -> permute to SDPA's strides
+    assert copy_back.target is torch.ops.aten.permute.default
+    with torch.inference_mode():
+        assert _cos(gm(x), compiled(x)) >= 0.999
 
 
 def test_explicit_scale() -> None:
