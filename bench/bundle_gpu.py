@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -26,6 +27,8 @@ from safetensors.torch import load_file, save_file
 
 import recfx
 from recfx.models import get_model
+
+log = logging.getLogger("bench.bundle_gpu")
 
 
 def _sync(device: torch.device) -> None:
@@ -47,6 +50,7 @@ def compile_and_save(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     compiled = recfx.compile(model, example, backend=args.backend, config=recfx.CompileConfig(check_numerics=False))
     compile_s = time.perf_counter() - t0
+    log.info("compiled in %.1f s", compile_s)
     with torch.inference_mode():
         t0 = time.perf_counter()
         outputs = _flat(compiled(*inputs))
@@ -56,6 +60,7 @@ def compile_and_save(args: argparse.Namespace) -> dict[str, Any]:
     t0 = time.perf_counter()
     compiled.save(folder / "bundle", overwrite=True, meta={"model": args.model, "batch": args.batch})
     save_s = time.perf_counter() - t0
+    log.info("saved in %.1f s", save_s)
     tensors = {f"input_{i}": x.contiguous().cpu() for i, x in enumerate(inputs)}
     tensors.update({f"output_{i}": y.contiguous().cpu() for i, y in enumerate(outputs)})
     save_file(tensors, str(folder / "io.safetensors"))
@@ -103,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load", action="store_true", help="(internal) the fresh process: load, call, compare")
     args = parser.parse_args(argv)
     folder = Path(args.out)
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S",
+                        stream=sys.stderr if args.load else sys.stdout)
     if args.load:
         print(json.dumps(load_and_call(args)))
         return 0

@@ -12,6 +12,8 @@
 #                and with Inductor's own 1,024 (Inductor's caches key on the limit)
 #       attn     onerec-1b: cuda-fp8 and cuda-fp8-attn (its opt-in FP8 attention) at batches 1, 8, 32, profiled
 #       deploy   bundles (onerec-1b cuda-fp8, ksa-1b inductor: load + first call) and the KSA kernel checks
+#       deploy-1b   the onerec-1b cuda-fp8 bundle alone (compile, save, load + first call: ~8 minutes cold)
+#       deploy-ksa  the ksa-1b inductor bundle alone
 # COMMIT: the commit whose working tree runs (the device copy's git HEAD may be stale).
 set -u
 step=$1
@@ -45,5 +47,11 @@ case $step in
                 > "$out/bundle-$1.log" 2>&1
             cp "/tmp/bundle-$1/result.json" "$out/bundle-$1.json"
         done ;;
+    deploy-1b|deploy-ksa)
+        case $step in deploy-1b) job="onerec-1b cuda-fp8 8" ;; *) job="ksa-1b inductor 1" ;; esac
+        set -- $job
+        python3 bench/bundle_gpu.py --model "$1" --backend "$2" --batch "$3" --out "/tmp/bundle-$1" \
+            > "$out/bundle-$1.log" 2>&1
+        cp "/tmp/bundle-$1/result.json" "$out/bundle-$1.json" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
 esac
