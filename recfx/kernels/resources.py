@@ -26,9 +26,10 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from recfx.kernels import fp8_attention, ksa_gluon, ksa_gluon_kernel, ksa_prefill, ksa_tma
+from recfx.kernels import fp8_attention, fp8_block_gemm, ksa_gluon, ksa_gluon_kernel, ksa_prefill, ksa_tma
 
-__all__ = ["KernelResources", "band_resources", "fp8_attention_resources", "prefill_resources"]
+__all__ = ["KernelResources", "band_resources", "fp8_attention_resources", "fp8_block_gemm_resources",
+           "prefill_resources"]
 
 #: the kernel pointer arguments and their element types (bf16 inputs, float32 log-sum-exp)
 _POINTERS = {"Q": "*bf16", "K": "*bf16", "V": "*bf16", "Out": "*bf16", "Lse": "*fp32", "PO": "*bf16", "PL": "*fp32"}
@@ -131,6 +132,29 @@ def fp8_attention_resources(block_m: int, block_n: int, *, num_warps: int, num_s
                                      options={"num_warps": num_warps, "num_stages": num_stages}))
 
 
+def fp8_block_gemm_resources(block_m: int, block_n: int, *, num_warps: int, num_stages: int, grouped: bool,
+                             block_k: int = 128, w_rows: int = 128, arch: int = 90) -> KernelResources:
+    """Build the block-scaled FP8 GEMM kernel (``fp8_block_gemm.py``, bf16 output) for ``sm_<arch>`` as launched on
+    contiguous operands: unit innermost strides of the activations, weights and output, 16-divisible pointers and
+    row strides (K and N multiples of 16); the scales' strides are left unaligned.
+
+    Raises:
+        triton.compiler.errors.CompilationError: the kernel does not compile for that target.
+    """
+    kernel = fp8_block_gemm._fp8_block_gemm_body
+    unit = ("sa_k", "sw_k", "sc_n")
+    constexprs: dict[str, Any] = {"W_ROWS": w_rows, "GROUPED": grouped, "BLOCK_M": block_m, "BLOCK_N": block_n,
+                                  "BLOCK_K": block_k, **dict.fromkeys(unit, 1)}
+    pointers = {"A": "*fp8e4nv", "AS": "*fp32", "W": "*fp8e4nv", "WS": "*fp32", "C": "*bf16", "OFFS": "*i32"}
+    signature, indexed = _signature(kernel, constexprs, {}, pointers)
+    names = list(signature)
+    aligned = [n for n in names if n not in constexprs and (n in ("A", "W", "C", "sa_m", "sw_e", "sw_n", "sc_m"))]
+    attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
+    source = ASTSource(fn=kernel, signature=signature, constexprs=indexed, attrs=attrs)
+    return _resources(triton.compile(source, target=GPUTarget("cuda", arch, 32),
+                                     options={"num_warps": num_warps, "num_stages": num_stages}))
+
+
 def _signature(kernel: Any, constexprs: dict[str, Any], descriptors: dict[str, str],
                pointers: dict[str, str] | None = None) -> tuple[dict[str, str], dict[tuple[int, ...], Any]]:
     """Compile signature of a jitted kernel: constexprs, the pointers of ``pointers`` (default the bf16/fp32 ones of
@@ -191,6 +215,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="the Gluon band kernel (ksa_gluon_kernel.py) instead, with these tiles (repeatable)")
     p.add_argument("--fp8-attention", action="store_true",
                    help="the FP8 attention kernel (fp8_attention.py) instead, every autotuned config")
+    p.add_argument("--fp8-block-gemm", action="store_true",
+                   help="the block-scaled FP8 GEMM kernel (fp8_block_gemm.py) instead, every sm_90 config")
     p.add_argument("--head-dim", type=int, action="append",
                    help="head dims of the FP8 attention kernel to build (repeatable; default 32, 64 and 128)")
     p.add_argument("--config", type=_parse_config, action="append",
@@ -207,6 +233,15 @@ def main(argv: list[str] | None = None) -> int:
                                               num_stages=c.num_stages, head_dim=head_dim, arch=args.arch)
                 print(f"{head_dim:8} {c.kwargs['BLOCK_M']:7} {c.kwargs['BLOCK_N']:7} {c.num_warps:5} "
                       f"{c.num_stages:6} | {use.registers:9} {use.stack_bytes:13} {use.shared_bytes:6}", flush=True)
+        return 0
+    if args.fp8_block_gemm:
+        print("FP8 block GEMM: grouped BLOCK_M BLOCK_N warps stages | registers stack(spills) shared")
+        for grouped in (False, True):
+            for bm, bn, warps, stages in fp8_block_gemm.SM90_SHAPES:
+                use = fp8_block_gemm_resources(bm, bn, num_warps=warps, num_stages=stages, grouped=grouped,
+                                               arch=args.arch)
+                print(f"{grouped!s:7} {bm:7} {bn:7} {warps:5} {stages:6} | {use.registers:9} {use.stack_bytes:13} "
+                      f"{use.shared_bytes:6}", flush=True)
         return 0
     if args.band:
         print("Gluon band kernel: BLOCK_N stages q_bufs balanced smem | registers stack(spills) shared")

@@ -174,15 +174,23 @@ def fp8_linear_blocks(x: Tensor, w_q: Tensor, w_scale: Tensor, bias: Tensor | No
         torch.Size([3, 256])
     """
     _check_blocks_linear(x, w_q, w_scale, bias, block_size, out_dtype)
-    n, k = w_q.shape
     q, s_x = group_quantize(_rows(x), block_size)  # (M, K), (M, K/B)
-    rows = weight_block_rows(n, w_scale.shape[0], block_size)
-    s_w = expand_block_scale(w_scale, (n, w_scale.shape[1]), (rows, 1))  # (N, K/B)
-    acc = torch.zeros(q.shape[0], n, dtype=torch.float32, device=x.device)
+    acc = blocks_matmul(q, s_x, w_q, w_scale, block_size)
+    return _epilogue(acc, bias, x, w_q.shape[0], out_dtype)
+
+
+def blocks_matmul(q: Tensor, s_x: Tensor, w_q: Tensor, w_s: Tensor, block_size: int) -> Tensor:
+    """``sum_kb (q[:, kb] @ w_q[:, kb]ᵀ) * s_x[:, kb] * s_w[n // R, kb]`` in float32, block by block: one FP8 GEMM
+    per K block, scaled, then added (``q`` (M, K) and ``w_q`` (N, K) E4M3; ``s_x`` (M, ceil(K/B)); ``w_s`` as
+    :func:`fp8_linear_blocks`' ``w_scale``, R = :func:`weight_block_rows`). ``recfx::fp8_block_mm`` shares it."""
+    n, k = w_q.shape
+    rows = weight_block_rows(n, w_s.shape[0], block_size)
+    s_w = expand_block_scale(w_s, (n, w_s.shape[1]), (rows, 1))  # (N, K/B)
+    acc = torch.zeros(q.shape[0], n, dtype=torch.float32, device=q.device)
     for kb, k0 in enumerate(range(0, k, block_size)):
         k1 = min(k0 + block_size, k)
         acc += scaled_mm(q[:, k0:k1], w_q[:, k0:k1], s_x[:, kb : kb + 1], s_w[:, kb][None, :])
-    return _epilogue(acc, bias, x, n, out_dtype)
+    return acc
 
 
 def _check_blocks_linear(x: Tensor, w_q: Tensor, w_scale: Tensor, bias: Tensor | None, block_size: int,

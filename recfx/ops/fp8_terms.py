@@ -43,6 +43,10 @@ def _op(name: str) -> Any:
     return getattr(torch.ops.recfx, name).default
 
 
+#: The GPU forms ``fp8_lower_scaled_mm`` writes (``Fp8Gemm.lowering``).
+LOWERINGS = ("scaled_mm", "block_mm")
+
+
 @dataclasses.dataclass(frozen=True)
 class Fp8Gemm:
     """One FP8 GEMM op and how the stages after ``fp8_lower`` treat it.
@@ -50,9 +54,11 @@ class Fp8Gemm:
     Attributes:
         op_name: the ``recfx::`` op (``fp8_linear``).
         arguments: its positional arguments from ``(x, w_q, w_scale, bias, x_scale, block_size)``.
-        scaled_mm: ``None`` when ``fp8_lower_scaled_mm`` spells it as aten quantization + row-wise
-            ``torch._scaled_mm`` (the op must then take ``fp8_linear``'s arguments); otherwise why it stays the
-            reference op (a line of the report's ``fp8_gemm`` section).
+        scaled_mm: ``None`` when ``fp8_lower_scaled_mm`` lowers it (to the form ``lowering`` names); otherwise why
+            it stays the reference op (a line of the report's ``fp8_gemm`` section).
+        lowering: the GPU form ``fp8_lower_scaled_mm`` writes: ``"scaled_mm"`` (aten per-token quantization +
+            row-wise ``torch._scaled_mm``; the op takes ``fp8_linear``'s arguments) or ``"block_mm"`` (aten 1 x B
+            group quantization + ``recfx::fp8_block_mm``; the op takes ``fp8_linear_blocks``' arguments).
         tensorrt: ``None`` when TensorRT takes it (subject to ``recfx.backends.tensorrt.partition``'s rule for the op:
             constant scales of a layout its quantize layers take); otherwise why it falls back to PyTorch.
         onnx: what its ONNX translation writes (docs).
@@ -63,6 +69,11 @@ class Fp8Gemm:
     scaled_mm: str | None = None
     tensorrt: str | None = None
     onnx: str = ""
+    lowering: str = "scaled_mm"
+
+    def __post_init__(self) -> None:
+        if self.lowering not in LOWERINGS:
+            raise ValueError(f"Fp8Gemm {self.op_name!r}: lowering must be one of {LOWERINGS}, got {self.lowering!r}")
 
     @property
     def op(self) -> Any:
@@ -243,7 +254,9 @@ def granularity_table() -> str:
     rows += ["", "| FP8 GEMM | `fp8_lower_scaled_mm` (cuda-fp8) | TensorRT | ONNX |", "|---|---|---|---|"]
     for name in FP8_GEMMS:
         gemm = FP8_GEMMS.get(name)
-        rows.append(f"| `{name}` | {gemm.scaled_mm or 'row-wise `torch._scaled_mm`'} | "
+        lowered = {"scaled_mm": "row-wise `torch._scaled_mm`",
+                   "block_mm": "`recfx::fp8_block_mm` (Triton; block scales applied per K block)"}[gemm.lowering]
+        rows.append(f"| `{name}` | {gemm.scaled_mm or lowered} | "
                     f"{gemm.tensorrt or 'converted (constant per-tensor / per-channel scales)'} | {gemm.onnx} |")
     return "\n".join(rows)
 
@@ -262,9 +275,7 @@ FP8_LINEAR = register_gemm(Fp8Gemm(
     onnx="QuantizeLinear / DequantizeLinear on both MatMul inputs; a per-token scale is applied after the MatMul"))
 #: ``recfx::fp8_linear_blocks``: B x B weight blocks (or 1 x B weight groups) with 1 x B activation groups.
 FP8_LINEAR_BLOCKS = register_gemm(Fp8Gemm(
-    "fp8_linear_blocks", _block_arguments,
-    scaled_mm="block-scaled GEMM (1 x B activation groups, B x B / 1 x B weight scales): no fused kernel yet, "
-              "runs the reference op",
+    "fp8_linear_blocks", _block_arguments, lowering="block_mm",
     tensorrt="block-scaled GEMM: TensorRT's FP8 quantize layers take per-tensor or per-channel scales",
     onnx="blocked DequantizeLinear of the weight along K (block_size=B); activation groups as Mul after "
          "DequantizeLinear"))

@@ -24,8 +24,14 @@ eager and Inductor-CPU code, at ~4x the ops (Inductor's compile time grows with 
 default here, as in torchao's inference recipe) lets Hopper's FP8 tensor cores accumulate without periodic promotion
 to float32; ``backend_options={"fast_accum": False}`` turns it off.
 
+Block-scaled GEMMs (``fp8_linear_blocks``, whose descriptor says ``lowering="block_mm"``) become the activation's
+1 x B group quantization in the same aten ops (each group a row of ``x.reshape(-1, B)``) and
+``recfx::fp8_block_mm``, the Triton GEMM that applies both scales per K block (``recfx.ops.fp8_block_mm``); a bias
+is added in float32 to its float32 output, as the reference does.
+
 Left as reference ops (and listed in the report): GEMMs whose ``Fp8Gemm`` descriptor gives a reason in
-``scaled_mm`` (block-scaled ``fp8_linear_blocks``), and shapes cuBLASLt cannot take (K or N not a multiple of 16).
+``scaled_mm``, shapes cuBLASLt cannot take (K or N not a multiple of 16), and block-scaled GEMMs whose K is not a
+multiple of the block or whose block is not one the kernel takes (``BLOCK_SIZES``).
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from typing import Any
 import torch
 from torch.fx import Graph, GraphModule, Node
 
+from recfx.ops.fp8_block_mm import quantize_groups
 from recfx.ops.fp8_rows import quantize_per_token, quantize_rows, quantize_rows_float32
 from recfx.ops.fp8_terms import fp8_gemm
 from recfx.passes.base import PassContext, PassResult, register_pass
@@ -54,6 +61,9 @@ GEMM_ALIGN = 16
 ROWWISE_OUT_DTYPES = (torch.bfloat16,)
 #: Activation dtypes whose GEMMs are lowered (float64 keeps the reference op: its quantization is float64 too).
 LIFTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+#: Scale blocks ``recfx::fp8_block_mm``'s kernel takes (``recfx.kernels.fp8_block_gemm.BLOCK_SIZES``; not imported:
+#: the kernel module needs Triton, this pass does not).
+BLOCK_SIZES = (32, 64, 128, 256)
 #: ``CompileConfig.backend_options`` keys this pass reads.
 OPTIONS = ("fast_accum", "exact_quant")
 
@@ -78,7 +88,7 @@ class ScaledMmLowering:
     epilogue: str = ""
 
     def render(self) -> str:
-        lines = [f"FP8 GEMMs on torch._scaled_mm: {self.lowered} ({self.epilogue or 'none'}), "
+        lines = [f"FP8 GEMMs lowered: {self.lowered} ({self.epilogue or 'none'}), "
                  f"{self.quantizations} activation quantizations (fused into their producers by Inductor), "
                  f"fast accumulation {'on' if self.fast_accum else 'off'}, "
                  f"{'round-to-odd (bit-equal to eager-fp8)' if self.exact_quant else 'float32'} quantization"]
@@ -113,7 +123,14 @@ def _why_not(node: Node) -> str | None:
     k, n = x.shape[-1], w_q.shape[0]
     if not (isinstance(k, int) and isinstance(n, int)):
         return "K or N is not static"
-    if k % GEMM_ALIGN or n % GEMM_ALIGN:
+    if gemm.lowering == "block_mm":
+        block = _arg(node, 4, "block_size")
+        block = 128 if block is None else block
+        if block not in BLOCK_SIZES:
+            return f"block size {block} (the block-scaled kernel takes {', '.join(map(str, BLOCK_SIZES))})"
+        if k % block:
+            return f"K={k} is not a multiple of the block size {block}"
+    elif k % GEMM_ALIGN or n % GEMM_ALIGN:
         return f"K={k} or N={n} is not a multiple of {GEMM_ALIGN} (cuBLASLt FP8)"
     if x.dtype not in LIFTED_DTYPES:
         return f"activation dtype {x.dtype}: the fast path takes {', '.join(map(str, LIFTED_DTYPES))}"
@@ -157,6 +174,33 @@ class _Emitter:
                 scale = self.call(aten.expand.default, self.call(aten.reshape.default, x_scale, [1, 1]), [rows, 1])
                 self.quantized[key] = (q, self.call(aten.clone.default, scale, memory_format=torch.contiguous_format))
         return self.quantized[key]
+
+    def groups(self, x: Node, k: int, block: int, gemm: Node) -> tuple[Node, Node]:
+        """(q (M, K) fp8, s (M, K / B) float32) of ``x`` in 1 x B groups; shared like :meth:`quantize`."""
+        key = (x, gemm if x in self.mutated else None, ("groups", block))
+        if key not in self.quantized:
+            x2 = self.call(aten.reshape.default, x, [-1, k])
+            q, s = quantize_groups(self.call, x2, k, block, exact=self.exact_quant)
+            self.quantized[key] = (self._row_major(q), s)
+        return self.quantized[key]
+
+    def block_gemm(self, node: Node) -> Node:
+        """``fp8_linear_blocks(x, w_q, w_s, bias, B)`` -> group quantization + ``recfx::fp8_block_mm``."""
+        x, w_q, w_s = node.args[0], node.args[1], node.args[2]
+        assert isinstance(x, Node) and isinstance(w_q, Node) and isinstance(w_s, Node)
+        bias, block = _arg(node, 3, "bias"), _arg(node, 4, "block_size")
+        block = 128 if block is None else int(block)
+        x_val, w_val = tensor_meta(x), tensor_meta(w_q)
+        assert x_val is not None and w_val is not None
+        k, n, dtype = int(x_val.shape[-1]), int(w_val.shape[0]), x_val.dtype
+        lead = [self.call(aten.sym_size.int, x, d) if not isinstance(s, int) else s
+                for d, s in enumerate(x_val.shape[:-1])]
+        q, s_x = self.groups(x, k, block, node)
+        out = dtype if bias is None else torch.float32  # the reference adds the bias to the float32 sum
+        y = self.call(ops.fp8_block_mm.default, q, s_x, w_q, w_s, None, block, out)
+        if bias is not None:
+            y = self.call(aten._to_copy.default, self.call(aten.add.Tensor, y, self._float32(bias)), dtype=dtype)
+        return self.call(aten.reshape.default, y, [*lead, n])
 
     def weight(self, w_q: Node, w_s: Node, n: int) -> tuple[Node, Node]:
         """(``w_q.t()`` (K, N) column-major view, scales (1, N) float32 buffer) of one FP8 weight."""
@@ -237,9 +281,11 @@ class Fp8LowerScaledMm:
             if why is not None:
                 summary.kept.append((_layer(node), why))
                 continue
+            block = fp8_gemm(node.target).lowering == "block_mm"  # type: ignore[union-attr]
             with gm.graph.inserting_before(node):
-                new = emitter.gemm(node)
-            epilogues.add("row-wise scales, bf16 out" if _dtype(node.args[0]) in ROWWISE_OUT_DTYPES
+                new = emitter.block_gemm(node) if block else emitter.gemm(node)
+            epilogues.add("block scales, recfx::fp8_block_mm" if block
+                          else "row-wise scales, bf16 out" if _dtype(node.args[0]) in ROWWISE_OUT_DTYPES
                           else "unit scales, float32 epilogue")
             new.meta.update({k: v for k, v in node.meta.items() if k not in ("val", "tensor_meta")})
             node.replace_all_uses_with(new)
