@@ -42,9 +42,10 @@ INDUCTOR_LOWERINGS: tuple[tuple[str | None, str], ...] = (("fold_gqa", "fold_gqa
                                                            ("tiny_attention", "lower_tiny_attention"),
                                                            ("route_moe", "route_moe_experts"))
 
-#: ``cuda-fp8``: the Inductor lowerings, per-channel FP8 experts routed (``aten._scaled_grouped_mm``), plain
-#: attentions in FP8 where ``backend_options={"fp8_attention": True}`` asks for it (``lower_fp8_attention``; off by
-#: default), then FP8 GEMM ops as aten quantization + ``torch._scaled_mm`` (``fp8_lower_scaled_mm``).
+#: ``cuda-fp8``: the Inductor lowerings, FP8 experts routed (per-channel: ``aten._scaled_grouped_mm``; block-scaled:
+#: ``recfx::fp8_block_mm`` grouped), plain attentions in FP8 where ``backend_options={"fp8_attention": True}`` asks
+#: for it (``lower_fp8_attention``; off by default), then FP8 GEMM ops as aten quantization + ``torch._scaled_mm``
+#: or ``recfx::fp8_block_mm`` (``fp8_lower_scaled_mm``).
 CUDA_FP8_LOWERINGS: tuple[tuple[str | None, str], ...] = (*INDUCTOR_LOWERINGS,
                                                            ("route_moe", "route_moe_experts_fp8"),
                                                            (None, "lower_fp8_attention"),

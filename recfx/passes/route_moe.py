@@ -12,6 +12,9 @@ and replaces it with the routed computation: the (token, expert) pairs sorted by
 weighted outputs added to ``base`` in the order the original sum adds them. For FP8 experts
 (``recfx::fp8_linear``, per-channel weights, per-token activations) the GEMMs are ``aten._scaled_grouped_mm`` with
 the same quantized weights and scales, and each token's activation is quantized once, as the dense form does.
+Block-scaled FP8 experts (``recfx::fp8_linear_blocks``: the ``QuantConfig.onerec_v2()`` recipe's 1 x B activation
+groups and B x B weight blocks) run on ``recfx::fp8_block_mm`` grouped (one Triton launch per projection over all
+experts, the weights stacked ``(E, N, K)`` as stored), each token quantized once in 1 x B groups.
 
 What stays the same: an unrouted expert adds ``0 * y``, which is +-0 for a finite ``y``, so the routed sum adds the
 same non-zero terms in the same order (the one difference: an unrouted expert whose output is inf or NaN makes the
@@ -33,9 +36,11 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
+from recfx.ops.fp8_block_mm import OUT_DTYPES, quantize_groups
 from recfx.ops.fp8_rows import quantize_per_token
 from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.quant.convert import erase_unused_attrs, fresh_buffer
+from recfx.passes.quant.lower_scaled_mm import BLOCK_SIZES
 from recfx.passes.utils import fetch_attr, fill_meta, finish, is_impure, mutated_values, same_shape, tensor_meta
 
 log = logging.getLogger(__name__)
@@ -48,7 +53,8 @@ class _Expert:
     w1: Node  # get_attr of the (f, d) weight, or of the FP8 weight for fp8 experts
     w3: Node
     w2: Node
-    scales: tuple[Node, Node, Node] | None  # FP8: (s1, s3, s2) get_attr of the per-channel scales
+    scales: tuple[Node, Node, Node] | None  # FP8: (s1, s3, s2) get_attr of the per-channel or block scales
+    block: int | None = None  # block-scaled FP8 (fp8_linear_blocks): the block size B
 
 
 @dataclasses.dataclass
@@ -76,24 +82,30 @@ def _only_user(node: Node) -> Node | None:
     return next(iter(node.users)) if len(node.users) == 1 else None
 
 
-def _linear(node: Any, fp8: bool) -> tuple[Any, Any, tuple[Any, ...]] | None:
-    """(input, weight get_attr, FP8 scale get_attr) of a bias-free linear of the wanted kind."""
+def _linear(node: Any, fp8: bool) -> tuple[Any, Any, tuple[Any, ...], int | None] | None:
+    """(input, weight get_attr, FP8 scale get_attr, block size or None) of a bias-free linear of the wanted kind."""
     if not fp8 and _call(node, aten.linear.default):
         if len(node.args) > 2 and node.args[2] is not None:
             return None
         x, w = node.args[0], node.args[1]
-        return (x, w, ()) if isinstance(w, Node) and w.op == "get_attr" else None
-    if fp8 and _call(node, torch.ops.recfx.fp8_linear.default):
-        args = list(node.args) + [None] * (5 - len(node.args))
-        x, w, s, bias, x_scale = args[:5]
-        bias, x_scale = node.kwargs.get("bias", bias), node.kwargs.get("x_scale", x_scale)
-        if bias is not None or x_scale is not None:  # per-token dynamic activations, no bias
-            return None
+        return (x, w, (), None) if isinstance(w, Node) and w.op == "get_attr" else None
+    blocks = _call(node, torch.ops.recfx.fp8_linear_blocks.default)
+    if fp8 and (blocks or _call(node, torch.ops.recfx.fp8_linear.default)):
+        args = list(node.args) + [None] * (6 - len(node.args))
+        x, w, s, bias, fifth = args[:5]
+        bias = node.kwargs.get("bias", bias)
+        if blocks:  # fp8_linear_blocks(x, w_q, w_scale, bias, block_size, out_dtype)
+            block = node.kwargs.get("block_size", fifth)
+            block, x_scale = (128 if block is None else block), None
+        else:  # fp8_linear(x, w_q, w_scale, bias, x_scale, out_dtype)
+            block, x_scale = None, node.kwargs.get("x_scale", fifth)
+        if bias is not None or x_scale is not None or not isinstance(block, (int, type(None))):
+            return None  # per-token (or 1 x B) dynamic activations, no bias, a static block size
         ok = all(isinstance(n, Node) and n.op == "get_attr" for n in (w, s))
         out, xv = tensor_meta(node), tensor_meta(x)
         if out is None or xv is None or out.dtype != xv.dtype:  # an out_dtype other than the input's
             return None
-        return (x, w, (s,)) if ok else None
+        return (x, w, (s,), block) if ok else None
     return None
 
 
@@ -107,9 +119,9 @@ def _swiglu(y: Any, fp8: bool) -> tuple[Node, _Expert] | None:
     for gate, up in ((a, b), (b, a)):
         if _call(gate, aten.silu.default):
             g, u = _linear(gate.args[0], fp8), _linear(up, fp8)
-            if g is not None and u is not None and g[0] is u[0]:
+            if g is not None and u is not None and g[0] is u[0] and g[3] == u[3] == down[3]:
                 scales = (g[2][0], u[2][0], down[2][0]) if fp8 else None
-                return g[0], _Expert(g[1], u[1], down[1], scales)
+                return g[0], _Expert(g[1], u[1], down[1], scales, g[3])
     return None
 
 
@@ -212,9 +224,55 @@ class _Emitter:
         value = torch.stack([fetch_attr(self.gm, str(n.target)) for n in nodes])
         return self.call(aten.transpose.int, self.buffer(base, value.contiguous()), -2, -1)
 
+    def rows_stacked(self, nodes: list[Node], base: str) -> Node:
+        """(E, ...) of the experts' tensors as stored (weights (E, N, K) row-major, the operand ``fp8_block_mm``
+        takes, or their scales)."""
+        return self.buffer(base, torch.stack([fetch_attr(self.gm, str(n.target)) for n in nodes]).contiguous())
+
     def scales(self, nodes: list[Node], rows: int, base: str) -> Node:
         value = torch.stack([fetch_attr(self.gm, str(n.target)).reshape(-1).expand(rows) for n in nodes])
         return self.buffer(base, value.to(torch.float32).contiguous())  # (E, out)
+
+    def row_experts(self, moe: _Moe, name: str, x: Node, rows: Node, offs: Node, d: int,
+                    dtype: torch.dtype) -> Node:
+        """The experts on torch's grouped GEMMs (bf16, or FP8 per-channel weights and per-token activations)."""
+        w1 = self.stacked([ex.w1 for ex in moe.experts], f"{name}_w1")
+        w3 = self.stacked([ex.w3 for ex in moe.experts], f"{name}_w3")
+        w2 = self.stacked([ex.w2 for ex in moe.experts], f"{name}_w2")
+        if moe.fp8:
+            f = int(fetch_attr(self.gm, str(moe.experts[0].w1.target)).shape[0])
+            s1, s3, s2 = (self.scales([ex.scales[j] for ex in moe.experts], n_out, f"{name}_s{j}")  # type: ignore[index]
+                          for j, n_out in ((0, f), (1, f), (2, d)))
+            q, s = quantize_per_token(self.call, x, exact=self.exact_quant)  # each token once, as the dense form does
+            a = self.call(aten.index_select.default, q, 0, rows)
+            a_s = self.call(aten.index_select.default, self.call(aten.reshape.default, s, [-1]), 0, rows)
+            g, u = self.gemm(a, a_s, w1, s1, offs, dtype), self.gemm(a, a_s, w3, s3, offs, dtype)
+            h = self.call(aten.mul.Tensor, self.call(aten.silu.default, g), u)
+            hq, hs = quantize_per_token(self.call, h, exact=self.exact_quant)
+            return self.gemm(self.call(aten.clone.default, hq, memory_format=torch.contiguous_format),
+                             self.call(aten.reshape.default, hs, [-1]), w2, s2, offs, dtype)
+        a = self.call(aten.index_select.default, x, 0, rows)
+        h = self.call(aten.mul.Tensor, self.call(aten.silu.default, self.gemm(a, None, w1, None, offs, dtype)),
+                      self.gemm(a, None, w3, None, offs, dtype))
+        return self.gemm(h, None, w2, None, offs, dtype)  # (N*k, d), sorted by expert
+
+    def block_experts(self, moe: _Moe, name: str, x: Node, rows: Node, offs: Node, d: int, block: int,
+                      dtype: torch.dtype) -> Node:
+        """Block-scaled FP8 experts on ``recfx::fp8_block_mm`` grouped: each token quantized once in 1 x B groups
+        (as the dense form does), the hidden activations quantized per routed row."""
+        f = int(fetch_attr(self.gm, str(moe.experts[0].w1.target)).shape[0])
+        w1, w3, w2 = (self.rows_stacked([getattr(ex, w) for ex in moe.experts], f"{name}_{w}")
+                      for w in ("w1", "w3", "w2"))
+        s1, s3, s2 = (self.rows_stacked([ex.scales[j] for ex in moe.experts], f"{name}_s{j}")  # type: ignore[index]
+                      for j in range(3))
+        q, s = quantize_groups(self.call, x, d, block, exact=self.exact_quant)
+        a = self.call(aten.index_select.default, q, 0, rows)
+        a_s = self.call(aten.index_select.default, s, 0, rows)
+        g = self.call(torch.ops.recfx.fp8_block_mm.default, a, a_s, w1, s1, offs, block, dtype)
+        u = self.call(torch.ops.recfx.fp8_block_mm.default, a, a_s, w3, s3, offs, block, dtype)
+        h = self.call(aten.mul.Tensor, self.call(aten.silu.default, g), u)
+        hq, hs = quantize_groups(self.call, h, f, block, exact=self.exact_quant)
+        return self.call(torch.ops.recfx.fp8_block_mm.default, hq, hs, w2, s2, offs, block, dtype)
 
     def gemm(self, a: Node, a_scale: Node | None, w: Node, w_scale: Node | None, offs: Node,
              dtype: torch.dtype) -> Node:
@@ -252,26 +310,11 @@ class _Emitter:
         rows = self.call(aten.div.Scalar_mode, order, k, rounding_mode="floor")  # the token of each sorted pair
         ids = self.buffer(f"{name}_expert_ids", torch.arange(e, device=device))
         offs = self.call(aten.searchsorted.Tensor, sorted_e, ids, out_int32=True, right=True)  # where rows end
-        w1 = self.stacked([ex.w1 for ex in moe.experts], f"{name}_w1")
-        w3 = self.stacked([ex.w3 for ex in moe.experts], f"{name}_w3")
-        w2 = self.stacked([ex.w2 for ex in moe.experts], f"{name}_w2")
-        if moe.fp8:
-            f = int(fetch_attr(self.gm, str(moe.experts[0].w1.target)).shape[0])
-            s1, s3, s2 = (self.scales([ex.scales[j] for ex in moe.experts], n_out, f"{name}_s{j}")  # type: ignore[index]
-                          for j, n_out in ((0, f), (1, f), (2, d)))
-            q, s = quantize_per_token(self.call, x, exact=self.exact_quant)  # each token once, as the dense form does
-            a = self.call(aten.index_select.default, q, 0, rows)
-            a_s = self.call(aten.index_select.default, self.call(aten.reshape.default, s, [-1]), 0, rows)
-            g, u = self.gemm(a, a_s, w1, s1, offs, dtype), self.gemm(a, a_s, w3, s3, offs, dtype)
-            h = self.call(aten.mul.Tensor, self.call(aten.silu.default, g), u)
-            hq, hs = quantize_per_token(self.call, h, exact=self.exact_quant)
-            y = self.gemm(self.call(aten.clone.default, hq, memory_format=torch.contiguous_format),
-                          self.call(aten.reshape.default, hs, [-1]), w2, s2, offs, dtype)
+        block = moe.experts[0].block
+        if block is not None:
+            y = self.block_experts(moe, name, x, rows, offs, d, block, dtype)
         else:
-            a = self.call(aten.index_select.default, x, 0, rows)
-            h = self.call(aten.mul.Tensor, self.call(aten.silu.default, self.gemm(a, None, w1, None, offs, dtype)),
-                          self.gemm(a, None, w3, None, offs, dtype))
-            y = self.gemm(h, None, w2, None, offs, dtype)  # (N*k, d), sorted by expert
+            y = self.row_experts(moe, name, x, rows, offs, d, dtype)
         w_sorted = self.call(aten.index_select.default, self.call(aten.reshape.default, wts, [-1]), 0, order)
         terms = self.call(aten.mul.Tensor, y, self.call(aten.unsqueeze.default, w_sorted, -1))
         inverse = self.call(operator.getitem, self.call(aten.sort.stable, order, stable=True, dim=0), 1)
@@ -312,7 +355,9 @@ class _RouteMoe:
 
 
 def _supported(gm: GraphModule, moe: _Moe, cuda_only: bool) -> bool:
-    """Static sizes the grouped GEMMs take (d and the hidden size multiples of 16), bf16 activations, FP8 on CUDA."""
+    """Static sizes the grouped GEMMs take (d and the hidden size multiples of 16, and of the block for block-scaled
+    experts, which share one block size and scale layout), bf16 activations (any of ``OUT_DTYPES`` for block-scaled
+    ones), FP8 on CUDA."""
     shapes = [tuple(fetch_attr(gm, str(n.target)).shape) for ex in moe.experts for n in (ex.w1, ex.w3, ex.w2)]
     if len(shapes[0]) != 2 or any(s != shapes[i % 3] for i, s in enumerate(shapes)):
         return False  # every expert the same sizes
@@ -322,8 +367,17 @@ def _supported(gm: GraphModule, moe: _Moe, cuda_only: bool) -> bool:
     device = fetch_attr(gm, str(moe.experts[0].w1.target)).device
     dtype = tensor_meta(moe.x).dtype  # type: ignore[union-attr]
     if moe.fp8 and cuda_only and device.type != "cuda":
-        return False  # the row-wise FP8 grouped GEMM is a CUDA (sm_90) kernel
-    return dtype == torch.bfloat16  # torch's grouped GEMMs take (and write) bf16
+        return False  # the FP8 grouped GEMMs are CUDA (sm_90) kernels
+    blocks = {ex.block for ex in moe.experts}
+    block = blocks.pop() if len(blocks) == 1 else -1
+    if block is None:
+        return dtype == torch.bfloat16  # torch's grouped GEMMs take (and write) bf16
+    if block not in BLOCK_SIZES or d % block or f % block:
+        return False  # recfx::fp8_block_mm: a block size its kernel takes, K a multiple of it (group quantization)
+    scale_shapes = [tuple(fetch_attr(gm, str(n.target)).shape) for ex in moe.experts for n in ex.scales or ()]
+    if any(shape != scale_shapes[i % 3] for i, shape in enumerate(scale_shapes)):
+        return False  # the experts' scales stack: the same layout (B x B blocks or 1 x B groups) for every expert
+    return dtype in OUT_DTYPES
 
 
 @register_pass("route_moe_experts", stage="lower")
@@ -334,7 +388,8 @@ def route_moe_experts(gm: GraphModule) -> PassResult:
 
 @register_pass("route_moe_experts_fp8", stage="lower")
 class RouteMoeFp8:
-    """No dense all-experts MoE sum of per-channel FP8 SwiGLU experts remains where a grouped FP8 GEMM can run it."""
+    """No dense all-experts MoE sum of FP8 SwiGLU experts (per-channel or block-scaled) remains where a grouped FP8
+    GEMM can run it."""
 
     def __init__(self, ctx: PassContext) -> None:
         options = ctx.backend_options

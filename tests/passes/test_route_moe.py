@@ -152,6 +152,60 @@ def test_fp8_experts_route_with_the_same_quantization(cpu_scaled_grouped_mm):
     assert cos > 0.999, cos
 
 
+@pytest.mark.parametrize(("weight", "dtype"), [("block", torch.bfloat16), ("block", torch.float32)])
+def test_block_scaled_experts_route_on_the_grouped_block_kernel(weight, dtype):
+    """The OneRec-V2 MoE recipe (1 x B activation groups, B x B weight blocks) routed: the experts' three projections
+    on three grouped ``recfx::fp8_block_mm`` launches, each token quantized once; the same terms in the same order
+    as the dense sum."""
+    import copy
+
+    import recfx
+    from recfx.passes.quant import QuantConfig
+
+    torch.manual_seed(0)
+    model = nn.Sequential(MoE(dataclasses.replace(_cfg(), d_expert=64))).to(dtype).eval()  # hidden 64 = 2 blocks
+    x = torch.randn(2, 7, 32, dtype=dtype)
+    compiled = recfx.compile(model, (x,), backend="eager-fp8", quant=QuantConfig(weight=weight, activation="block",
+                                                                                block_size=32),
+                             config=recfx.CompileConfig(check_numerics=False))
+    gm = copy.deepcopy(compiled.graph_module)
+    assert _RouteMoe(fp8=True, cuda_only=True)(copy.deepcopy(gm)).changed_nodes == 0  # the kernel is CUDA's
+    res = _RouteMoe(fp8=True, cuda_only=False, exact_quant=True)(gm)  # the reference's roundings
+    assert res.changed_nodes == 1
+    targets = [n.target for n in gm.graph.nodes]
+    assert targets.count(torch.ops.recfx.fp8_block_mm.default) == 3
+    assert targets.count(torch.ops.recfx.fp8_linear_blocks.default) == 3  # the shared expert's w1, w3, w2
+    xs = torch.randn(3, 7, 32, dtype=dtype)
+    with torch.inference_mode():
+        want, got = compiled(xs).float(), gm(xs).float()
+    assert torch.equal(got, want)
+
+
+def test_block_experts_with_another_block_size_each_stay(graph_of):
+    """Experts quantized with different block sizes do not stack into one grouped launch, nor experts whose sizes
+    are not multiples of the block."""
+    from recfx.passes.route_moe import _Expert, _Moe, _supported
+
+    torch.manual_seed(0)
+    model = nn.Sequential(MoE(dataclasses.replace(_cfg(), d_expert=64))).to(torch.bfloat16)
+    gm = graph_of(model, torch.randn(2, 7, 32, dtype=torch.bfloat16))
+    attr = {str(n.target): n for n in gm.graph.nodes if n.op == "get_attr"}
+    x = next(n for n in gm.graph.nodes if n.op == "placeholder")
+    index = next(n for n in gm.graph.nodes if n.args[:1] and getattr(n.args[0], "target", None)
+                 is torch.ops.aten.topk.default and n.args[1] == 1)
+
+    def expert(i, block):
+        return _Expert(*(next(v for k, v in attr.items() if f"experts.{i}.{w}" in k) for w in ("w1", "w3", "w2")),
+                       None, block)
+
+    def supported(*blocks):
+        experts = [expert(i, b) for i, b in enumerate(blocks)]
+        return _supported(gm, _Moe(x, index, index, experts, list(range(len(blocks))), x, x, True), cuda_only=False)
+
+    assert supported(32, 32) and not supported(32, 64)  # hidden 64, model 32
+    assert not supported(64, 64) and not supported(16, 16)  # 32 is no multiple of 64; 16 is no kernel block size
+
+
 class Written(nn.Module):
     """MoE variants the review found: sum order, pooled routing, written zeros, two stacked layers."""
 

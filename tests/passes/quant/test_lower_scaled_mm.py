@@ -115,13 +115,44 @@ def test_unaligned_shapes_and_blocks_stay_reference_ops(fp8) -> None:
     assert "left as reference ops" in summary.render()
 
 
-def test_block_scaled_gemms_are_listed(fp8, toy) -> None:
+def test_block_sizes_the_kernel_does_not_take_stay_reference_ops(fp8, toy) -> None:
     model, inputs = toy
     gm, _ = fp8.run(model, inputs, list(fp8_passes()), quant=QuantConfig(weight="block", activation="block",
                                                                           block_size=16))
     _, summary = _lower(gm)
-    assert summary.lowered == 0 and summary.kept and all("block-scaled" in why for _, why in summary.kept)
+    assert summary.lowered == 0 and summary.kept and all("block size 16" in why for _, why in summary.kept)
     assert isinstance(summary, ScaledMmLowering) and summary.to_dict()["kept"]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_block_scaled_gemms_become_group_quantization_and_fp8_block_mm(fp8, toy, dtype: torch.dtype) -> None:
+    """Block-scaled linears (with biases: the toy's experts) lowered: one group quantization per input, the same
+    numbers as the reference op (exact quantization: the same roundings, the same per-block sums)."""
+    model, inputs = toy
+    model = model.to(dtype)
+    gm, _ = fp8.run(model, (inputs[0].to(dtype),), list(fp8_passes()),
+                    quant=QuantConfig(weight="block", activation="block", block_size=32))
+    x = torch.randn(3, 8, 16).to(dtype)
+    with torch.inference_mode():
+        want = gm(x)
+    assert fp8.count(gm, ops.fp8_linear_blocks.default) == 6
+    _, summary = _lower(gm)
+    assert summary.lowered == 6 and summary.quantizations == 3 and summary.kept == []
+    assert fp8.count(gm, ops.fp8_block_mm.default) == 6 and fp8.count(gm, ops.fp8_linear_blocks.default) == 0
+    assert "block scales, recfx::fp8_block_mm" in summary.render()
+    with torch.inference_mode():
+        got = gm(x)
+    assert torch.equal(got, want)
+
+
+def test_block_scaled_gemm_with_k_off_the_blocks_stays(fp8) -> None:
+    torch.manual_seed(0)
+    gm, _ = fp8.run(_Odd().eval(), (torch.randn(2, 32),), list(fp8_passes()),
+                    quant=QuantConfig(weight="block", activation="block", block_size=32,
+                                      rules=(QuantRule("include", path="up_proj"),
+                                             QuantRule("include", path="down_proj"))))
+    _, summary = _lower(gm)
+    assert summary.lowered == 1 and summary.kept == [("down_proj", "K=24 is not a multiple of the block size 32")]
 
 
 @pytest.mark.parametrize("dtype", [torch.float16])
