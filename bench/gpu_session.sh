@@ -14,6 +14,7 @@
 #       deploy   bundles (onerec-1b cuda-fp8, ksa-1b inductor: load + first call) and the KSA kernel checks
 #       deploy-1b   the onerec-1b cuda-fp8 bundle alone (compile, save, load + first call: ~8 minutes cold)
 #       deploy-ksa  the ksa-1b inductor bundle alone
+#       block    the block-scaled FP8 GEMM kernel (recfx::fp8_block_mm) vs row-wise _scaled_mm and bf16 (~1-2 min)
 # COMMIT: the commit whose working tree runs (the device copy's git HEAD may be stale).
 set -u
 step=$1
@@ -47,6 +48,7 @@ case $step in
                 > "$out/bundle-$1.log" 2>&1
             cp "/tmp/bundle-$1/result.json" "$out/bundle-$1.json"
         done ;;
+    block) python3 bench/probes/block_gemm.py "$out/block_gemm.json" > "$out/block_gemm.log" 2>&1 ;;
     deploy-1b|deploy-ksa)
         case $step in deploy-1b) job="onerec-1b cuda-fp8 8" ;; *) job="ksa-1b inductor 1" ;; esac
         set -- $job
