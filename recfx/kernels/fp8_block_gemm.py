@@ -46,7 +46,7 @@ def _configs() -> list[triton.Config]:
 
 
 @triton.jit
-def _fp8_block_gemm_body(A, AS, W, WS, C, OFFS, M, N, K, experts,  # noqa: N803 (tensors in capitals)
+def _fp8_block_gemm_body(A, AS, W, WS, C, OFFS, M, N, K, experts,
                          sa_m, sa_k, sas_m, sas_k, sw_e, sw_n, sw_k, sws_e, sws_n, sws_k, sc_m, sc_n,
                          m_bucket, n_bucket, k_bucket, W_ROWS: tl.constexpr, GROUPED: tl.constexpr,
                          BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):

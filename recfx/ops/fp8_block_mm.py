@@ -7,8 +7,8 @@ that Inductor fuses into the producer (:func:`quantize_groups`), and this op, wh
 (``route_moe_experts_fp8``): every expert in one launch, with the 1 x 128 / 128 x 128 scales of the
 ``QuantConfig.onerec_v2()`` recipe.
 
-On other devices the op computes the reference's formula (``recfx.ops.fp8_linear.blocks_matmul``): one float32 product per K block,
-scaled and added in block order.
+On other devices the op computes the reference's formula (``recfx.ops.fp8_linear.blocks_matmul``): one float32
+product per K block, scaled and added in block order.
 """
 
 from __future__ import annotations
