@@ -15,9 +15,14 @@ along the first grid axis finds its expert by walking ``offs`` (each expert's ro
 tiles; the grid has ``ceil(M / BLOCK_M) + E`` of them, the surplus ones return at once), so a tile never mixes two
 experts and all experts run in one launch.
 
-The interpreter computes the products in exact float32; on sm_90 ``tl.dot`` of E4M3 operands runs on the FP8
-tensor cores with float32 accumulation inside each K block (blocks are added in float32 outside the MMA, the
-periodic promotion DeepSeek-V3's block-scaled GEMMs rely on).
+The interpreter computes the products in exact float32. On sm_90 ``tl.dot`` of E4M3 operands runs on the FP8
+tensor cores; each K block's product is added to the float32 accumulator outside the MMA (a promotion every ``B``
+elements, the one DeepSeek-V3's block-scaled GEMMs rely on). Inside a block the MMA accumulates as Hopper's fast FP8
+mode does (``FAST_ACCUM``, the default, as ``cuda-fp8``'s ``_scaled_mm`` GEMMs), or with a promotion every 32
+elements (``FAST_ACCUM=False``: ``backend_options={"fast_accum": False}``).
+
+Rows are read only below ``M`` (and, grouped, below ``offs[-1]``: the rows after it are not written); ``offs`` must
+not decrease.
 """
 
 from __future__ import annotations
@@ -28,13 +33,17 @@ import torch
 import triton
 import triton.language as tl
 
+from recfx.ops.fp8_block_mm import BLOCK_SIZES
+
 #: CUDA's largest grid extent along y (output column tiles)
 MAX_GRID_Y = 65535
-#: scale blocks the kernel takes: ``BLOCK_K`` equals the block, a power of two the FP8 MMA can reduce over
-BLOCK_SIZES = (32, 64, 128, 256)
-#: (BLOCK_M, BLOCK_N, warps, stages) autotuned on the GPU: those whose sm_90 build does not spill
-#: (``python -m recfx.kernels.resources --fp8-block-gemm``; 128 x 128 tiles on 4 warps do: the scaled product of
-#: each K block and the accumulator are both live)
+#: elements an FP8 MMA accumulates between promotions to float32 without fast accumulation
+PRECISE_ACC = 32
+#: (BLOCK_M, BLOCK_N, warps, stages) autotuned on the GPU: those whose pipelined sm_90 build for 128 x 128 weight
+#: blocks does not spill (``python -m recfx.kernels.resources --fp8-block-gemm``; 128 x 128 tiles on 4 warps spill
+#: 440 bytes: each K block's product and the accumulator are both live). With 1 x 128 weight groups (a scale per
+#: column) the 128 x 128 tiles spill 88 bytes; with 256-blocks the 4-stage config needs 256 KB of shared memory,
+#: which the autotuner skips on sm_90.
 SM90_SHAPES = ((128, 128, 8, 3), (128, 128, 8, 4), (64, 128, 8, 3), (128, 64, 8, 3), (64, 64, 4, 3))
 
 
@@ -49,7 +58,8 @@ def _configs() -> list[triton.Config]:
 def _fp8_block_gemm_body(A, AS, W, WS, C, OFFS, M, N, K, experts,
                          sa_m, sa_k, sas_m, sas_k, sw_e, sw_n, sw_k, sws_e, sws_n, sws_k, sc_m, sc_n,
                          m_bucket, n_bucket, k_bucket, W_ROWS: tl.constexpr, GROUPED: tl.constexpr,
-                         BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                         IMPRECISE: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
+                         BLOCK_K: tl.constexpr):
     pid_m = tl.program_id(0)
     pid_n = tl.program_id(1)
     if GROUPED:
@@ -75,9 +85,10 @@ def _fp8_block_gemm_body(A, AS, W, WS, C, OFFS, M, N, K, experts,
         rows = row0 + tl.arange(0, BLOCK_M)
         cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         ks0 = tl.arange(0, BLOCK_K)
-        row_ok = rows < row_end
+        row_ok = (rows < row_end) & (rows < M)
         col_ok = cols < N
         rows64 = rows.to(tl.int64)
+        cols64 = cols.to(tl.int64)
         e64 = tl.full([], 0, tl.int64) + expert
         w_base = W + e64 * sw_e
         ws_base = WS + e64 * sws_e
@@ -85,23 +96,26 @@ def _fp8_block_gemm_body(A, AS, W, WS, C, OFFS, M, N, K, experts,
         for kb in range(0, tl.cdiv(K, BLOCK_K)):
             ks = kb * BLOCK_K + ks0
             k_ok = ks < K
-            a = tl.load(A + rows64[:, None] * sa_m + ks[None, :] * sa_k, mask=row_ok[:, None] & k_ok[None, :],
+            ks64 = ks.to(tl.int64)
+            a = tl.load(A + rows64[:, None] * sa_m + ks64[None, :] * sa_k, mask=row_ok[:, None] & k_ok[None, :],
                         other=0.0)
-            w = tl.load(w_base + cols[:, None] * sw_n + ks[None, :] * sw_k, mask=col_ok[:, None] & k_ok[None, :],
-                        other=0.0)
+            w = tl.load(w_base + cols64[:, None] * sw_n + ks64[None, :] * sw_k,
+                        mask=col_ok[:, None] & k_ok[None, :], other=0.0)
             a_s = tl.load(AS + rows64 * sas_m + kb * sas_k, mask=row_ok, other=0.0)
-            w_s = tl.load(ws_base + (cols // W_ROWS) * sws_n + kb * sws_k, mask=col_ok, other=0.0)
-            acc += tl.dot(a, tl.trans(w)) * a_s[:, None] * w_s[None, :]
-        tl.store(C + rows64[:, None] * sc_m + cols[None, :] * sc_n, acc.to(C.dtype.element_ty),
+            w_s = tl.load(ws_base + (cols64 // W_ROWS) * sws_n + kb * sws_k, mask=col_ok, other=0.0)
+            acc += tl.dot(a, tl.trans(w), max_num_imprecise_acc=IMPRECISE) * a_s[:, None] * w_s[None, :]
+        tl.store(C + rows64[:, None] * sc_m + cols64[None, :] * sc_n, acc.to(C.dtype.element_ty),
                  mask=row_ok[:, None] & col_ok[None, :])
 
 
 _fp8_block_gemm_kernel = triton.autotune(configs=_configs(), key=["m_bucket", "n_bucket", "k_bucket", "W_ROWS",
-                                                                  "GROUPED", "BLOCK_K"])(_fp8_block_gemm_body)
+                                                                  "GROUPED", "IMPRECISE", "BLOCK_K"])(
+    _fp8_block_gemm_body)
 
 
 def fp8_block_gemm_kernel(q_x: torch.Tensor, s_x: torch.Tensor, w_q: torch.Tensor, w_s: torch.Tensor,
-                          offs: torch.Tensor | None, block_size: int, w_rows: int, out: torch.Tensor) -> torch.Tensor:
+                          offs: torch.Tensor | None, block_size: int, w_rows: int, out: torch.Tensor,
+                          fast_accum: bool = True) -> torch.Tensor:
     """Launch the kernel into ``out`` (M, N); arguments as ``recfx::fp8_block_mm``'s (checked there), with
     ``w_rows`` the weight rows per scale row and, without ``offs``, ``w_q`` (N, K) / ``w_s`` 2-D.
 
@@ -123,7 +137,7 @@ def fp8_block_gemm_kernel(q_x: torch.Tensor, s_x: torch.Tensor, w_q: torch.Tenso
         return out
     if k == 0:
         return out.zero_()
-    offsets = offs if offs is not None else out.new_empty((1,), dtype=torch.int32)
+    offsets = offs if offs is not None else s_x  # never read without groups
     if triton.cdiv(n, 32) > MAX_GRID_Y:
         raise ValueError(f"N={n} is too large for one launch of the FP8 block-scaled GEMM kernel (at most "
                          f"{32 * MAX_GRID_Y})")
@@ -134,5 +148,6 @@ def fp8_block_gemm_kernel(q_x: torch.Tensor, s_x: torch.Tensor, w_q: torch.Tenso
     _fp8_block_gemm_kernel[grid](
         q_x, s_x, w_q, w_s, out, offsets, m, n, k, experts,
         *q_x.stride(), *s_x.stride(), *w_q.stride(), *w_s.stride(), *out.stride(),
-        m.bit_length(), n.bit_length(), k.bit_length(), W_ROWS=w_rows, GROUPED=grouped, BLOCK_K=block_size)
+        m.bit_length(), n.bit_length(), k.bit_length(), W_ROWS=w_rows, GROUPED=grouped,
+        IMPRECISE=None if fast_accum else PRECISE_ACC, BLOCK_K=block_size)
     return out

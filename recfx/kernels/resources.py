@@ -134,21 +134,22 @@ def fp8_attention_resources(block_m: int, block_n: int, *, num_warps: int, num_s
 
 def fp8_block_gemm_resources(block_m: int, block_n: int, *, num_warps: int, num_stages: int, grouped: bool,
                              block_k: int = 128, w_rows: int = 128, arch: int = 90) -> KernelResources:
-    """Build the block-scaled FP8 GEMM kernel (``fp8_block_gemm.py``, bf16 output) for ``sm_<arch>`` as launched on
-    contiguous operands: unit innermost strides of the activations, weights and output, 16-divisible pointers and
-    row strides (K and N multiples of 16); the scales' strides are left unaligned.
+    """Build the block-scaled FP8 GEMM kernel (``fp8_block_gemm.py``, bf16 output, fast accumulation) for
+    ``sm_<arch>`` as a launch on contiguous operands specializes it: unit innermost strides, 16-divisible pointers,
+    N, K and the row strides (every shape the lowering passes: K is a multiple of the block, N of 16 in the
+    models), so that the K loop is software-pipelined as on the GPU; M and the scales' strides stay unaligned.
 
     Raises:
         triton.compiler.errors.CompilationError: the kernel does not compile for that target.
     """
     kernel = fp8_block_gemm._fp8_block_gemm_body
     unit = ("sa_k", "sw_k", "sc_n")
-    constexprs: dict[str, Any] = {"W_ROWS": w_rows, "GROUPED": grouped, "BLOCK_M": block_m, "BLOCK_N": block_n,
-                                  "BLOCK_K": block_k, **dict.fromkeys(unit, 1)}
+    constexprs: dict[str, Any] = {"W_ROWS": w_rows, "GROUPED": grouped, "IMPRECISE": None, "BLOCK_M": block_m,
+                                  "BLOCK_N": block_n, "BLOCK_K": block_k, **dict.fromkeys(unit, 1)}
     pointers = {"A": "*fp8e4nv", "AS": "*fp32", "W": "*fp8e4nv", "WS": "*fp32", "C": "*bf16", "OFFS": "*i32"}
     signature, indexed = _signature(kernel, constexprs, {}, pointers)
     names = list(signature)
-    aligned = [n for n in names if n not in constexprs and (n in ("A", "W", "C", "sa_m", "sw_e", "sw_n", "sc_m"))]
+    aligned = ("A", "AS", "W", "WS", "C", "OFFS", "N", "K", "sa_m", "sw_e", "sw_n", "sc_m")
     attrs = {(names.index(n),): [["tt.divisibility", 16]] for n in aligned}
     source = ASTSource(fn=kernel, signature=signature, constexprs=indexed, attrs=attrs)
     return _resources(triton.compile(source, target=GPUTarget("cuda", arch, 32),

@@ -26,18 +26,27 @@ from recfx.ops.fp8_terms import Call
 aten = torch.ops.aten
 #: output dtypes the op writes
 OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+#: scale blocks the op takes (its GPU kernel's ``BLOCK_K`` is the block: a power of two an FP8 MMA reduces over)
+BLOCK_SIZES = (32, 64, 128, 256)
 
 
 def quantize_groups(call: Call, x2: Any, k: int, block_size: int, exact: bool) -> tuple[Any, Any]:
     """Rows ``x2`` (M, K) -> (E4M3 (M, K), float32 scales (M, K / B)) in 1 x B groups, as aten ops Inductor fuses:
-    each group is a row of ``x2.reshape(-1, B)``, quantized per token (``recfx.ops.fp8_rows``). Needs K % B == 0."""
+    each group is a row of ``x2.reshape(-1, B)``, quantized per token (``recfx.ops.fp8_rows``).
+
+    Raises:
+        ValueError: K is not a multiple of B (a group would span two rows).
+    """
+    if k % block_size:
+        raise ValueError(f"quantize_groups: K={k} is not a multiple of the group size {block_size}; use "
+                         "recfx::quantize_fp8_groups, whose last group may be shorter")
     groups = call(aten.reshape.default, x2, [-1, block_size])
     q, s = quantize_per_token(call, groups, exact=exact)
     return call(aten.reshape.default, q, [-1, k]), call(aten.reshape.default, s, [-1, k // block_size])
 
 
 def _check(q_x: Tensor, s_x: Tensor, w_q: Tensor, w_s: Tensor, offs: Tensor | None, block_size: int,
-           out_dtype: torch.dtype) -> None:
+           out_dtype: torch.dtype, fast_accum: bool = True) -> None:
     name = "recfx::fp8_block_mm"
     if q_x.dtype != FP8_DTYPE or w_q.dtype != FP8_DTYPE:
         raise ValueError(f"{name}: q_x and w_q must be {FP8_DTYPE} (quantize_groups / quantize_weight make them), "
@@ -46,8 +55,13 @@ def _check(q_x: Tensor, s_x: Tensor, w_q: Tensor, w_s: Tensor, offs: Tensor | No
         raise ValueError(f"{name}: s_x and w_s must be float32, got {s_x.dtype} and {w_s.dtype}")
     if out_dtype not in OUT_DTYPES:
         raise ValueError(f"{name}: out_dtype must be one of {OUT_DTYPES}, got {out_dtype}")
-    if block_size <= 0:
-        raise ValueError(f"{name}: block_size must be > 0, got {block_size}")
+    if block_size not in BLOCK_SIZES:
+        raise ValueError(f"{name}: block_size must be one of {BLOCK_SIZES} (its GPU kernel's), got {block_size}; "
+                         "other blocks run as recfx::fp8_linear_blocks")
+    tensors = {"s_x": s_x, "w_q": w_q, "w_s": w_s, **({"offs": offs} if offs is not None else {})}
+    for arg, t in tensors.items():
+        if t.device != q_x.device:
+            raise ValueError(f"{name}: {arg} is on {t.device}, q_x on {q_x.device}; move them to one device")
     if q_x.dim() != 2:
         raise ValueError(f"{name}: q_x must be (M, K), got shape {tuple(q_x.shape)}")
     m, k = q_x.shape
@@ -73,19 +87,22 @@ def _check(q_x: Tensor, s_x: Tensor, w_q: Tensor, w_s: Tensor, offs: Tensor | No
 
 @torch.library.custom_op("recfx::fp8_block_mm", mutates_args=())
 def fp8_block_mm(q_x: Tensor, s_x: Tensor, w_q: Tensor, w_s: Tensor, offs: Tensor | None, block_size: int,
-                 out_dtype: torch.dtype) -> Tensor:
+                 out_dtype: torch.dtype, fast_accum: bool = True) -> Tensor:
     """``recfx::fp8_block_mm(Tensor q_x, Tensor s_x, Tensor w_q, Tensor w_s, Tensor? offs, SymInt block_size,
-    ScalarType out_dtype) -> Tensor``: block-scaled FP8 GEMM, ``out[m, n] = sum_kb (q_x[m, kb] . w_q[n, kb]) *
-    s_x[m, kb] * s_w[n // R, kb]`` (R = B for B x B weight blocks, 1 for 1 x B groups).
+    ScalarType out_dtype, bool fast_accum=True) -> Tensor``: block-scaled FP8 GEMM,
+    ``out[m, n] = sum_kb (q_x[m, kb] . w_q[n, kb]) * s_x[m, kb] * s_w[n // R, kb]`` (R = B for B x B weight blocks,
+    1 for 1 x B groups).
 
     Args:
         q_x, s_x: E4M3 activations (M, K) and their float32 1 x B group scales (M, ceil(K/B)).
         w_q, w_s: E4M3 weight (N, K) and float32 scales (ceil(N/B), ceil(K/B)) or (N, ceil(K/B)); grouped: the
             experts' stacked, (E, N, K) and (E, ...).
-        offs: None (dense), or int32 (E,): where each expert's rows end (rows sorted by expert). Rows from
-            ``offs[-1]`` on are not written (as ``torch._grouped_mm``).
-        block_size: B.
+        offs: None (dense), or int32 (E,): where each expert's rows end (rows sorted by expert; non-decreasing,
+            at most M). Rows from ``offs[-1]`` on are not written (as ``torch._grouped_mm``).
+        block_size: B, one of :data:`BLOCK_SIZES`.
         out_dtype: bf16, fp16 or fp32.
+        fast_accum: on the GPU, let the FP8 MMA accumulate each K block in Hopper's fast mode (False: promote to
+            float32 every 32 elements); the blocks are added in float32 either way. The CPU computes in float32.
 
     Returns:
         (M, N) in ``out_dtype``.
@@ -113,14 +130,14 @@ def fp8_block_mm(q_x: Tensor, s_x: Tensor, w_q: Tensor, w_s: Tensor, offs: Tenso
 
 @fp8_block_mm.register_fake
 def _fp8_block_mm_fake(q_x: Tensor, s_x: Tensor, w_q: Tensor, w_s: Tensor, offs: Tensor | None, block_size: int,
-                       out_dtype: torch.dtype) -> Tensor:
+                       out_dtype: torch.dtype, fast_accum: bool = True) -> Tensor:
     _check(q_x, s_x, w_q, w_s, offs, block_size, out_dtype)
     return q_x.new_empty((q_x.shape[0], w_q.shape[-2]), dtype=out_dtype)
 
 
 @fp8_block_mm.register_kernel("cuda")
 def _fp8_block_mm_cuda(q_x: Tensor, s_x: Tensor, w_q: Tensor, w_s: Tensor, offs: Tensor | None, block_size: int,
-                       out_dtype: torch.dtype) -> Tensor:
+                       out_dtype: torch.dtype, fast_accum: bool = True) -> Tensor:
     _check(q_x, s_x, w_q, w_s, offs, block_size, out_dtype)
     try:
         from recfx.kernels.fp8_block_gemm import fp8_block_gemm_kernel
@@ -130,7 +147,7 @@ def _fp8_block_mm_cuda(q_x: Tensor, s_x: Tensor, w_q: Tensor, w_s: Tensor, offs:
     n = w_q.shape[-2]
     out = q_x.new_empty((q_x.shape[0], n), dtype=out_dtype)
     return fp8_block_gemm_kernel(q_x, s_x, w_q, w_s, offs, block_size,
-                                 weight_block_rows(n, w_s.shape[-2], block_size), out)
+                                 weight_block_rows(n, w_s.shape[-2], block_size), out, fast_accum)
 
 
-__all__ = ["OUT_DTYPES", "fp8_block_mm", "quantize_groups"]
+__all__ = ["BLOCK_SIZES", "OUT_DTYPES", "fp8_block_mm", "quantize_groups"]

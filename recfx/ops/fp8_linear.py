@@ -23,6 +23,8 @@ from recfx.ops.fp8 import (
     static_quantize,
 )
 
+#: ``fp8_linear_blocks``' default block size B (OneRec-V2's 1 x 128 / 128 x 128 scales)
+DEFAULT_BLOCK_SIZE = 128
 #: K (and N) must be multiples of this for cuBLAS FP8 GEMMs.
 _CUDA_FP8_ALIGN = 16
 
@@ -145,8 +147,8 @@ def _(x: Tensor, w_q: Tensor, w_scale: Tensor, bias: Tensor | None = None, x_sca
 
 
 @torch.library.custom_op("recfx::fp8_linear_blocks", mutates_args=())
-def fp8_linear_blocks(x: Tensor, w_q: Tensor, w_scale: Tensor, bias: Tensor | None = None, block_size: int = 128,
-                      out_dtype: torch.dtype | None = None) -> Tensor:
+def fp8_linear_blocks(x: Tensor, w_q: Tensor, w_scale: Tensor, bias: Tensor | None = None,
+                      block_size: int = DEFAULT_BLOCK_SIZE, out_dtype: torch.dtype | None = None) -> Tensor:
     """``recfx::fp8_linear_blocks(Tensor x, Tensor w_q, Tensor w_scale, Tensor? bias=None, SymInt block_size=128,
     ScalarType? out_dtype=None) -> Tensor``: block-scaled FP8 linear (OneRec-V2's MoE expert GEMMs).
 
@@ -214,7 +216,7 @@ def weight_block_rows(n: int, scale_rows: int, block_size: int) -> int:
 
 
 @fp8_linear_blocks.register_fake
-def _(x: Tensor, w_q: Tensor, w_scale: Tensor, bias: Tensor | None = None, block_size: int = 128,
+def _(x: Tensor, w_q: Tensor, w_scale: Tensor, bias: Tensor | None = None, block_size: int = DEFAULT_BLOCK_SIZE,
       out_dtype: torch.dtype | None = None) -> Tensor:
     _check_blocks_linear(x, w_q, w_scale, bias, block_size, out_dtype)
     return x.new_empty((*x.shape[:-1], w_q.shape[0]), dtype=out_dtype or x.dtype)

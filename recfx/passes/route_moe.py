@@ -36,11 +36,11 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-from recfx.ops.fp8_block_mm import OUT_DTYPES, quantize_groups
+from recfx.ops.fp8_block_mm import BLOCK_SIZES, OUT_DTYPES, quantize_groups
+from recfx.ops.fp8_linear import DEFAULT_BLOCK_SIZE
 from recfx.ops.fp8_rows import quantize_per_token
 from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.quant.convert import erase_unused_attrs, fresh_buffer
-from recfx.passes.quant.lower_scaled_mm import BLOCK_SIZES
 from recfx.passes.utils import fetch_attr, fill_meta, finish, is_impure, mutated_values, same_shape, tensor_meta
 
 log = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ def _linear(node: Any, fp8: bool) -> tuple[Any, Any, tuple[Any, ...], int | None
         bias = node.kwargs.get("bias", bias)
         if blocks:  # fp8_linear_blocks(x, w_q, w_scale, bias, block_size, out_dtype)
             block = node.kwargs.get("block_size", fifth)
-            block, x_scale = (128 if block is None else block), None
+            block, x_scale = (DEFAULT_BLOCK_SIZE if block is None else block), None
         else:  # fp8_linear(x, w_q, w_scale, bias, x_scale, out_dtype)
             block, x_scale = None, node.kwargs.get("x_scale", fifth)
         if bias is not None or x_scale is not None or not isinstance(block, (int, type(None))):
@@ -268,11 +268,11 @@ class _Emitter:
         q, s = quantize_groups(self.call, x, d, block, exact=self.exact_quant)
         a = self.call(aten.index_select.default, q, 0, rows)
         a_s = self.call(aten.index_select.default, s, 0, rows)
-        g = self.call(torch.ops.recfx.fp8_block_mm.default, a, a_s, w1, s1, offs, block, dtype)
-        u = self.call(torch.ops.recfx.fp8_block_mm.default, a, a_s, w3, s3, offs, block, dtype)
+        g = self.call(torch.ops.recfx.fp8_block_mm.default, a, a_s, w1, s1, offs, block, dtype, self.fast_accum)
+        u = self.call(torch.ops.recfx.fp8_block_mm.default, a, a_s, w3, s3, offs, block, dtype, self.fast_accum)
         h = self.call(aten.mul.Tensor, self.call(aten.silu.default, g), u)
         hq, hs = quantize_groups(self.call, h, f, block, exact=self.exact_quant)
-        return self.call(torch.ops.recfx.fp8_block_mm.default, hq, hs, w2, s2, offs, block, dtype)
+        return self.call(torch.ops.recfx.fp8_block_mm.default, hq, hs, w2, s2, offs, block, dtype, self.fast_accum)
 
     def gemm(self, a: Node, a_scale: Node | None, w: Node, w_scale: Node | None, offs: Node,
              dtype: torch.dtype) -> Node:

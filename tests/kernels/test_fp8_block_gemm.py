@@ -79,19 +79,49 @@ def test_grouped_kernel_runs_every_expert_in_one_launch() -> None:
         start = end
 
 
-def test_grouped_op_checks_its_arguments() -> None:
-    q, s = quantize_groups(EAGER, torch.randn(4, 64), 64, 32, True)
-    w_q, w_s = quantize_weight(torch.randn(32, 64), "block", 32)
-    with pytest.raises(ValueError, match="offs must be int32"):
-        ops.fp8_block_mm(q, s, w_q[None], w_s[None], torch.tensor([4]), 32, torch.float32)
-    with pytest.raises(ValueError, match=r"w_q and w_s must be \(N, K\)"):
-        ops.fp8_block_mm(q, s, w_q[None], w_s[None], None, 32, torch.float32)
-    with pytest.raises(ValueError, match="s_x must be"):
-        ops.fp8_block_mm(q, s[:, :1], w_q, w_s, None, 32, torch.float32)
-    with pytest.raises(ValueError, match="must be torch.float8_e4m3fn"):
-        ops.fp8_block_mm(q.float(), s, w_q, w_s, None, 32, torch.float32)
-    with pytest.raises(ValueError, match="block-scaled GEMM kernel takes scale blocks"):
-        fp8_block_gemm_kernel(q, s, w_q, w_s, None, 16, 16, torch.empty(4, 32))
+def test_grouped_kernel_with_weight_groups_and_a_partial_k_block() -> None:
+    torch.manual_seed(2)
+    block, e, n, k = 32, 3, 40, 80  # K = 2.5 blocks; 1 x B weight groups: a scale per weight row
+    weights = [_weight(n, k, block, groups=True) for _ in range(e)]
+    w_q, w_s = torch.stack([w for w, _ in weights]), torch.stack([s for _, s in weights])
+    offs = torch.tensor([0, 17, 30], dtype=torch.int32)
+    q, s = ops.quantize_fp8_groups(torch.randn(30, k), block)
+    got = _run(q, s, w_q, w_s, offs, block, torch.float32)
+    torch.testing.assert_close(got, ops.fp8_block_mm(q, s, w_q, w_s, offs, block, torch.float32), rtol=1e-6,
+                               atol=1e-5)
+
+
+def test_bf16_output_within_one_rounding() -> None:
+    """bf16, the models' dtype: the interpreter truncates float32 -> bf16 where the GPU and the reference round to
+    nearest, so the two differ by at most one bf16 step."""
+    torch.manual_seed(3)
+    w_q, w_s = _weight(48, 64, 32, groups=False)
+    q, s = ops.quantize_fp8_groups(torch.randn(24, 64), 32)
+    got = _run(q, s, w_q, w_s, None, 32, torch.bfloat16).float()
+    want = ops.fp8_block_mm(q, s, w_q, w_s, None, 32, torch.bfloat16).float()
+    assert ((got - want).abs() <= want.abs() * 2.0**-7 + 1e-30).all()
+
+
+def test_rows_past_m_are_never_written() -> None:
+    """Group ends beyond M (a caller's mistake): the kernel stays inside the M rows of ``out``."""
+    block, n, k = 32, 32, 64
+    w_q, w_s = _weight(n, k, block, groups=False)
+    q, s = ops.quantize_fp8_groups(torch.randn(12, k), block)
+    buffer = torch.full((20, n), 7.0)
+    offs = torch.tensor([6, 20], dtype=torch.int32)
+    fp8_block_gemm_kernel(q, s, torch.stack([w_q, w_q]), torch.stack([w_s, w_s]), offs, block, block, buffer[:12])
+    assert (buffer[12:] == 7.0).all()
+    torch.testing.assert_close(buffer[:12], ops.fp8_block_mm(q, s, w_q, w_s, None, block, torch.float32), rtol=1e-6,
+                               atol=1e-5)
+
+
+def test_precise_accumulation_runs() -> None:
+    """``fast_accum=False`` (a promotion every 32 elements on sm_90) computes the same function."""
+    w_q, w_s = _weight(32, 64, 32, groups=False)
+    q, s = ops.quantize_fp8_groups(torch.randn(8, 64), 32)
+    out = torch.empty(8, 32)
+    got = fp8_block_gemm_kernel(q, s, w_q, w_s, None, 32, 32, out, fast_accum=False)
+    torch.testing.assert_close(got, ops.fp8_block_mm(q, s, w_q, w_s, None, 32, torch.float32), rtol=1e-6, atol=1e-5)
 
 
 def test_kernel_builds_for_sm90_without_spills() -> None:

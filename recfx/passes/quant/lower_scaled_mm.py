@@ -43,7 +43,8 @@ from typing import Any
 import torch
 from torch.fx import Graph, GraphModule, Node
 
-from recfx.ops.fp8_block_mm import quantize_groups
+from recfx.ops.fp8_block_mm import BLOCK_SIZES, quantize_groups
+from recfx.ops.fp8_linear import DEFAULT_BLOCK_SIZE
 from recfx.ops.fp8_rows import quantize_per_token, quantize_rows, quantize_rows_float32
 from recfx.ops.fp8_terms import fp8_gemm
 from recfx.passes.base import PassContext, PassResult, register_pass
@@ -61,9 +62,6 @@ GEMM_ALIGN = 16
 ROWWISE_OUT_DTYPES = (torch.bfloat16,)
 #: Activation dtypes whose GEMMs are lowered (float64 keeps the reference op: its quantization is float64 too).
 LIFTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
-#: Scale blocks ``recfx::fp8_block_mm``'s kernel takes (``recfx.kernels.fp8_block_gemm.BLOCK_SIZES``; not imported:
-#: the kernel module needs Triton, this pass does not).
-BLOCK_SIZES = (32, 64, 128, 256)
 #: ``CompileConfig.backend_options`` keys this pass reads.
 OPTIONS = ("fast_accum", "exact_quant")
 
@@ -125,7 +123,7 @@ def _why_not(node: Node) -> str | None:
         return "K or N is not static"
     if gemm.lowering == "block_mm":
         block = _arg(node, 4, "block_size")
-        block = 128 if block is None else block
+        block = DEFAULT_BLOCK_SIZE if block is None else block
         if block not in BLOCK_SIZES:
             return f"block size {block} (the block-scaled kernel takes {', '.join(map(str, BLOCK_SIZES))})"
         if k % block:
@@ -189,7 +187,7 @@ class _Emitter:
         x, w_q, w_s = node.args[0], node.args[1], node.args[2]
         assert isinstance(x, Node) and isinstance(w_q, Node) and isinstance(w_s, Node)
         bias, block = _arg(node, 3, "bias"), _arg(node, 4, "block_size")
-        block = 128 if block is None else int(block)
+        block = DEFAULT_BLOCK_SIZE if block is None else int(block)
         x_val, w_val = tensor_meta(x), tensor_meta(w_q)
         assert x_val is not None and w_val is not None
         k, n, dtype = int(x_val.shape[-1]), int(w_val.shape[0]), x_val.dtype
@@ -197,7 +195,7 @@ class _Emitter:
                 for d, s in enumerate(x_val.shape[:-1])]
         q, s_x = self.groups(x, k, block, node)
         out = dtype if bias is None else torch.float32  # the reference adds the bias to the float32 sum
-        y = self.call(ops.fp8_block_mm.default, q, s_x, w_q, w_s, None, block, out)
+        y = self.call(ops.fp8_block_mm.default, q, s_x, w_q, w_s, None, block, out, self.fast_accum)
         if bias is not None:
             y = self.call(aten._to_copy.default, self.call(aten.add.Tensor, y, self._float32(bias)), dtype=dtype)
         return self.call(aten.reshape.default, y, [*lead, n])

@@ -139,6 +139,7 @@ def test_block_scaled_gemms_become_group_quantization_and_fp8_block_mm(fp8, toy,
     _, summary = _lower(gm)
     assert summary.lowered == 6 and summary.quantizations == 3 and summary.kept == []
     assert fp8.count(gm, ops.fp8_block_mm.default) == 6 and fp8.count(gm, ops.fp8_linear_blocks.default) == 0
+    assert all(n.args[-1] is True for n in gm.graph.nodes if n.target is ops.fp8_block_mm.default)  # fast_accum
     assert "block scales, recfx::fp8_block_mm" in summary.render()
     with torch.inference_mode():
         got = gm(x)
