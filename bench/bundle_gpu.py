@@ -89,8 +89,11 @@ def load_and_call(args: argparse.Namespace) -> dict[str, Any]:
         _sync(device)
         second_call_s = time.perf_counter() - t0
     identical = len(got) == len(want) and all(torch.equal(g.cpu(), w) for g, w in zip(got, want))
+    diffs = [float((g.cpu().double() - w.double()).abs().max()) if g.is_floating_point() and g.numel() else
+             float((g.cpu() != w).sum()) for g, w in zip(got, want)]  # per output: max |diff|, or differing ints
     return {"load_s": load_s, "first_call_after_load_s": first_call_s, "second_call_s": second_call_s,
-            "load_plus_first_call_s": load_s + first_call_s, "outputs_identical": identical}
+            "load_plus_first_call_s": load_s + first_call_s, "outputs_identical": identical,
+            "output_differences": diffs}
 
 
 def _device_name(device: torch.device) -> str:

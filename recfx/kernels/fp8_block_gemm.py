@@ -33,7 +33,7 @@ import torch
 import triton
 import triton.language as tl
 
-from recfx.ops.fp8_block_mm import BLOCK_SIZES
+from recfx.ops.fp8_terms import BLOCK_SIZES
 
 #: CUDA's largest grid extent along y (output column tiles)
 MAX_GRID_Y = 65535

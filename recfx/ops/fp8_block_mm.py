@@ -21,13 +21,11 @@ from torch import Tensor
 from recfx.ops.fp8 import FP8_DTYPE
 from recfx.ops.fp8_linear import blocks_matmul, weight_block_rows
 from recfx.ops.fp8_rows import quantize_per_token
-from recfx.ops.fp8_terms import Call
+from recfx.ops.fp8_terms import BLOCK_SIZES, Call
 
 aten = torch.ops.aten
 #: output dtypes the op writes
 OUT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
-#: scale blocks the op takes (its GPU kernel's ``BLOCK_K`` is the block: a power of two an FP8 MMA reduces over)
-BLOCK_SIZES = (32, 64, 128, 256)
 
 
 def quantize_groups(call: Call, x2: Any, k: int, block_size: int, exact: bool) -> tuple[Any, Any]:
@@ -99,7 +97,7 @@ def fp8_block_mm(q_x: Tensor, s_x: Tensor, w_q: Tensor, w_s: Tensor, offs: Tenso
             experts' stacked, (E, N, K) and (E, ...).
         offs: None (dense), or int32 (E,): where each expert's rows end (rows sorted by expert; non-decreasing,
             at most M). Rows from ``offs[-1]`` on are not written (as ``torch._grouped_mm``).
-        block_size: B, one of :data:`BLOCK_SIZES`.
+        block_size: B, one of ``recfx.ops.fp8_terms.BLOCK_SIZES``.
         out_dtype: bf16, fp16 or fp32.
         fast_accum: on the GPU, let the FP8 MMA accumulate each K block in Hopper's fast mode (False: promote to
             float32 every 32 elements); the blocks are added in float32 either way. The CPU computes in float32.
@@ -150,4 +148,4 @@ def _fp8_block_mm_cuda(q_x: Tensor, s_x: Tensor, w_q: Tensor, w_s: Tensor, offs:
                                  weight_block_rows(n, w_s.shape[-2], block_size), out, fast_accum)
 
 
-__all__ = ["BLOCK_SIZES", "OUT_DTYPES", "fp8_block_mm", "quantize_groups"]
+__all__ = ["OUT_DTYPES", "fp8_block_mm", "quantize_groups"]

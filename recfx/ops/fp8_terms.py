@@ -45,6 +45,9 @@ def _op(name: str) -> Any:
 
 #: The GPU forms ``fp8_lower_scaled_mm`` writes (``Fp8Gemm.lowering``).
 LOWERINGS = ("scaled_mm", "block_mm")
+#: The scale blocks ``recfx::fp8_block_mm`` takes: its GPU kernel's K step is the block, a power of two an FP8 MMA
+#: reduces over.
+BLOCK_SIZES = (32, 64, 128, 256)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -306,7 +309,7 @@ def is_fp8_op(target: Any) -> bool:
     return namespace == "recfx" and (op in FP8_QDQ_OP_NAMES or op in FP8_GEMMS)
 
 
-__all__ = ["ACTIVATION_MODES", "EAGER", "FP8_GEMMS", "FP8_LINEAR", "FP8_LINEAR_BLOCKS", "FP8_OP_NAMES",
+__all__ = ["ACTIVATION_MODES", "BLOCK_SIZES", "EAGER", "FP8_GEMMS", "FP8_LINEAR", "FP8_LINEAR_BLOCKS", "FP8_OP_NAMES",
            "FP8_QDQ_OP_NAMES", "FP8_STORAGE_DTYPES", "ActivationMode", "Call", "Fp8Gemm", "Granularity",
            "WeightGranularity", "activation_mode", "dequantize", "fp8_gemm", "granularity_table", "is_fp8_op",
            "register_gemm", "register_granularity", "unregister_granularity", "weight_granularity"]

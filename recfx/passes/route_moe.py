@@ -36,9 +36,10 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-from recfx.ops.fp8_block_mm import BLOCK_SIZES, OUT_DTYPES, quantize_groups
+from recfx.ops.fp8_block_mm import OUT_DTYPES, quantize_groups
 from recfx.ops.fp8_linear import DEFAULT_BLOCK_SIZE
 from recfx.ops.fp8_rows import quantize_per_token
+from recfx.ops.fp8_terms import BLOCK_SIZES
 from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.quant.convert import erase_unused_attrs, fresh_buffer
 from recfx.passes.utils import fetch_attr, fill_meta, finish, is_impure, mutated_values, same_shape, tensor_meta

@@ -43,10 +43,10 @@ from typing import Any
 import torch
 from torch.fx import Graph, GraphModule, Node
 
-from recfx.ops.fp8_block_mm import BLOCK_SIZES, quantize_groups
+from recfx.ops.fp8_block_mm import quantize_groups
 from recfx.ops.fp8_linear import DEFAULT_BLOCK_SIZE
 from recfx.ops.fp8_rows import quantize_per_token, quantize_rows, quantize_rows_float32
-from recfx.ops.fp8_terms import fp8_gemm
+from recfx.ops.fp8_terms import BLOCK_SIZES, fp8_gemm
 from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.quant.convert import fresh_buffer
 from recfx.passes.quant.state import PLAN
