@@ -123,6 +123,20 @@ class CudaFp8Attention(CudaFp8Backend):
         return super().passes(ctx)
 
 
+@register_backend("cuda-fp8-v2")
+class CudaFp8OneRecV2(CudaFp8Backend):
+    """``cuda-fp8`` with ``QuantConfig.onerec_v2()`` (MoE experts in 1 x 128 / 128 x 128 blocks, on the grouped
+    ``recfx::fp8_block_mm``), unless the bench was given a quant config."""
+
+    priority = -100
+    description = "benchmark only: cuda-fp8 with the OneRec-V2 recipe (block-scaled MoE experts)"
+
+    def passes(self, ctx: Any) -> list[str]:
+        if ctx.quant is None:
+            ctx.quant = recfx.QuantConfig.onerec_v2()
+        return super().passes(ctx)
+
+
 # ---------------------------------------------------------------------------------------------------- checks
 def part_checks(out: dict[str, Any]) -> None:
     torch.manual_seed(0)

@@ -8,6 +8,7 @@
 #       moe      onerec-moe: inductor at batches 8 and 32, profiled (~310 s cold)
 #       moe-fp8  onerec-moe: cuda-fp8 at batches 8 and 32, profiled (run on the same warm machine as moe: the
 #                two compiles do not fit one 10-minute call)
+#       moe-v2   onerec-moe: cuda-fp8 with the OneRec-V2 recipe (block-scaled experts on recfx::fp8_block_mm) at 8, 32
 #       rows     the A/B of recfx's persistent-reduction limit at batch 32, in one process: cuda-fp8 with its 8,192
 #                and with Inductor's own 1,024 (Inductor's caches key on the limit)
 #       attn     onerec-1b: cuda-fp8 and cuda-fp8-attn (its opt-in FP8 attention) at batches 1, 8, 32, profiled
@@ -37,6 +38,7 @@ case $step in
     torchao) fp8 --model onerec-1b --backends inductor,torchao-fp8 --batches 1,8,32 --out "$out" ;;
     moe) fp8 --model onerec-moe --backends inductor --batches 8,32 --out "$out" ;;
     moe-fp8) fp8 --model onerec-moe --backends cuda-fp8 --batches 8,32 --out "$out" ;;
+    moe-v2) fp8 --model onerec-moe --backends cuda-fp8-v2 --batches 8,32 --out "$out" ;;
     rows) fp8 --model onerec-1b --backends cuda-fp8,cuda-fp8-rows1024 --batches 32 --out "$out" ;;
     attn) fp8 --model onerec-1b --backends cuda-fp8,cuda-fp8-attn --batches 1,8,32 --out "$out" ;;
     deploy)
