@@ -21,6 +21,10 @@ elements, the one DeepSeek-V3's block-scaled GEMMs rely on). Inside a block the 
 mode does (``FAST_ACCUM``, the default, as ``cuda-fp8``'s ``_scaled_mm`` GEMMs), or with a promotion every 32
 elements (``FAST_ACCUM=False``: ``backend_options={"fast_accum": False}``).
 
+Measured on an H100 (BENCHMARKS.md run 5): correct (cosine 0.9999986 to float64) but slow, 285-532 TFLOP/s dense and
+384-441 grouped against cuBLASLt's 1,322-1,349 row-wise and bf16's 700-750: a plain pointer-load loop with the
+block product and the accumulator both live, where DeepGEMM-class kernels use TMA and warp specialisation.
+
 Rows are read only below ``M`` (and, grouped, below ``offs[-1]``: the rows after it are not written); ``offs`` must
 not decrease.
 """
