@@ -134,3 +134,28 @@ def test_kernel_builds_for_sm90_without_spills() -> None:
     for row in rows:
         registers, stack, shared = (int(x) for x in row.split("|")[1].split())
         assert 0 < registers <= 255 and stack == 0 and 0 < shared <= 227 * 1024
+
+
+def test_fast_accum_off_promotes_every_32_elements_on_sm90() -> None:
+    """``fast_accum=False`` reaches the sm_90 MMA: the build without it accumulates without promotion (Triton's sm_90
+    default), the one with it promotes to float32 every 32 elements."""
+    script = '''
+import re, triton
+from triton.compiler import ASTSource
+from triton.backends.compiler import GPUTarget
+from recfx.kernels import fp8_block_gemm, resources
+kernel = fp8_block_gemm._fp8_block_gemm_body
+for imprecise in (None, fp8_block_gemm.PRECISE_ACC):
+    constexprs = {"W_ROWS": 128, "GROUPED": False, "IMPRECISE": imprecise, "BLOCK_M": 64, "BLOCK_N": 64,
+                  "BLOCK_K": 128, "sa_k": 1, "sw_k": 1, "sc_n": 1}
+    pointers = {"A": "*fp8e4nv", "AS": "*fp32", "W": "*fp8e4nv", "WS": "*fp32", "C": "*bf16", "OFFS": "*i32"}
+    signature, indexed = resources._signature(kernel, constexprs, {}, pointers)
+    built = triton.compile(ASTSource(fn=kernel, signature=signature, constexprs=indexed),
+                           target=GPUTarget("cuda", 90, 32), options={"num_warps": 4, "num_stages": 2})
+    print(sorted(set(re.findall(r"maxNumImpreciseAcc = (\\d+)", built.asm["ttgir"]))))
+'''
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=600,
+                            check=False)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.split("\n")[:2] == ["['1073741824']", "['32']"], result.stdout

@@ -108,6 +108,12 @@ def _arg(node: Node, i: int, name: str) -> Any:
     return node.args[i] if len(node.args) > i else node.kwargs.get(name)
 
 
+def _block_size(node: Node) -> Any:
+    """The block size B of an ``fp8_linear_blocks`` node (its default when not given)."""
+    block = _arg(node, 4, "block_size")
+    return DEFAULT_BLOCK_SIZE if block is None else block
+
+
 def _why_not(node: Node) -> str | None:
     """Why this FP8 GEMM cannot be lowered (None when it can)."""
     gemm = fp8_gemm(node.target)
@@ -122,8 +128,7 @@ def _why_not(node: Node) -> str | None:
     if not (isinstance(k, int) and isinstance(n, int)):
         return "K or N is not static"
     if gemm.lowering == "block_mm":
-        block = _arg(node, 4, "block_size")
-        block = DEFAULT_BLOCK_SIZE if block is None else block
+        block = _block_size(node)
         if block not in BLOCK_SIZES:
             return f"block size {block} (the block-scaled kernel takes {', '.join(map(str, BLOCK_SIZES))})"
         if k % block:
@@ -182,17 +187,20 @@ class _Emitter:
             self.quantized[key] = (self._row_major(q), s)
         return self.quantized[key]
 
-    def block_gemm(self, node: Node) -> Node:
-        """``fp8_linear_blocks(x, w_q, w_s, bias, B)`` -> group quantization + ``recfx::fp8_block_mm``."""
+    def operands(self, node: Node) -> tuple[Node, Node, Node, int, int, torch.dtype, list[Any]]:
+        """(x, w_q, w_s, K, N, x's dtype, x's leading sizes, symbolic ones as ``sym_size`` nodes) of an FP8 GEMM."""
         x, w_q, w_s = node.args[0], node.args[1], node.args[2]
         assert isinstance(x, Node) and isinstance(w_q, Node) and isinstance(w_s, Node)
-        bias, block = _arg(node, 3, "bias"), _arg(node, 4, "block_size")
-        block = DEFAULT_BLOCK_SIZE if block is None else int(block)
         x_val, w_val = tensor_meta(x), tensor_meta(w_q)
         assert x_val is not None and w_val is not None
-        k, n, dtype = int(x_val.shape[-1]), int(w_val.shape[0]), x_val.dtype
         lead = [self.call(aten.sym_size.int, x, d) if not isinstance(s, int) else s
                 for d, s in enumerate(x_val.shape[:-1])]
+        return x, w_q, w_s, int(x_val.shape[-1]), int(w_val.shape[0]), x_val.dtype, lead
+
+    def block_gemm(self, node: Node) -> Node:
+        """``fp8_linear_blocks(x, w_q, w_s, bias, B)`` -> group quantization + ``recfx::fp8_block_mm``."""
+        x, w_q, w_s, k, n, dtype, lead = self.operands(node)
+        bias, block = _arg(node, 3, "bias"), _block_size(node)
         q, s_x = self.groups(x, k, block, node)
         out = dtype if bias is None else torch.float32  # the reference adds the bias to the float32 sum
         y = self.call(ops.fp8_block_mm.default, q, s_x, w_q, w_s, None, block, out, self.fast_accum)
@@ -211,14 +219,8 @@ class _Emitter:
         return self.weights[key]
 
     def gemm(self, node: Node) -> Node:
-        x, w_q, w_s = node.args[0], node.args[1], node.args[2]
-        assert isinstance(x, Node) and isinstance(w_q, Node) and isinstance(w_s, Node)
+        x, w_q, w_s, k, n, dtype, lead = self.operands(node)
         bias, x_scale = _arg(node, 3, "bias"), _arg(node, 4, "x_scale")
-        x_val, w_val = tensor_meta(x), tensor_meta(w_q)
-        assert x_val is not None and w_val is not None
-        k, n, dtype = int(x_val.shape[-1]), int(w_val.shape[0]), x_val.dtype
-        lead = [self.call(aten.sym_size.int, x, d) if not isinstance(s, int) else s
-                for d, s in enumerate(x_val.shape[:-1])]
         q, s_x = self.quantize(x, k, x_scale, node)
         w_t, s_w = self.weight(w_q, w_s, n)
         if dtype in ROWWISE_OUT_DTYPES:
