@@ -109,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="bfloat16")
     parser.add_argument("--out", required=True, help="folder for the bundle, io.safetensors and result.json")
     parser.add_argument("--load", action="store_true", help="(internal) the fresh process: load, call, compare")
+    parser.add_argument("--resume", action="store_true",
+                        help="if --out already holds a bundle this script saved (result.json says so), skip the "
+                             "compile and only load + call in a fresh process (a GPU call too short for both)")
     args = parser.parse_args(argv)
     folder = Path(args.out)
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] %(message)s", datefmt="%H:%M:%S",
@@ -117,8 +120,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(load_and_call(args)))
         return 0
     folder.mkdir(parents=True, exist_ok=True)
-    result = compile_and_save(args)
-    (folder / "result.json").write_text(json.dumps(result, indent=1))
+    saved = folder / "result.json"
+    if args.resume and saved.is_file() and "save_s" in json.loads(saved.read_text()):
+        result = json.loads(saved.read_text())
+        log.info("resuming: the bundle in %s was saved in %.1f s; loading it", folder, result["save_s"])
+    else:
+        result = compile_and_save(args)
+        saved.write_text(json.dumps(result, indent=1))
     cmd = [sys.executable, __file__, "--load", "--out", str(folder), "--device", args.device]
     child = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)
     if child.returncode:

@@ -13,8 +13,10 @@
 #                and with Inductor's own 1,024 (Inductor's caches key on the limit)
 #       attn     onerec-1b: cuda-fp8 and cuda-fp8-attn (its opt-in FP8 attention) at batches 1, 8, 32, profiled
 #       deploy   bundles (onerec-1b cuda-fp8, ksa-1b inductor: load + first call) and the KSA kernel checks
-#       deploy-1b   the onerec-1b cuda-fp8 bundle alone (compile, save, load + first call: ~8 minutes cold)
+#       deploy-1b   the onerec-1b cuda-fp8 bundle alone (compile, save, load + first call: ~8-10 minutes cold)
 #       deploy-ksa  the ksa-1b inductor bundle alone
+#                   Both keep the bundle in build/ (kept on a warm machine) and resume there: when a call ends
+#                   after the save, the next call on the same machine only loads and calls it.
 #       block    the block-scaled FP8 GEMM kernel (recfx::fp8_block_mm) vs row-wise _scaled_mm and bf16 (~1-2 min)
 # COMMIT: the commit whose working tree runs (the device copy's git HEAD may be stale).
 set -u
@@ -54,8 +56,8 @@ case $step in
     deploy-1b|deploy-ksa)
         case $step in deploy-1b) job="onerec-1b cuda-fp8 8" ;; *) job="ksa-1b inductor 1" ;; esac
         set -- $job
-        python3 bench/bundle_gpu.py --model "$1" --backend "$2" --batch "$3" --out "/tmp/bundle-$1" \
-            > "$out/bundle-$1.log" 2>&1
-        cp "/tmp/bundle-$1/result.json" "$out/bundle-$1.json" ;;
+        python3 bench/bundle_gpu.py --model "$1" --backend "$2" --batch "$3" --out "build/bundle-$1" --resume \
+            >> "$out/bundle-$1.log" 2>&1
+        cp "build/bundle-$1/result.json" "$out/bundle-$1.json" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
 esac
