@@ -61,3 +61,6 @@ case $step in
         cp "build/bundle-$1/result.json" "$out/bundle-$1.json" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
 esac
+if [ -f "$out/bench.json" ]; then  # the profiled kernels' Triton sources, to read what the heaviest ones compute
+    python3 bench/probes/kernel_sources.py "$out/bench.json" "$out/kernels" > "$out/kernels.log" 2>&1
+fi
