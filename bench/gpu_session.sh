@@ -4,6 +4,8 @@
 #   bash bench/gpu_session.sh STEP OUT COMMIT [more bench/fp8.py options, e.g. --cuda-graphs both]
 #
 # STEP: 1b       onerec-1b: inductor, cuda-fp8, eager at batches 1, 8, 32, each backend profiled at batch 32
+#       1b-all   onerec-1b: inductor, cuda-fp8, torchao's PerRow FP8 + torch.compile and eager at batches 8 and 32, in
+#                one process (every onerec-1b target of issue 15 in one run; needs the wheel; ~8-9 minutes cold)
 #       torchao  onerec-1b: inductor and torchao's PerRow FP8 + torch.compile at batches 1, 8, 32 (needs the wheel)
 #       moe      onerec-moe: inductor at batches 8 and 32, profiled (~310 s cold)
 #       moe-fp8  onerec-moe: cuda-fp8 at batches 8 and 32, profiled (run on the same warm machine as moe: the
@@ -37,6 +39,7 @@ extra=("$@")
 fp8() { python3 bench/fp8.py --parts bench --cuda-graphs off --time-budget 0.5 --bench-profile "$@" ${extra[@]+"${extra[@]}"}; }
 case $step in
     1b) fp8 --model onerec-1b --backends inductor,cuda-fp8,eager --batches 1,8,32 --out "$out" ;;
+    1b-all) fp8 --model onerec-1b --backends inductor,cuda-fp8,torchao-fp8,eager --batches 8,32 --out "$out" ;;
     torchao) fp8 --model onerec-1b --backends inductor,torchao-fp8 --batches 1,8,32 --out "$out" ;;
     moe) fp8 --model onerec-moe --backends inductor --batches 8,32 --out "$out" ;;
     moe-fp8) fp8 --model onerec-moe --backends cuda-fp8 --batches 8,32 --out "$out" ;;
