@@ -1,0 +1,103 @@
+"""Read the Triton kernels Inductor would write for a GPU backend, on a machine without a GPU (a probe, not a tool).
+
+A GPU profile names kernels; what they compute, and why a reduction is looped or split, is in their source. This
+probe compiles a model through a GPU backend's whole pipeline (``cuda-fp8`` by default, its GPU-only availability
+check stood in) with Inductor's *Triton* CPU backend, so the scheduling and fusion decisions are Inductor's Triton
+ones (and recfx's persistent-row heuristics), with the online softmax turned on as on CUDA. The kernels cannot run
+(no Triton driver here: the warm-up call fails after code generation, which is expected); their source is written::
+
+    PYTHONPATH=$PWD python3 bench/probes/inductor_kernels_cpu.py --out /tmp/kernels [--layers 1 --batch 8]
+
+Output: ``output_code.py`` (the whole generated module, kernels with the FX nodes each one fuses) and
+``kernels.txt`` (one line per kernel: name, looped/persistent/pointwise, reduction hint, size hints). It monkeypatches
+private Inductor functions (the Triton backend hash, the online-softmax device check): torch version dependent, and
+the size hints follow the example batch given. What it shows matched the kernel names of H100 profiles (run 4).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="onerec-1b")
+    parser.add_argument("--backend", default="cuda-fp8")
+    parser.add_argument("--layers", type=int, default=1, help="decoder layers kept (1: one of each kernel)")
+    parser.add_argument("--batch", type=int, default=8, help="example batch (sets Inductor's size hints)")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args(argv)
+
+    import os
+
+    os.environ["TRITON_INTERPRET"] = "1"
+    cache = Path(tempfile.mkdtemp(prefix="recfx-kernels-"))
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
+    import torch
+    import torch._inductor.config as inductor_config
+    import torch._inductor.fx_passes.post_grad as post_grad
+    import torch.utils._triton as triton_utils
+
+    import recfx
+    from recfx.backends.base import Availability
+    from recfx.backends.fp8 import CudaFp8Backend
+    from recfx.models import get_model
+
+    inductor_config.cpu_backend = "triton"
+    triton_utils.triton_hash_with_backend = lambda: "cpu-probe"  # no Triton driver to hash
+    triton_utils.triton_backend = lambda: None
+
+    def online_softmax_everywhere(match):  # type: ignore[no-untyped-def]
+        return config.online_softmax  # noqa: F821  (post_grad's global, once this code runs as its function)
+
+    post_grad.prepare_softmax_extra_check.__code__ = online_softmax_everywhere.__code__
+    CudaFp8Backend.availability = lambda self: Availability(True, "")  # type: ignore[method-assign]
+
+    spec = get_model(args.model)
+    cfg = spec.config
+    if hasattr(cfg, "n_layers"):
+        changes = {"n_layers": args.layers}
+        if hasattr(cfg, "n_moe_layers"):
+            changes["n_moe_layers"] = min(cfg.n_moe_layers, args.layers)
+        if hasattr(cfg, "pathway_tokens"):
+            changes["pathway_tokens"] = (8, 16, 32)  # the context length changes no decode kernel's kind
+        cfg = dataclasses.replace(cfg, **changes)
+    spec = dataclasses.replace(spec, config=cfg)
+    torch.manual_seed(0)
+    model = spec.build().eval().to(torch.bfloat16)
+    inputs = spec.example_inputs(args.batch, dtype=torch.bfloat16)
+    try:
+        recfx.compile(model, inputs, backend=args.backend, config=recfx.CompileConfig(check_numerics=False))
+    except Exception as exc:  # noqa: BLE001  (the warm-up call cannot run the kernels: expected)
+        print(f"(stopped after code generation: {type(exc).__name__})", file=sys.stderr)
+    modules = [p for p in cache.rglob("*.py") if "async_compile.triton(" in p.read_text(errors="replace")]
+    if not modules:
+        print("no generated module found", file=sys.stderr)
+        return 1
+    code = max(modules, key=lambda p: p.stat().st_size)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(code, out / "output_code.py")
+    text = code.read_text()
+    lines = []
+    for m in re.finditer(r"^(triton_\w+) = async_compile\.triton\(", text, re.M):
+        body = text[m.end(): text.index("''', device_str", m.end())]
+        kind = re.search(r"@triton_heuristics\.(\w+)", body)
+        hint = re.search(r"reduction_hint=ReductionHint\.(\w+)", body)
+        sizes = re.search(r"size_hints=(\{[^}]*\})", body)
+        lines.append(f"{m.group(1)}  {kind.group(1) if kind else '?'}  {hint.group(1) if hint else '-'}  "
+                     f"{sizes.group(1) if sizes else ''}")
+    (out / "kernels.txt").write_text("\n".join(lines) + "\n")
+    print(f"{len(lines)} kernels -> {out}")
+    shutil.rmtree(cache, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
