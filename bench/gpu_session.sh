@@ -19,6 +19,8 @@
 #       deploy-ksa  the ksa-1b inductor bundle alone
 #                   Both keep the bundle in build/ (kept on a warm machine) and resume there: when a call ends
 #                   after the save, the next call on the same machine only loads and calls it.
+#       aoti-diag   where loading an AOTInductor bundle crashes on the GPU (bench/probes/aoti_load.py: small and
+#                   1.1 GB bundles, with and without recfx ops, with and without mmapped weights; ~4-5 minutes)
 #       block    the block-scaled FP8 GEMM kernel (recfx::fp8_block_mm) vs row-wise _scaled_mm and bf16 (~1-2 min)
 # COMMIT: the commit whose working tree runs (the device copy's git HEAD may be stale).
 set -u
@@ -55,6 +57,7 @@ case $step in
                 > "$out/bundle-$1.log" 2>&1
             cp "/tmp/bundle-$1/result.json" "$out/bundle-$1.json"
         done ;;
+    aoti-diag) python3 bench/probes/aoti_load.py --out "$out/aoti" > "$out/aoti.log" 2>&1 ;;
     block) python3 bench/probes/block_gemm.py "$out/block_gemm.json" > "$out/block_gemm.log" 2>&1 ;;
     deploy-1b|deploy-ksa)
         case $step in deploy-1b) job="onerec-1b cuda-fp8 8" ;; *) job="ksa-1b inductor 1" ;; esac
