@@ -9,10 +9,13 @@ AOTInductor's ``force_mmap_weights``), which exits before anything is loaded. Fr
 bundle, each printing every step it reaches:
 
 - ``recfx``: ``recfx.load`` and one call, outputs compared bit for bit with the compiling process's;
-- when that one fails: ``raw`` (recfx imported for its ops, then ``torch._inductor.aoti_load_package`` alone: no
-  manifest check, no CUDA initialised first, default device index), ``raw-single`` (the same with
-  ``run_single_threaded=True``), ``raw-index0`` (device index 0, as ``recfx.load`` passes), and the ``recfx`` load
-  again under gdb for a C++ backtrace if gdb is installed.
+- when that one fails (or as ``--variants`` asks): ``steps`` (``aoti_load_package``'s own steps one at a time,
+  timestamped: the package's metadata, Inductor's device information, the package loader), ``runner`` (the zip
+  extracted here and its shared library run by AOTInductor's container runner, without the package loader),
+  ``raw`` / ``raw-single`` / ``raw-index0`` (recfx imported for its ops, then ``torch._inductor.aoti_load_package``
+  alone with the default arguments / ``run_single_threaded=True`` / device index 0), ``plain`` (``raw`` without
+  importing recfx: ``linears`` cases), and the ``recfx`` load again under gdb for a C++ backtrace if gdb is
+  installed. (Run 7 on the H100 had only the ``raw`` variants; ``recfx`` then loaded with ``aoti_load_package``.)
 
 Results: ``summary.json`` (rewritten after every step) and one log per process under ``--out``. Cases are skipped once
 ``--budget`` seconds have passed.
@@ -30,7 +33,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CASES = "ksa-tiny:inductor:2,linears-1100:inductor:8,linears-1100:inductor:8:mmap,onerec-tiny:cuda-fp8:8"
+DEFAULT_CASES = ("linears-20:inductor:8,ksa-tiny:inductor:2,linears-1100:inductor:8,linears-1100:inductor:8:mmap,"
+                 "onerec-tiny:cuda-fp8:8")
 
 
 def _linears(megabytes: int, width: int = 4096) -> Any:
@@ -91,17 +95,28 @@ def load(folder: Path, variant: str, device_name: str) -> dict[str, Any]:
     import torch
     from safetensors.torch import load_file
 
-    import recfx
-
-    step("imported recfx")
+    if variant != "plain":  # plain: torch alone (a bundle without recfx ops)
+        import recfx
+    step("imported")
     io = load_file(str(folder / "io.safetensors"))
+    package = str(folder / "bundle" / "model.pt2")
     t0 = time.perf_counter()
     if variant == "recfx":
         runner: Any = recfx.load(folder / "bundle", device=device_name)
+    elif variant == "steps":  # aoti_load_package's own steps, one at a time
+        meta = torch._C._aoti.AOTIModelPackageLoader.load_metadata_from_package(package, "model")
+        step(f"metadata {meta}")
+        from torch._inductor.codecache import get_device_information
+
+        step(f"device information {get_device_information(meta['AOTI_DEVICE_KEY'])}")
+        loader = torch._C._aoti.AOTIModelPackageLoader(package, "model", False, 1, -1)
+        step("package loader constructed")
+        runner = torch.export.pt2_archive._package.AOTICompiledModel(loader)
+    elif variant == "runner":  # no package loader: the zip extracted here, the shared library run directly
+        runner = _direct_runner(package, device_name, step)
     else:
         step("aoti_load_package, CUDA not initialised yet" if not torch.cuda.is_initialized() else "aoti_load_package")
-        runner = torch._inductor.aoti_load_package(str(folder / "bundle" / "model.pt2"),
-                                                   run_single_threaded=variant == "raw-single",
+        runner = torch._inductor.aoti_load_package(package, run_single_threaded=variant == "raw-single",
                                                    device_index=0 if variant == "raw-index0" else -1)
     load_s = time.perf_counter() - t0
     memory = f"; free/total GPU bytes {torch.cuda.mem_get_info()}" if device_name != "cpu" else ""
@@ -118,6 +133,33 @@ def load(folder: Path, variant: str, device_name: str) -> dict[str, Any]:
     step(f"called in {call_s:.2f} s")
     identical = len(got) == len(want) and all(torch.equal(g.cpu(), w) for g, w in zip(got, want))
     return {"load_s": load_s, "first_call_s": call_s, "identical": identical}
+
+
+def _direct_runner(package: str, device_name: str, step: Any) -> Any:
+    """The package's shared library run by AOTInductor's container runner, without ``AOTIModelPackageLoader``."""
+    import tempfile
+    import zipfile
+
+    import torch
+    import torch.utils._pytree as pytree
+
+    folder = Path(tempfile.mkdtemp(prefix="aoti-direct-"))
+    with zipfile.ZipFile(package) as archive:
+        archive.extractall(folder)
+    so = next(folder.rglob("*.so"))
+    step(f"extracted {so.name}")
+    if device_name == "cpu":
+        runner = torch._C._aoti.AOTIModelContainerRunnerCpu(str(so), 1)
+    else:
+        runner = torch._C._aoti.AOTIModelContainerRunnerCuda(str(so), 1, device_name, str(so.parent))
+    step("container runner constructed")
+    in_spec, out_spec = (pytree.treespec_loads(s) for s in runner.get_call_spec())
+
+    def call(*args: Any) -> Any:
+        flat = [x for x in pytree.tree_flatten((args, {}))[0] if isinstance(x, torch.Tensor)]
+        return pytree.tree_unflatten(runner.run(flat), out_spec)
+
+    return call
 
 
 def _child(args: list[str], log: Path, timeout: float, prefix: list[str] | None = None) -> dict[str, Any]:
@@ -143,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True)
     parser.add_argument("--cases", default=DEFAULT_CASES)
+    parser.add_argument("--variants", help="load variants to time besides recfx, whatever happens (default: "
+                        "steps,runner,raw-single when the recfx load fails)")
     parser.add_argument("--budget", type=float, default=200.0, help="seconds after which no new case starts")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--make", help="(internal) compile and save this case into --out")
@@ -172,12 +216,13 @@ def main(argv: list[str] | None = None) -> int:
         if record["make"]["rc"] != 0:
             continue
         record["recfx"] = _child(["--load", "recfx", *where], out / f"{tag}.recfx.log", 120)
-        if record["recfx"]["rc"] != 0:
-            for variant in ("raw", "raw-single", "raw-index0"):
-                record[variant] = _child(["--load", variant, *where], out / f"{tag}.{variant}.log", 120)
-            if gdb:
-                record["gdb"] = _child(["--load", "recfx", *where], out / f"{tag}.gdb.log", 150,
-                                       prefix=[gdb, "-q", "-batch", "-ex", "run", "-ex", "bt 40", "--args"])
+        failed = record["recfx"]["rc"] != 0
+        variants = args.variants.split(",") if args.variants else ["steps", "runner", "raw-single"] if failed else []
+        for variant in (*variants, *(("plain",) if failed and case.startswith("linears") else ())):
+            record[variant] = _child(["--load", variant, *where], out / f"{tag}.{variant}.log", 120)
+        if failed and gdb:
+            record["gdb"] = _child(["--load", "recfx", *where], out / f"{tag}.gdb.log", 150,
+                                   prefix=[gdb, "-q", "-batch", "-ex", "run", "-ex", "bt 40", "--args"])
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
     summary["gdb"] = gdb or "not installed"
     (out / "summary.json").write_text(json.dumps(summary, indent=1))

@@ -320,11 +320,30 @@ def check_compatible(manifest: dict[str, Any], device: torch.device, path: Path)
         if have["capability"] != wanted["capability"]:
             raise BundleDeviceError(f"{path} holds GPU code for {_describe(wanted)}; {device} is {_describe(have)}. "
                                     "Compile the model on this GPU architecture and save that")
-    if device.type == "cpu" and manifest["format"] == formats.AOTI:
-        have = device_record(device)
-        if have["isa"] != wanted["isa"]:
-            raise BundleDeviceError(f"{path} holds CPU code for the {wanted['isa']} vector ISA; this CPU picks "
-                                    f"{have['isa']}. Compile the model on this kind of CPU and save that")
+    if device.type == "cpu" and manifest["format"] == formats.AOTI and not _cpu_runs(wanted["isa"]):
+        raise BundleDeviceError(f"{path} holds CPU code for the {wanted['isa']} vector ISA; this CPU picks "
+                                f"{device_record(device)['isa']}. Compile the model on this kind of CPU and save that")
+
+
+#: CPU features (``torch.cpu.get_capabilities()``, read from cpuid) that code of each x86 vector ISA of Inductor's
+#: needs (its compile flags); Inductor's own choice of ISA, ``pick_vec_isa``, compiles and runs test programs instead
+#: (~2 s in a fresh process, most of a CPU bundle's load)
+_ISA_FEATURES = {"avx2": ("avx2", "fma3"), "avx512": ("avx512_f", "avx512_dq", "avx512_vl", "avx512_bw", "fma3"),
+                 "avx512_vnni": ("avx512_vnni",)}
+
+
+def _cpu_runs(isa: str) -> bool:
+    """Whether this CPU executes AOTInductor CPU code built for ``isa`` (the manifest's record of the compiling
+    machine's ``pick_vec_isa``, e.g. ``"avx512 avx512_vnni"``): by the CPU's features where every part of ``isa`` is
+    known here, else by asking Inductor for this machine's ISA (the same string is needed)."""
+    if isa == "none":
+        return True
+    parts = isa.split()
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    if capabilities is not None and all(p in _ISA_FEATURES for p in parts):
+        have = capabilities()
+        return all(have.get(feature) for p in parts for feature in _ISA_FEATURES[p])
+    return bool(device_record(torch.device("cpu"))["isa"] == isa)
 
 
 def _describe(record: dict[str, Any]) -> str:

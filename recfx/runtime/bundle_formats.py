@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import tempfile
+import weakref
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +24,7 @@ from typing import Any
 
 import torch
 from torch.export import Dim, ExportedProgram
+from torch.utils._pytree import tree_flatten, tree_unflatten, treespec_loads
 
 from recfx.backends import BACKENDS
 from recfx.backends.eager import EagerBackend
@@ -113,10 +116,10 @@ def write_exported(ep: ExportedProgram, folder: Path) -> None:
 
 
 def read_aoti(folder: Path, manifest: dict[str, Any], device: torch.device) -> Callable[..., Any]:
-    """The AOTInductor package's runner; ``cuda-fp8`` bundles replay CUDA graphs at the batch sizes they were
-    compiled to (``backend_options["cuda_graph_batches"]``), as the in-process module does."""
-    index = device.index if device.type == "cuda" and device.index is not None else -1
-    runner = torch._inductor.aoti_load_package(str(folder / FILES[AOTI]), device_index=index)
+    """The AOTInductor package's model, run by AOTInductor's container runner (:class:`AotiModel`); ``cuda-fp8``
+    bundles replay CUDA graphs at the batch sizes they were compiled to (``backend_options["cuda_graph_batches"]``),
+    as the in-process module does."""
+    runner = AotiModel(folder / FILES[AOTI], device)
     if manifest["backend"] == "cuda-fp8" and device.type == "cuda":
         from recfx.backends.cuda_graphs import DEFAULT_BATCHES, BatchGraphs
 
@@ -126,9 +129,55 @@ def read_aoti(folder: Path, manifest: dict[str, Any], device: torch.device) -> C
     return runner
 
 
-def read_onnx(folder: Path, manifest: dict[str, Any], device: torch.device) -> Callable[..., Any]:
-    from torch.utils._pytree import treespec_loads
+class AotiModel:
+    """The model of an AOTInductor package (``model.pt2``), loaded without ``torch._inductor.aoti_load_package``.
 
+    The package's model folder (the shared library, its GPU kernels' cubins, the proxy executor's op list) is
+    extracted into a private temporary folder, removed when this object is collected or the process exits, and the
+    shared library is run by AOTInductor's container runner, the loader ``aoti_load_package`` itself builds. Its
+    other work is skipped: the device checks, which :func:`recfx.runtime.bundle.check_compatible` made from the
+    manifest already (on a CPU, probing the vector ISA again compiles test programs: ~2 s of a 2.3 s load), and its
+    own extraction. Any AOTInductor package of one model, recfx's or not, loads this way.
+
+    Raises:
+        BundleError: the archive holds no AOTInductor model (no shared library under ``data/aotinductor/model``).
+    """
+
+    def __init__(self, package: Path, device: torch.device) -> None:
+        self._folder = Path(tempfile.mkdtemp(prefix="recfx-aoti-"))
+        self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, ignore_errors=True)
+        with zipfile.ZipFile(package) as archive:
+            members = [m for m in archive.infolist()
+                       if _AOTI_MODEL_FILE.search(m.filename) and not m.is_dir()]
+            for member in members:  # one flat folder: names are the package's own, without their path
+                with archive.open(member) as src, open(self._folder / Path(member.filename).name, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 20)
+        libraries = sorted(self._folder.glob("*.so"))
+        if len(libraries) != 1:
+            self._cleanup()
+            raise BundleError(f"{package} holds {len(libraries)} AOTInductor shared libraries under "
+                              "data/aotinductor/model (expected one); the bundle was not written by recfx or is "
+                              "damaged: save it again")
+        aoti = torch._C._aoti
+        self._runner: Any
+        if device.type == "cuda":
+            self._runner = aoti.AOTIModelContainerRunnerCuda(str(libraries[0]), 1, str(device), str(self._folder))
+        elif device.type == "cpu":
+            self._runner = aoti.AOTIModelContainerRunnerCpu(str(libraries[0]), 1)
+        else:
+            self._cleanup()
+            raise BundleError(f"AOTInductor bundles run on CPU or CUDA devices, not {device}")
+        self._out_spec = treespec_loads(self._runner.get_call_spec()[1])
+
+    def __call__(self, *args: Any) -> Any:
+        flat = [x for x in tree_flatten(args)[0] if isinstance(x, torch.Tensor)]
+        return tree_unflatten(self._runner.run(flat), self._out_spec)
+
+
+_AOTI_MODEL_FILE = re.compile(r"(^|/)data/aotinductor/model/[^/]+$")
+
+
+def read_onnx(folder: Path, manifest: dict[str, Any], device: torch.device) -> Callable[..., Any]:
     from recfx.onnx.session import OrtRunner, providers_for
 
     out_spec = treespec_loads(manifest["out_spec"]) if manifest.get("out_spec") else None
