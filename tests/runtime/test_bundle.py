@@ -95,6 +95,46 @@ def test_inductor_bundle_is_an_aoti_package(tmp_path):
     for batch in (2, 7):
         inputs = two_inputs(batch, seed=batch)
         assert identical(loaded(*inputs), compiled(*inputs)), batch
+    # the package also loads with AOTInductor's own loader, to the same outputs
+    inputs = two_inputs(3, seed=3)
+    assert identical(torch._inductor.aoti_load_package(str(path / "model.pt2"))(*inputs), compiled(*inputs))
+    # recfx runs the package's library from a private extracted folder that goes with the module
+    runner = loaded._runner
+    folder = runner._folder
+    assert sorted(p.suffix for p in folder.iterdir() if p.suffix == ".so") == [".so"]
+    del loaded, runner
+    import gc
+
+    gc.collect()
+    assert not folder.exists()
+
+
+def test_aoti_package_without_one_library_is_refused(tmp_path):
+    package = tmp_path / "model.pt2"
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("model/data/aotinductor/model/a.wrapper.so", b"")
+        archive.writestr("model/data/aotinductor/model/b.wrapper.so", b"")
+    with pytest.raises(recfx.BundleError, match="holds 2 AOTInductor shared libraries"):
+        bundle_formats.AotiModel(package, torch.device("cpu"))
+    with zipfile.ZipFile(package, "w") as archive:
+        archive.writestr("model/archive_version", "1")
+    with pytest.raises(recfx.BundleError, match="holds 0 AOTInductor shared libraries"):
+        bundle_formats.AotiModel(package, torch.device("cpu"))
+
+
+def test_cpu_isa_check_reads_cpu_features(monkeypatch):
+    features = {"avx2": True, "fma3": True, "avx512_f": True, "avx512_dq": True, "avx512_vl": True,
+                "avx512_bw": True, "avx512_vnni": False}
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: features)
+    monkeypatch.setattr(bundle, "device_record", lambda device: {"type": "cpu", "isa": "asimd"})  # the slow probe
+    assert bundle._cpu_runs("none") and bundle._cpu_runs("avx2") and bundle._cpu_runs("avx512")
+    assert not bundle._cpu_runs("avx512 avx512_vnni")  # this CPU lacks VNNI
+    features["avx512_vnni"] = True
+    assert bundle._cpu_runs("avx512 avx512_vnni")
+    features["avx512_bw"] = False
+    assert not bundle._cpu_runs("avx512") and bundle._cpu_runs("avx2")
+    # an ISA outside the feature table must equal Inductor's own pick here
+    assert bundle._cpu_runs("asimd") and not bundle._cpu_runs("amx")
 
 
 def test_a_loaded_module_saves_again(eager_bundle, tmp_path):
