@@ -66,7 +66,7 @@ def compile_and_save(args: argparse.Namespace) -> dict[str, Any]:
     tensors.update({f"output_{i}": y.contiguous().cpu() for i, y in enumerate(outputs)})
     save_file(tensors, str(folder / "io.safetensors"))
     size = sum(f.stat().st_size for f in (folder / "bundle").rglob("*") if f.is_file())
-    del compiled, model, outputs  # the loading process should find the GPU as a deployment would: free
+    del compiled, model, outputs  # leave the loading process most of the GPU's memory, as a deployment would
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()

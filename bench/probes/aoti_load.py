@@ -11,7 +11,8 @@ bundle, each printing every step it reaches:
 - ``recfx``: ``recfx.load`` and one call, outputs compared bit for bit with the compiling process's;
 - when that one fails (or as ``--variants`` asks): ``steps`` (``aoti_load_package``'s own steps one at a time,
   timestamped: the package's metadata, Inductor's device information, the package loader), ``runner`` (the zip
-  extracted here and its shared library run by AOTInductor's container runner, without the package loader),
+  extracted here with ``extractall`` and its first shared library run by AOTInductor's container runner, without the
+  package loader; ``recfx`` now loads through recfx's own extraction, ``AotiModel``),
   ``raw`` / ``raw-single`` / ``raw-index0`` (recfx imported for its ops, then ``torch._inductor.aoti_load_package``
   alone with the default arguments / ``run_single_threaded=True`` / device index 0), ``plain`` (``raw`` without
   importing recfx: ``linears`` cases), and the ``recfx`` load again under gdb for a C++ backtrace if gdb is
@@ -190,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget", type=float, default=200.0, help="seconds after which no new case starts")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--make", help="(internal) compile and save this case into --out")
-    parser.add_argument("--load", help="(internal) load the bundle in --out this way: recfx, raw, raw-single")
+    parser.add_argument("--load", help="(internal) load the bundle in --out this way: recfx, steps, runner, raw, "
+                        "raw-single, raw-index0, plain")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args.make:

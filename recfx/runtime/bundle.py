@@ -19,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import platform
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -72,16 +73,25 @@ def _triton_version() -> str | None:
 
 
 def device_record(device: torch.device) -> dict[str, Any]:
-    """What a compiled artifact depends on about ``device``: type, GPU name and compute capability, CPU vector ISA."""
+    """What a compiled artifact depends on about ``device``: type, GPU name and compute capability, CPU vector ISA,
+    and the host CPU (:func:`host_record`: AOTInductor's C++ code, a GPU bundle's host wrapper too, is built for it)."""
     if device.type == "cuda":
         index = device.index if device.index is not None else torch.cuda.current_device()
         return {"type": "cuda", "name": torch.cuda.get_device_name(index),
-                "capability": list(torch.cuda.get_device_capability(index))}
+                "capability": list(torch.cuda.get_device_capability(index)), "host": host_record()}
     if device.type == "cpu":
         from torch._inductor.cpu_vec_isa import pick_vec_isa
 
-        return {"type": "cpu", "isa": str(pick_vec_isa()) or "none"}
+        return {"type": "cpu", "isa": str(pick_vec_isa()) or "none", "host": host_record()}
     return {"type": device.type}
+
+
+def host_record() -> dict[str, Any]:
+    """This machine's architecture and the CPU features it reports (``torch.cpu.get_capabilities()``, from cpuid:
+    cheap); ``features`` is None where torch does not report them."""
+    capabilities = getattr(torch.cpu, "get_capabilities", None)
+    features = sorted(k for k, v in capabilities().items() if v is True) if capabilities is not None else None
+    return {"machine": platform.machine(), "features": features}
 
 
 def _versions() -> dict[str, str | None]:
@@ -320,30 +330,33 @@ def check_compatible(manifest: dict[str, Any], device: torch.device, path: Path)
         if have["capability"] != wanted["capability"]:
             raise BundleDeviceError(f"{path} holds GPU code for {_describe(wanted)}; {device} is {_describe(have)}. "
                                     "Compile the model on this GPU architecture and save that")
-    if device.type == "cpu" and manifest["format"] == formats.AOTI and not _cpu_runs(wanted["isa"]):
-        raise BundleDeviceError(f"{path} holds CPU code for the {wanted['isa']} vector ISA; this CPU picks "
-                                f"{device_record(device)['isa']}. Compile the model on this kind of CPU and save that")
+    if manifest["format"] == formats.AOTI:
+        problem = _host_problem(wanted)
+        if problem:
+            raise BundleDeviceError(f"{path} holds C++ code {problem}. Compile the model on this kind of machine and "
+                                    "save that")
 
 
-#: CPU features (``torch.cpu.get_capabilities()``, read from cpuid) that code of each x86 vector ISA of Inductor's
-#: needs (its compile flags); Inductor's own choice of ISA, ``pick_vec_isa``, compiles and runs test programs instead
-#: (~2 s in a fresh process, most of a CPU bundle's load)
-_ISA_FEATURES = {"avx2": ("avx2", "fma3"), "avx512": ("avx512_f", "avx512_dq", "avx512_vl", "avx512_bw", "fma3"),
-                 "avx512_vnni": ("avx512_vnni",)}
+def _host_problem(wanted: dict[str, Any]) -> str | None:
+    """Why this machine's CPU cannot run the AOTInductor C++ code of a bundle compiled on ``wanted``'s host, or None.
 
-
-def _cpu_runs(isa: str) -> bool:
-    """Whether this CPU executes AOTInductor CPU code built for ``isa`` (the manifest's record of the compiling
-    machine's ``pick_vec_isa``, e.g. ``"avx512 avx512_vnni"``): by the CPU's features where every part of ``isa`` is
-    known here, else by asking Inductor for this machine's ISA (the same string is needed)."""
-    if isa == "none":
-        return True
-    parts = isa.split()
-    capabilities = getattr(torch.cpu, "get_capabilities", None)
-    if capabilities is not None and all(p in _ISA_FEATURES for p in parts):
-        have = capabilities()
-        return all(have.get(feature) for p in parts for feature in _ISA_FEATURES[p])
-    return bool(device_record(torch.device("cpu"))["isa"] == isa)
+    Inductor builds that code with ``-march=native``: it may use any instruction of the compiling CPU, so every CPU
+    feature the compiling machine reported must be here too. A manifest without them (an older recfx, or a torch
+    without ``torch.cpu.get_capabilities``) falls back to Inductor's vector ISA for CPU bundles, which must equal this
+    machine's pick (Inductor compiles and runs test programs to choose it: ~2 s)."""
+    host, here = wanted.get("host") or {}, host_record()
+    if host.get("features") is None or here["features"] is None:
+        if wanted["type"] != "cpu":
+            return None
+        isa = device_record(torch.device("cpu"))["isa"]
+        return None if isa == wanted["isa"] else f"for the {wanted['isa']} vector ISA; this CPU picks {isa}"
+    if host["machine"] != here["machine"]:
+        return f"built on a {host['machine']} machine; this one is {here['machine']}"
+    missing = sorted(set(host["features"]) - set(here["features"]))
+    if missing:
+        return (f"built with -march=native on a CPU with features this one lacks: {', '.join(missing[:8])}"
+                f"{' ...' if len(missing) > 8 else ''}")
+    return None
 
 
 def _describe(record: dict[str, Any]) -> str:

@@ -90,8 +90,14 @@ def write_aoti(ep: ExportedProgram, folder: Path, persistent_rows: int = 0) -> N
     dispatcher at run time: ``import recfx`` registers it).
     """
     with TRACE_LOCK, inductor_heuristics(persistent_rows):
-        torch._inductor.aoti_compile_and_package(ep, package_path=str(folder / FILES[AOTI]),
-                                                 inductor_configs=keyed_options(None, persistent_rows))
+        options = {**keyed_options(None, persistent_rows), **_AOTI_PACKAGE_OPTIONS}
+        torch._inductor.aoti_compile_and_package(ep, package_path=str(folder / FILES[AOTI]), inductor_configs=options)
+
+
+#: the package layout :class:`AotiModel` reads, whatever the process's Inductor config says: one compiled shared
+#: library with the weights inside it
+_AOTI_PACKAGE_OPTIONS = {"aot_inductor.package_constants_in_so": True, "aot_inductor.package_cpp_only": False,
+                         "aot_inductor.package_constants_on_disk_format": None}
 
 
 def write_onnx(onnx_path: Path, folder: Path) -> str:
@@ -130,51 +136,80 @@ def read_aoti(folder: Path, manifest: dict[str, Any], device: torch.device) -> C
 
 
 class AotiModel:
-    """The model of an AOTInductor package (``model.pt2``), loaded without ``torch._inductor.aoti_load_package``.
+    """The model of an AOTInductor package (``model.pt2``) as recfx writes it, run without
+    ``torch._inductor.aoti_load_package``; called with the flat tensor inputs, it returns the package's outputs.
 
-    The package's model folder (the shared library, its GPU kernels' cubins, the proxy executor's op list) is
-    extracted into a private temporary folder, removed when this object is collected or the process exits, and the
-    shared library is run by AOTInductor's container runner, the loader ``aoti_load_package`` itself builds. Its
-    other work is skipped: the device checks, which :func:`recfx.runtime.bundle.check_compatible` made from the
-    manifest already (on a CPU, probing the vector ISA again compiles test programs: ~2 s of a 2.3 s load), and its
-    own extraction. Any AOTInductor package of one model, recfx's or not, loads this way.
+    The package's model folder (the shared library with the weights inside it, its GPU kernels' cubins, the proxy
+    executor's op list) is extracted into a private temporary folder, removed when this object is collected or the
+    process exits, and the shared library is run by AOTInductor's container runner, which ``aoti_load_package``
+    itself builds after its checks. Those checks are skipped: :func:`recfx.runtime.bundle.check_compatible` made
+    them from the manifest already, and on a CPU ``aoti_load_package``'s takes most of its load time (Inductor's
+    vector-ISA probe compiles and runs test programs). ``device`` is ``cpu`` or ``cuda:N`` (a bare ``cuda`` means
+    the current GPU when this object is made); the model runs on the current CUDA stream, as with
+    ``aoti_load_package``.
 
     Raises:
-        BundleError: the archive holds no AOTInductor model (no shared library under ``data/aotinductor/model``).
+        BundleError: the archive is not one model's package with its weights inside its one shared library (a
+            package keeping its weights beside it, a C++-only package, several models), it cannot be read, or the
+            library cannot be loaded; the message says which.
     """
 
     def __init__(self, package: Path, device: torch.device) -> None:
+        if device.type not in ("cpu", "cuda"):
+            raise BundleError(f"AOTInductor bundles run on CPU or CUDA devices, not {device}")
         self._folder = Path(tempfile.mkdtemp(prefix="recfx-aoti-"))
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, ignore_errors=True)
+        try:
+            library = self._extract(package)
+            aoti = torch._C._aoti
+            self._runner: Any = (aoti.AOTIModelContainerRunnerCuda(str(library), 1, str(device), str(self._folder))
+                                 if device.type == "cuda" else aoti.AOTIModelContainerRunnerCpu(str(library), 1))
+            self._out_spec = treespec_loads(self._runner.get_call_spec()[1])
+        except BundleError:
+            self._cleanup()
+            raise
+        except (OSError, RuntimeError, AttributeError, zipfile.BadZipFile) as exc:
+            self._cleanup()
+            raise BundleError(f"cannot load the AOTInductor package {package} on {device} "
+                              f"({type(exc).__name__}: {str(exc)[:300]}). If the temporary folder's file system "
+                              f"does not allow running code (noexec), point TMPDIR elsewhere; if torch here has no "
+                              "CUDA, load on the CPU a bundle compiled for it") from exc
+
+    def _extract(self, package: Path) -> Path:
+        """Write the package's model files into the private folder; returns its shared library."""
         with zipfile.ZipFile(package) as archive:
-            members = [m for m in archive.infolist()
-                       if _AOTI_MODEL_FILE.search(m.filename) and not m.is_dir()]
-            for member in members:  # one flat folder: names are the package's own, without their path
-                with archive.open(member) as src, open(self._folder / Path(member.filename).name, "wb") as dst:
-                    shutil.copyfileobj(src, dst, 1 << 20)
-        libraries = sorted(self._folder.glob("*.so"))
-        if len(libraries) != 1:
-            self._cleanup()
-            raise BundleError(f"{package} holds {len(libraries)} AOTInductor shared libraries under "
-                              "data/aotinductor/model (expected one); the bundle was not written by recfx or is "
-                              "damaged: save it again")
-        aoti = torch._C._aoti
-        self._runner: Any
-        if device.type == "cuda":
-            self._runner = aoti.AOTIModelContainerRunnerCuda(str(libraries[0]), 1, str(device), str(self._folder))
-        elif device.type == "cpu":
-            self._runner = aoti.AOTIModelContainerRunnerCpu(str(libraries[0]), 1)
-        else:
-            self._cleanup()
-            raise BundleError(f"AOTInductor bundles run on CPU or CUDA devices, not {device}")
-        self._out_spec = treespec_loads(self._runner.get_call_spec()[1])
+            names = [m.filename for m in archive.infolist() if not m.is_dir()]
+            model = {n: n.split(_AOTI_MODEL_DIR, 1) for n in names if _AOTI_MODEL_DIR in n}  # name -> (root, leaf)
+            leaves = [leaf for _, leaf in model.values()]
+            problem = None
+            if len({root for root, _ in model.values()}) > 1:
+                problem = f"model files under several roots {sorted({root for root, _ in model.values()})}"
+            elif len(set(leaves)) != len(leaves) or any("/" in leaf or leaf in ("", ".", "..") for leaf in leaves):
+                problem = f"nested or repeated model files ({', '.join(sorted(leaves)[:5])})"
+            elif any(_AOTI_WEIGHTS.search(n) for n in names):
+                problem = "weights stored beside the shared library (package_constants_in_so=False)"
+            else:
+                for name, (_, leaf) in model.items():
+                    with archive.open(name) as src, open(self._folder / leaf, "wb") as dst:
+                        shutil.copyfileobj(src, dst, 1 << 20)
+                libraries = sorted(self._folder.glob("*.so"))
+                if len(libraries) != 1:
+                    problem = (f"{len(libraries)} shared libraries under {_AOTI_MODEL_DIR} (a C++-only package has "
+                               "none; recfx writes one)")
+        if problem is not None:
+            raise BundleError(f"{package} is not an AOTInductor package as recfx writes it: {problem}. Save the "
+                              "module again with recfx")
+        return libraries[0]
 
     def __call__(self, *args: Any) -> Any:
         flat = [x for x in tree_flatten(args)[0] if isinstance(x, torch.Tensor)]
         return tree_unflatten(self._runner.run(flat), self._out_spec)
 
 
-_AOTI_MODEL_FILE = re.compile(r"(^|/)data/aotinductor/model/[^/]+$")
+#: the package's model folder, below the archive's root folder
+_AOTI_MODEL_DIR = "data/aotinductor/model/"
+#: weights an AOTInductor package keeps outside its shared library (``package_constants_in_so=False``)
+_AOTI_WEIGHTS = re.compile(r"(^|/)data/weights/|_weights\.blob$|(^|/)weights_config\.json$")
 
 
 def read_onnx(folder: Path, manifest: dict[str, Any], device: torch.device) -> Callable[..., Any]:

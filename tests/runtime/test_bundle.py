@@ -88,6 +88,7 @@ def test_inductor_bundle_is_an_aoti_package(tmp_path):
     assert (path / "model.pt2").is_file()
     manifest = json.loads((path / "manifest.json").read_text())
     assert manifest["format"] == "aoti" and manifest["device"]["isa"]
+    assert "sse2" in manifest["device"]["host"]["features"] or manifest["device"]["host"]["machine"] != "x86_64"
     loaded = recfx.load(path)
     assert not loaded.has_graph_module
     with pytest.raises(recfx.RecfxError, match="holds compiled code, not an FX graph"):
@@ -101,7 +102,7 @@ def test_inductor_bundle_is_an_aoti_package(tmp_path):
     # recfx runs the package's library from a private extracted folder that goes with the module
     runner = loaded._runner
     folder = runner._folder
-    assert sorted(p.suffix for p in folder.iterdir() if p.suffix == ".so") == [".so"]
+    assert len(list(folder.glob("*.so"))) == 1
     del loaded, runner
     import gc
 
@@ -109,32 +110,54 @@ def test_inductor_bundle_is_an_aoti_package(tmp_path):
     assert not folder.exists()
 
 
-def test_aoti_package_without_one_library_is_refused(tmp_path):
+@pytest.mark.parametrize("members, message", [
+    (["m/data/aotinductor/model/a.wrapper.so", "m/data/aotinductor/model/b.wrapper.so"], "2 shared libraries"),
+    (["m/archive_version"], "0 shared libraries .*C[+][+]-only"),
+    (["a/data/aotinductor/model/x.so", "b/data/aotinductor/model/x.so"], "model files under several roots"),
+    (["m/data/aotinductor/model/x.so", "m/data/aotinductor/model/sub/y.cubin"], "nested or repeated model files"),
+    (["m/data/aotinductor/model/x.so", "m/data/aotinductor/model/x_weights.blob"], "weights stored beside"),
+    (["m/data/aotinductor/model/x.so", "m/data/weights/w0"], "weights stored beside"),
+])
+def test_aoti_package_recfx_cannot_run_is_refused_and_leaves_nothing(members, message, tmp_path, monkeypatch):
+    import tempfile
+
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     package = tmp_path / "model.pt2"
     with zipfile.ZipFile(package, "w") as archive:
-        archive.writestr("model/data/aotinductor/model/a.wrapper.so", b"")
-        archive.writestr("model/data/aotinductor/model/b.wrapper.so", b"")
-    with pytest.raises(recfx.BundleError, match="holds 2 AOTInductor shared libraries"):
+        for name in members:
+            archive.writestr(name, b"")
+    with pytest.raises(recfx.BundleError, match=f"not an AOTInductor package as recfx writes it: {message}"):
         bundle_formats.AotiModel(package, torch.device("cpu"))
-    with zipfile.ZipFile(package, "w") as archive:
-        archive.writestr("model/archive_version", "1")
-    with pytest.raises(recfx.BundleError, match="holds 0 AOTInductor shared libraries"):
+    package.write_bytes(b"not a zip")
+    with pytest.raises(recfx.BundleError, match="cannot load the AOTInductor package .*BadZipFile"):
         bundle_formats.AotiModel(package, torch.device("cpu"))
+    with pytest.raises(recfx.BundleError, match="run on CPU or CUDA devices, not meta"):
+        bundle_formats.AotiModel(package, torch.device("meta"))
+    assert list(scratch.iterdir()) == []  # every refusal removed its temporary folder
 
 
-def test_cpu_isa_check_reads_cpu_features(monkeypatch):
-    features = {"avx2": True, "fma3": True, "avx512_f": True, "avx512_dq": True, "avx512_vl": True,
-                "avx512_bw": True, "avx512_vnni": False}
-    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: features)
-    monkeypatch.setattr(bundle, "device_record", lambda device: {"type": "cpu", "isa": "asimd"})  # the slow probe
-    assert bundle._cpu_runs("none") and bundle._cpu_runs("avx2") and bundle._cpu_runs("avx512")
-    assert not bundle._cpu_runs("avx512 avx512_vnni")  # this CPU lacks VNNI
-    features["avx512_vnni"] = True
-    assert bundle._cpu_runs("avx512 avx512_vnni")
-    features["avx512_bw"] = False
-    assert not bundle._cpu_runs("avx512") and bundle._cpu_runs("avx2")
-    # an ISA outside the feature table must equal Inductor's own pick here
-    assert bundle._cpu_runs("asimd") and not bundle._cpu_runs("amx")
+def test_aoti_code_needs_the_compiling_cpus_features(monkeypatch):
+    """Inductor builds C++ with -march=native: every CPU feature of the compiling host must be on the loading one."""
+    import platform
+
+    here = {"machine": platform.machine(), "features": ["avx2", "avx512_f", "f16c", "fma3"]}
+    monkeypatch.setattr(bundle, "host_record", lambda: here)
+    monkeypatch.setattr(bundle, "device_record", lambda device: {"type": "cpu", "isa": "avx2"})  # the slow probe
+    built = {"type": "cpu", "isa": "avx2", "host": {"machine": platform.machine(), "features": ["avx2", "fma3"]}}
+    assert bundle._host_problem(built) is None
+    built["host"]["features"] += ["avx512_vnni", "avx512_bf16"]
+    assert bundle._host_problem(built) == ("built with -march=native on a CPU with features this one lacks: "
+                                           "avx512_bf16, avx512_vnni")
+    built["host"] = {"machine": "aarch64", "features": []}
+    assert "built on a aarch64 machine" in bundle._host_problem(built)
+    gpu = {"type": "cuda", "capability": [9, 0], "host": {"machine": platform.machine(), "features": ["amx_tile"]}}
+    assert "amx_tile" in bundle._host_problem(gpu)  # a GPU bundle's host wrapper is C++ too
+    # a manifest without features (an older recfx): CPU code needs Inductor's own ISA pick to match; GPU code passes
+    assert bundle._host_problem({"type": "cpu", "isa": "avx2"}) is None
+    assert bundle._host_problem({"type": "cpu", "isa": "avx512"}) == "for the avx512 vector ISA; this CPU picks avx2"
+    assert bundle._host_problem({"type": "cuda", "capability": [9, 0]}) is None
 
 
 def test_a_loaded_module_saves_again(eager_bundle, tmp_path):
@@ -206,7 +229,7 @@ def test_bundle_for_another_device_is_refused(eager_bundle, tmp_path):
 def test_aoti_bundle_for_another_cpu_isa_or_gpu_arch_is_refused(eager_bundle):
     manifest = json.loads((eager_bundle[1] / "manifest.json").read_text())
     manifest.update(format="aoti", device={"type": "cpu", "isa": "avx512-from-elsewhere"})
-    with pytest.raises(recfx.BundleDeviceError, match="CPU code for the avx512-from-elsewhere vector ISA"):
+    with pytest.raises(recfx.BundleDeviceError, match="C[+][+] code for the avx512-from-elsewhere vector ISA"):
         bundle.check_compatible(manifest, torch.device("cpu"), eager_bundle[1])
 
 
