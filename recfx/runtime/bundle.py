@@ -86,6 +86,17 @@ def device_record(device: torch.device) -> dict[str, Any]:
     return {"type": device.type}
 
 
+def device_key(device: torch.device) -> dict[str, Any]:
+    """:func:`device_record` for the compile cache's key: on a CPU whose features torch reports, the host record
+    stands in for Inductor's vector-ISA pick (which those features and the compiler decide), so that a cache lookup
+    does not pay the ISA probe (test programs compiled and run: ~2 s a process)."""
+    if device.type == "cpu":
+        host = host_record()
+        if host["features"] is not None:
+            return {"type": "cpu", "host": host}
+    return device_record(device)
+
+
 def host_record() -> dict[str, Any]:
     """This machine's architecture and the CPU features it reports (``torch.cpu.get_capabilities()``, from cpuid:
     cheap); ``features`` is None where torch does not report them."""

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 
 from recfx.frontend.capture import CapturedGraph
-from recfx.runtime.bundle import BundleError, _versions, device_record, load_bundle
+from recfx.runtime.bundle import BundleError, _versions, device_key, load_bundle
 from recfx.runtime.compiled import CompiledModule
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,7 @@ def _settings(config: dict[str, Any], quant: dict[str, Any] | None, calibration:
                 _tensor(digest, f"calibration.{i}.{j}", t)
     return {"config": {k: v for k, v in config.items() if k not in _NOT_KEYED}, "quant": quant, "backend": backend,
             "versions": _versions(), "source": source,
-            "devices": [device_record(torch.device(d)) for d in sorted(devices) or ["cpu"]]}
+            "devices": [device_key(torch.device(d)) for d in sorted(devices) or ["cpu"]]}
 
 
 def cache_key(captured: CapturedGraph, config: dict[str, Any], quant: dict[str, Any] | None,
