@@ -124,14 +124,18 @@ def write_exported(ep: ExportedProgram, folder: Path) -> None:
 def read_aoti(folder: Path, manifest: dict[str, Any], device: torch.device) -> Callable[..., Any]:
     """The AOTInductor package's model, run by AOTInductor's container runner (:class:`AotiModel`); ``cuda-fp8``
     bundles replay CUDA graphs at the batch sizes they were compiled to (``backend_options["cuda_graph_batches"]``),
-    as the in-process module does."""
-    runner = AotiModel(folder / FILES[AOTI], device)
+    as the in-process module does, with the runner's thread synchronisation off (AOTInductor's advice for CUDA
+    graphs; the graphs are single-threaded anyway)."""
+    batches: tuple[int, ...] = ()
     if manifest["backend"] == "cuda-fp8" and device.type == "cuda":
-        from recfx.backends.cuda_graphs import DEFAULT_BATCHES, BatchGraphs
+        from recfx.backends.cuda_graphs import DEFAULT_BATCHES
 
         batches = tuple(manifest.get("backend_options", {}).get("cuda_graph_batches", DEFAULT_BATCHES))
-        if batches:
-            return BatchGraphs(runner, batches)
+    runner = AotiModel(folder / FILES[AOTI], device, single_threaded=bool(batches))
+    if batches:
+        from recfx.backends.cuda_graphs import BatchGraphs
+
+        return BatchGraphs(runner, batches)
     return runner
 
 
@@ -146,7 +150,8 @@ class AotiModel:
     them from the manifest already, and on a CPU ``aoti_load_package``'s takes most of its load time (Inductor's
     vector-ISA probe compiles and runs test programs). ``device`` is ``cpu`` or ``cuda:N`` (a bare ``cuda`` means
     the current GPU when this object is made); the model runs on the current CUDA stream, as with
-    ``aoti_load_package``.
+    ``aoti_load_package``. ``single_threaded`` turns the runner's thread synchronisation off
+    (``aoti_load_package``'s ``run_single_threaded``: for CUDA graphs; then one thread at a time may call it).
 
     Raises:
         BundleError: the archive is not one model's package with its weights inside its one shared library (a
@@ -154,21 +159,22 @@ class AotiModel:
             library cannot be loaded; the message says which.
     """
 
-    def __init__(self, package: Path, device: torch.device) -> None:
+    def __init__(self, package: Path, device: torch.device, *, single_threaded: bool = False) -> None:
         if device.type not in ("cpu", "cuda"):
             raise BundleError(f"AOTInductor bundles run on CPU or CUDA devices, not {device}")
         self._folder = Path(tempfile.mkdtemp(prefix="recfx-aoti-"))
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, ignore_errors=True)
         try:
             library = self._extract(package)
-            aoti = torch._C._aoti
-            self._runner: Any = (aoti.AOTIModelContainerRunnerCuda(str(library), 1, str(device), str(self._folder))
-                                 if device.type == "cuda" else aoti.AOTIModelContainerRunnerCpu(str(library), 1))
+            aoti: Any = torch._C._aoti  # the CUDA runner's binding has a 5-argument form its stubs lack (Inductor's
+            self._runner = (aoti.AOTIModelContainerRunnerCuda(  # own output_code.py calls it so)
+                str(library), 1, str(device), str(self._folder), single_threaded)
+                if device.type == "cuda" else aoti.AOTIModelContainerRunnerCpu(str(library), 1))
             self._out_spec = treespec_loads(self._runner.get_call_spec()[1])
         except BundleError:
             self._cleanup()
             raise
-        except (OSError, RuntimeError, AttributeError, zipfile.BadZipFile) as exc:
+        except (OSError, RuntimeError, AttributeError, TypeError, zipfile.BadZipFile) as exc:
             self._cleanup()
             raise BundleError(f"cannot load the AOTInductor package {package} on {device} "
                               f"({type(exc).__name__}: {str(exc)[:300]}). If the temporary folder's file system "

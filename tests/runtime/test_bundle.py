@@ -138,6 +138,21 @@ def test_aoti_package_recfx_cannot_run_is_refused_and_leaves_nothing(members, me
     assert list(scratch.iterdir()) == []  # every refusal removed its temporary folder
 
 
+def test_cuda_fp8_bundles_replay_cuda_graphs_on_a_single_threaded_runner(monkeypatch, tmp_path):
+    from recfx.backends.cuda_graphs import BatchGraphs
+
+    made = []
+    monkeypatch.setattr(bundle_formats, "AotiModel", lambda path, device, single_threaded: made.append(
+        (device.type, single_threaded)) or (lambda *args: args))
+    cuda = torch.device("cuda", 0)
+    runner = bundle_formats.read_aoti(tmp_path, {"backend": "cuda-fp8", "backend_options": {}}, cuda)
+    assert isinstance(runner, BatchGraphs) and runner.batches == (1, 2, 4, 8) and made[-1] == ("cuda", True)
+    off = {"backend": "cuda-fp8", "backend_options": {"cuda_graph_batches": []}}
+    assert not isinstance(bundle_formats.read_aoti(tmp_path, off, cuda), BatchGraphs) and made[-1] == ("cuda", False)
+    runner = bundle_formats.read_aoti(tmp_path, {"backend": "inductor"}, cuda)
+    assert not isinstance(runner, BatchGraphs) and made[-1] == ("cuda", False)
+
+
 def test_aoti_code_needs_the_compiling_cpus_features(monkeypatch):
     """Inductor builds C++ with -march=native: every CPU feature of the compiling host must be on the loading one."""
     import platform
