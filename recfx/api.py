@@ -153,9 +153,10 @@ def load(path: str | os.PathLike[str], device: str | torch.device | None = None)
     """Load a bundle written by :meth:`CompiledModule.save` (or the compile cache), after checking it.
 
     The manifest is checked before anything is loaded: every file's size and SHA-256, the torch (and, for GPU code,
-    triton) version, and the device (type, GPU compute capability, CPU vector ISA for compiled CPU code). The
-    returned module checks its inputs like the original and carries its ``.report``. A bundle holding compiled code
-    is trusted like a shared library: the hashes guard integrity, not authenticity (docs/deploy.md).
+    triton) version, and the device (type, GPU compute capability, and for AOTInductor code the host CPU's
+    features). The returned module checks its inputs like the original and carries its ``.report``. A bundle
+    holding compiled code is trusted like a shared library: the hashes guard integrity, not authenticity
+    (docs/deploy.md).
 
     Args:
         path: the bundle folder.
@@ -168,7 +169,8 @@ def load(path: str | os.PathLike[str], device: str | torch.device | None = None)
         FileNotFoundError: no bundle at ``path``.
         BundleIntegrityError: a file is missing, truncated or changed.
         BundleVersionError: built with another torch / triton / bundle format.
-        BundleDeviceError: built for another device type, GPU architecture or CPU vector ISA.
+        BundleDeviceError: built for another device type or GPU architecture, or on a CPU with features this
+            one lacks.
 
     Example:
         >>> import tempfile, torch, recfx

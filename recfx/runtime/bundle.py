@@ -58,7 +58,8 @@ class BundleVersionError(BundleError):
 
 
 class BundleDeviceError(BundleError):
-    """The bundle was compiled for another device type, GPU architecture or CPU vector ISA."""
+    """The bundle was compiled for another device type or GPU architecture, or on a CPU with features this one
+    lacks."""
 
 
 # --- environment
@@ -87,22 +88,33 @@ def device_record(device: torch.device) -> dict[str, Any]:
 
 
 def device_key(device: torch.device) -> dict[str, Any]:
-    """:func:`device_record` for the compile cache's key: on a CPU whose features torch reports, the host record
-    stands in for Inductor's vector-ISA pick (which those features and the compiler decide), so that a cache lookup
-    does not pay the ISA probe (test programs compiled and run: ~2 s a process)."""
+    """:func:`device_record` for the compile cache's key: on a CPU whose features torch reports, the host record and
+    the settings Inductor's vector-ISA pick reads (``ATEN_CPU_CAPABILITY``, ``cpp.simdlen``, ``cpp.march``) stand in
+    for the pick itself, so that a cache lookup does not pay the ISA probe (test programs compiled and run: ~2 s a
+    process)."""
     if device.type == "cpu":
         host = host_record()
         if host["features"] is not None:
-            return {"type": "cpu", "host": host}
+            from torch._inductor import config as inductor_config
+
+            return {"type": "cpu", "host": host, "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY"),
+                    "simdlen": inductor_config.cpp.simdlen, "march": inductor_config.cpp.march}
     return device_record(device)
 
 
 def host_record() -> dict[str, Any]:
-    """This machine's architecture and the CPU features it reports (``torch.cpu.get_capabilities()``, from cpuid:
-    cheap); ``features`` is None where torch does not report them."""
+    """This machine's architecture, the CPU features it reports and its vector register lengths (ARM's SVE / SME,
+    which Inductor builds for exactly) from ``torch.cpu.get_capabilities()`` (cpuid: cheap); ``features`` is None
+    where torch does not report them."""
     capabilities = getattr(torch.cpu, "get_capabilities", None)
-    features = sorted(k for k, v in capabilities().items() if v is True) if capabilities is not None else None
-    return {"machine": platform.machine(), "features": features}
+    if capabilities is None:
+        return {"machine": platform.machine(), "features": None, "vector_lengths": {}}
+    have = capabilities()
+    from torch._inductor import config as inductor_config
+
+    return {"machine": platform.machine(), "features": sorted(k for k, v in have.items() if v is True),
+            "vector_lengths": {k: v for k, v in sorted(have.items()) if k.endswith("_max_length")},
+            "march": inductor_config.cpp.march}
 
 
 def _versions() -> dict[str, str | None]:
@@ -337,7 +349,11 @@ def check_compatible(manifest: dict[str, Any], device: torch.device, path: Path)
                                 f"{device}. Load it with device={wanted['type']!r}, or compile the model for "
                                 f"{device.type} and save that")
     if device.type == "cuda" and manifest["format"] == formats.AOTI:
-        have = device_record(device)
+        try:
+            have = device_record(device)
+        except (AssertionError, RuntimeError) as exc:  # torch without CUDA, or no such GPU
+            raise BundleDeviceError(f"{path} holds GPU code; this process cannot use {device} ({exc}). Load it on a "
+                                    "machine with that GPU and a CUDA build of torch") from exc
         if have["capability"] != wanted["capability"]:
             raise BundleDeviceError(f"{path} holds GPU code for {_describe(wanted)}; {device} is {_describe(have)}. "
                                     "Compile the model on this GPU architecture and save that")
@@ -352,9 +368,11 @@ def _host_problem(wanted: dict[str, Any]) -> str | None:
     """Why this machine's CPU cannot run the AOTInductor C++ code of a bundle compiled on ``wanted``'s host, or None.
 
     Inductor builds that code with ``-march=native``: it may use any instruction of the compiling CPU, so every CPU
-    feature the compiling machine reported must be here too. A manifest without them (an older recfx, or a torch
-    without ``torch.cpu.get_capabilities``) falls back to Inductor's vector ISA for CPU bundles, which must equal this
-    machine's pick (Inductor compiles and runs test programs to choose it: ~2 s)."""
+    feature the compiling machine reported must be here too, with the same vector lengths. Code built for a target
+    the user chose (``TORCHINDUCTOR_CPP_MARCH``, recorded as ``march``) is checked for the architecture only. A
+    manifest without features (an older recfx, or a torch without ``torch.cpu.get_capabilities``) falls back to
+    Inductor's vector ISA for CPU bundles, which must equal this machine's pick (Inductor compiles and runs test
+    programs to choose it: ~2 s); GPU bundles then pass."""
     host, here = wanted.get("host") or {}, host_record()
     if host.get("features") is None or here["features"] is None:
         if wanted["type"] != "cpu":
@@ -363,6 +381,12 @@ def _host_problem(wanted: dict[str, Any]) -> str | None:
         return None if isa == wanted["isa"] else f"for the {wanted['isa']} vector ISA; this CPU picks {isa}"
     if host["machine"] != here["machine"]:
         return f"built on a {host['machine']} machine; this one is {here['machine']}"
+    if host.get("march"):  # built for a chosen target (TORCHINDUCTOR_CPP_MARCH), not -march=native: the user's call
+        return None
+    lengths = host.get("vector_lengths") or {}
+    here_lengths = here.get("vector_lengths") or {}
+    if lengths != {k: v for k, v in here_lengths.items() if k in lengths}:
+        return f"built for vector lengths {lengths}; this CPU has {here_lengths}"
     missing = sorted(set(host["features"]) - set(here["features"]))
     if missing:
         return (f"built with -march=native on a CPU with features this one lacks: {', '.join(missing[:8])}"

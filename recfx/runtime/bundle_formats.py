@@ -154,9 +154,9 @@ class AotiModel:
     (``aoti_load_package``'s ``run_single_threaded``: for CUDA graphs; then one thread at a time may call it).
 
     Raises:
-        BundleError: the archive is not one model's package with its weights inside its one shared library (a
-            package keeping its weights beside it, a C++-only package, several models), it cannot be read, or the
-            library cannot be loaded; the message says which.
+        BundleError: the archive is not a package of one model named ``model`` with its weights inside its one
+            shared library (a package keeping its weights beside it, a C++-only package, files under several roots,
+            nested or repeated files), it cannot be read, or the library cannot be loaded; the message says which.
     """
 
     def __init__(self, package: Path, device: torch.device, *, single_threaded: bool = False) -> None:
@@ -174,34 +174,36 @@ class AotiModel:
         except BundleError:
             self._cleanup()
             raise
-        except (OSError, RuntimeError, AttributeError, TypeError, zipfile.BadZipFile) as exc:
+        except Exception as exc:  # AOTInductor's loader raises many types; the message keeps its words
             self._cleanup()
-            raise BundleError(f"cannot load the AOTInductor package {package} on {device} "
-                              f"({type(exc).__name__}: {str(exc)[:300]}). If the temporary folder's file system "
-                              f"does not allow running code (noexec), point TMPDIR elsewhere; if torch here has no "
-                              "CUDA, load on the CPU a bundle compiled for it") from exc
+            hint = ("If the temporary folder's file system does not allow running code (noexec), point TMPDIR "
+                    "elsewhere. " if isinstance(exc, (OSError, RuntimeError)) else "")
+            raise BundleError(f"cannot load the AOTInductor package {package} on {device} ({type(exc).__name__}: "
+                              f"{str(exc)[:300]}). {hint}Copy or save the bundle again if it is damaged") from exc
 
     def _extract(self, package: Path) -> Path:
         """Write the package's model files into the private folder; returns its shared library."""
         with zipfile.ZipFile(package) as archive:
             names = [m.filename for m in archive.infolist() if not m.is_dir()]
-            model = {n: n.split(_AOTI_MODEL_DIR, 1) for n in names if _AOTI_MODEL_DIR in n}  # name -> (root, leaf)
-            leaves = [leaf for _, leaf in model.values()]
+            model = [(n, *n.split(_AOTI_MODEL_DIR, 1)) for n in names if _AOTI_MODEL_DIR in n]  # (name, root, leaf)
+            roots = sorted({root for _, root, _ in model})
+            leaves = [leaf for _, _, leaf in model]
             problem = None
-            if len({root for root, _ in model.values()}) > 1:
-                problem = f"model files under several roots {sorted({root for root, _ in model.values()})}"
-            elif len(set(leaves)) != len(leaves) or any("/" in leaf or leaf in ("", ".", "..") for leaf in leaves):
+            if len(roots) > 1:
+                problem = f"model files under several roots {roots}"
+            elif (len(set(names)) != len(names) or len(set(leaves)) != len(leaves)
+                  or any("/" in leaf or leaf in ("", ".", "..") for leaf in leaves)):
                 problem = f"nested or repeated model files ({', '.join(sorted(leaves)[:5])})"
             elif any(_AOTI_WEIGHTS.search(n) for n in names):
                 problem = "weights stored beside the shared library (package_constants_in_so=False)"
             else:
-                for name, (_, leaf) in model.items():
+                for name, _, leaf in model:
                     with archive.open(name) as src, open(self._folder / leaf, "wb") as dst:
                         shutil.copyfileobj(src, dst, 1 << 20)
                 libraries = sorted(self._folder.glob("*.so"))
                 if len(libraries) != 1:
-                    problem = (f"{len(libraries)} shared libraries under {_AOTI_MODEL_DIR} (a C++-only package has "
-                               "none; recfx writes one)")
+                    problem = (f"{len(libraries)} shared libraries under {_AOTI_MODEL_DIR} (recfx writes one model, "
+                               "named 'model', compiled: a C++-only package or another model name has none)")
         if problem is not None:
             raise BundleError(f"{package} is not an AOTInductor package as recfx writes it: {problem}. Save the "
                               "module again with recfx")

@@ -3,7 +3,8 @@
 The key is a SHA-256 of everything the compiled code depends on: the captured graph's code, every tensor it holds
 (weights, buffers, constants: name, dtype, shape, bytes), the input specs, the compile config (less its dump
 settings), the quantization config and calibration data, the backend, the recfx / torch / triton versions and the
-device (GPU compute capability, CPU vector ISA), and a digest of recfx's own source files, so that editing a pass
+device (GPU compute capability; for CPU code the host's architecture, cpuid features and vector lengths and the
+settings Inductor's ISA choice reads), and a digest of recfx's own source files, so that editing a pass
 invalidates the cache.
 A hit loads the bundle (its checks included) instead of running the passes and the backend. Entries are written with
 :func:`recfx.runtime.bundle.atomic_folder`, so two processes that compile the same key at once both finish and the

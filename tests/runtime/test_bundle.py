@@ -4,6 +4,7 @@ The full matrix (every CPU backend x onerec-tiny, ksa-tiny, dlrm-small) is ``pyt
 """
 
 import json
+import warnings
 import zipfile
 
 import pytest
@@ -117,6 +118,7 @@ def test_inductor_bundle_is_an_aoti_package(tmp_path):
     (["m/data/aotinductor/model/x.so", "m/data/aotinductor/model/sub/y.cubin"], "nested or repeated model files"),
     (["m/data/aotinductor/model/x.so", "m/data/aotinductor/model/x_weights.blob"], "weights stored beside"),
     (["m/data/aotinductor/model/x.so", "m/data/weights/w0"], "weights stored beside"),
+    (["m/data/aotinductor/model/x.so", "m/data/aotinductor/model/x.so"], "nested or repeated model files"),
 ])
 def test_aoti_package_recfx_cannot_run_is_refused_and_leaves_nothing(members, message, tmp_path, monkeypatch):
     import tempfile
@@ -125,7 +127,8 @@ def test_aoti_package_recfx_cannot_run_is_refused_and_leaves_nothing(members, me
     scratch.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     package = tmp_path / "model.pt2"
-    with zipfile.ZipFile(package, "w") as archive:
+    with warnings.catch_warnings(), zipfile.ZipFile(package, "w") as archive:
+        warnings.simplefilter("ignore")  # zipfile warns of the repeated name, which is the point
         for name in members:
             archive.writestr(name, b"")
     with pytest.raises(recfx.BundleError, match=f"not an AOTInductor package as recfx writes it: {message}"):
@@ -136,6 +139,41 @@ def test_aoti_package_recfx_cannot_run_is_refused_and_leaves_nothing(members, me
     with pytest.raises(recfx.BundleError, match="run on CPU or CUDA devices, not meta"):
         bundle_formats.AotiModel(package, torch.device("meta"))
     assert list(scratch.iterdir()) == []  # every refusal removed its temporary folder
+
+
+def test_cache_key_device_needs_no_isa_probe(monkeypatch):
+    import platform
+
+    monkeypatch.setattr(bundle, "device_record", lambda device: pytest.fail("the ISA probe ran"))
+    here = {"machine": platform.machine(), "features": ["avx2"], "vector_lengths": {}}
+    monkeypatch.setattr(bundle, "host_record", lambda: here)
+    key = json.dumps(bundle.device_key(torch.device("cpu")))
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "avx2")  # Inductor's ISA pick reads it: so does the key
+    assert json.dumps(bundle.device_key(torch.device("cpu"))) != key
+    monkeypatch.delenv("ATEN_CPU_CAPABILITY")
+    assert json.dumps(bundle.device_key(torch.device("cpu"))) == key
+    here["features"] = ["avx2", "avx512_f"]
+    assert json.dumps(bundle.device_key(torch.device("cpu"))) != key
+
+
+def test_arm_vector_length_must_match(monkeypatch):
+    here = {"machine": "aarch64", "features": ["sve"], "vector_lengths": {"sve_max_length": 128}}
+    monkeypatch.setattr(bundle, "host_record", lambda: here)
+    built = {"type": "cpu", "isa": "sve256", "host": {"machine": "aarch64", "features": ["sve"],
+                                                     "vector_lengths": {"sve_max_length": 256}}}
+    assert bundle._host_problem(built) == ("built for vector lengths {'sve_max_length': 256}; this CPU has "
+                                           "{'sve_max_length': 128}")
+    built["host"]["vector_lengths"] = {"sve_max_length": 128}
+    assert bundle._host_problem(built) is None
+
+
+def test_gpu_bundle_without_cuda_here_is_refused(eager_bundle):
+    manifest = json.loads((eager_bundle[1] / "manifest.json").read_text())
+    manifest.update(format="aoti", device={"type": "cuda", "name": "NVIDIA H100", "capability": [9, 0]})
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(recfx.BundleDeviceError, match="holds GPU code; this process cannot use cuda:0"):
+        bundle.check_compatible(manifest, torch.device("cuda", 0), eager_bundle[1])
 
 
 def test_cuda_fp8_bundles_replay_cuda_graphs_on_a_single_threaded_runner(monkeypatch, tmp_path):
@@ -173,6 +211,9 @@ def test_aoti_code_needs_the_compiling_cpus_features(monkeypatch):
     assert bundle._host_problem({"type": "cpu", "isa": "avx2"}) is None
     assert bundle._host_problem({"type": "cpu", "isa": "avx512"}) == "for the avx512 vector ISA; this CPU picks avx2"
     assert bundle._host_problem({"type": "cuda", "capability": [9, 0]}) is None
+    # code built for a target the user chose (TORCHINDUCTOR_CPP_MARCH): the architecture is checked, not features
+    chosen = {"machine": platform.machine(), "features": ["amx_tile"], "march": "x86-64-v3"}
+    assert bundle._host_problem({"type": "cpu", "isa": "avx2", "host": chosen}) is None
 
 
 def test_a_loaded_module_saves_again(eager_bundle, tmp_path):
