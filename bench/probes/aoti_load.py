@@ -34,8 +34,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-DEFAULT_CASES = ("linears-20:inductor:8,ksa-tiny:inductor:2,linears-1100:inductor:8,linears-1100:inductor:8:mmap,"
-                 "onerec-tiny:cuda-fp8:8")
+DEFAULT_CASES = ("linears-20:inductor:8,ksa-tiny:inductor:2,onerec-tiny:cuda-fp8:8,linears-1100:inductor:8,"
+                 "linears-1100:inductor:8:mmap")
 
 
 def _linears(megabytes: int, width: int = 4096) -> Any:
