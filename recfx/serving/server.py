@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 MODEL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 #: on stop, how long Triton waits for in-flight requests and open client connections before it exits anyway
 EXIT_TIMEOUT_S = 10
+#: starts of tritonserver tried when one fails transiently (a model's Python stub racing PyTriton's handshake socket:
+#: "Connection refused" while the model initialises, seen under load)
+START_ATTEMPTS = 2
+_TRANSIENT_START = re.compile(r"handshake|Connection refused")
 _INSTALL_HINT = ("install the serve extra (pip install 'recfx[serve]'; it pins numpy<2, so `make serve-venv` puts "
                  "it in its own .venv-serve)")
 
@@ -199,10 +203,27 @@ class Server:
             ValueError: a port of the address is taken.
         """
         triton_mod = require_pytriton()
+        for attempt in range(1, START_ATTEMPTS + 1):
+            check_ports_free(self.address)
+            try:
+                triton = self._launch(triton_mod)
+                break
+            except RecfxError as exc:
+                if attempt == START_ATTEMPTS or not _TRANSIENT_START.search(str(exc)):
+                    raise
+                log.warning("Triton did not start (attempt %d of %d: a model's Python stub could not reach "
+                            "PyTriton's handshake socket); starting it again", attempt, START_ATTEMPTS)
+        self._triton = triton
+        a = self.address
+        log.info("serving %s at %s (HTTP), %s (gRPC), %s", ", ".join(self.models), a.http_url, a.grpc_url,
+                 a.metrics_url)
+        return self
+
+    def _launch(self, triton_mod: Any) -> Any:
+        """One start of ``tritonserver`` with every model bound; stopped again if anything fails."""
         from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 
         a = self.address
-        check_ports_free(a)
         config = triton_mod.TritonConfig(http_address=a.host, http_port=a.http_port, grpc_address=a.host,
                                          grpc_port=a.grpc_port, metrics_address=a.host, metrics_port=a.metrics_port,
                                          allow_gpu_metrics=False, exit_timeout_secs=EXIT_TIMEOUT_S,
@@ -228,10 +249,7 @@ class Server:
                 if isinstance(exc, (ValueError, TypeError, RecfxError)):
                     raise
                 raise RecfxError(f"Triton did not start: {type(exc).__name__}: {exc}") from exc
-        self._triton = triton
-        log.info("serving %s at %s (HTTP), %s (gRPC), %s", ", ".join(self.models), a.http_url, a.grpc_url,
-                 a.metrics_url)
-        return self
+        return triton
 
     @property
     def running(self) -> bool:

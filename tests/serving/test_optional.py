@@ -83,3 +83,33 @@ def test_wait_until_ready_says_why_it_gave_up() -> None:
         wait_until_ready(f"http://127.0.0.1:{port}/v2/health/ready", timeout_s=5, alive=lambda: "exit 3")
     with pytest.raises(RuntimeError, match="was not ready .* within 0 s; see its log"):
         wait_until_ready(f"http://127.0.0.1:{port}/v2/health/ready", timeout_s=0.1)
+
+
+def test_a_transient_start_failure_is_retried_once(monkeypatch) -> None:
+    """A model's Python stub that cannot reach PyTriton's handshake socket yet fails one start (seen under load):
+    the server starts again, once; any other failure, or a second one, is raised."""
+    from recfx.serving import server as server_mod
+
+    fast = recfx.compile(torch.nn.Linear(4, 2).eval(), (torch.randn(2, 4),), backend="eager")
+    monkeypatch.setattr(server_mod, "require_pytriton", lambda: object())
+    monkeypatch.setattr(server_mod, "check_ports_free", lambda address: None)
+    transient = recfx.RecfxError("Triton did not start: InferenceServerException: load failed: ConnectionRefusedError: "
+                                 "[Errno 111] Connection refused")
+    for failures, fails_with in (([transient], None), ([transient, transient], "Connection refused"),
+                                 ([recfx.RecfxError("Triton did not start: bad config")], "bad config")):
+        launches = []
+
+        def launch(self, triton_mod, failures=failures, launches=launches):
+            launches.append(1)
+            if len(launches) <= len(failures):
+                raise failures[len(launches) - 1]
+            return "triton"
+
+        monkeypatch.setattr(server_mod.Server, "_launch", launch)
+        server = server_mod.Server({"linear": fast}, ModelServing(), ServerAddress())
+        if fails_with is None:
+            assert server.start()._triton == "triton" and len(launches) == 2
+        else:
+            with pytest.raises(recfx.RecfxError, match=fails_with):
+                server.start()
+            assert len(launches) == min(len(failures), server_mod.START_ATTEMPTS)
