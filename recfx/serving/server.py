@@ -195,7 +195,8 @@ class Server:
         self._triton: Any = None
 
     def start(self) -> Server:
-        """Launch ``tritonserver``, bind every model and wait until they are ready.
+        """Launch ``tritonserver``, bind every model and wait until they are ready. A start that fails because a
+        model's Python stub could not reach PyTriton's handshake socket is tried once more (logged as a warning).
 
         Raises:
             RecfxError: PyTriton is missing, the interpreter has no shared libpython, or Triton did not start (the
