@@ -14,20 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
-import tempfile
 from pathlib import Path
 
 
 def cache_dir() -> Path:
-    """Inductor's cache folder: ``TORCHINDUCTOR_CACHE_DIR``, else its default under the temp folder."""
-    env = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
-    if env:
-        return Path(env)
-    user = re.sub(r"[\\/:*?\"<>|]", "_", os.environ.get("USER", "") or os.getlogin())
-    return Path(tempfile.gettempdir()) / f"torchinductor_{user}"
+    """Inductor's cache folder (``TORCHINDUCTOR_CACHE_DIR``, else its default), as Inductor itself computes it."""
+    from torch._inductor.runtime.cache_dir_utils import cache_dir as inductor_cache_dir
+
+    return Path(inductor_cache_dir())
 
 
 def index_sources(root: Path) -> dict[str, Path]:

@@ -21,6 +21,7 @@ import logging
 import os
 import platform
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,26 +96,31 @@ def device_key(device: torch.device) -> dict[str, Any]:
     if device.type == "cpu":
         host = host_record()
         if host["features"] is not None:
-            from torch._inductor import config as inductor_config
-
             return {"type": "cpu", "host": host, "aten_cpu_capability": os.environ.get("ATEN_CPU_CAPABILITY"),
-                    "simdlen": inductor_config.cpp.simdlen, "march": inductor_config.cpp.march}
+                    **_cpp_settings()}
     return device_record(device)
 
 
 def host_record() -> dict[str, Any]:
-    """This machine's architecture, the CPU features it reports and its vector register lengths (ARM's SVE / SME,
-    which Inductor builds for exactly) from ``torch.cpu.get_capabilities()`` (cpuid: cheap); ``features`` is None
-    where torch does not report them."""
+    """This machine's architecture, the CPU features it reports, its vector register lengths (ARM's SVE / SME,
+    which Inductor builds for exactly) from ``torch.cpu.get_capabilities()`` (cpuid: cheap), and the ``-march``
+    Inductor's C++ is built with (None: native); ``features`` is None where torch does not report them."""
+    march = _cpp_settings()["march"]
     capabilities = getattr(torch.cpu, "get_capabilities", None)
     if capabilities is None:
-        return {"machine": platform.machine(), "features": None, "vector_lengths": {}}
+        return {"machine": platform.machine(), "features": None, "vector_lengths": {}, "march": march}
     have = capabilities()
-    from torch._inductor import config as inductor_config
-
     return {"machine": platform.machine(), "features": sorted(k for k, v in have.items() if v is True),
-            "vector_lengths": {k: v for k, v in sorted(have.items()) if k.endswith("_max_length")},
-            "march": inductor_config.cpp.march}
+            "vector_lengths": {k: v for k, v in sorted(have.items()) if k.endswith("_max_length")}, "march": march}
+
+
+def _cpp_settings() -> dict[str, Any]:
+    """Inductor's ``cpp.simdlen`` and ``cpp.march``, without importing Inductor (a second on a load's path): until
+    its config module is imported nothing can have changed them, and their defaults come from the environment."""
+    config = sys.modules.get("torch._inductor.config")
+    if config is None:
+        return {"simdlen": None, "march": os.environ.get("TORCHINDUCTOR_CPP_MARCH")}
+    return {"simdlen": config.cpp.simdlen, "march": config.cpp.march}
 
 
 def _versions() -> dict[str, str | None]:

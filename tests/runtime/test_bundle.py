@@ -156,6 +156,21 @@ def test_cache_key_device_needs_no_isa_probe(monkeypatch):
     assert json.dumps(bundle.device_key(torch.device("cpu"))) != key
 
 
+def test_host_checks_do_not_import_inductor():
+    """Loading a bundle must not pay Inductor's import (~1 s): the host record reads its settings from the
+    environment until Inductor's config is imported."""
+    import os
+    import subprocess
+    import sys
+
+    code = ("import sys, torch, recfx; from recfx.runtime import bundle; h = bundle.host_record(); "
+            "k = bundle.device_key(torch.device('cpu')); "
+            "print('torch._inductor.config' in sys.modules, h['march'], k['march'])")
+    env = {**os.environ, "TORCHINDUCTOR_CPP_MARCH": "x86-64-v3"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.split() == ["False", "x86-64-v3", "x86-64-v3"]
+
+
 def test_arm_vector_length_must_match(monkeypatch):
     here = {"machine": "aarch64", "features": ["sve"], "vector_lengths": {"sve_max_length": 128}}
     monkeypatch.setattr(bundle, "host_record", lambda: here)
