@@ -8,7 +8,9 @@ Each case ``MODEL:BACKEND:BATCH[:mmap]`` is compiled and saved by one process (`
 AOTInductor's ``force_mmap_weights``), which exits before anything is loaded. Fresh processes then load the
 bundle, each printing every step it reaches:
 
-- ``recfx``: ``recfx.load`` and one call, outputs compared bit for bit with the compiling process's;
+- ``recfx``: ``recfx.load`` and one call, outputs compared bit for bit with the compiling process's (C++ stack
+  traces on, as in run 7; ``recfx-noa2l`` the same with ``TORCH_DISABLE_ADDR2LINE=1``: each C++ exception's trace
+  then is not symbolized by addr2line, which took ~14 s an exception in run 7's compiles);
 - when that one fails (or as ``--variants`` asks): ``steps`` (``aoti_load_package``'s own steps one at a time,
   timestamped: the package's metadata, Inductor's device information, the package loader), ``runner`` (the zip
   extracted here with ``extractall`` and its first shared library run by AOTInductor's container runner, without the
@@ -102,7 +104,7 @@ def load(folder: Path, variant: str, device_name: str) -> dict[str, Any]:
     io = load_file(str(folder / "io.safetensors"))
     package = str(folder / "bundle" / "model.pt2")
     t0 = time.perf_counter()
-    if variant == "recfx":
+    if variant in ("recfx", "recfx-noa2l"):
         runner: Any = recfx.load(folder / "bundle", device=device_name)
     elif variant == "steps":  # aoti_load_package's own steps, one at a time
         meta = torch._C._aoti.AOTIModelPackageLoader.load_metadata_from_package(package, "model")
@@ -165,9 +167,12 @@ def _direct_runner(package: str, device_name: str, step: Any) -> Any:
 
 def _child(args: list[str], log: Path, timeout: float, prefix: list[str] | None = None) -> dict[str, Any]:
     cmd = [*(prefix or []), sys.executable, __file__, *args]
+    env = dict(os.environ)
+    if args[0] == "--make" or args[1].endswith("-noa2l"):  # C++ exceptions' traces unsymbolized (addr2line: slow)
+        env["TORCH_DISABLE_ADDR2LINE"] = "1"
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False, env=env)
         rc, stdout, stderr = proc.returncode, proc.stdout, proc.stderr
     except subprocess.TimeoutExpired as exc:
         rc, stdout, stderr = "timeout", str(exc.stdout or ""), str(exc.stderr or "")
@@ -187,12 +192,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True)
     parser.add_argument("--cases", default=DEFAULT_CASES)
     parser.add_argument("--variants", help="load variants to time besides recfx, whatever happens (default: "
-                        "steps,runner,raw-single when the recfx load fails)")
+                        "recfx-noa2l,steps,runner when the recfx load fails)")
     parser.add_argument("--budget", type=float, default=200.0, help="seconds after which no new case starts")
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--make", help="(internal) compile and save this case into --out")
-    parser.add_argument("--load", help="(internal) load the bundle in --out this way: recfx, steps, runner, raw, "
-                        "raw-single, raw-index0, plain")
+    parser.add_argument("--load", help="(internal) load the bundle in --out this way: recfx, recfx-noa2l (recfx with "
+                        "TORCH_DISABLE_ADDR2LINE=1), steps, runner, raw, raw-single, raw-index0, plain")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args.make:
@@ -219,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         record["recfx"] = _child(["--load", "recfx", *where], out / f"{tag}.recfx.log", 120)
         failed = record["recfx"]["rc"] != 0
-        variants = args.variants.split(",") if args.variants else ["steps", "runner", "raw-single"] if failed else []
+        variants = args.variants.split(",") if args.variants else ["recfx-noa2l", "steps", "runner"] if failed else []
         for variant in (*variants, *(("plain",) if failed and case.startswith("linears") else ())):
             record[variant] = _child(["--load", variant, *where], out / f"{tag}.{variant}.log", 120)
         if failed and gdb:
