@@ -111,6 +111,25 @@ register_backend("inductor-rows1024")(_inductor_rows(InductorBackend))
 register_backend("cuda-fp8-rows1024")(_inductor_rows(CudaFp8Backend))
 
 
+def _regions(base: type, regions: bool) -> type:
+    """``base`` with ``backend_options={"regions": regions}``: the A/B of compiling repeated blocks once."""
+
+    class Regions(base):  # type: ignore[misc, valid-type]
+        priority = -100
+        description = f"benchmark only: {base.__name__} with backend option regions={regions}"
+
+        def compile(self, gm: Any, ctx: Any) -> Any:
+            ctx.backend_options = {"regions": regions, **ctx.backend_options}
+            return super().compile(gm, ctx)
+
+    return Regions
+
+
+for _base, _name in ((InductorBackend, "inductor"), (CudaFp8Backend, "cuda-fp8")):
+    register_backend(f"{_name}-regions")(_regions(_base, True))
+    register_backend(f"{_name}-flat")(_regions(_base, False))
+
+
 @register_backend("cuda-fp8-attn")
 class CudaFp8Attention(CudaFp8Backend):
     """``cuda-fp8`` with its opt-in FP8 attention (``backend_options={"fp8_attention": True}``)."""

@@ -14,14 +14,17 @@ from torch.fx import GraphModule
 from recfx.backends.base import Availability, Backend, register_backend
 from recfx.passes.base import PassContext
 from recfx.passes.pipelines import INDUCTOR_LOWERINGS, lowering_options
+from recfx.passes.regions import outline_repeated_blocks
 
 _INDUCTOR_OPTIONS = ("mode", "options", "dynamic", "fullgraph")
-#: recfx's own Inductor heuristics (see :func:`inductor_heuristics`).
-HEURISTIC_OPTIONS = ("persistent_rows",)
+#: recfx's own Inductor heuristics (see :func:`inductor_heuristics` and :func:`compile_regions`).
+HEURISTIC_OPTIONS = ("persistent_rows", "regions")
 #: Rows of up to this many elements are reduced by one program that holds the whole row (Inductor's own limit is
 #: 1,024): a per-token FP8 quantization fused into RMSNorm (d_model 2,048) or SiLU(gate) * up (d_ff 5,632) then
 #: reads its input once instead of twice (once for the amax, once for the cast).
 PERSISTENT_ROWS = 8192
+#: Repeated blocks (a transformer's layers) compiled once each and called per layer (``backend_options["regions"]``).
+REGIONS = False
 #: Optional lowerings of the Inductor backends, each on unless its backend option is False.
 LOWERING_CHOICES = lowering_options(INDUCTOR_LOWERINGS)
 
@@ -61,6 +64,9 @@ class InductorBackend(Backend):
         options = self.inductor_options(ctx)
         dynamic = options.pop("dynamic", bool(ctx.dynamic_dims))
         rows = persistent_rows(ctx.backend_options)
+        if compile_regions(ctx.backend_options):
+            gm, stats = outline_repeated_blocks(gm)
+            ctx.report_sections["regions"] = stats
         if "mode" not in options:  # torch.compile takes a mode or options, not both
             options["options"] = keyed_options(options.get("options"), rows)
         compiled: Callable[..., Any] = torch.compile(gm, backend="inductor", dynamic=dynamic, **options)
@@ -69,6 +75,14 @@ class InductorBackend(Backend):
         if dynamic:
             _warm_up_dynamic(compiled, ctx)
         return compiled
+
+
+def compile_regions(backend_options: dict[str, Any]) -> bool:
+    """The ``regions`` backend option: compile each repeated block once (``recfx.passes.regions``); a bool."""
+    regions = backend_options.get("regions", REGIONS)
+    if not isinstance(regions, bool):
+        raise ValueError(f"backend_options['regions'] must be True or False, got {regions!r}")
+    return regions
 
 
 #: Above this Inductor finds no static block for a symbolic row length, and register blocks grow past use.

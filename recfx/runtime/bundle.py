@@ -120,7 +120,7 @@ def _cpp_settings() -> dict[str, Any]:
     config = sys.modules.get("torch._inductor.config")
     if config is None:
         return {"simdlen": None, "march": os.environ.get("TORCHINDUCTOR_CPP_MARCH")}
-    return {"simdlen": config.cpp.simdlen, "march": config.cpp.march}
+    return {"simdlen": getattr(config.cpp, "simdlen", None), "march": getattr(config.cpp, "march", None)}
 
 
 def _versions() -> dict[str, str | None]:

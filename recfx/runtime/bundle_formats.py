@@ -12,7 +12,12 @@ Readers never unpickle: an exported program whose archive would make ``torch.exp
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
+import functools
 import json
+import os
 import re
 import shutil
 import tempfile
@@ -139,6 +144,19 @@ def read_aoti(folder: Path, manifest: dict[str, Any], device: torch.device) -> C
     return runner
 
 
+@functools.cache
+def _share_libstdcxx() -> None:
+    """Put the C++ runtime the process already uses into the global symbol scope before an AOTInductor library is
+    opened. Python opens PyTorch's libraries with local scope, so libstdc++ is not global there; an AOTInductor
+    library, which carries inline template code of libstdc++ (std::regex, std::locale), then crashed with SIGSEGV
+    while constructing its model on an H100 image (torch 2.11, GCC 13.3; native stack: ``parse_device_str`` ->
+    ``std::regex`` -> ``regex_traits::transform_primary``), and loaded with this done first (or with libstdc++ in
+    LD_PRELOAD). Opening a library that is already mapped only changes its scope, not what is loaded."""
+    name = ctypes.util.find_library("stdc++") or "libstdc++.so.6"
+    with contextlib.suppress(OSError):  # no shared libstdc++ (a static build, another C++ runtime): nothing to share
+        ctypes.CDLL(name, mode=os.RTLD_GLOBAL)
+
+
 class AotiModel:
     """The model of an AOTInductor package (``model.pt2``) as recfx writes it, run without
     ``torch._inductor.aoti_load_package``; called with the flat tensor inputs, it returns the package's outputs.
@@ -166,6 +184,7 @@ class AotiModel:
         self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, ignore_errors=True)
         try:
             library = self._extract(package)
+            _share_libstdcxx()
             aoti: Any = torch._C._aoti  # the CUDA runner's binding has a 5-argument form its stubs lack (Inductor's
             self._runner = (aoti.AOTIModelContainerRunnerCuda(  # own output_code.py calls it so)
                 str(library), 1, str(device), str(self._folder), single_threaded)

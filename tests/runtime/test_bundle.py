@@ -408,3 +408,30 @@ def test_onnx_bundle_keeps_external_data_usable(tmp_path, monkeypatch):
     loaded = recfx.load(path)
     inputs = two_inputs(3, seed=3)
     assert identical(loaded(*inputs), compiled(*inputs))
+
+
+def test_host_record_on_an_inductor_without_cpp_march(monkeypatch):
+    """torch 2.11's Inductor config has no ``cpp.march`` (2.13's has): the host record must not need it (a save on
+    the H100 image failed with AttributeError before this)."""
+    import sys
+    import types
+
+    class Cpp:
+        simdlen = None
+
+        def __getattr__(self, name):
+            raise AttributeError(f"torch._inductor.config.cpp.{name} does not exist")
+
+    monkeypatch.setitem(sys.modules, "torch._inductor.config", types.SimpleNamespace(cpp=Cpp()))
+    assert bundle._cpp_settings() == {"simdlen": None, "march": None}
+    assert bundle.host_record()["march"] is None
+
+
+def test_aoti_loading_puts_libstdcxx_in_the_global_scope():
+    """An AOTInductor library resolves libstdc++'s template symbols (std::locale, std::regex) in the global scope;
+    Python opens PyTorch's libraries locally, and on the H100 image the library then crashed building its model.
+    After the step AotiModel takes first, a symbol of libstdc++ is found from the global scope."""
+    import ctypes
+
+    bundle_formats._share_libstdcxx()
+    assert ctypes.CDLL(None)._ZNSt6locale7classicEv  # std::locale::classic(), looked up from the global scope
