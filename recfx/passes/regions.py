@@ -14,8 +14,9 @@ twin by a call of their shared region, the stretch's inputs (activations, that l
 It works on a copy; the graph it is given is not changed. A stretch stays in the flat graph when
 
 - one of its nodes is not a pure function call (an in-place write, randomness, a side effect, a module call);
-- one of its outputs is a view of one of its inputs (a region returns fresh tensors; the pure nodes that read only
-  the block's inputs, such as weight transposes and views of inputs, are left out of the stretch first);
+- one of its outputs is a view of one of its inputs, two of its outputs share storage, or two of its inputs do
+  (``torch.compile`` takes no aliasing across a region's boundary; the views and size computations that read only
+  the block's inputs, such as weight transposes, are left out of the stretch first);
 - one of its inputs or outputs is neither a tensor nor an integer;
 - no other stretch has its structure (nothing to share), or it is shorter than ``min_nodes``.
 
@@ -69,16 +70,20 @@ class RegionStats:
 
 
 class Region(torch.nn.Module):
-    """One block's graph, called once per layer: ``forward`` is a nested compile region, so ``torch.compile``
-    traces and compiles it once for all the calls that share its input metadata."""
+    """One block's graph, called once per layer. Its body's ``forward`` is a nested compile region, so
+    ``torch.compile`` traces and compiles it once for all the calls that share its input metadata. The region is
+    the body's own generated code, one code object per body: Dynamo reuses a traced region by its function's code
+    and the inputs' guards, so two bodies sharing one ``forward`` (a decorated method of this class) would be taken
+    for each other when their operands look alike."""
 
     def __init__(self, body: GraphModule) -> None:
         super().__init__()
         self.body = body
+        # GraphModule gives each instance its own class and generated forward: a function of its own to mark
+        self.region = torch.compiler.nested_compile_region(type(body).forward)
 
-    @torch.compiler.nested_compile_region
     def forward(self, *args: Any) -> Any:
-        return self.body(*args)
+        return self.region(self.body, *args)
 
 
 @dataclasses.dataclass
@@ -131,10 +136,12 @@ def _stretches(graph: Graph) -> Iterator[_Stretch]:
 
 def _impure(node: Node) -> bool:
     """:func:`is_impure`, except that attention with a dropout probability of 0 is a pure function (its op is
-    tagged random for the dropout it can do)."""
+    tagged random for the dropout it can do), and a check of a tensor's metadata stays in its block."""
     if not is_impure(node):
         return False
     target = node.target
+    if target is torch.ops.aten._assert_tensor_metadata.default:  # a check on metadata the signature fixes: it
+        return False  # holds for every block of a region or for none (a dtype cast in an RMSNorm leaves one)
     if not isinstance(target, torch._ops.OpOverload) or target._schema.is_mutable:
         return True
     if node.is_impure(impure_random=False) or any(k in op_name(node) for k in ("_assert", "print", "_guards")):
@@ -145,6 +152,20 @@ def _impure(node: Node) -> bool:
     i = names.index("dropout_p")
     dropout = node.args[i] if i < len(node.args) else node.kwargs.get("dropout_p", 0.0)
     return not (isinstance(dropout, (int, float)) and dropout == 0)
+
+
+#: Ops that always return a view (``to`` / ``contiguous`` / ``reshape`` may return their input or a copy: they are
+#: computation of the block, not hoisted).
+_VIEW_OPS = frozenset({"alias", "as_strided", "chunk", "detach", "diagonal", "expand", "expand_as", "movedim",
+                       "narrow", "permute", "select", "slice", "split", "split_with_sizes", "squeeze", "swapaxes",
+                       "t", "transpose", "unbind", "unflatten", "unfold", "unsqueeze", "view", "view_as",
+                       "_unsafe_view"})
+
+
+def _is_view(node: Node) -> bool:
+    target = node.target
+    return (isinstance(target, torch._ops.OpOverload) and returns_alias(node)
+            and target._schema.name.split("::")[-1] in _VIEW_OPS)
 
 
 def _hoist_loose(stretch: _Stretch) -> None:
@@ -158,7 +179,8 @@ def _hoist_loose(stretch: _Stretch) -> None:
     loose: set[Node] = set()
     for node in stretch.nodes:
         reads = [a for a in _flat_values((node.args, node.kwargs)) if isinstance(a, Node)]
-        free = returns_alias(node) or isinstance(node.meta.get("val"), (torch.SymInt, int))
+        piece = node.target is operator.getitem and isinstance(node.args[0], Node) and node.args[0] in loose
+        free = piece or _is_view(node) or isinstance(node.meta.get("val"), (torch.SymInt, int))
         if free and not _impure(node) and all(a not in inside or a in loose for a in reads):
             loose.add(node)
     stretch.nodes = [node for node in stretch.nodes if node not in loose]
@@ -175,12 +197,16 @@ def _flat_values(value: Any) -> Iterator[Any]:
         yield value
 
 
+def _val(gm: GraphModule, node: Node) -> Any:
+    return fetch_attr(gm, str(node.target)) if node.op == "get_attr" else node.meta.get("val")
+
+
 def _describe_input(gm: GraphModule, node: Node) -> tuple[Any, ...] | None:
     """An input's type, dtype, shape, strides and device (None: neither a tensor nor an integer)."""
-    value = fetch_attr(gm, str(node.target)) if node.op == "get_attr" else node.meta.get("val")
+    value = _val(gm, node)
     if isinstance(value, torch.Tensor):
         return ("tensor", value.dtype, tuple(map(str, value.shape)), tuple(map(str, value.stride())),
-                value.device.type)
+                str(value.device))
     if isinstance(value, (torch.SymInt, int)) and not isinstance(value, bool):
         return ("int",)
     return None
@@ -213,12 +239,18 @@ def _signature(gm: GraphModule, stretch: _Stretch) -> tuple[Any, ...] | str:
     described = [_describe_input(gm, node) for node in inputs]
     if any(d is None for d in described):
         return "operand neither tensor nor int"
+    roots = [alias_root(node) for node in inputs if isinstance(_val(gm, node), torch.Tensor)]
+    if len(set(roots)) < len(roots):  # torch.compile refuses a region whose operands share storage
+        return "operands alias each other"
     outputs = [node for node in stretch.nodes if any(user not in inside for user in node.users)]
     for out in outputs:
         if not isinstance(out.meta.get("val"), torch.Tensor):
             return "output not a tensor"
         if alias_root(out) not in inside:
             return "output views an input"
+    out_roots = [alias_root(out) for out in outputs]
+    if len(set(out_roots)) < len(out_roots):  # nor one whose outputs share storage
+        return "outputs alias each other"
     stretch.outputs = outputs
     return (tuple(ops), tuple(described), tuple(inside[o] for o in outputs))
 

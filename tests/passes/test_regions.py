@@ -73,9 +73,81 @@ def test_compiled_regions_match_the_flat_compile() -> None:
     out, stats = outline_repeated_blocks(gm)
     assert stats.calls == 3
     with torch.no_grad():
-        want = gm(x).double()
+        want = torch.compile(gm, backend="inductor")(x).double()
         got = torch.compile(out, backend="inductor")(x).double()
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+class Relu(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.b(torch.relu(self.a(x)) * 2 + 1).tanh() + x).sin() * 3 - x
+
+
+class Sigmoid(Relu):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (self.b(torch.sigmoid(self.a(x)) * 2 + 1).tanh() + x).sin() * 3 - x
+
+
+def test_two_regions_with_alike_operands_stay_apart_when_compiled() -> None:
+    """Two different blocks whose operands have the same metadata: Dynamo reuses a traced region by its function's
+    code, so each region must have code of its own (a shared ``forward`` ran the first body for both)."""
+
+    class Two(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.enc, self.dec = nn.ModuleList([Relu(), Relu()]), nn.ModuleList([Sigmoid(), Sigmoid()])
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            for layer in (*self.enc, *self.dec):
+                x = layer(x)
+            return x
+
+    torch.manual_seed(3)
+    x = torch.randn(4, 8)
+    gm = _exported(Two(), x)
+    out, stats = outline_repeated_blocks(gm, min_nodes=2)
+    assert (stats.regions, stats.calls) == (2, 4)
+    with torch.no_grad():
+        want = gm(x)
+        for backend in ("aot_eager", "inductor"):
+            torch._dynamo.reset()
+            torch.testing.assert_close(torch.compile(out, backend=backend)(x), want, rtol=1e-5, atol=1e-5)
+
+
+class SharedInput(nn.Module):
+    """Reads its input and views of it: as region operands they would share storage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)) + x.t().t()).tanh() + x.narrow(0, 0, 4)
+
+
+class KV(nn.Module):
+    """Returns K and V as views of one projection, as a KV-cache block does: outputs sharing storage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.kv, self.b = nn.Linear(16, 16), nn.Linear(16, 32), nn.Linear(16, 16)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        k, v = self.kv(x).chunk(2, dim=-1)
+        return self.b(torch.relu(self.a(x) + k * v)).tanh(), k, v
+
+
+@pytest.mark.parametrize(("block", "x", "reason"), [(SharedInput, torch.randn(4, 8), "operands alias each other"),
+                                                    (KV, torch.randn(2, 4, 16), "outputs alias each other")])
+def test_blocks_with_aliasing_across_the_boundary_stay_flat(block, x, reason) -> None:  # type: ignore[no-untyped-def]
+    """``torch.compile`` takes no input-to-input or output-to-output aliasing at a region's boundary."""
+    gm = _exported(Pair(block), x)
+    out, stats = outline_repeated_blocks(gm, min_nodes=2)
+    assert out is gm and stats.left_flat == {reason: 2}
 
 
 class InPlace(nn.Module):
@@ -118,10 +190,18 @@ def test_blocks_that_write_in_place_stay_flat() -> None:
     assert out is gm and stats.calls == 0 and stats.left_flat == {"impure node": 2}
 
 
-def test_blocks_returning_a_view_of_their_input_stay_flat() -> None:
-    gm = _exported(Pair(ViewOut), torch.randn(4, 16))
-    out, stats = outline_repeated_blocks(gm)
-    assert out is gm and stats.calls == 0 and stats.left_flat == {"output views an input": 2}
+def test_views_of_a_blocks_input_stay_in_the_parent_graph() -> None:
+    """A region returns fresh tensors: the view of its input that each block returns is computed outside it."""
+    x = torch.randn(4, 16)
+    gm = _exported(Pair(ViewOut), x)
+    out, stats = outline_repeated_blocks(gm, min_nodes=2)
+    assert stats.calls == 2 and stats.left_flat == {}
+    body = next(m.body for m in out.modules() if isinstance(m, Region))
+    assert not any(n.target in (torch.ops.aten.narrow.default, torch.ops.aten.t.default) and n.args[0].op ==
+                   "placeholder" for n in body.graph.nodes if n.op == "call_function")
+    with torch.no_grad():
+        for got, want in zip(torch.utils._pytree.tree_leaves(out(x)), torch.utils._pytree.tree_leaves(gm(x))):
+            assert torch.equal(got, want)
 
 
 def test_blocks_that_differ_stay_flat() -> None:
@@ -171,7 +251,7 @@ class Fanned(nn.Module):
 @pytest.mark.parametrize("seed", range(24))
 def test_fuzzed_blocks_outline_without_changing_results(seed: int) -> None:
     """Random op mixes (views, in-place ops, SDPA, cat/split, embeddings...) as repeated blocks: outlined or left
-    flat, the eager result is the same bit for bit."""
+    flat, the eager result is the same bit for bit, and what is outlined compiles (fullgraph) to the same values."""
     fm = generate(1000 + seed)
     model = Fanned(fm.source, fm.seed).eval()
     try:
@@ -182,13 +262,18 @@ def test_fuzzed_blocks_outline_without_changing_results(seed: int) -> None:
     inputs = fm.inputs(2, 1)
     with torch.no_grad():
         want, got = gm(*inputs), out(*inputs)
-    for g, w in zip(got, want):
-        assert torch.equal(g, w), (seed, stats.render())
+        for g, w in zip(got, want):
+            assert torch.equal(g, w), (seed, stats.render())
+        if stats.calls:  # what Dynamo makes of the regions (aot_eager: the traced graph run by eager kernels)
+            torch._dynamo.reset()
+            compiled = torch.compile(out, backend="aot_eager", fullgraph=True)(*inputs)
+            for g, w in zip(compiled, want):
+                torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-5, msg=lambda m: f"seed {seed}: {m}")
 
 
 def test_fuzzed_blocks_outline_unless_a_precondition_fails() -> None:
     """The fuzzer's models write in place and return views of their inputs often: those stay flat, the rest are
-    outlined (8 of these 24 at the time of writing)."""
+    outlined (5 of these 24 at the time of writing)."""
     outlined, reasons = 0, set()
     for seed in range(24):
         fm = generate(1000 + seed)
@@ -199,8 +284,9 @@ def test_fuzzed_blocks_outline_unless_a_precondition_fails() -> None:
         stats = outline_repeated_blocks(gm, min_nodes=2)[1]
         outlined += stats.calls > 0
         reasons |= set(stats.left_flat)
-    assert outlined >= 6, outlined
-    assert reasons <= {"impure node", "output views an input"}, reasons
+    assert outlined >= 4, outlined
+    assert reasons <= {"impure node", "output views an input", "operands alias each other",
+                       "outputs alias each other"}, reasons
 
 
 def test_the_backend_option_reports_and_checks(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
