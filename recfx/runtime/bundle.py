@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -119,8 +120,21 @@ def _cpp_settings() -> dict[str, Any]:
     its config module is imported nothing can have changed them, and their defaults come from the environment."""
     config = sys.modules.get("torch._inductor.config")
     if config is None:
-        return {"simdlen": None, "march": os.environ.get("TORCHINDUCTOR_CPP_MARCH")}
+        march = os.environ.get("TORCHINDUCTOR_CPP_MARCH") if _inductor_has_march() else None
+        return {"simdlen": None, "march": march}
     return {"simdlen": getattr(config.cpp, "simdlen", None), "march": getattr(config.cpp, "march", None)}
+
+
+@functools.cache
+def _inductor_has_march() -> bool:
+    """Whether this torch's Inductor has ``cpp.march`` (torch 2.13 has, 2.11 has not: there
+    ``TORCHINDUCTOR_CPP_MARCH`` changes nothing and code is built for the native CPU), read from its config module's
+    source without importing it."""
+    source = Path(torch.__file__).parent / "_inductor" / "config.py"  # (find_spec would import torch._inductor)
+    try:
+        return "TORCHINDUCTOR_CPP_MARCH" in source.read_text(errors="replace")
+    except OSError:
+        return False
 
 
 def _versions() -> dict[str, str | None]:

@@ -435,3 +435,16 @@ def test_aoti_loading_puts_libstdcxx_in_the_global_scope():
 
     bundle_formats._share_libstdcxx()
     assert ctypes.CDLL(None)._ZNSt6locale7classicEv  # std::locale::classic(), looked up from the global scope
+
+
+def test_march_from_the_environment_only_where_inductor_reads_it(monkeypatch):
+    """Before Inductor's config is imported the host record reads ``TORCHINDUCTOR_CPP_MARCH``; on a torch whose
+    Inductor has no such setting (2.11) the code is native whatever the variable says, and the record says so."""
+    import sys
+
+    monkeypatch.delitem(sys.modules, "torch._inductor.config", raising=False)
+    monkeypatch.setenv("TORCHINDUCTOR_CPP_MARCH", "x86-64-v3")
+    monkeypatch.setattr(bundle, "_inductor_has_march", lambda: False)
+    assert bundle._cpp_settings()["march"] is None
+    monkeypatch.setattr(bundle, "_inductor_has_march", lambda: True)
+    assert bundle._cpp_settings()["march"] == "x86-64-v3"
