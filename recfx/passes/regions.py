@@ -135,23 +135,9 @@ def _stretches(graph: Graph) -> Iterator[_Stretch]:
 
 
 def _impure(node: Node) -> bool:
-    """:func:`is_impure`, except that attention with a dropout probability of 0 is a pure function (its op is
-    tagged random for the dropout it can do), and a check of a tensor's metadata stays in its block."""
-    if not is_impure(node):
-        return False
-    target = node.target
-    if target is torch.ops.aten._assert_tensor_metadata.default:  # a check on metadata the signature fixes: it
-        return False  # holds for every block of a region or for none (a dtype cast in an RMSNorm leaves one)
-    if not isinstance(target, torch._ops.OpOverload) or target._schema.is_mutable:
-        return True
-    if node.is_impure(impure_random=False) or any(k in op_name(node) for k in ("_assert", "print", "_guards")):
-        return True
-    names = [arg.name for arg in target._schema.arguments]
-    if "dropout_p" not in names:
-        return True
-    i = names.index("dropout_p")
-    dropout = node.args[i] if i < len(node.args) else node.kwargs.get("dropout_p", 0.0)
-    return not (isinstance(dropout, (int, float)) and dropout == 0)
+    """:func:`is_impure`, except that a check of a tensor's metadata stays in its block: the signature fixes the
+    operands' metadata, so it holds for every block of a region or for none (a dtype cast in an RMSNorm leaves one)."""
+    return is_impure(node) and node.target is not torch.ops.aten._assert_tensor_metadata.default
 
 
 #: Ops that always return a view (``to`` / ``contiguous`` / ``reshape`` may return their input or a copy: they are
@@ -226,14 +212,11 @@ def _signature(gm: GraphModule, stretch: _Stretch) -> tuple[Any, ...] | str:
     """The stretch's structure (equal signatures: the same computation on operands of the same metadata), or why
     it cannot become a region."""
     inside = {node: i for i, node in enumerate(stretch.nodes)}
-    inputs: dict[Node, int] = {}  # the same order as _operands
+    if any(_impure(node) for node in stretch.nodes):
+        return "impure node"
+    inputs = {node: i for i, node in enumerate(_operands(stretch))}  # the order the region's placeholders take
     ops = []
     for node in stretch.nodes:
-        if _impure(node):
-            return "impure node"
-        for arg in _flat_values((node.args, node.kwargs)):
-            if isinstance(arg, Node) and arg not in inside and arg not in inputs:
-                inputs[arg] = len(inputs)
         target = op_name(node) if node.target is not operator.getitem else "getitem"
         ops.append((target, _encode(node.args, inside, inputs), _encode(node.kwargs, inside, inputs)))
     described = [_describe_input(gm, node) for node in inputs]

@@ -29,23 +29,35 @@ def op_name(node: Node) -> str:
 
 
 def is_impure(node: Node) -> bool:
-    """True for nodes with side effects or randomness (never removed, deduplicated or folded)."""
+    """True for nodes with side effects or randomness (never removed, deduplicated or folded); attention called
+    with a dropout probability of 0 is not random."""
     if node.op in ("placeholder", "output"):
         return True
     if node.op == "call_module":
         return True
     if node.op != "call_function":
         return False
-    if node.is_impure():
-        return True
     target = node.target
-    if isinstance(target, torch._ops.OpOverload):
-        if target._schema.is_mutable:
+    if not isinstance(target, torch._ops.OpOverload):
+        if node.is_impure():
             return True
-        if torch.Tag.nondeterministic_seeded in getattr(target, "tags", ()):
+    else:
+        if node.is_impure(impure_random=False) or target._schema.is_mutable:
+            return True
+        if torch.Tag.nondeterministic_seeded in getattr(target, "tags", ()) and not _no_dropout(node, target):
             return True
     name = op_name(node)
     return any(k in name for k in _IMPURE_NAMES)
+
+
+def _no_dropout(node: Node, target: torch._ops.OpOverload) -> bool:
+    """An op tagged random only for its dropout (attention) called with ``dropout_p=0``: a pure function."""
+    names = [arg.name for arg in target._schema.arguments]
+    if "dropout_p" not in names:
+        return False
+    i = names.index("dropout_p")
+    dropout = node.args[i] if i < len(node.args) else node.kwargs.get("dropout_p", 0.0)
+    return isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and dropout == 0
 
 
 def _returns_alias(node: Node) -> bool:

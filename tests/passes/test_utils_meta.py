@@ -45,3 +45,26 @@ def test_fill_meta_fills_a_new_node() -> None:
         new = gm.graph.call_function(torch.ops.aten.relu.default, (last,))
     assert fill_meta(gm, [new]) == 1
     assert tuple(new.meta["val"].shape) == (3, 2)
+
+
+def test_attention_is_pure_without_dropout() -> None:
+    """SDPA is tagged random for its dropout: with dropout_p=0 it is a pure function (CSE, DCE and regions may treat
+    it as one), with dropout it is not."""
+    import torch
+    from torch import nn
+
+    from recfx.passes.utils import is_impure
+
+    class Attn(nn.Module):
+        def __init__(self, p: float) -> None:
+            super().__init__()
+            self.p = p
+
+        def forward(self, q: torch.Tensor) -> torch.Tensor:
+            return nn.functional.scaled_dot_product_attention(q, q, q, dropout_p=self.p)
+
+    q = torch.randn(1, 2, 4, 8)
+    for p, impure in ((0.0, False), (0.5, True)):
+        gm = torch.export.export(Attn(p).train(p > 0), (q,)).module()
+        sdpa = [n for n in gm.graph.nodes if n.op == "call_function" and "scaled_dot_product" in str(n.target)]
+        assert sdpa and all(is_impure(n) is impure for n in sdpa), (p, [n.target for n in sdpa])
