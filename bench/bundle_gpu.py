@@ -8,6 +8,10 @@ The first process compiles the model, calls it once on fixed inputs, saves the b
 (safetensors). A second process (a fresh interpreter: no compiled code or Inductor cache in memory from the first)
 loads the bundle, calls it on the same inputs and compares the outputs bit for bit with the compiling process's.
 ``result.json`` holds the times; the goal for a deployment is load + first call < 10 s.
+
+Where outputs differ, three more comparisons say where: the compiled module called twice (is it deterministic?),
+the bundle loaded back in the compiling process (does the package compute what the in-process module computes?)
+and the fresh process's second call; with the Triton autotuner choices of recfx's kernels in both processes.
 """
 
 from __future__ import annotations
@@ -41,6 +45,24 @@ def _flat(outputs: Any) -> list[torch.Tensor]:
     return list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
 
 
+def _differences(got: list[torch.Tensor], want: list[torch.Tensor]) -> tuple[bool, list[float]]:
+    """(bit-identical, per output: max |difference|, or the count of differing elements for integer outputs)."""
+    got = [g.cpu() for g in got]
+    identical = len(got) == len(want) and all(torch.equal(g, w.cpu()) for g, w in zip(got, want))
+    diffs = [float((g.double() - w.cpu().double()).abs().max()) if g.is_floating_point() and g.numel() else
+             float((g != w.cpu()).sum()) for g, w in zip(got, want)]
+    return identical, diffs
+
+
+def _autotune_choices() -> dict[str, Any]:
+    """The Triton autotuner choices of recfx's kernels in this process (empty before recfx records them)."""
+    try:
+        from recfx.kernels import autotune
+    except ImportError:
+        return {}
+    return autotune.record()
+
+
 def compile_and_save(args: argparse.Namespace) -> dict[str, Any]:
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)
@@ -57,6 +79,7 @@ def compile_and_save(args: argparse.Namespace) -> dict[str, Any]:
         outputs = _flat(compiled(*inputs))
         _sync(device)
         first_call_s = time.perf_counter() - t0
+        repeat_identical, repeat_diffs = _differences(_flat(compiled(*inputs)), outputs)
     folder = Path(args.out)
     t0 = time.perf_counter()
     compiled.save(folder / "bundle", overwrite=True, meta={"model": args.model, "batch": args.batch})
@@ -64,15 +87,30 @@ def compile_and_save(args: argparse.Namespace) -> dict[str, Any]:
     log.info("saved in %.1f s", save_s)
     tensors = {f"input_{i}": x.contiguous().cpu() for i, x in enumerate(inputs)}
     tensors.update({f"output_{i}": y.contiguous().cpu() for i, y in enumerate(outputs)})
+    choices = _autotune_choices()
+    del compiled, model  # (the in-process load below needs the memory)
+    gc.collect()
+    t0 = time.perf_counter()
+    here = recfx.load(folder / "bundle", device=device)  # the package in the compiling process
+    with torch.inference_mode():
+        here_outputs = _flat(here(*inputs))
+        _sync(device)
+    here_s = time.perf_counter() - t0
+    here_identical, here_diffs = _differences(here_outputs, outputs)
+    tensors.update({f"here_{i}": y.contiguous().cpu() for i, y in enumerate(here_outputs)})
     save_file(tensors, str(folder / "io.safetensors"))
+    del here, here_outputs
     size = sum(f.stat().st_size for f in (folder / "bundle").rglob("*") if f.is_file())
-    del compiled, model, outputs  # leave the loading process most of the GPU's memory, as a deployment would
+    del outputs  # leave the loading process most of the GPU's memory, as a deployment would
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {"model": args.model, "backend": args.backend, "batch": args.batch, "device": _device_name(device),
             "compile_s": compile_s, "first_call_in_process_s": first_call_s, "save_s": save_s,
-            "bundle_mb": size / 2**20}
+            "bundle_mb": size / 2**20, "in_process_repeat_identical": repeat_identical,
+            "in_process_repeat_differences": repeat_diffs, "load_in_compiling_process_s": here_s,
+            "load_in_compiling_process_identical": here_identical,
+            "load_in_compiling_process_differences": here_diffs, "autotune_compiling_process": choices}
 
 
 def load_and_call(args: argparse.Namespace) -> dict[str, Any]:
@@ -84,21 +122,24 @@ def load_and_call(args: argparse.Namespace) -> dict[str, Any]:
     io = load_file(str(folder / "io.safetensors"))
     inputs = [io[f"input_{i}"].to(device) for i in range(sum(k.startswith("input_") for k in io))]
     want = [io[f"output_{i}"] for i in range(sum(k.startswith("output_") for k in io))]
+    here = [io[f"here_{i}"] for i in range(sum(k.startswith("here_") for k in io))]
     with torch.inference_mode():
         t0 = time.perf_counter()
         got = _flat(loaded(*inputs))
         _sync(device)
         first_call_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        loaded(*inputs)
+        again = _flat(loaded(*inputs))
         _sync(device)
         second_call_s = time.perf_counter() - t0
-    identical = len(got) == len(want) and all(torch.equal(g.cpu(), w) for g, w in zip(got, want))
-    diffs = [float((g.cpu().double() - w.double()).abs().max()) if g.is_floating_point() and g.numel() else
-             float((g.cpu() != w).sum()) for g, w in zip(got, want)]  # per output: max |diff|, or differing ints
+    identical, diffs = _differences(got, want)
+    same_as_here, here_diffs = _differences(got, here) if here else (None, None)
+    repeat_identical, _ = _differences(again, got)
     return {"load_s": load_s, "first_call_after_load_s": first_call_s, "second_call_s": second_call_s,
             "load_plus_first_call_s": load_s + first_call_s, "outputs_identical": identical,
-            "output_differences": diffs}
+            "output_differences": diffs, "identical_to_load_in_compiling_process": same_as_here,
+            "differences_to_load_in_compiling_process": here_diffs, "loaded_repeat_identical": repeat_identical,
+            "autotune_loading_process": _autotune_choices()}
 
 
 def _device_name(device: torch.device) -> str:

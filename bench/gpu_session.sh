@@ -21,6 +21,8 @@
 #       deploy-ksa  the ksa-1b inductor bundle alone
 #                   Both keep the bundle in build/ (kept on a warm machine) and resume there: when a call ends
 #                   after the save, the next call on the same machine only loads and calls it.
+#       deploy-tiny ksa-tiny inductor (batch 2) and onerec-tiny cuda-fp8 (batch 8) bundles: where outputs of a loaded
+#                   bundle differ from the compiling process's (~2 minutes)
 #       aoti-diag   where loading an AOTInductor bundle crashes on the GPU (bench/probes/aoti_load.py: small and
 #                   1.1 GB bundles, with and without recfx ops, with and without mmapped weights; ~4-5 minutes)
 #       block    the block-scaled FP8 GEMM kernel (recfx::fp8_block_mm) vs row-wise _scaled_mm and bf16 (~1-2 min)
@@ -56,6 +58,13 @@ case $step in
         python3 bench/ksa.py --parts checks --sizes 4096,16384 --skip-flex --out "$out/ksa_checks.json" \
             > "$out/ksa_checks.log" 2>&1
         for job in "onerec-1b cuda-fp8 8" "ksa-1b inductor 1"; do  # bundles in /tmp: only result.json comes back
+            set -- $job
+            python3 bench/bundle_gpu.py --model "$1" --backend "$2" --batch "$3" --out "/tmp/bundle-$1" \
+                > "$out/bundle-$1.log" 2>&1
+            cp "/tmp/bundle-$1/result.json" "$out/bundle-$1.json"
+        done ;;
+    deploy-tiny)
+        for job in "ksa-tiny inductor 2" "onerec-tiny cuda-fp8 8"; do
             set -- $job
             python3 bench/bundle_gpu.py --model "$1" --backend "$2" --batch "$3" --out "/tmp/bundle-$1" \
                 > "$out/bundle-$1.log" 2>&1
