@@ -66,8 +66,9 @@ case $step in
     deploy-tiny)
         for job in "ksa-tiny inductor 2" "onerec-tiny cuda-fp8 8"; do
             set -- $job
-            python3 bench/bundle_gpu.py --model "$1" --backend "$2" --batch "$3" --out "/tmp/bundle-$1" \
-                > "$out/bundle-$1.log" 2>&1
+            # with Inductor's generated code in the log: the in-process module's and the package's, to compare
+            TORCH_LOGS=output_code python3 bench/bundle_gpu.py --model "$1" --backend "$2" --batch "$3" \
+                --out "/tmp/bundle-$1" > "$out/bundle-$1.log" 2>&1
             cp "/tmp/bundle-$1/result.json" "$out/bundle-$1.json"
         done ;;
     aoti-diag) python3 bench/probes/aoti_load.py --out "$out/aoti" > "$out/aoti.log" 2>&1 ;;
