@@ -3,9 +3,11 @@
 A bundle is a folder: the backend's compiled code (:mod:`recfx.runtime.bundle_formats`) and ``manifest.json``
 beside it, which records the recfx / torch / triton versions, the device (type, GPU compute capability, CPU vector
 ISA), the backend, the input and output specs with their named dynamic dims, the quantization config, the SHA-256 and
-size of every file, and the compile report. A bundle is written into a hidden temporary folder beside the target and
-renamed into place, so it is complete or absent. Loading checks the manifest (files, versions, device) before any
-file is opened.
+size of every file, the compile report, and the Triton autotuner choices of recfx's kernels
+(:mod:`recfx.kernels.autotune`: a CUDA bundle's kernels then run the compiling process's tile shapes, so outputs are
+bit-identical across processes and the first call after a load does not autotune). A bundle is written into a
+hidden temporary folder beside the target and renamed into place, so it is complete or absent. Loading checks the
+manifest (files, versions, device) before any file is opened.
 
 A bundle holding compiled code (AOTInductor's shared library) is trusted like any shared library: the hashes guard
 against corruption (a truncated copy, a flipped byte), not against someone who can rewrite the manifest too.
@@ -34,6 +36,7 @@ from recfx._version import __version__
 from recfx.analysis.numerics import OutputCheck
 from recfx.backends.inductor import persistent_rows
 from recfx.frontend.capture import TensorSpec
+from recfx.kernels import autotune
 from recfx.passes.manager import PassRecord
 from recfx.runtime import bundle_formats as formats
 from recfx.runtime.bundle_formats import BundleError, BundleUnsupportedError
@@ -298,6 +301,7 @@ def save_bundle(module: CompiledModule, path: str | os.PathLike[str], *, overwri
             "out_spec": torch.utils._pytree.treespec_dumps(out_spec) if out_spec is not None else None,
             "quant": module.quant_config, "backend_options": module.backend_options,
             "files": _file_records(tmp), "report": report_to_dict(module.report), "meta": meta or {},
+            "autotune": autotune.record(),
         }
         (tmp / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
     log.info("saved %s bundle (%s) to %s", module.backend, fmt, path)
@@ -421,12 +425,34 @@ def _describe(record: dict[str, Any]) -> str:
     return f"vector ISA {record.get('isa')}" if record["type"] == "cpu" else record["type"]
 
 
-def load_bundle(path: str | os.PathLike[str], device: str | torch.device | None = None) -> CompiledModule:
-    """Check and load the bundle at ``path``; ``device`` defaults to the one it was compiled for.
+def _replay_autotune(manifest: dict[str, Any], target: torch.device, path: Path) -> None:
+    """Seed the Triton autotuners of recfx's kernels with the choices the saving process made, for a CUDA target
+    (:func:`recfx.kernels.autotune.replay`): the kernels the package calls back into then run the same configs as
+    there (bit-identical outputs; no tuning on the first call). Choices are per Triton version, which
+    :func:`check_compatible` has checked for CUDA bundles. A manifest without ``autotune`` (an older recfx) seeds
+    nothing.
 
     Raises:
-        FileNotFoundError / BundleIntegrityError / BundleVersionError / BundleDeviceError: see :func:`read_manifest`
-            and :func:`check_compatible`; nothing is loaded then.
+        BundleIntegrityError: the manifest's ``autotune`` field is malformed (the hashes cover files, not the
+            manifest, so a damaged one is caught here).
+    """
+    if target.type != "cuda":
+        return
+    try:
+        seeded = autotune.replay(manifest.get("autotune") or {})
+    except ValueError as exc:
+        raise BundleIntegrityError(f"{path}: the manifest's 'autotune' field is malformed ({exc}); the bundle is "
+                                   "damaged: copy it again or save it again") from exc
+    log.info("replayed %d Triton autotuner choices from %s", seeded, path)
+
+
+def load_bundle(path: str | os.PathLike[str], device: str | torch.device | None = None) -> CompiledModule:
+    """Check and load the bundle at ``path``; ``device`` defaults to the one it was compiled for. On a CUDA device the
+    Triton autotuners of recfx's kernels are first seeded with the saving process's choices (:func:`_replay_autotune`).
+
+    Raises:
+        FileNotFoundError / BundleIntegrityError / BundleVersionError / BundleDeviceError: see :func:`read_manifest`,
+            :func:`check_compatible` and :func:`_replay_autotune`; nothing is loaded then.
     """
     path = Path(path)
     manifest = read_manifest(path)
@@ -434,6 +460,7 @@ def load_bundle(path: str | os.PathLike[str], device: str | torch.device | None 
     if target.type == "cuda" and target.index is None and torch.cuda.is_available():
         target = torch.device("cuda", torch.cuda.current_device())
     check_compatible(manifest, target, path)
+    _replay_autotune(manifest, target, path)
     runner = formats.READERS[manifest["format"]](path, manifest, target)
     report = report_from_dict(manifest["report"])
     report.sections["bundle"] = StoredSection({"path": str(path)}, f"loaded from bundle {path}")

@@ -448,3 +448,46 @@ def test_march_from_the_environment_only_where_inductor_reads_it(monkeypatch):
     assert bundle._cpp_settings()["march"] is None
     monkeypatch.setattr(bundle, "_inductor_has_march", lambda: True)
     assert bundle._cpp_settings()["march"] == "x86-64-v3"
+
+
+def test_the_manifest_records_the_autotuner_choices(tmp_path, monkeypatch):
+    from recfx.kernels import autotune
+
+    choices = {"ksa_prefill": [{"key": [128, "torch.bfloat16"], "config": {
+        "kwargs": {"BLOCK_M": 64}, "num_warps": 4, "num_stages": 2, "num_ctas": 1, "maxnreg": None}}]}
+    monkeypatch.setattr(autotune, "record", lambda: choices)
+    compiled = recfx.compile(Two().eval(), two_inputs(4), backend="eager")
+    path = compiled.save(tmp_path / "b")
+    assert json.loads((path / "manifest.json").read_text())["autotune"] == choices
+
+
+def test_a_cpu_load_replays_no_choices_and_an_older_manifest_loads(eager_bundle, tmp_path, monkeypatch):
+    from recfx.kernels import autotune
+
+    assert isinstance(json.loads((eager_bundle[1] / "manifest.json").read_text())["autotune"], dict)
+    monkeypatch.setattr(autotune, "replay", lambda choices: pytest.fail("a CPU load replayed autotuner choices"))
+    path = copy_bundle(eager_bundle[1], tmp_path / "b")
+    edit_manifest(path, lambda m: m.update(autotune=[["malformed"]]))
+    recfx.load(path)  # not read for a CPU target
+    edit_manifest(path, lambda m: m.pop("autotune"))  # a bundle from before the field
+    inputs = two_inputs(3)
+    assert identical(recfx.load(path)(*inputs), eager_bundle[0](*inputs))
+
+
+def test_a_cuda_load_replays_the_choices(eager_bundle, monkeypatch, caplog):
+    from recfx.kernels import autotune
+
+    replayed = []
+    monkeypatch.setattr(autotune, "replay", lambda choices: replayed.append(choices) or 3)
+    cuda, path = torch.device("cuda", 0), eager_bundle[1]
+    with caplog.at_level("INFO", logger=bundle.__name__):
+        bundle._replay_autotune({"autotune": {"ksa_prefill": []}}, cuda, path)
+    bundle._replay_autotune({}, cuda, path)  # an older manifest
+    assert replayed == [{"ksa_prefill": []}, {}]
+    assert "replayed 3 Triton autotuner choices" in caplog.text
+
+
+def test_a_malformed_autotune_field_is_a_damaged_bundle(eager_bundle):
+    with pytest.raises(recfx.BundleIntegrityError, match=r"'autotune' field is malformed \(autotune choices of kernel "
+                                                         r"'ksa_prefill' must be a list.*copy it again or save it"):
+        bundle._replay_autotune({"autotune": {"ksa_prefill": 3}}, torch.device("cuda", 0), eager_bundle[1])
