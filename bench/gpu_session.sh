@@ -13,8 +13,9 @@
 #       moe-v2   onerec-moe: cuda-fp8 with the OneRec-V2 recipe (block-scaled experts on recfx::fp8_block_mm) at 8, 32
 #       rows     the A/B of recfx's persistent-reduction limit at batch 32, in one process: cuda-fp8 with its 8,192
 #                and with Inductor's own 1,024 (Inductor's caches key on the limit)
-#       regions  onerec-1b: inductor and cuda-fp8, each flat and with repeated blocks compiled once (backend option
-#                regions), at batches 8 and 32 in one process: compile time and speed of both (~8-9 minutes cold)
+#       regions  onerec-1b: inductor bf16 flat (first: it pays the process's warm-up), cuda-fp8 flat and cuda-fp8
+#                with repeated blocks compiled once (backend option regions), at batches 8 and 32 in one process:
+#                compile time and speed (~7 minutes cold)
 #       attn     onerec-1b: cuda-fp8 and cuda-fp8-attn (its opt-in FP8 attention) at batches 1, 8, 32, profiled
 #       deploy   bundles (onerec-1b cuda-fp8, ksa-1b inductor: load + first call) and the KSA kernel checks
 #       deploy-1b   the onerec-1b cuda-fp8 bundle alone (compile, save, load + first call: ~8-10 minutes cold)
@@ -51,8 +52,8 @@ case $step in
     moe-fp8) fp8 --model onerec-moe --backends cuda-fp8 --batches 8,32 --out "$out" ;;
     moe-v2) fp8 --model onerec-moe --backends cuda-fp8-v2 --batches 8,32 --out "$out" ;;
     rows) fp8 --model onerec-1b --backends cuda-fp8,cuda-fp8-rows1024 --batches 32 --out "$out" ;;
-    regions) fp8 --model onerec-1b --backends cuda-fp8-regions,inductor-flat,cuda-fp8-flat,inductor-regions \
-        --batches 8,32 --out "$out" ;;
+    regions) fp8 --model onerec-1b --backends inductor-flat,cuda-fp8-flat,cuda-fp8-regions --batches 8,32 \
+        --out "$out" ;;
     attn) fp8 --model onerec-1b --backends cuda-fp8,cuda-fp8-attn --batches 1,8,32 --out "$out" ;;
     deploy)
         python3 bench/ksa.py --parts checks --sizes 4096,16384 --skip-flex --out "$out/ksa_checks.json" \
