@@ -6,7 +6,8 @@ Run from the repository root (on a GPU for the deployment numbers; any backend a
 
 The first process compiles the model, calls it once on fixed inputs, saves the bundle and the inputs/outputs
 (safetensors). A second process (a fresh interpreter: no compiled code or Inductor cache in memory from the first)
-loads the bundle, calls it on the same inputs and compares the outputs bit for bit with the compiling process's.
+loads the bundle with empty Triton and Inductor caches (as on a machine that never compiled it), calls it on the same
+inputs and compares the outputs bit for bit with the compiling process's.
 ``result.json`` holds the times; the goal for a deployment is load + first call < 10 s.
 
 Where outputs differ, three more comparisons say where: the compiled module called twice (is it deterministic?),
@@ -21,8 +22,10 @@ import gc
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -47,10 +50,12 @@ def _flat(outputs: Any) -> list[torch.Tensor]:
 
 def _differences(got: list[torch.Tensor], want: list[torch.Tensor]) -> tuple[bool, list[float]]:
     """(bit-identical, per output: max |difference|, or the count of differing elements for integer outputs)."""
-    got = [g.cpu() for g in got]
-    identical = len(got) == len(want) and all(torch.equal(g, w.cpu()) for g, w in zip(got, want))
-    diffs = [float((g.double() - w.cpu().double()).abs().max()) if g.is_floating_point() and g.numel() else
-             float((g != w.cpu()).sum()) for g, w in zip(got, want)]
+    got, want = [g.cpu() for g in got], [w.cpu() for w in want]
+    if len(got) != len(want) or any(g.shape != w.shape for g, w in zip(got, want)):
+        return False, [float("nan")] * len(got)  # another structure or shape: nothing to subtract
+    identical = all(torch.equal(g, w) for g, w in zip(got, want))
+    diffs = [float((g.double() - w.double()).abs().max()) if g.is_floating_point() and g.numel() else
+             float((g != w).sum()) for g, w in zip(got, want)]
     return identical, diffs
 
 
@@ -87,7 +92,13 @@ def compile_and_save(args: argparse.Namespace) -> dict[str, Any]:
     log.info("saved in %.1f s", save_s)
     tensors = {f"input_{i}": x.contiguous().cpu() for i, x in enumerate(inputs)}
     tensors.update({f"output_{i}": y.contiguous().cpu() for i, y in enumerate(outputs)})
-    choices = _autotune_choices()
+    save_file(tensors, str(folder / "io.safetensors"))
+    size = sum(f.stat().st_size for f in (folder / "bundle").rglob("*") if f.is_file())
+    result = {"model": args.model, "backend": args.backend, "batch": args.batch, "device": _device_name(device),
+              "compile_s": compile_s, "first_call_in_process_s": first_call_s, "save_s": save_s,
+              "bundle_mb": size / 2**20, "in_process_repeat_identical": repeat_identical,
+              "in_process_repeat_differences": repeat_diffs, "autotune_compiling_process": _autotune_choices()}
+    (folder / "result.json").write_text(json.dumps(result, indent=1))  # kept if what follows crashes (--resume)
     del compiled, model  # (the in-process load below needs the memory)
     gc.collect()
     t0 = time.perf_counter()
@@ -97,20 +108,15 @@ def compile_and_save(args: argparse.Namespace) -> dict[str, Any]:
         _sync(device)
     here_s = time.perf_counter() - t0
     here_identical, here_diffs = _differences(here_outputs, outputs)
-    tensors.update({f"here_{i}": y.contiguous().cpu() for i, y in enumerate(here_outputs)})
-    save_file(tensors, str(folder / "io.safetensors"))
-    del here, here_outputs
-    size = sum(f.stat().st_size for f in (folder / "bundle").rglob("*") if f.is_file())
-    del outputs  # leave the loading process most of the GPU's memory, as a deployment would
+    save_file({f"here_{i}": y.contiguous().cpu() for i, y in enumerate(here_outputs)}, str(folder / "here.safetensors"))
+    del here, here_outputs, outputs  # leave the loading process most of the GPU's memory, as a deployment would
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return {"model": args.model, "backend": args.backend, "batch": args.batch, "device": _device_name(device),
-            "compile_s": compile_s, "first_call_in_process_s": first_call_s, "save_s": save_s,
-            "bundle_mb": size / 2**20, "in_process_repeat_identical": repeat_identical,
-            "in_process_repeat_differences": repeat_diffs, "load_in_compiling_process_s": here_s,
-            "load_in_compiling_process_identical": here_identical,
-            "load_in_compiling_process_differences": here_diffs, "autotune_compiling_process": choices}
+    result.update({"load_plus_first_call_in_compiling_process_s": here_s,
+                   "load_in_compiling_process_identical": here_identical,
+                   "load_in_compiling_process_differences": here_diffs})
+    return result
 
 
 def load_and_call(args: argparse.Namespace) -> dict[str, Any]:
@@ -122,7 +128,8 @@ def load_and_call(args: argparse.Namespace) -> dict[str, Any]:
     io = load_file(str(folder / "io.safetensors"))
     inputs = [io[f"input_{i}"].to(device) for i in range(sum(k.startswith("input_") for k in io))]
     want = [io[f"output_{i}"] for i in range(sum(k.startswith("output_") for k in io))]
-    here = [io[f"here_{i}"] for i in range(sum(k.startswith("here_") for k in io))]
+    here_io = load_file(str(folder / "here.safetensors")) if (folder / "here.safetensors").is_file() else {}
+    here = [here_io[f"here_{i}"] for i in range(len(here_io))]
     with torch.inference_mode():
         t0 = time.perf_counter()
         got = _flat(loaded(*inputs))
@@ -174,7 +181,12 @@ def main(argv: list[str] | None = None) -> int:
         result = compile_and_save(args)
         saved.write_text(json.dumps(result, indent=1))
     cmd = [sys.executable, __file__, "--load", "--out", str(folder), "--device", args.device]
-    child = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy(), check=False)
+    # a deployment machine starts without this one's compiled kernels: empty Triton and Inductor caches
+    cold = Path(tempfile.mkdtemp(prefix="bundle-load-"))
+    env = {**os.environ, "TRITON_CACHE_DIR": str(cold / "triton"), "TORCHINDUCTOR_CACHE_DIR": str(cold / "inductor")}
+    child = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+    shutil.rmtree(cold, ignore_errors=True)
+    log.info("loading process:\n%s", child.stderr[-8000:])
     if child.returncode:
         result["load_error"] = child.stderr[-4000:]
     else:

@@ -15,7 +15,7 @@
 #                and with Inductor's own 1,024 (Inductor's caches key on the limit)
 #       regions  onerec-1b: inductor bf16 flat (first: it pays the process's warm-up), cuda-fp8 flat and cuda-fp8
 #                with repeated blocks compiled once (backend option regions), at batches 8 and 32 in one process:
-#                compile time and speed (~7 minutes cold)
+#                compile time and speed (not run yet; estimated 7-9 minutes cold)
 #       attn     onerec-1b: cuda-fp8 and cuda-fp8-attn (its opt-in FP8 attention) at batches 1, 8, 32, profiled
 #       deploy   bundles (onerec-1b cuda-fp8, ksa-1b inductor: load + first call) and the KSA kernel checks
 #       deploy-1b   the onerec-1b cuda-fp8 bundle alone (compile, save, load + first call: ~8-10 minutes cold)
@@ -23,7 +23,8 @@
 #                   Both keep the bundle in build/ (kept on a warm machine) and resume there: when a call ends
 #                   after the save, the next call on the same machine only loads and calls it.
 #       deploy-tiny ksa-tiny inductor (batch 2) and onerec-tiny cuda-fp8 (batch 8) bundles: where outputs of a loaded
-#                   bundle differ from the compiling process's (~2 minutes)
+#                   bundle differ from the compiling process's (ksa-tiny ~2 minutes cold with Inductor's code logged;
+#                   onerec-tiny had not finished 75 s later in run 9: allow 5+ minutes for both)
 #       aoti-diag   where loading an AOTInductor bundle crashes on the GPU (bench/probes/aoti_load.py: small and
 #                   1.1 GB bundles, with and without recfx ops, with and without mmapped weights; ~4-5 minutes)
 #       block    the block-scaled FP8 GEMM kernel (recfx::fp8_block_mm) vs row-wise _scaled_mm and bf16 (~1-2 min)

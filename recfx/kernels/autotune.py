@@ -89,7 +89,13 @@ def record() -> dict[str, list[dict[str, Any]]]:
                 log.debug("autotune record: %s key %r or its config %s is not plain JSON; not recorded", name, key,
                           config)
                 continue
-            entries.append({"key": list(key), "config": config_record})
+            entry = {"key": list(key), "config": config_record}
+            try:  # what replay would refuse as damaged is not written (e.g. a config without num_warps)
+                _check_entry(name, entry)
+            except ValueError as exc:
+                log.warning("autotune record: %s choice not recorded (%s)", name, exc)
+                continue
+            entries.append(entry)
         if entries:
             choices[name] = sorted(entries, key=lambda entry: json.dumps(entry["key"]))
     return choices

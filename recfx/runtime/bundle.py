@@ -432,17 +432,35 @@ def _replay_autotune(manifest: dict[str, Any], target: torch.device, path: Path)
     :func:`check_compatible` has checked for CUDA bundles. A manifest without ``autotune`` (an older recfx) seeds
     nothing.
 
+    Choices are replayed only onto the GPU architecture that made them: tile shapes tuned on one may not fit another
+    (shared memory, registers), where the autotuner would have skipped them (an exported-program bundle runs on any
+    CUDA GPU).
+
     Raises:
         BundleIntegrityError: the manifest's ``autotune`` field is malformed (the hashes cover files, not the
             manifest, so a damaged one is caught here).
     """
     if target.type != "cuda":
         return
+    choices = manifest.get("autotune")
+    if choices is None:
+        return
+    saved = manifest["device"].get("capability")
     try:
-        seeded = autotune.replay(manifest.get("autotune") or {})
+        here = device_record(target)["capability"]
+    except (AssertionError, RuntimeError) as exc:  # no such GPU: the reader reports it
+        log.info("autotuner choices of %s not replayed: %s", path, exc)
+        return
+    if saved is None or list(saved) != list(here):
+        log.info("autotuner choices of %s not replayed: saved on compute capability %s, this GPU is %s (its kernels "
+                 "tune on their first call)", path, saved, here)
+        return
+    try:
+        seeded = autotune.replay(choices)
     except ValueError as exc:
         raise BundleIntegrityError(f"{path}: the manifest's 'autotune' field is malformed ({exc}); the bundle is "
-                                   "damaged: copy it again or save it again") from exc
+                                   "damaged (copy it again or save it again), or was saved by a newer recfx (load it "
+                                   "with that version)") from exc
     log.info("replayed %d Triton autotuner choices from %s", seeded, path)
 
 

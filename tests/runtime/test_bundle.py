@@ -479,15 +479,73 @@ def test_a_cuda_load_replays_the_choices(eager_bundle, monkeypatch, caplog):
 
     replayed = []
     monkeypatch.setattr(autotune, "replay", lambda choices: replayed.append(choices) or 3)
-    cuda, path = torch.device("cuda", 0), eager_bundle[1]
+    monkeypatch.setattr(bundle, "device_record", lambda device: {"capability": [9, 0]})
+    cuda, path, h100 = torch.device("cuda", 0), eager_bundle[1], {"capability": [9, 0]}
     with caplog.at_level("INFO", logger=bundle.__name__):
-        bundle._replay_autotune({"autotune": {"ksa_prefill": []}}, cuda, path)
-    bundle._replay_autotune({}, cuda, path)  # an older manifest
-    assert replayed == [{"ksa_prefill": []}, {}]
+        bundle._replay_autotune({"autotune": {"ksa_prefill": []}, "device": h100}, cuda, path)
+        bundle._replay_autotune({"device": h100}, cuda, path)  # an older manifest: nothing to replay
+        # tuned on another architecture: its tile shapes may not fit this GPU
+        bundle._replay_autotune({"autotune": {"ksa_prefill": []}, "device": {"capability": [8, 0]}}, cuda, path)
+    assert replayed == [{"ksa_prefill": []}]
     assert "replayed 3 Triton autotuner choices" in caplog.text
+    assert "saved on compute capability [8, 0], this GPU is [9, 0]" in caplog.text
 
 
-def test_a_malformed_autotune_field_is_a_damaged_bundle(eager_bundle):
+def test_a_malformed_autotune_field_is_a_damaged_bundle(eager_bundle, monkeypatch):
+    monkeypatch.setattr(bundle, "device_record", lambda device: {"capability": [9, 0]})
     with pytest.raises(recfx.BundleIntegrityError, match=r"'autotune' field is malformed \(autotune choices of kernel "
                                                          r"'ksa_prefill' must be a list.*copy it again or save it"):
-        bundle._replay_autotune({"autotune": {"ksa_prefill": 3}}, torch.device("cuda", 0), eager_bundle[1])
+        bundle._replay_autotune({"autotune": {"ksa_prefill": 3}, "device": {"capability": [9, 0]}},
+                                torch.device("cuda", 0), eager_bundle[1])
+
+
+class SqueezeBatch(nn.Module):
+    """Squeezes the batch dim: (8, 16) for a batch of 1, (B, 8, 16) otherwise."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(16, 16)
+
+    def forward(self, x):
+        return self.proj(x).squeeze(0) * 2
+
+
+def _exported(module, dim):
+    return torch.export.export(module, (torch.randn(2, 8, 16),), dynamic_shapes=({0: dim},))
+
+
+def test_squeezing_a_dynamic_dim_that_may_be_1_is_a_hazard_for_compiled_bundles():
+    hazards = bundle_formats.size_one_hazards(_exported(SqueezeBatch().eval(), torch.export.Dim("batch")))
+    assert len(hazards) == 1 and "squeezes dim 0" in hazards[0] and "x dim 0" in hazards[0]
+    assert "squeeze(0)" in hazards[0]  # the model's own line
+
+
+class SqueezeStatic(nn.Module):
+    def forward(self, x):
+        return x.unsqueeze(1).squeeze(1).squeeze() + 1  # static size-1 dims only (and the batch, at least 2)
+
+
+def test_squeezes_that_cannot_meet_a_1_are_not_hazards():
+    # a dynamic dim exported for sizes of 2 and more: squeeze(0) never drops it
+    assert bundle_formats.size_one_hazards(_exported(SqueezeBatch().eval(),
+                                                     torch.export.Dim("batch", min=2))) == []
+    assert bundle_formats.size_one_hazards(_exported(SqueezeStatic().eval(),
+                                                     torch.export.Dim("batch", min=2))) == []
+    # a squeeze of every dim (no dims given) does meet the dynamic batch when it may be 1
+    hazards = bundle_formats.size_one_hazards(_exported(SqueezeStatic().eval(), torch.export.Dim("batch")))
+    assert len(hazards) == 1 and "squeezes dim 0" in hazards[0]
+
+
+def test_an_inductor_bundle_of_a_graph_squeezing_its_batch_is_refused_and_nothing_written(tmp_path):
+    # AOTInductor compiles one graph for every batch size and would return (1, 8, 16) for a batch of 1
+    model = SqueezeBatch().eval()
+    compiled = recfx.compile(model, (torch.randn(2, 8, 16),), backend="inductor",
+                             config=recfx.CompileConfig(check_numerics=False))
+    one = torch.randn(1, 8, 16)
+    assert compiled(one).shape == model(one).shape == (8, 16)  # in process: torch compiles batch 1 apart
+    with pytest.raises(recfx.BundleUnsupportedError, match=r"squeezes a dynamic dim that may be 1.*x dim 0.*"
+                                                           r"backend 'eager'"):
+        compiled.save(tmp_path / "b")
+    assert not (tmp_path / "b").exists() and list(tmp_path.iterdir()) == []
+    eager = recfx.compile(model, (torch.randn(2, 8, 16),), backend="eager")  # the exported program squeezes per call
+    assert recfx.load(eager.save(tmp_path / "e"))(one).shape == (8, 16)
