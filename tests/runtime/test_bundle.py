@@ -549,3 +549,12 @@ def test_an_inductor_bundle_of_a_graph_squeezing_its_batch_is_refused_and_nothin
     assert not (tmp_path / "b").exists() and list(tmp_path.iterdir()) == []
     eager = recfx.compile(model, (torch.randn(2, 8, 16),), backend="eager")  # the exported program squeezes per call
     assert recfx.load(eager.save(tmp_path / "e"))(one).shape == (8, 16)
+
+
+def test_ort_says_why_it_cannot_export_a_graph_squeezing_its_batch():
+    pytest.importorskip("onnxruntime")
+    # (without the check the ONNX checker fails with "Inferred shape and existing shape differ in rank")
+    with pytest.raises(recfx.RecfxError, match=r"backend 'ort' cannot export.*squeezes a dynamic dim that may be 1.*"
+                                               r"x dim 0.*backend 'inductor' or 'eager'"):
+        recfx.compile(SqueezeBatch().eval(), (torch.randn(2, 8, 16),), backend="ort",
+                      config=recfx.CompileConfig(check_numerics=False))
