@@ -93,41 +93,30 @@ class TorchaoFp8(Backend):
         return model
 
 
-def _inductor_rows(base: type) -> type:
-    """``base`` with Inductor's own persistent-reduction limit (``persistent_rows=0``): the A/B of recfx's limit."""
+def _with_options(base: type, options: dict[str, Any], what: str) -> type:
+    """``base`` with ``options`` added to its backend options (the user's own win): one side of an A/B."""
 
-    class InductorRows(base):  # type: ignore[misc, valid-type]
+    class WithOptions(base):  # type: ignore[misc, valid-type]
         priority = -100
-        description = f"benchmark only: {base.__name__} with Inductor's own persistent-reduction limit (1,024)"
+        description = f"benchmark only: {base.__name__} with {what}"
 
         def compile(self, gm: Any, ctx: Any) -> Any:
-            ctx.backend_options = {"persistent_rows": 0, **ctx.backend_options}
+            ctx.backend_options = {**options, **ctx.backend_options}
             return super().compile(gm, ctx)
 
-    return InductorRows
-
-
-register_backend("inductor-rows1024")(_inductor_rows(InductorBackend))
-register_backend("cuda-fp8-rows1024")(_inductor_rows(CudaFp8Backend))
-
-
-def _regions(base: type, regions: bool) -> type:
-    """``base`` with ``backend_options={"regions": regions}``: the A/B of compiling repeated blocks once."""
-
-    class Regions(base):  # type: ignore[misc, valid-type]
-        priority = -100
-        description = f"benchmark only: {base.__name__} with backend option regions={regions}"
-
-        def compile(self, gm: Any, ctx: Any) -> Any:
-            ctx.backend_options = {"regions": regions, **ctx.backend_options}
-            return super().compile(gm, ctx)
-
-    return Regions
+    return WithOptions
 
 
 for _base, _name in ((InductorBackend, "inductor"), (CudaFp8Backend, "cuda-fp8")):
-    register_backend(f"{_name}-regions")(_regions(_base, True))
-    register_backend(f"{_name}-flat")(_regions(_base, False))
+    # recfx's persistent-reduction limit vs Inductor's own (1,024)
+    register_backend(f"{_name}-rows1024")(_with_options(_base, {"persistent_rows": 0},
+                                                        "Inductor's own persistent-reduction limit (1,024)"))
+    # repeated blocks compiled once vs flat
+    register_backend(f"{_name}-regions")(_with_options(_base, {"regions": True}, "backend option regions=True"))
+    register_backend(f"{_name}-flat")(_with_options(_base, {"regions": False}, "backend option regions=False"))
+    # whole-row reductions also for rows read through permutes or recomputed (Inductor's DEFAULT hint)
+    register_backend(f"{_name}-anyrows")(_with_options(_base, {"persistent_layout": "any"},
+                                                       "backend option persistent_layout='any'"))
 
 
 @register_backend("cuda-fp8-attn")

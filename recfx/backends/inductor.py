@@ -18,11 +18,16 @@ from recfx.passes.regions import outline_repeated_blocks
 
 _INDUCTOR_OPTIONS = ("mode", "options", "dynamic", "fullgraph")
 #: recfx's own Inductor heuristics (see :func:`inductor_heuristics` and :func:`compile_regions`).
-HEURISTIC_OPTIONS = ("persistent_rows", "regions")
+HEURISTIC_OPTIONS = ("persistent_rows", "persistent_layout", "regions")
 #: Rows of up to this many elements are reduced by one program that holds the whole row (Inductor's own limit is
 #: 1,024): a per-token FP8 quantization fused into RMSNorm (d_model 2,048) or SiLU(gate) * up (d_ff 5,632) then
 #: reads its input once instead of twice (once for the amax, once for the cast).
 PERSISTENT_ROWS = 8192
+#: Which rows the wider limit applies to: ``"contiguous"`` (Inductor's INNER reductions: rows contiguous in memory) or
+#: ``"any"`` (also reductions whose rows are read through a permute or recomputed from other tensors, e.g. the
+#: quantization of an attention output that is never stored; Inductor's DEFAULT hint). An A/B for the GPU: "any" left
+#: no looped reduction in onerec-1b's structure in a CPU code-generation probe, its speed is unmeasured.
+PERSISTENT_LAYOUT = "contiguous"
 #: Repeated blocks (a transformer's layers) compiled once each and called per layer (``backend_options["regions"]``).
 REGIONS = False
 #: Optional lowerings of the Inductor backends, each on unless its backend option is False.
@@ -63,15 +68,15 @@ class InductorBackend(Backend):
     def compile(self, gm: GraphModule, ctx: PassContext) -> Callable[..., Any]:
         options = self.inductor_options(ctx)
         dynamic = options.pop("dynamic", bool(ctx.dynamic_dims))
-        rows = persistent_rows(ctx.backend_options)
+        rows, any_layout = persistent_rows(ctx.backend_options), persistent_any_layout(ctx.backend_options)
         if compile_regions(ctx.backend_options):
             gm, stats = outline_repeated_blocks(gm)
             ctx.report_sections["regions"] = stats
         if "mode" not in options:  # torch.compile takes a mode or options, not both
-            options["options"] = keyed_options(options.get("options"), rows)
+            options["options"] = keyed_options(options.get("options"), rows, any_layout=any_layout)
         compiled: Callable[..., Any] = torch.compile(gm, backend="inductor", dynamic=dynamic, **options)
         if rows:  # torch.compile compiles lazily (and again for a new shape): the heuristics hold around every call
-            compiled = WithHeuristics(compiled, rows)
+            compiled = WithHeuristics(compiled, rows, any_layout=any_layout)
         if dynamic:
             _warm_up_dynamic(compiled, ctx)
         return compiled
@@ -98,10 +103,23 @@ def persistent_rows(backend_options: dict[str, Any]) -> int:
     return rows
 
 
+def persistent_any_layout(backend_options: dict[str, Any]) -> bool:
+    """The ``persistent_layout`` backend option (:data:`PERSISTENT_LAYOUT`): True for ``"any"``."""
+    layout = backend_options.get("persistent_layout", PERSISTENT_LAYOUT)
+    if layout not in ("contiguous", "any"):
+        raise ValueError(f"backend_options['persistent_layout'] must be 'contiguous' or 'any', got {layout!r}")
+    return layout == "any"
+
+
+def _wide_row_choices(limit: int, any_layout: bool = False) -> Any:
+    """The ``InductorChoices`` whose persistent reductions reach rows of ``limit`` elements: contiguous rows only,
+    or (``any_layout``) also rows Inductor gives no layout hint for (one object per setting)."""
+    return _make_wide_row_choices(limit, bool(any_layout))
+
+
 @functools.cache
-def _wide_row_choices(limit: int) -> Any:
-    """The ``InductorChoices`` whose persistent reductions reach contiguous rows of ``limit`` elements (one per
-    limit, made on first use: importing Inductor is slow)."""
+def _make_wide_row_choices(limit: int, any_layout: bool) -> Any:
+    """(made on first use: importing Inductor is slow)"""
     from torch._inductor import config as inductor_config
     from torch._inductor.choices import InductorChoices
     from torch._inductor.runtime.hints import ReductionHint
@@ -114,18 +132,24 @@ def _wide_row_choices(limit: int) -> Any:
                 return True
             if cooperative_reduction or not inductor_config.triton.persistent_reductions:
                 return False
-            if features.get_reduction_hint() != ReductionHint.INNER:  # rows contiguous in memory only
+            hints = (ReductionHint.INNER, ReductionHint.DEFAULT) if any_layout else (ReductionHint.INNER,)
+            if features.get_reduction_hint() not in hints:  # never OUTER: reduced along strided columns
                 return False
             return bool(V.graph.sizevars.statically_known_leq(features.reduction_numel, limit))
 
         def uuid(self) -> str:
-            return f"recfx-persistent-rows-{limit}"
+            return f"recfx-persistent-rows-{limit}{'-any' if any_layout else ''}"
 
     return WideRowChoices()
 
 
+def _cache_key_pass(rows: int, any_layout: bool = False) -> Any:
+    """:func:`_make_cache_key_pass`, one object per setting."""
+    return _make_cache_key_pass(rows, bool(any_layout))
+
+
 @functools.cache
-def _cache_key_pass(rows: int) -> Any:
+def _make_cache_key_pass(rows: int, any_layout: bool) -> Any:
     """A post-grad pass that changes nothing and whose ``uuid`` names the limit: Inductor's FX graph and AOT caches
     key on it, so a graph compiled under one limit is not served from the cache under another."""
     from torch._inductor.custom_graph_pass import CustomGraphPass
@@ -135,22 +159,22 @@ def _cache_key_pass(rows: int) -> Any:
             return None
 
         def uuid(self) -> str:
-            return f"recfx-persistent-rows-{rows}"
+            return f"recfx-persistent-rows-{rows}{'-any' if any_layout else ''}"
 
     return PersistentRowsKey()
 
 
-def keyed_options(options: dict[str, Any] | None, rows: int) -> dict[str, Any]:
+def keyed_options(options: dict[str, Any] | None, rows: int, *, any_layout: bool = False) -> dict[str, Any]:
     """Inductor config options with the cache-key pass of ``rows`` added (a user's own post-grad pass, or a
     ``mode`` instead of options, is kept: then the cache does not tell the limits apart)."""
     options = dict(options or {})
     if rows and "post_grad_custom_post_pass" not in options:
-        options["post_grad_custom_post_pass"] = _cache_key_pass(rows)
+        options["post_grad_custom_post_pass"] = _cache_key_pass(rows, any_layout)
     return options
 
 
 @contextlib.contextmanager
-def inductor_heuristics(rows: int) -> Iterator[None]:
+def inductor_heuristics(rows: int, *, any_layout: bool = False) -> Iterator[None]:
     """Inductor's heuristics with whole-row (persistent) reductions up to ``rows`` elements, in this thread.
 
     Results agree with Inductor's default code within floating-point reordering (a whole-row reduction adds in
@@ -161,19 +185,19 @@ def inductor_heuristics(rows: int) -> Iterator[None]:
         return
     from torch._inductor.virtualized import V
 
-    with V.set_choices_handler(_wide_row_choices(rows)):
+    with V.set_choices_handler(_wide_row_choices(rows, any_layout)):
         yield
 
 
 class WithHeuristics:
     """A compiled callable run under :func:`inductor_heuristics` (where Inductor compiles lazily, at a call)."""
 
-    def __init__(self, compiled: Callable[..., Any], rows: int) -> None:
+    def __init__(self, compiled: Callable[..., Any], rows: int, *, any_layout: bool = False) -> None:
         self.compiled = compiled
-        self.rows = rows
+        self.rows, self.any_layout = rows, any_layout
 
     def __call__(self, *args: Any) -> Any:
-        with inductor_heuristics(self.rows):
+        with inductor_heuristics(self.rows, any_layout=self.any_layout):
             return self.compiled(*args)
 
 

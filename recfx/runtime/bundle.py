@@ -34,7 +34,7 @@ import torch
 
 from recfx._version import __version__
 from recfx.analysis.numerics import OutputCheck
-from recfx.backends.inductor import persistent_rows
+from recfx.backends.inductor import persistent_any_layout, persistent_rows
 from recfx.frontend.capture import TensorSpec
 from recfx.kernels import autotune
 from recfx.passes.manager import PassRecord
@@ -283,7 +283,8 @@ def save_bundle(module: CompiledModule, path: str | os.PathLike[str], *, overwri
             ep = formats.export_final(module.graph_module, module.example_inputs, module.input_specs)
             try:
                 if fmt == formats.AOTI:
-                    formats.write_aoti(ep, tmp, persistent_rows(module.backend_options or {}))
+                    options = module.backend_options or {}
+                    formats.write_aoti(ep, tmp, persistent_rows(options), any_layout=persistent_any_layout(options))
                 else:
                     formats.write_exported(ep, tmp)
             except BundleError:

@@ -88,9 +88,9 @@ def export_final(gm: torch.fx.GraphModule, example_inputs: tuple[torch.Tensor, .
 # --- writers: (module pieces, folder) -> None; they write FILES[fmt] (and companions) into ``folder``
 
 
-def write_aoti(ep: ExportedProgram, folder: Path, persistent_rows: int = 0) -> None:
+def write_aoti(ep: ExportedProgram, folder: Path, persistent_rows: int = 0, *, any_layout: bool = False) -> None:
     """Compile ``ep`` with AOTInductor into ``folder/model.pt2``, with the in-process module's heuristics
-    (``persistent_rows``: ``recfx.backends.inductor.inductor_heuristics``).
+    (``persistent_rows``, ``any_layout``: ``recfx.backends.inductor.inductor_heuristics``).
 
     ``recfx::`` ops without a C++ kernel stay calls through AOTInductor's proxy executor (the op is looked up in the
     dispatcher at run time: ``import recfx`` registers it).
@@ -106,8 +106,8 @@ def write_aoti(ep: ExportedProgram, folder: Path, persistent_rows: int = 0) -> N
             "size whether that dim is 1, so a bundle would return the wrong shape when it is (e.g. a batch of 1). "
             "Index or reshape that dim explicitly in the model (x[:, 0] or x.reshape(...) instead of "
             "x.squeeze(...)), or save with backend 'eager', whose exported program squeezes at run time")
-    with TRACE_LOCK, inductor_heuristics(persistent_rows):
-        options = {**keyed_options(None, persistent_rows), **_AOTI_PACKAGE_OPTIONS}
+    with TRACE_LOCK, inductor_heuristics(persistent_rows, any_layout=any_layout):
+        options = {**keyed_options(None, persistent_rows, any_layout=any_layout), **_AOTI_PACKAGE_OPTIONS}
         torch._inductor.aoti_compile_and_package(ep, package_path=str(folder / FILES[AOTI]), inductor_configs=options)
 
 

@@ -14,11 +14,13 @@ from recfx.backends.inductor import (
     WithHeuristics,
     _wide_row_choices,
     inductor_heuristics,
+    keyed_options,
+    persistent_any_layout,
     persistent_rows,
 )
 
 
-def _decide(rows: int, numel: int, hint_name: str = "INNER") -> bool:
+def _decide(rows: int, numel: int, hint_name: str = "INNER", any_layout: bool = False) -> bool:
     """The persistent-reduction decision for a kernel reducing ``numel`` elements per row, under ``rows``."""
     from torch._inductor.runtime.hints import ReductionHint
     from torch._inductor.sizevars import SizeVarAllocator
@@ -27,7 +29,7 @@ def _decide(rows: int, numel: int, hint_name: str = "INNER") -> bool:
     features = types.SimpleNamespace(get_reduction_hint=lambda: getattr(ReductionHint, hint_name),
                                      reduction_numel=sympy.Integer(numel), numel=sympy.Integer(4096))
     graph = types.SimpleNamespace(sizevars=SizeVarAllocator())
-    with V.set_graph_handler(graph), inductor_heuristics(rows):
+    with V.set_graph_handler(graph), inductor_heuristics(rows, any_layout=any_layout):
         return bool(V.choices.should_use_persistent_reduction(features, False))
 
 
@@ -57,6 +59,23 @@ def test_a_compiled_call_runs_under_the_heuristics() -> None:
 
 def test_only_contiguous_rows_are_widened() -> None:
     assert not _decide(PERSISTENT_ROWS, 2048, "DEFAULT") and not _decide(PERSISTENT_ROWS, 2048, "OUTER")
+
+
+def test_any_layout_widens_rows_without_a_hint_too_but_never_columns() -> None:
+    assert _decide(PERSISTENT_ROWS, 2048, "DEFAULT", any_layout=True)
+    assert not _decide(PERSISTENT_ROWS, 8193, "DEFAULT", any_layout=True)
+    assert not _decide(PERSISTENT_ROWS, 2048, "OUTER", any_layout=True)
+    assert _wide_row_choices(PERSISTENT_ROWS, True) is not _wide_row_choices(PERSISTENT_ROWS)
+    # Inductor's caches key on the setting: a graph compiled under one is not served under the other
+    keys = {keyed_options(None, PERSISTENT_ROWS, any_layout=a)["post_grad_custom_post_pass"].uuid() for a in (0, 1)}
+    assert len(keys) == 2
+
+
+@pytest.mark.parametrize("bad", ["ANY", True, 1, None])
+def test_bad_layout_option_is_a_clear_error(bad: object) -> None:
+    assert persistent_any_layout({}) is False and persistent_any_layout({"persistent_layout": "any"}) is True
+    with pytest.raises(ValueError, match="persistent_layout.*'contiguous' or 'any'"):
+        persistent_any_layout({"persistent_layout": bad})
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, True, "8192", 16385])
@@ -105,6 +124,10 @@ def test_aoti_bundles_compile_under_the_same_heuristics(tmp_path, monkeypatch) -
         seen["choices"], seen["configs"] = V.choices, inductor_configs
 
     monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", fake_package)
-    bundle_formats.write_aoti(None, tmp_path, 4096)
+    ep = torch.export.export(torch.nn.Linear(4, 4), (torch.randn(2, 4),))
+    bundle_formats.write_aoti(ep, tmp_path, 4096)
     assert seen["choices"] is _wide_row_choices(4096)
     assert seen["configs"]["post_grad_custom_post_pass"].uuid() == "recfx-persistent-rows-4096"
+    bundle_formats.write_aoti(ep, tmp_path, 4096, any_layout=True)
+    assert seen["choices"] is _wide_row_choices(4096, True)
+    assert seen["configs"]["post_grad_custom_post_pass"].uuid() == "recfx-persistent-rows-4096-any"
