@@ -33,6 +33,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8, help="example batch (sets Inductor's size hints)")
     parser.add_argument("--regions", action="store_true", help="backend option regions=True (repeated blocks "
                         "compiled once); the time Inductor took is printed either way")
+    parser.add_argument("--any-layout", action="store_true", help="backend option persistent_layout='any' (whole-row "
+                        "reductions also for rows without Inductor's INNER hint)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
@@ -86,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         return real_compile(*a, **k)
 
     inductor_backend.torch.compile = timed_compile  # type: ignore[assignment]
-    compile_config = recfx.CompileConfig(check_numerics=False, backend_options={"regions": args.regions})
+    compile_config = recfx.CompileConfig(check_numerics=False, backend_options={
+        "regions": args.regions, "persistent_layout": "any" if args.any_layout else "contiguous"})
     start = time.perf_counter()
     try:
         recfx.compile(model, inputs, backend=args.backend, config=compile_config)

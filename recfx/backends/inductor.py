@@ -104,7 +104,8 @@ def persistent_rows(backend_options: dict[str, Any]) -> int:
 
 
 def persistent_any_layout(backend_options: dict[str, Any]) -> bool:
-    """The ``persistent_layout`` backend option (:data:`PERSISTENT_LAYOUT`): True for ``"any"``."""
+    """The ``persistent_layout`` backend option (:data:`PERSISTENT_LAYOUT`): True for ``"any"``. It widens the
+    ``persistent_rows`` limit, so with ``persistent_rows=0`` (Inductor's own limit) it changes nothing."""
     layout = backend_options.get("persistent_layout", PERSISTENT_LAYOUT)
     if layout not in ("contiguous", "any"):
         raise ValueError(f"backend_options['persistent_layout'] must be 'contiguous' or 'any', got {layout!r}")
@@ -123,7 +124,9 @@ def _make_wide_row_choices(limit: int, any_layout: bool) -> Any:
     from torch._inductor import config as inductor_config
     from torch._inductor.choices import InductorChoices
     from torch._inductor.runtime.hints import ReductionHint
+    from torch._inductor.runtime.runtime_utils import next_power_of_2
     from torch._inductor.virtualized import V
+    from torch.utils._sympy.value_ranges import bound_sympy
 
     class WideRowChoices(InductorChoices):
         def should_use_persistent_reduction(  # type: ignore[override]  # an instance method: it reads the limit
@@ -132,8 +135,16 @@ def _make_wide_row_choices(limit: int, any_layout: bool) -> Any:
                 return True
             if cooperative_reduction or not inductor_config.triton.persistent_reductions:
                 return False
-            hints = (ReductionHint.INNER, ReductionHint.DEFAULT) if any_layout else (ReductionHint.INNER,)
-            if features.get_reduction_hint() not in hints:  # never OUTER: reduced along strided columns
+            hint = features.get_reduction_hint()
+            if hint == ReductionHint.DEFAULT and any_layout:
+                # Inductor's own rule for rows without a hint: a symbolic length whose bounds span several
+                # power-of-two blocks would leave most of a whole-row block masked off for the short rows
+                bounds = bound_sympy(features.reduction_numel)
+                if not all(isinstance(b, int) or getattr(b, "is_Integer", False) for b in (bounds.lower, bounds.upper)):
+                    return False
+                if next_power_of_2(int(bounds.lower)) != next_power_of_2(int(bounds.upper)):
+                    return False
+            elif hint != ReductionHint.INNER:  # never OUTER: reduced along strided columns
                 return False
             return bool(V.graph.sizevars.statically_known_leq(features.reduction_numel, limit))
 

@@ -33,8 +33,6 @@ import torch
 from torch.fx import GraphModule
 
 from recfx.backends.base import Availability, Backend, register_backend
-from recfx.errors import RecfxError
-from recfx.frontend.size_one import size_one_hazards
 from recfx.passes.base import PassContext
 
 log = logging.getLogger(__name__)
@@ -101,12 +99,6 @@ class OrtBackend(Backend):
         if captured is None:
             raise ValueError(f"the {self.name} backend needs the captured graph's input/output specs "
                              "(ctx.captured); call it through recfx.compile")
-        hazards = size_one_hazards(captured.exported_program)
-        if hazards:  # the ONNX checker would refuse the file with a shape-inference error that does not say why
-            raise RecfxError(f"backend {self.name!r} cannot export this graph: it squeezes a dynamic dim that may be 1 "
-                             f"({'; '.join(hazards[:3])}), and an ONNX graph fixes its outputs' ranks, so it cannot "
-                             "drop a dim only when it is 1. Index or reshape that dim in the model instead of squeeze, "
-                             "or use backend 'inductor' or 'eager'")
         config = OnnxExportConfig(opset=int(options.get("opset", 21)), fp8=self.fp8, ksa_as_ops=True,
                                   optimize=bool(options.get("optimize", True)), lint="off")
         key = graph_key(gm, captured.input_specs, config.to_dict())

@@ -11,27 +11,34 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch.export import ExportedProgram
 
-__all__ = ["size_one_hazards"]
+__all__ = ["NAMED_SQUEEZES", "SQUEEZES", "describe", "size_one_hazards"]
 
 #: ops whose result's shape depends on whether a dim is 1: squeeze drops only the dims that are
-_SQUEEZES = (torch.ops.aten.squeeze.default, torch.ops.aten.squeeze.dim, torch.ops.aten.squeeze.dims)
+SQUEEZES = (torch.ops.aten.squeeze.default, torch.ops.aten.squeeze.dim, torch.ops.aten.squeeze.dims)
+#: the squeezes that name their dims (an ONNX ``Squeeze`` without axes decides at run time, like PyTorch)
+NAMED_SQUEEZES = (torch.ops.aten.squeeze.dim, torch.ops.aten.squeeze.dims)
 
 
-def size_one_hazards(ep: ExportedProgram) -> list[str]:
-    """The squeezes in ``ep`` of dims whose size is dynamic and may be 1, described for an error message.
+def size_one_hazards(ep: ExportedProgram, ops: tuple[Any, ...] = SQUEEZES) -> list[str]:
+    """The squeezes (``ops``) in ``ep`` of dims whose size is dynamic and may be 1, described for an error message.
 
     The exported program runs such a squeeze as PyTorch does, deciding at each call whether the dim is 1. Code
     compiled once for every size cannot: AOTInductor assumes a dynamic dim is not 1 and would return the unsqueezed
-    shape for a batch of 1 (seen with torch 2.13: ``(1, 8, 16)`` where the model returns ``(8, 16)``), and the ONNX
-    graph fixes the output's rank, so ONNX Runtime fails such a call. The in-process Inductor module is not
-    affected: torch compiles a separate graph for size 1.
+    shape for a batch of 1 (seen with torch 2.13: ``(1, 8, 16)`` where the model returns ``(8, 16)``). An ONNX
+    ``Squeeze`` with axes drops them always (the exporter writes the axes it saw to be 1, so ``squeeze((0, 2))``
+    traced at batch 2 keeps the batch even at 1, and ``squeeze(0)`` fails the ONNX checker); one without axes decides
+    at run time (:data:`NAMED_SQUEEZES` for ONNX). The in-process Inductor module is not affected: torch compiles a
+    separate graph for size 1. Subgraphs (control flow, nested regions) are searched too. A size that cannot be 1 but
+    is not known to (``2 * batch``) is reported too: a conservative check.
     """
     from torch.utils._sympy.value_ranges import bound_sympy
 
-    names: dict[str, str] = {}  # symbol of each dynamic input dim -> "input.dim"
+    names: dict[str, str] = {}  # symbol of each dynamic input dim -> "input dim d"
     placeholders = {n.name: n for n in ep.graph.nodes if n.op == "placeholder"}
     for spec in ep.graph_signature.input_specs:
         node = placeholders.get(getattr(spec.arg, "name", ""))
@@ -41,13 +48,14 @@ def size_one_hazards(ep: ExportedProgram) -> list[str]:
                 if isinstance(size, torch.SymInt):
                     names.setdefault(str(size.node.expr), f"{node.name} dim {d}")
     hazards: list[str] = []
-    for node in ep.graph.nodes:
-        if node.op != "call_function" or node.target not in _SQUEEZES:
+    graphs = [m.graph for m in ep.graph_module.modules() if isinstance(m, torch.fx.GraphModule)]
+    for node in (n for graph in graphs for n in graph.nodes):
+        if node.op != "call_function" or node.target not in ops:
             continue
         val = node.args[0].meta.get("val") if isinstance(node.args[0], torch.fx.Node) else None
         if not isinstance(val, torch.Tensor):
             continue
-        dims = range(val.dim()) if len(node.args) < 2 else node.args[1]
+        dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", range(val.dim()))
         for d in [dims] if isinstance(dims, int) else list(dims):
             size = val.shape[d]
             if not isinstance(size, torch.SymInt):
@@ -61,3 +69,9 @@ def size_one_hazards(ep: ExportedProgram) -> list[str]:
                 hazards.append(f"{node.name} squeezes dim {d} of size {size} (from {where})"
                                + (f": {line}" if line else ""))
     return hazards
+
+
+def describe(hazards: list[str]) -> str:
+    """The first few ``hazards`` as one clause for an error message."""
+    more = f"; and {len(hazards) - 3} more" if len(hazards) > 3 else ""
+    return f"the graph squeezes a dynamic dim that may be 1 ({'; '.join(hazards[:3])}{more})"

@@ -25,6 +25,7 @@ from torch.fx import GraphModule
 
 from recfx.errors import RecfxError
 from recfx.frontend.capture import TRACE_LOCK, TensorSpec, export_dim, export_program
+from recfx.frontend.size_one import NAMED_SQUEEZES, describe, size_one_hazards
 from recfx.onnx import translate
 from recfx.onnx.config import MIN_FP8_OPSET, OnnxExportConfig
 from recfx.onnx.lint import LintReport
@@ -258,6 +259,13 @@ def onnx_model(gm: GraphModule, example_inputs: tuple[torch.Tensor, ...], input_
 def _export_program(gm: GraphModule, example_inputs: tuple[torch.Tensor, ...], input_specs: Sequence[TensorSpec],
                     config: OnnxExportConfig) -> Any:
     ep = _recapture(gm, example_inputs, input_specs, config.dynamic)
+    hazards = size_one_hazards(ep, NAMED_SQUEEZES) if config.dynamic else []
+    if hazards:  # the ONNX checker refuses such a file, or it returns the wrong shape, without saying why
+        raise OnnxExportError(f"{describe(hazards)}; an ONNX Squeeze with axes drops them whatever their size, so "
+                              "the file would fail or return the wrong shape where that dim is 1 (e.g. a batch of "
+                              "1). Index or reshape that dim in the model instead of squeeze(dim), export with fixed "
+                              "shapes (OnnxExportConfig(dynamic=False), recfx export-onnx --static-shapes), or use "
+                              "backend 'inductor' or 'eager'")
     decomps = translate.decomposition_table(config.ksa_as_ops)
     used = {n.target for n in ep.graph.nodes if n.op == "call_function"}
     if decomps.keys() & used:

@@ -37,7 +37,7 @@ from recfx.backends.inductor import InductorBackend, inductor_heuristics, keyed_
 from recfx.backends.ort import OrtBackend
 from recfx.errors import RecfxError
 from recfx.frontend.capture import TRACE_LOCK, TensorSpec
-from recfx.frontend.size_one import size_one_hazards
+from recfx.frontend.size_one import describe, size_one_hazards
 
 AOTI, ONNX, EXPORTED = "aoti", "onnx", "exported"
 #: file names inside a bundle, per format (an ONNX bundle keeps the backend's file name, recorded in the manifest's
@@ -101,8 +101,7 @@ def write_aoti(ep: ExportedProgram, folder: Path, persistent_rows: int = 0, *, a
     hazards = size_one_hazards(ep)
     if hazards:
         raise BundleUnsupportedError(
-            f"the graph squeezes a dynamic dim that may be 1 ({'; '.join(hazards[:3])}"
-            f"{f'; and {len(hazards) - 3} more' if len(hazards) > 3 else ''}). Compiled code decides once for every "
+            f"{describe(hazards)}. Compiled code decides once for every "
             "size whether that dim is 1, so a bundle would return the wrong shape when it is (e.g. a batch of 1). "
             "Index or reshape that dim explicitly in the model (x[:, 0] or x.reshape(...) instead of "
             "x.squeeze(...)), or save with backend 'eager', whose exported program squeezes at run time")

@@ -20,14 +20,14 @@ from recfx.backends.inductor import (
 )
 
 
-def _decide(rows: int, numel: int, hint_name: str = "INNER", any_layout: bool = False) -> bool:
+def _decide(rows: int, numel: object, hint_name: str = "INNER", any_layout: bool = False) -> bool:
     """The persistent-reduction decision for a kernel reducing ``numel`` elements per row, under ``rows``."""
     from torch._inductor.runtime.hints import ReductionHint
     from torch._inductor.sizevars import SizeVarAllocator
     from torch._inductor.virtualized import V
 
     features = types.SimpleNamespace(get_reduction_hint=lambda: getattr(ReductionHint, hint_name),
-                                     reduction_numel=sympy.Integer(numel), numel=sympy.Integer(4096))
+                                     reduction_numel=sympy.sympify(numel), numel=sympy.Integer(4096))
     graph = types.SimpleNamespace(sizevars=SizeVarAllocator())
     with V.set_graph_handler(graph), inductor_heuristics(rows, any_layout=any_layout):
         return bool(V.choices.should_use_persistent_reduction(features, False))
@@ -65,6 +65,8 @@ def test_any_layout_widens_rows_without_a_hint_too_but_never_columns() -> None:
     assert _decide(PERSISTENT_ROWS, 2048, "DEFAULT", any_layout=True)
     assert not _decide(PERSISTENT_ROWS, 8193, "DEFAULT", any_layout=True)
     assert not _decide(PERSISTENT_ROWS, 2048, "OUTER", any_layout=True)
+    # a row length known only within wide bounds keeps Inductor's rule for rows without a hint (looped)
+    assert not _decide(PERSISTENT_ROWS, sympy.Symbol("r0", positive=True, integer=True), "DEFAULT", any_layout=True)
     assert _wide_row_choices(PERSISTENT_ROWS, True) is not _wide_row_choices(PERSISTENT_ROWS)
     # Inductor's caches key on the setting: a graph compiled under one is not served under the other
     keys = {keyed_options(None, PERSISTENT_ROWS, any_layout=a)["post_grad_custom_post_pass"].uuid() for a in (0, 1)}

@@ -554,7 +554,32 @@ def test_an_inductor_bundle_of_a_graph_squeezing_its_batch_is_refused_and_nothin
 def test_ort_says_why_it_cannot_export_a_graph_squeezing_its_batch():
     pytest.importorskip("onnxruntime")
     # (without the check the ONNX checker fails with "Inferred shape and existing shape differ in rank")
-    with pytest.raises(recfx.RecfxError, match=r"backend 'ort' cannot export.*squeezes a dynamic dim that may be 1.*"
-                                               r"x dim 0.*backend 'inductor' or 'eager'"):
+    with pytest.raises(recfx.RecfxError, match=r"squeezes a dynamic dim that may be 1.*x dim 0.*ONNX Squeeze with "
+                                               r"axes.*--static-shapes.*backend 'inductor' or 'eager'"):
         recfx.compile(SqueezeBatch().eval(), (torch.randn(2, 8, 16),), backend="ort",
                       config=recfx.CompileConfig(check_numerics=False))
+
+
+class ClickHead(nn.Module):
+    """A CTR head: ``sigmoid(...).squeeze()`` on [B, 1], a scalar for a batch of 1 as in PyTorch."""
+
+    def __init__(self):
+        super().__init__()
+        self.proj = nn.Linear(16, 1)
+
+    def forward(self, x):
+        return torch.sigmoid(self.proj(x)).squeeze()
+
+
+def test_ort_runs_a_squeeze_without_dims_which_onnx_decides_at_run_time():
+    pytest.importorskip("onnxruntime")
+    model = ClickHead().eval()
+    compiled = recfx.compile(model, (torch.randn(2, 16),), backend="ort",
+                             config=recfx.CompileConfig(check_numerics=False))
+    for batch in (1, 3):
+        x = torch.randn(batch, 16)
+        got = compiled(x)
+        assert got.shape == model(x).shape and torch.allclose(got, model(x), atol=1e-6)
+    # compiled once for every size, AOTInductor could not: the bundle check counts squeeze() too
+    ep = torch.export.export(model, (torch.randn(2, 16),), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    assert len(bundle_formats.size_one_hazards(ep)) == 1
