@@ -34,6 +34,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import recfx
+from recfx.kernels import autotune
 from recfx.models import get_model
 
 log = logging.getLogger("bench.bundle_gpu")
@@ -59,13 +60,6 @@ def _differences(got: list[torch.Tensor], want: list[torch.Tensor]) -> tuple[boo
     return identical, diffs
 
 
-def _autotune_choices() -> dict[str, Any]:
-    """The Triton autotuner choices of recfx's kernels in this process (empty before recfx records them)."""
-    try:
-        from recfx.kernels import autotune
-    except ImportError:
-        return {}
-    return autotune.record()
 
 
 def compile_and_save(args: argparse.Namespace) -> dict[str, Any]:
@@ -97,7 +91,7 @@ def compile_and_save(args: argparse.Namespace) -> dict[str, Any]:
     result = {"model": args.model, "backend": args.backend, "batch": args.batch, "device": _device_name(device),
               "compile_s": compile_s, "first_call_in_process_s": first_call_s, "save_s": save_s,
               "bundle_mb": size / 2**20, "in_process_repeat_identical": repeat_identical,
-              "in_process_repeat_differences": repeat_diffs, "autotune_compiling_process": _autotune_choices()}
+              "in_process_repeat_differences": repeat_diffs, "autotune_compiling_process": autotune.record()}
     (folder / "result.json").write_text(json.dumps(result, indent=1))  # kept if what follows crashes (--resume)
     del compiled, model  # (the in-process load below needs the memory)
     gc.collect()
@@ -146,7 +140,7 @@ def load_and_call(args: argparse.Namespace) -> dict[str, Any]:
             "load_plus_first_call_s": load_s + first_call_s, "outputs_identical": identical,
             "output_differences": diffs, "identical_to_load_in_compiling_process": same_as_here,
             "differences_to_load_in_compiling_process": here_diffs, "loaded_repeat_identical": repeat_identical,
-            "autotune_loading_process": _autotune_choices()}
+            "autotune_loading_process": autotune.record()}
 
 
 def _device_name(device: torch.device) -> str:

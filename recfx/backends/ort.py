@@ -114,12 +114,11 @@ class OrtBackend(Backend):
             digest = write_manifest(path, key)
             log.info("%s: exported %s", self.name, path)
         try:
-            runner = OrtRunner(path, [s.name for s in captured.input_specs], [s.name for s in captured.output_specs],
-                               out_spec=getattr(gm, "_out_spec", None), providers=providers, key=digest)
+            return OrtRunner(path, [s.name for s in captured.input_specs], [s.name for s in captured.output_specs],
+                             out_spec=getattr(gm, "_out_spec", None), providers=providers, key=digest)
         except Exception:  # ONNX Runtime refused the file: never leave it in the cache for the next compile
             discard(path)
             raise
-        return runner
 
 
 def _manifest(path: Path) -> Path:

@@ -164,23 +164,12 @@ def _hoist_loose(stretch: _Stretch) -> None:
     inside = set(stretch.nodes)
     loose: set[Node] = set()
     for node in stretch.nodes:
-        reads = [a for a in _flat_values((node.args, node.kwargs)) if isinstance(a, Node)]
+        reads = node.all_input_nodes
         piece = node.target is operator.getitem and isinstance(node.args[0], Node) and node.args[0] in loose
         free = piece or _is_view(node) or isinstance(node.meta.get("val"), (torch.SymInt, int))
         if free and not _impure(node) and all(a not in inside or a in loose for a in reads):
             loose.add(node)
     stretch.nodes = [node for node in stretch.nodes if node not in loose]
-
-
-def _flat_values(value: Any) -> Iterator[Any]:
-    if isinstance(value, (list, tuple)):
-        for item in value:
-            yield from _flat_values(item)
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _flat_values(item)
-    else:
-        yield value
 
 
 def _val(gm: GraphModule, node: Node) -> Any:
@@ -244,8 +233,8 @@ def _operands(stretch: _Stretch) -> list[Node]:
     inside = set(stretch.nodes)
     operands: dict[Node, None] = {}
     for node in stretch.nodes:
-        for arg in _flat_values((node.args, node.kwargs)):
-            if isinstance(arg, Node) and arg not in inside:
+        for arg in node.all_input_nodes:
+            if arg not in inside:
                 operands.setdefault(arg)
     return list(operands)
 

@@ -4,10 +4,10 @@ A bundle is a folder: the backend's compiled code (:mod:`recfx.runtime.bundle_fo
 beside it, which records the recfx / torch / triton versions, the device (type, GPU compute capability, CPU vector
 ISA), the backend, the input and output specs with their named dynamic dims, the quantization config, the SHA-256 and
 size of every file, the compile report, and the Triton autotuner choices of recfx's kernels
-(:mod:`recfx.kernels.autotune`: a CUDA bundle's kernels then run the compiling process's tile shapes, so outputs are
-bit-identical across processes and the first call after a load does not autotune). A bundle is written into a
-hidden temporary folder beside the target and renamed into place, so it is complete or absent. Loading checks the
-manifest (files, versions, device) before any file is opened.
+(:mod:`recfx.kernels.autotune`: on the same GPU architecture a CUDA bundle's kernels then run the compiling
+process's tile shapes, the same summation order, and the first call after a load does not autotune). A bundle is
+written into a hidden temporary folder beside the target and renamed into place, so it is complete or absent.
+Loading checks the manifest (files, versions, device) before any file is opened.
 
 A bundle holding compiled code (AOTInductor's shared library) is trusted like any shared library: the hashes guard
 against corruption (a truncated copy, a flipped byte), not against someone who can rewrite the manifest too.
@@ -429,7 +429,7 @@ def _describe(record: dict[str, Any]) -> str:
 def _replay_autotune(manifest: dict[str, Any], target: torch.device, path: Path) -> None:
     """Seed the Triton autotuners of recfx's kernels with the choices the saving process made, for a CUDA target
     (:func:`recfx.kernels.autotune.replay`): the kernels the package calls back into then run the same configs as
-    there (bit-identical outputs; no tuning on the first call). Choices are per Triton version, which
+    there (the same summation order; no tuning on the first call). Choices are per Triton version, which
     :func:`check_compatible` has checked for CUDA bundles. A manifest without ``autotune`` (an older recfx) seeds
     nothing.
 

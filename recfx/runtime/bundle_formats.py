@@ -103,8 +103,8 @@ def write_aoti(ep: ExportedProgram, folder: Path, persistent_rows: int = 0, *, a
         raise BundleUnsupportedError(
             f"{describe(hazards)}. Compiled code decides once for every "
             "size whether that dim is 1, so a bundle would return the wrong shape when it is (e.g. a batch of 1). "
-            "Index or reshape that dim explicitly in the model (x[:, 0] or x.reshape(...) instead of "
-            "x.squeeze(...)), or save with backend 'eager', whose exported program squeezes at run time")
+            "Say in the model what the shape is for every size instead of squeeze(dim) (index the dim, x[0], or "
+            "reshape), or save with backend 'eager', whose exported program squeezes at run time")
     with TRACE_LOCK, inductor_heuristics(persistent_rows, any_layout=any_layout):
         options = {**keyed_options(None, persistent_rows, any_layout=any_layout), **_AOTI_PACKAGE_OPTIONS}
         torch._inductor.aoti_compile_and_package(ep, package_path=str(folder / FILES[AOTI]), inductor_configs=options)

@@ -133,3 +133,38 @@ def test_aoti_bundles_compile_under_the_same_heuristics(tmp_path, monkeypatch) -
     bundle_formats.write_aoti(ep, tmp_path, 4096, any_layout=True)
     assert seen["choices"] is _wide_row_choices(4096, True)
     assert seen["configs"]["post_grad_custom_post_pass"].uuid() == "recfx-persistent-rows-4096-any"
+
+
+def test_the_layout_option_reaches_the_compile_and_the_bundle(tmp_path, monkeypatch) -> None:
+    """``persistent_layout='any'`` is in force when the in-process module compiles (at its calls) and when its
+    bundle is packaged."""
+    from torch._inductor.virtualized import V
+
+    import recfx.backends.inductor as inductor
+    from recfx.runtime import bundle_formats
+
+    seen: list = []
+
+    def fake_compile(gm, backend=None, dynamic=None, options=None, **kw):
+        def run(*args):
+            seen.append((V.choices, options["post_grad_custom_post_pass"].uuid()))
+            return gm(*args)
+        return run
+
+    monkeypatch.setattr(inductor.torch, "compile", fake_compile)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Softmax(-1)).eval()
+    x = torch.randn(3, 8)
+    compiled = recfx.compile(model, (x,), backend="inductor", config=recfx.CompileConfig(
+        check_numerics=False, backend_options={"persistent_layout": "any"}))
+    compiled(x)
+    assert seen and all(c is _wide_row_choices(PERSISTENT_ROWS, True) and key.endswith("-any") for c, key in seen)
+
+    packaged = {}
+
+    def fake_write(ep, folder, rows=0, *, any_layout=False):
+        packaged.update(rows=rows, any_layout=any_layout)
+        (folder / bundle_formats.FILES[bundle_formats.AOTI]).write_bytes(b"")
+
+    monkeypatch.setattr(bundle_formats, "write_aoti", fake_write)
+    compiled.save(tmp_path / "b")
+    assert packaged == {"rows": PERSISTENT_ROWS, "any_layout": True}
