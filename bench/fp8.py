@@ -114,9 +114,12 @@ for _base, _name in ((InductorBackend, "inductor"), (CudaFp8Backend, "cuda-fp8")
     # repeated blocks compiled once vs flat
     register_backend(f"{_name}-regions")(_with_options(_base, {"regions": True}, "backend option regions=True"))
     register_backend(f"{_name}-flat")(_with_options(_base, {"regions": False}, "backend option regions=False"))
-    # whole-row reductions also for rows read through permutes or recomputed (Inductor's DEFAULT hint)
+    # whole-row reductions also for rows read through permutes or recomputed (Inductor's DEFAULT hint), or only for
+    # contiguous rows (INNER): each backend has its default (cuda-fp8 "any", inductor "contiguous")
     register_backend(f"{_name}-anyrows")(_with_options(_base, {"persistent_layout": "any"},
                                                        "backend option persistent_layout='any'"))
+    register_backend(f"{_name}-contigrows")(_with_options(_base, {"persistent_layout": "contiguous"},
+                                                          "backend option persistent_layout='contiguous'"))
 
 
 @register_backend("cuda-fp8-attn")

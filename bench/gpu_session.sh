@@ -16,9 +16,10 @@
 #       regions  onerec-1b: inductor bf16 flat (first: it pays the process's warm-up), cuda-fp8 flat and cuda-fp8
 #                with repeated blocks compiled once (backend option regions), at batches 8 and 32 in one process:
 #                compile time and speed (not run yet; estimated 7-9 minutes cold)
-#       anyrows  onerec-1b: cuda-fp8 and cuda-fp8 with backend option persistent_layout='any' (whole-row reductions
-#                also for rows read through permutes or recomputed, e.g. the o_proj input's quantization) at 8 and 32
-#                (two FP8 compiles: estimated 6-7 minutes cold)
+#       anyrows  onerec-1b: inductor bf16 with its default persistent_layout='contiguous' and with 'any' (whole-row
+#                reductions also for rows read through permutes or recomputed, e.g. tiny attention's scores) at 8
+#                and 32: whether the bf16 backend should default to 'any' as cuda-fp8 does (~5 minutes cold)
+#       anyrows-fp8  the same A/B for cuda-fp8 (its default 'any' against 'contiguous'; run 10 measured 1.03-1.04x)
 #       attn     onerec-1b: cuda-fp8 and cuda-fp8-attn (its opt-in FP8 attention) at batches 1, 8, 32, profiled
 #       deploy   bundles (onerec-1b cuda-fp8, ksa-1b inductor: load + first call) and the KSA kernel checks
 #       deploy-1b   the onerec-1b cuda-fp8 bundle alone (compile, save, load + first call: ~8-10 minutes cold)
@@ -58,7 +59,8 @@ case $step in
     rows) fp8 --model onerec-1b --backends cuda-fp8,cuda-fp8-rows1024 --batches 32 --out "$out" ;;
     regions) fp8 --model onerec-1b --backends inductor-flat,cuda-fp8-flat,cuda-fp8-regions --batches 8,32 \
         --out "$out" ;;
-    anyrows) fp8 --model onerec-1b --backends cuda-fp8,cuda-fp8-anyrows --batches 8,32 --out "$out" ;;
+    anyrows) fp8 --model onerec-1b --backends inductor,inductor-anyrows --batches 8,32 --out "$out" ;;
+    anyrows-fp8) fp8 --model onerec-1b --backends cuda-fp8-contigrows,cuda-fp8 --batches 8,32 --out "$out" ;;
     attn) fp8 --model onerec-1b --backends cuda-fp8,cuda-fp8-attn --batches 1,8,32 --out "$out" ;;
     deploy)
         python3 bench/ksa.py --parts checks --sizes 4096,16384 --skip-flex --out "$out/ksa_checks.json" \

@@ -69,6 +69,9 @@ class CudaFp8Backend(InductorBackend):
     description = ("FP8 on the GPU: per-token quantization fused into producers by Inductor, cuBLASLt row-wise FP8 "
                    "GEMMs with the scales in the epilogue")
     lowering = CUDA_FP8_LOWERINGS
+    #: whole-row reductions also through permutes (the o_proj input's quantization, tiny attention's scores):
+    #: 1.03-1.04x on onerec-1b at batches 8 and 32 (H100, BENCHMARKS.md run 10)
+    persistent_layout = "any"
 
     def availability(self) -> Availability:
         return fp8_gpu_availability()

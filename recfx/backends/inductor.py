@@ -25,8 +25,9 @@ HEURISTIC_OPTIONS = ("persistent_rows", "persistent_layout", "regions")
 PERSISTENT_ROWS = 8192
 #: Which rows the wider limit applies to: ``"contiguous"`` (Inductor's INNER reductions: rows contiguous in memory) or
 #: ``"any"`` (also reductions whose rows are read through a permute or recomputed from other tensors, e.g. the
-#: quantization of an attention output that is never stored; Inductor's DEFAULT hint). An A/B for the GPU: "any" left
-#: no looped reduction in onerec-1b's structure in a CPU code-generation probe, its speed is unmeasured.
+#: quantization of an attention output that is never stored; Inductor's DEFAULT hint). Each backend has its default
+#: (:attr:`InductorBackend.persistent_layout`): ``"any"`` was measured for ``cuda-fp8`` only (1.03-1.04x on onerec-1b,
+#: H100, BENCHMARKS.md run 10), so the bf16 ``inductor`` keeps this one until its A/B runs.
 PERSISTENT_LAYOUT = "contiguous"
 #: Repeated blocks (a transformer's layers) compiled once each and called per layer (``backend_options["regions"]``).
 REGIONS = False
@@ -54,9 +55,17 @@ class InductorBackend(Backend):
     #: (``backend_options={"fold_gqa": False}`` keeps the repeated K/V, ``{"tiny_attention": False}`` the SDPA
     #: kernel, ``{"route_moe": False}`` the dense all-experts sum)
     lowering = INDUCTOR_LOWERINGS
+    #: the ``persistent_layout`` backend option's default for this backend (:data:`PERSISTENT_LAYOUT`)
+    persistent_layout = PERSISTENT_LAYOUT
 
     def availability(self) -> Availability:
         return inductor_availability()
+
+    def heuristics(self, backend_options: dict[str, Any]) -> tuple[int, bool]:
+        """(``persistent_rows``, whether its limit reaches any layout) under ``backend_options`` and this backend's
+        defaults: what a compile, and an AOTInductor bundle of it, run under."""
+        return (persistent_rows(backend_options),
+                persistent_any_layout(backend_options, default=self.persistent_layout))
 
     def inductor_options(self, ctx: PassContext) -> dict[str, Any]:
         """The user's backend options that go to ``torch.compile`` (subclasses may take more and remove them)."""
@@ -68,7 +77,7 @@ class InductorBackend(Backend):
     def compile(self, gm: GraphModule, ctx: PassContext) -> Callable[..., Any]:
         options = self.inductor_options(ctx)
         dynamic = options.pop("dynamic", bool(ctx.dynamic_dims))
-        rows, any_layout = persistent_rows(ctx.backend_options), persistent_any_layout(ctx.backend_options)
+        rows, any_layout = self.heuristics(ctx.backend_options)
         if compile_regions(ctx.backend_options):
             gm, stats = outline_repeated_blocks(gm)
             ctx.report_sections["regions"] = stats
@@ -103,10 +112,10 @@ def persistent_rows(backend_options: dict[str, Any]) -> int:
     return rows
 
 
-def persistent_any_layout(backend_options: dict[str, Any]) -> bool:
-    """The ``persistent_layout`` backend option (:data:`PERSISTENT_LAYOUT`): True for ``"any"``. It widens the
+def persistent_any_layout(backend_options: dict[str, Any], default: str = PERSISTENT_LAYOUT) -> bool:
+    """The ``persistent_layout`` backend option (``default`` when absent): True for ``"any"``. It widens the
     ``persistent_rows`` limit, so with ``persistent_rows=0`` (Inductor's own limit) it changes nothing."""
-    layout = backend_options.get("persistent_layout", PERSISTENT_LAYOUT)
+    layout = backend_options.get("persistent_layout", default)
     if layout not in ("contiguous", "any"):
         raise ValueError(f"backend_options['persistent_layout'] must be 'contiguous' or 'any', got {layout!r}")
     return layout == "any"

@@ -34,7 +34,8 @@ import torch
 
 from recfx._version import __version__
 from recfx.analysis.numerics import OutputCheck
-from recfx.backends.inductor import persistent_any_layout, persistent_rows
+from recfx.backends.base import get_backend
+from recfx.backends.inductor import InductorBackend
 from recfx.frontend.capture import TensorSpec
 from recfx.kernels import autotune
 from recfx.passes.manager import PassRecord
@@ -283,8 +284,11 @@ def save_bundle(module: CompiledModule, path: str | os.PathLike[str], *, overwri
             ep = formats.export_final(module.graph_module, module.example_inputs, module.input_specs)
             try:
                 if fmt == formats.AOTI:
-                    options = module.backend_options or {}
-                    formats.write_aoti(ep, tmp, persistent_rows(options), any_layout=persistent_any_layout(options))
+                    backend = get_backend(module.backend)
+                    if not isinstance(backend, InductorBackend):
+                        raise BundleUnsupportedError(f"backend {module.backend!r} is not an Inductor backend")
+                    rows, any_layout = backend.heuristics(module.backend_options or {})
+                    formats.write_aoti(ep, tmp, rows, any_layout=any_layout)
                 else:
                     formats.write_exported(ep, tmp)
             except BundleError:

@@ -168,3 +168,14 @@ def test_the_layout_option_reaches_the_compile_and_the_bundle(tmp_path, monkeypa
     monkeypatch.setattr(bundle_formats, "write_aoti", fake_write)
     compiled.save(tmp_path / "b")
     assert packaged == {"rows": PERSISTENT_ROWS, "any_layout": True}
+
+
+def test_each_backend_has_its_layout_default() -> None:
+    """``cuda-fp8`` widens rows of any layout by default (measured faster), the bf16 ``inductor`` only contiguous
+    rows; the user's option wins on both."""
+    from recfx.backends.base import get_backend
+
+    assert get_backend("inductor").heuristics({}) == (PERSISTENT_ROWS, False)
+    assert get_backend("cuda-fp8").heuristics({}) == (PERSISTENT_ROWS, True)
+    assert get_backend("cuda-fp8").heuristics({"persistent_layout": "contiguous"}) == (PERSISTENT_ROWS, False)
+    assert get_backend("inductor").heuristics({"persistent_layout": "any", "persistent_rows": 0}) == (0, True)
