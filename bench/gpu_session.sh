@@ -31,6 +31,8 @@
 #                   onerec-tiny had not finished 75 s later in run 9: allow 5+ minutes for both)
 #       aoti-diag   where loading an AOTInductor bundle crashes on the GPU (bench/probes/aoti_load.py: small and
 #                   1.1 GB bundles, with and without recfx ops, with and without mmapped weights; ~4-5 minutes)
+#       demo     what `make demo` runs (`recfx demo`: onerec-1b on eager, auto and auto-fp8 at batch 8, then the FP8
+#                summary), without make's CPU venv set-up (~5-6 minutes cold)
 #       block    the block-scaled FP8 GEMM kernel (recfx::fp8_block_mm) vs row-wise _scaled_mm and bf16 (~1-2 min)
 # COMMIT: the commit whose working tree runs (the device copy's git HEAD may be stale).
 set -u
@@ -80,6 +82,7 @@ case $step in
             cp "/tmp/bundle-$1/result.json" "$out/bundle-$1.json"
         done ;;
     aoti-diag) python3 bench/probes/aoti_load.py --out "$out/aoti" > "$out/aoti.log" 2>&1 ;;
+    demo) python3 -m recfx.tools.cli demo > "$out/demo.log" 2>&1 ;;
     block) python3 bench/probes/block_gemm.py "$out/block_gemm.json" > "$out/block_gemm.log" 2>&1 ;;
     deploy-1b|deploy-ksa)
         case $step in deploy-1b) job="onerec-1b cuda-fp8 8" ;; *) job="ksa-1b inductor 1" ;; esac
@@ -89,6 +92,7 @@ case $step in
         cp "build/bundle-$1/result.json" "$out/bundle-$1.json" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
 esac
-if [ -f "$out/bench.json" ]; then  # the profiled kernels' Triton sources, to read what the heaviest ones compute
-    python3 bench/probes/kernel_sources.py "$out/bench.json" "$out/kernels" > "$out/kernels.log" 2>&1
-fi
+for bench in "$out"/*/bench.json; do  # the profiled kernels' Triton sources, to read what the heaviest ones compute
+    [ -f "$bench" ] || continue  # (bench/fp8.py writes OUT/<model>/bench.json)
+    python3 bench/probes/kernel_sources.py "$bench" "$(dirname "$bench")/kernels" > "$out/kernels.log" 2>&1
+done

@@ -33,8 +33,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=8, help="example batch (sets Inductor's size hints)")
     parser.add_argument("--regions", action="store_true", help="backend option regions=True (repeated blocks "
                         "compiled once); the time Inductor took is printed either way")
-    parser.add_argument("--any-layout", action="store_true", help="backend option persistent_layout='any' (whole-row "
-                        "reductions also for rows without Inductor's INNER hint)")
+    parser.add_argument("--any-layout", dest="layout", action="store_const", const="any", help="backend option "
+                        "persistent_layout='any' (whole-row reductions also for rows without Inductor's INNER hint)")
+    parser.add_argument("--contiguous-layout", dest="layout", action="store_const", const="contiguous",
+                        help="backend option persistent_layout='contiguous' (without either: the backend's default)")
+    parser.add_argument("--narrow", action="store_true", help="a OneRec model's widths cut down (d_model 256, 4 heads "
+                        "of 64, d_ff 704, vocab 1,024, beam 64; the same kernels, smaller numbers) so that the passes' "
+                        "calibration stays short: for compile-time A/Bs at full depth (--layers 16)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
@@ -71,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
             changes["n_moe_layers"] = min(cfg.n_moe_layers, args.layers)
         if hasattr(cfg, "pathway_tokens"):
             changes["pathway_tokens"] = (8, 16, 32)  # the context length changes no decode kernel's kind
+        if args.narrow and hasattr(cfg, "d_ff"):
+            changes.update(d_model=256, n_heads=4, d_head=64, d_ff=704, vocab=1024, beam=64)
         cfg = dataclasses.replace(cfg, **changes)
     spec = dataclasses.replace(spec, config=cfg)
     torch.manual_seed(0)
@@ -88,8 +95,10 @@ def main(argv: list[str] | None = None) -> int:
         return real_compile(*a, **k)
 
     inductor_backend.torch.compile = timed_compile  # type: ignore[assignment]
-    compile_config = recfx.CompileConfig(check_numerics=False, backend_options={
-        "regions": args.regions, "persistent_layout": "any" if args.any_layout else "contiguous"})
+    options: dict[str, object] = {"regions": args.regions}
+    if args.layout:
+        options["persistent_layout"] = args.layout
+    compile_config = recfx.CompileConfig(check_numerics=False, backend_options=options)
     start = time.perf_counter()
     try:
         recfx.compile(model, inputs, backend=args.backend, config=compile_config)

@@ -59,12 +59,15 @@ class _NoProgress:
         pass
 
 
-def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchResult:
+def run_bench(config: BenchConfig, progress: Progress | None = None,
+              on_compiled: Callable[[str, Any], None] | None = None) -> BenchResult:
     """Run the benchmark described by ``config``.
 
     Args:
         config: a :class:`~recfx.bench.config.BenchConfig`.
         progress: optional progress reporter (``start(total)``, ``step(text)``, ``advance()``).
+        on_compiled: optional ``f(requested backend name, CompiledModule)``, called after each backend compiles
+            (before it is timed; the module is released after its rows), e.g. to read its compile report.
 
     Returns:
         A :class:`~recfx.bench.results.BenchResult`: one row per backend x variant x batch x CUDA-graph mode, plus
@@ -108,7 +111,7 @@ def run_bench(config: BenchConfig, progress: Progress | None = None) -> BenchRes
                 references[batch] = workload.reference(workload.inputs(batch), config.count_flops)
                 progress.advance()
             for choice in runnable:
-                rows += _bench_backend(workload, choice, references, config, graph_modes, progress)
+                rows += _bench_backend(workload, choice, references, config, graph_modes, progress, on_compiled)
             del references
     rows.sort(key=lambda r: (order[r.requested], r.beam or 0, r.seq or 0, r.batch or 0, r.cuda_graphs))
     return BenchResult(model=config.model, device=str(device), dtype=dtype_name, config=config.to_dict(),
@@ -123,7 +126,8 @@ def _shape(workload: Workload, batch: int) -> str:
 
 
 def _bench_backend(workload: Workload, choice: BackendChoice, references: dict[int, tuple[Any, float | None]],
-                   config: BenchConfig, graph_modes: tuple[bool, ...], progress: Progress) -> list[BenchRow]:
+                   config: BenchConfig, graph_modes: tuple[bool, ...], progress: Progress,
+                   on_compiled: Callable[[str, Any], None] | None = None) -> list[BenchRow]:
     import recfx
 
     assert choice.backend is not None
@@ -150,6 +154,8 @@ def _bench_backend(workload: Workload, choice: BackendChoice, references: dict[i
             progress.advance()
         return [dataclasses.replace(base, status="failed", reason=f"compile failed: {_describe(err)}")]
     compile_s = time.perf_counter() - t0
+    if on_compiled is not None:
+        on_compiled(choice.requested, compiled)
     report = compiled.report
     detail = {"capture_s": report.capture_seconds, "passes_s": report.passes_seconds,
               "backend_s": report.backend_seconds}

@@ -12,6 +12,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -117,7 +118,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="fail when the top-k overlap (0..1) is below this")
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, on_compiled: Callable[[str, Any], None] | None = None) -> int:
+    """``recfx bench``; ``on_compiled`` as :func:`recfx.bench.run_bench`'s."""
     from rich.console import Console
     from rich.markup import escape
 
@@ -156,7 +158,7 @@ def run(args: argparse.Namespace) -> int:
     else:  # a log file or a pipe: one timestamped line per step, so a long run shows where its time goes
         progress = _LineProgress(sys.stderr)
     try:
-        result = run_bench(config, progress)
+        result = run_bench(config, progress, on_compiled)
     finally:
         progress.close()
     # without a JSON result to read them in, failure reasons are printed whole (what to do is often at the end)

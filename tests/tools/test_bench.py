@@ -241,12 +241,36 @@ def test_compare_prints_names_from_the_file_as_text_not_markup(tmp_path, capsys,
     assert "only in the previous run: ('[/bold]odd[red]', 4" in capsys.readouterr().out
 
 
+def test_demo_summarises_the_fp8_module_its_bench_compiled(capsys, monkeypatch):
+    """The FP8 summary comes from the module the bench compiled and timed (one FP8 compile, not two); without FP8
+    tensor cores the demo's default model is the tiny one."""
+    import torch
+
+    import recfx
+    from recfx.tools import demo
+
+    compiles = []
+    real = recfx.compile
+    monkeypatch.setattr(recfx, "compile", lambda *a, **k: compiles.append(k.get("backend")) or real(*a, **k))
+    assert main(["demo", "--model", "dlrm-small", "--backends", "eager-fp8", "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert compiles == ["eager-fp8"] and out.count("FP8 (eager-fp8): 3 of 5 GEMMs quantized") == 1
+    if not torch.cuda.is_available():
+        assert demo.default_model() == "onerec-tiny"
+
+
 def test_demo_explains_what_fp8_did_and_where_its_speed_comes_from():
     import torch
 
+    import recfx
+    from recfx.backends import resolve_backend
+    from recfx.models import get_model
     from recfx.tools.demo import fp8_summary
 
-    text = fp8_summary("dlrm-small")
+    spec = get_model("dlrm-small")
+    backend = resolve_backend("auto-fp8")[0].name
+    text = fp8_summary(recfx.compile(spec.build(), spec.example_inputs(2), backend=backend))
     assert "3 of 5 GEMMs quantized" in text and "output cosine" in text and "in FP8 (with scales)" in text
     if not torch.cuda.is_available():  # no FP8 units: the demo must not sell emulated FP8 as the fast path
         assert "emulates FP8" in text and "cuda-fp8" in text
+        assert "in float32" in text
