@@ -116,10 +116,11 @@ for _base, _name in ((InductorBackend, "inductor"), (CudaFp8Backend, "cuda-fp8")
     register_backend(f"{_name}-flat")(_with_options(_base, {"regions": False}, "backend option regions=False"))
     # whole-row reductions also for rows read through permutes or recomputed (Inductor's DEFAULT hint), or only for
     # contiguous rows (INNER): each backend has its default (cuda-fp8 "any", inductor "contiguous")
-    register_backend(f"{_name}-anyrows")(_with_options(_base, {"persistent_layout": "any"},
-                                                       "backend option persistent_layout='any'"))
-    register_backend(f"{_name}-contigrows")(_with_options(_base, {"persistent_layout": "contiguous"},
-                                                          "backend option persistent_layout='contiguous'"))
+    # (as the backend's default, not an option added at compile: a bundle saved from the module keeps it too)
+    for _suffix, _layout in (("anyrows", "any"), ("contigrows", "contiguous")):
+        register_backend(f"{_name}-{_suffix}")(type(f"{_base.__name__}_{_suffix}", (_base,), {
+            "persistent_layout": _layout, "priority": -100,
+            "description": f"benchmark only: {_base.__name__} with persistent_layout={_layout!r}"}))
 
 
 @register_backend("cuda-fp8-attn")

@@ -32,7 +32,7 @@
 #       aoti-diag   where loading an AOTInductor bundle crashes on the GPU (bench/probes/aoti_load.py: small and
 #                   1.1 GB bundles, with and without recfx ops, with and without mmapped weights; ~4-5 minutes)
 #       demo     what `make demo` runs (`recfx demo`: onerec-1b on eager, auto and auto-fp8 at batch 8, then the FP8
-#                summary), without make's CPU venv set-up (~5-6 minutes cold)
+#                summary), without make's CPU venv set-up (~5-6 minutes cold; extra options do not apply)
 #       block    the block-scaled FP8 GEMM kernel (recfx::fp8_block_mm) vs row-wise _scaled_mm and bf16 (~1-2 min)
 # COMMIT: the commit whose working tree runs (the device copy's git HEAD may be stale).
 set -u
@@ -92,7 +92,9 @@ case $step in
         cp "build/bundle-$1/result.json" "$out/bundle-$1.json" ;;
     *) echo "unknown step $step" >&2; exit 2 ;;
 esac
+status=$?  # the step's own status (the kernel-source copy below does not change it)
 for bench in "$out"/*/bench.json; do  # the profiled kernels' Triton sources, to read what the heaviest ones compute
     [ -f "$bench" ] || continue  # (bench/fp8.py writes OUT/<model>/bench.json)
-    python3 bench/probes/kernel_sources.py "$bench" "$(dirname "$bench")/kernels" > "$out/kernels.log" 2>&1
+    python3 bench/probes/kernel_sources.py "$bench" "$(dirname "$bench")/kernels" >> "$out/kernels.log" 2>&1
 done
+exit $status

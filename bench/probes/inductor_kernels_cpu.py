@@ -37,9 +37,10 @@ def main(argv: list[str] | None = None) -> int:
                         "persistent_layout='any' (whole-row reductions also for rows without Inductor's INNER hint)")
     parser.add_argument("--contiguous-layout", dest="layout", action="store_const", const="contiguous",
                         help="backend option persistent_layout='contiguous' (without either: the backend's default)")
-    parser.add_argument("--narrow", action="store_true", help="a OneRec model's widths cut down (d_model 256, 4 heads "
-                        "of 64, d_ff 704, vocab 1,024, beam 64; the same kernels, smaller numbers) so that the passes' "
-                        "calibration stays short: for compile-time A/Bs at full depth (--layers 16)")
+    parser.add_argument("--narrow", action="store_true", help="a OneRec model's widths cut down (d_model "
+                        "256, 4 heads of 64, d_ff 704, d_expert <= 176, vocab 1,024, beam 64; the same kernels, "
+                        "smaller numbers) so that the passes' calibration stays short: for compile-time A/Bs at full "
+                        "depth (--layers 16)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
@@ -76,8 +77,9 @@ def main(argv: list[str] | None = None) -> int:
             changes["n_moe_layers"] = min(cfg.n_moe_layers, args.layers)
         if hasattr(cfg, "pathway_tokens"):
             changes["pathway_tokens"] = (8, 16, 32)  # the context length changes no decode kernel's kind
-        if args.narrow and hasattr(cfg, "d_ff"):
-            changes.update(d_model=256, n_heads=4, d_head=64, d_ff=704, vocab=1024, beam=64)
+        if args.narrow and hasattr(cfg, "beam"):  # a OneRec config
+            changes.update(d_model=256, n_heads=4, d_head=64, d_ff=704, vocab=1024, beam=64,
+                           d_expert=min(cfg.d_expert, 176))
         cfg = dataclasses.replace(cfg, **changes)
     spec = dataclasses.replace(spec, config=cfg)
     torch.manual_seed(0)

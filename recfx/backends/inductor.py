@@ -81,8 +81,11 @@ class InductorBackend(Backend):
         if compile_regions(ctx.backend_options):
             gm, stats = outline_repeated_blocks(gm)
             ctx.report_sections["regions"] = stats
-        if "mode" not in options:  # torch.compile takes a mode or options, not both
-            options["options"] = keyed_options(options.get("options"), rows, any_layout=any_layout)
+        if "mode" in options:  # torch.compile takes a mode or options, not both: the mode as the options it sets
+            if "options" in options:
+                raise ValueError("backend_options: give 'mode' or 'options', not both (torch.compile takes one)")
+            options["options"] = mode_options(options.pop("mode"), dynamic)
+        options["options"] = keyed_options(options.get("options"), rows, any_layout=any_layout)
         compiled: Callable[..., Any] = torch.compile(gm, backend="inductor", dynamic=dynamic, **options)
         if rows:  # torch.compile compiles lazily (and again for a new shape): the heuristics hold around every call
             compiled = WithHeuristics(compiled, rows, any_layout=any_layout)
@@ -184,9 +187,17 @@ def _make_cache_key_pass(rows: int, any_layout: bool) -> Any:
     return PersistentRowsKey()
 
 
+def mode_options(mode: str, dynamic: bool) -> dict[str, Any]:
+    """The Inductor config options a ``torch.compile`` ``mode`` sets (what ``torch.compile(mode=...)`` applies), so
+    that recfx can add its own to them (unknown modes raise with the known ones)."""
+    import torch._inductor
+
+    return dict(torch._inductor.list_mode_options(mode, dynamic))
+
+
 def keyed_options(options: dict[str, Any] | None, rows: int, *, any_layout: bool = False) -> dict[str, Any]:
-    """Inductor config options with the cache-key pass of ``rows`` added (a user's own post-grad pass, or a
-    ``mode`` instead of options, is kept: then the cache does not tell the limits apart)."""
+    """Inductor config options with the cache-key pass of ``rows`` added (a user's own post-grad pass is kept:
+    then the cache does not tell the limits apart)."""
     options = dict(options or {})
     if rows and "post_grad_custom_post_pass" not in options:
         options["post_grad_custom_post_pass"] = _cache_key_pass(rows, any_layout)

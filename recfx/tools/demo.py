@@ -49,7 +49,10 @@ def fp8_summary(compiled: Any) -> str:
     """What an FP8 compile did, from its :class:`~recfx.runtime.compiled.CompiledModule` (the one the demo's bench
     timed): the GEMMs it quantized, the output error, the FP8 weights' memory, and where its speed comes from (FP8
     tensor cores with ``cuda-fp8``, none where FP8 is emulated)."""
+    backend = compiled.backend
     report = compiled.report.sections["fp8"]
+    if compiled.graph_module is None or not hasattr(report, "quantized"):  # served from a bundle (compile cache)
+        return f"FP8 ({backend}, loaded from {compiled.bundle_path}): its compile report says\n{report.render()}"
     buffers = dict(compiled.graph_module.named_buffers())
     fp8 = [b for name, b in buffers.items() if name.startswith("_fp8_")]
     fp8_bytes = sum(b.numel() * b.element_size() for b in fp8)
@@ -57,7 +60,6 @@ def fp8_summary(compiled: Any) -> str:
     dtype = next((t.dtype for name, t in (*compiled.graph_module.named_parameters(), *buffers.items())
                   if not name.startswith("_fp8_") and t.is_floating_point() and t.element_size() > 1), torch.float32)
     float_bytes = weights * torch.empty((), dtype=dtype).element_size()
-    backend = compiled.backend
     lines = [f"FP8 ({backend}): {report.quantized} of {report.linears} GEMMs quantized "
              f"(E4M3 weights per channel, activations per token); output cosine vs the float model "
              f"{report.output_cosine:.6f}",
@@ -91,10 +93,19 @@ def run(args: argparse.Namespace) -> int:
     summaries: list[str] = []
 
     def summarise(requested: str, compiled: Any) -> None:  # the FP8 module the bench compiled, not a second compile
-        if BACKENDS.get(compiled.backend).fp8 and "fp8" in compiled.report.sections:
+        if not BACKENDS.get(compiled.backend).fp8:
+            return
+        fp8_compiles.append(requested)
+        try:
             summaries.append(fp8_summary(compiled))
+        except Exception as err:  # noqa: BLE001  (a summary that cannot be made must not stop the benchmark)
+            summaries.append(f"FP8 ({compiled.backend}): no summary ({type(err).__name__}: {err})")
 
+    fp8_compiles: list[str] = []
     status = bench.run(parser.parse_args(argv), on_compiled=summarise)
+    asked = [b for b in args.backends.split(",") if b == "auto-fp8" or (b in BACKENDS and BACKENDS.get(b).fp8)]
+    if asked and not fp8_compiles:
+        summaries.append(f"FP8: no summary: {', '.join(asked)} did not compile or cannot run here (see the table)")
     for text in summaries:
         print()
         print(text)

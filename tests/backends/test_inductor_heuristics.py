@@ -179,3 +179,28 @@ def test_each_backend_has_its_layout_default() -> None:
     assert get_backend("cuda-fp8").heuristics({}) == (PERSISTENT_ROWS, True)
     assert get_backend("cuda-fp8").heuristics({"persistent_layout": "contiguous"}) == (PERSISTENT_ROWS, False)
     assert get_backend("inductor").heuristics({"persistent_layout": "any", "persistent_rows": 0}) == (0, True)
+
+
+def test_a_mode_is_keyed_in_inductor_caches_too(monkeypatch) -> None:
+    """``backend_options={"mode": ...}`` reaches ``torch.compile`` as the options that mode sets, with the cache-key
+    pass added: a graph compiled under one row limit or layout is not served under another with a mode either."""
+    import recfx.backends.inductor as inductor
+
+    calls: list = []
+
+    def fake_compile(gm, **kw):  # type: ignore[no-untyped-def]
+        calls.append(kw)
+        return gm
+
+    monkeypatch.setattr(inductor.torch, "compile", fake_compile)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Softmax(-1)).eval()
+    x = torch.randn(3, 8)
+    recfx.compile(model, (x,), backend="inductor", config=recfx.CompileConfig(
+        check_numerics=False, backend_options={"mode": "max-autotune-no-cudagraphs"}))
+    (kw,) = calls
+    assert "mode" not in kw and kw["options"]["max_autotune"] is True
+    assert kw["options"]["post_grad_custom_post_pass"].uuid() == keyed_options(
+        None, PERSISTENT_ROWS)["post_grad_custom_post_pass"].uuid()
+    with pytest.raises(ValueError, match="'mode' or 'options', not both"):
+        recfx.compile(model, (x,), backend="inductor", config=recfx.CompileConfig(
+            check_numerics=False, backend_options={"mode": "default", "options": {}}))

@@ -259,6 +259,17 @@ def test_demo_summarises_the_fp8_module_its_bench_compiled(capsys, monkeypatch):
         assert demo.default_model() == "onerec-tiny"
 
 
+def test_demo_summarises_an_fp8_module_served_from_the_compile_cache(tmp_path, capsys, monkeypatch):
+    """With the compile cache on, the second demo's FP8 module is a loaded bundle: the summary is its stored report,
+    and the table is printed either way."""
+    monkeypatch.setenv("RECFX_COMPILE_CACHE", str(tmp_path / "cache"))
+    for _ in range(2):
+        assert main(["demo", "--model", "dlrm-small", "--backends", "eager-fp8", "--batch", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("p50 ms") == 2 and "FP8 (eager-fp8): 3 of 5 GEMMs quantized" in out
+    assert "FP8 (eager-fp8, loaded from" in out and "its compile report says" in out
+
+
 def test_demo_explains_what_fp8_did_and_where_its_speed_comes_from():
     import torch
 
