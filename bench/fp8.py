@@ -122,6 +122,11 @@ for _base, _name in ((InductorBackend, "inductor"), (CudaFp8Backend, "cuda-fp8")
             "persistent_layout": _layout, "priority": -100,
             "description": f"benchmark only: {_base.__name__} with persistent_layout={_layout!r}"}))
 
+    # Inductor's GEMM autotuning: cuBLAS against its Triton templates per shape, chosen by measurement and cached;
+    # a Triton template that wins can take the following pointwise ops (a residual add) into its epilogue
+    register_backend(f"{_name}-autotune")(_with_options(_base, {"mode": "max-autotune-no-cudagraphs"},
+                                                        "torch.compile mode max-autotune-no-cudagraphs"))
+
 
 @register_backend("cuda-fp8-attn")
 class CudaFp8Attention(CudaFp8Backend):

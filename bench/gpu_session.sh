@@ -20,6 +20,9 @@
 #                reductions also for rows read through permutes or recomputed, e.g. tiny attention's scores) at 8
 #                and 32: whether the bf16 backend should default to 'any' as cuda-fp8 does (~5 minutes cold)
 #       anyrows-fp8  the same A/B for cuda-fp8 (its default 'any' against 'contiguous'; run 10 measured 1.03-1.04x)
+#       autotune onerec-1b: cuda-fp8 and cuda-fp8 under mode max-autotune-no-cudagraphs (Inductor measures cuBLAS
+#                against its Triton FP8 GEMM templates per shape and may fuse epilogues) at 8 and 32 (compile time
+#                unknown: autotuning ~12 GEMM shapes; may not fit one call)
 #       attn     onerec-1b: cuda-fp8 and cuda-fp8-attn (its opt-in FP8 attention) at batches 1, 8, 32, profiled
 #       deploy   bundles (onerec-1b cuda-fp8, ksa-1b inductor: load + first call) and the KSA kernel checks
 #       deploy-1b   the onerec-1b cuda-fp8 bundle alone (compile, save, load + first call: ~8-10 minutes cold)
@@ -63,6 +66,7 @@ case $step in
         --out "$out" ;;
     anyrows) fp8 --model onerec-1b --backends inductor,inductor-anyrows --batches 8,32 --out "$out" ;;
     anyrows-fp8) fp8 --model onerec-1b --backends cuda-fp8-contigrows,cuda-fp8 --batches 8,32 --out "$out" ;;
+    autotune) fp8 --model onerec-1b --backends cuda-fp8,cuda-fp8-autotune --batches 8,32 --out "$out" ;;
     attn) fp8 --model onerec-1b --backends cuda-fp8,cuda-fp8-attn --batches 1,8,32 --out "$out" ;;
     deploy)
         python3 bench/ksa.py --parts checks --sizes 4096,16384 --skip-flex --out "$out/ksa_checks.json" \
