@@ -8,7 +8,8 @@ JSON layout (``schema: "recfx.bench/1"``)::
 A row: ``backend`` (the registered backend that ran, or the requested name when none), ``requested``, ``status``
 (``ok`` / ``failed`` / ``skipped``), ``reason``, ``batch``/``seq``/``beam`` (``null`` for a backend-level row of a
 skipped backend or a failed compile), ``cuda_graphs``, ``compile_s`` (capture + passes incl. calibration +
-backend), ``compile_detail``, ``accuracy`` {cosine, max_abs_err, exact, topk_overlap}, ``latency_ms`` (wall clock,
+backend), ``compile_detail`` (those three stages' seconds, and the compile's Inductor FX-graph cache hits, misses
+and bypasses), ``accuracy`` {cosine, max_abs_err, exact, topk_overlap}, ``latency_ms`` (wall clock,
 synchronous; :class:`~recfx.bench.stats.Stats`), ``device_ms`` (CUDA events), ``first_call_ms``,
 ``throughput_rps`` / ``device_throughput_rps`` (pipelined requests/s), ``tokens_per_s``, ``flops`` (per call),
 ``tflops`` (flops / p50, of the device time on GPU), ``peak_mem_mb``.
@@ -143,7 +144,9 @@ _ROW_FIELDS: dict[str, tuple[type, ...]] = {
 _REQUIRED_ROW = ("backend", "requested", "status")
 _STATS_FIELDS = tuple(f.name for f in dataclasses.fields(Stats))
 _ACCURACY_FIELDS = tuple(f.name for f in dataclasses.fields(Accuracy))
-_COMPILE_DETAIL_FIELDS = ("capture_s", "passes_s", "backend_s")
+#: seconds per compile stage, then how Inductor's FX graph cache served the compile (counts; absent before 2026-12-07)
+_COMPILE_DETAIL_FIELDS = ("capture_s", "passes_s", "backend_s", *(f"fxgraph_cache_{k}" for k in ("hit", "miss",
+                                                                                              "bypass")))
 
 
 def validate_result(data: Any, source: str = "bench result") -> None:

@@ -125,6 +125,15 @@ def _shape(workload: Workload, batch: int) -> str:
     return f"batch {batch}" + (f", {extra}" if extra else "")
 
 
+def _inductor_cache_counts() -> dict[str, int]:
+    """Inductor's FX graph cache hits / misses / bypasses so far in this process (torch's counters): a compile's
+    difference says whether it was served from the cache (a warm compile that misses is worth a look)."""
+    from torch._dynamo.utils import counters
+
+    inductor = counters["inductor"]
+    return {f"fxgraph_cache_{k}": int(inductor.get(f"fxgraph_cache_{k}", 0)) for k in ("hit", "miss", "bypass")}
+
+
 def _bench_backend(workload: Workload, choice: BackendChoice, references: dict[int, tuple[Any, float | None]],
                    config: BenchConfig, graph_modes: tuple[bool, ...], progress: Progress,
                    on_compiled: Callable[[str, Any], None] | None = None) -> list[BenchRow]:
@@ -139,6 +148,7 @@ def _bench_backend(workload: Workload, choice: BackendChoice, references: dict[i
     if fp8 and config.calibration_batches:
         calibration = [workload.inputs(example[0].shape[0], seed=config.seed + 1 + i)
                        for i in range(config.calibration_batches)]
+    cache_before = _inductor_cache_counts()
     t0 = time.perf_counter()
     try:
         if config.bundle is not None:  # time a saved bundle: loading replaces compiling
@@ -159,6 +169,7 @@ def _bench_backend(workload: Workload, choice: BackendChoice, references: dict[i
     report = compiled.report
     detail = {"capture_s": report.capture_seconds, "passes_s": report.passes_seconds,
               "backend_s": report.backend_seconds}
+    detail.update({k: v - cache_before.get(k, 0) for k, v in _inductor_cache_counts().items()})
     progress.advance()
     rows = []
     for batch in config.batches:

@@ -23,7 +23,9 @@ def test_json_holds_the_documented_fields(dlrm_result):
         assert set(row["latency_ms"]) == {"n", "mean", "std", "p50", "p90", "p99", "min", "max"}
         assert row["latency_ms"]["n"] == 5
         assert set(row["accuracy"]) == {"cosine", "max_abs_err", "exact", "topk_overlap"}
-        assert row["compile_s"] > 0 and set(row["compile_detail"]) == {"capture_s", "passes_s", "backend_s"}
+        assert row["compile_s"] > 0 and set(row["compile_detail"]) == {
+            "capture_s", "passes_s", "backend_s", "fxgraph_cache_hit", "fxgraph_cache_miss", "fxgraph_cache_bypass"}
+        assert row["compile_detail"]["fxgraph_cache_miss"] == 0  # eager: Inductor did not compile
         assert row["throughput_rps"] > 0 and row["flops"] > 0 and row["tflops"] > 0
         assert row["device_ms"] is None and row["cuda_graphs"] is False
     (skipped,) = [r for r in data["rows"] if r["status"] == "skipped"]

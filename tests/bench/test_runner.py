@@ -88,3 +88,17 @@ def test_bad_options_raise_before_running(kwargs, match):
 def test_bad_config_raises(kwargs, match):
     with pytest.raises(ValueError, match=match):
         BenchConfig("dlrm-small", **kwargs)
+
+
+def test_a_row_says_how_inductors_cache_served_its_compile(tmp_path, monkeypatch):
+    """compile_detail counts the compile's FX graph cache hits and misses: a cold compile misses, the same compile in
+    a fresh cache state served from disk hits (what tells a warm compile that did not use the cache)."""
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path / "inductor"))
+    config = BenchConfig("dlrm-small", backends=("inductor",), batches=(2,), iters=2, warmup=1, count_flops=False)
+    first = run_bench(config).rows[0].compile_detail
+    assert first["fxgraph_cache_miss"] >= 1 and first["fxgraph_cache_hit"] == 0
+    import torch
+
+    torch._dynamo.reset()  # in-memory state gone: the next compile reads Inductor's on-disk cache
+    again = run_bench(config).rows[0].compile_detail
+    assert again["fxgraph_cache_hit"] >= 1 and again["fxgraph_cache_miss"] == 0
