@@ -104,6 +104,9 @@ def _with_options(base: type, options: dict[str, Any], what: str) -> type:
             ctx.backend_options = {**options, **ctx.backend_options}
             return super().compile(gm, ctx)
 
+        def heuristics(self, backend_options: dict[str, Any]) -> tuple[int, bool]:  # a bundle is packaged alike
+            return super().heuristics({**options, **backend_options})
+
     return WithOptions
 
 
@@ -116,11 +119,9 @@ for _base, _name in ((InductorBackend, "inductor"), (CudaFp8Backend, "cuda-fp8")
     register_backend(f"{_name}-flat")(_with_options(_base, {"regions": False}, "backend option regions=False"))
     # whole-row reductions also for rows read through permutes or recomputed (Inductor's DEFAULT hint), or only for
     # contiguous rows (INNER): each backend has its default (cuda-fp8 "any", inductor "contiguous")
-    # (as the backend's default, not an option added at compile: a bundle saved from the module keeps it too)
     for _suffix, _layout in (("anyrows", "any"), ("contigrows", "contiguous")):
-        register_backend(f"{_name}-{_suffix}")(type(f"{_base.__name__}_{_suffix}", (_base,), {
-            "persistent_layout": _layout, "priority": -100,
-            "description": f"benchmark only: {_base.__name__} with persistent_layout={_layout!r}"}))
+        register_backend(f"{_name}-{_suffix}")(_with_options(_base, {"persistent_layout": _layout},
+                                                             f"backend option persistent_layout={_layout!r}"))
 
     # Inductor's GEMM autotuning: cuBLAS against its Triton templates per shape, chosen by measurement and cached;
     # a Triton template that wins can take the following pointwise ops (a residual add) into its epilogue

@@ -124,15 +124,11 @@ def persistent_any_layout(backend_options: dict[str, Any], default: str = PERSIS
     return layout == "any"
 
 
-def _wide_row_choices(limit: int, any_layout: bool = False) -> Any:
-    """The ``InductorChoices`` whose persistent reductions reach rows of ``limit`` elements: contiguous rows only,
-    or (``any_layout``) also rows Inductor gives no layout hint for (one object per setting)."""
-    return _make_wide_row_choices(limit, bool(any_layout))
-
-
 @functools.cache
-def _make_wide_row_choices(limit: int, any_layout: bool) -> Any:
-    """(made on first use: importing Inductor is slow)"""
+def _wide_row_choices(limit: int, any_layout: bool) -> Any:
+    """The ``InductorChoices`` whose persistent reductions reach rows of ``limit`` elements: contiguous rows only,
+    or (``any_layout``) also rows Inductor gives no layout hint for (one object per setting, made on first use:
+    importing Inductor is slow)."""
     from torch._inductor import config as inductor_config
     from torch._inductor.choices import InductorChoices
     from torch._inductor.runtime.hints import ReductionHint
@@ -166,15 +162,10 @@ def _make_wide_row_choices(limit: int, any_layout: bool) -> Any:
     return WideRowChoices()
 
 
-def _cache_key_pass(rows: int, any_layout: bool = False) -> Any:
-    """:func:`_make_cache_key_pass`, one object per setting."""
-    return _make_cache_key_pass(rows, bool(any_layout))
-
-
 @functools.cache
-def _make_cache_key_pass(rows: int, any_layout: bool) -> Any:
-    """A post-grad pass that changes nothing and whose ``uuid`` names the limit: Inductor's FX graph and AOT caches
-    key on it, so a graph compiled under one limit is not served from the cache under another."""
+def _cache_key_pass(rows: int, any_layout: bool) -> Any:
+    """A post-grad pass that changes nothing and whose ``uuid`` names the limit and layout: Inductor's FX graph and
+    AOT caches key on it, so a graph compiled under one setting is not served from the cache under another."""
     from torch._inductor.custom_graph_pass import CustomGraphPass
 
     class PersistentRowsKey(CustomGraphPass):

@@ -285,8 +285,7 @@ def save_bundle(module: CompiledModule, path: str | os.PathLike[str], *, overwri
             try:
                 if fmt == formats.AOTI:
                     backend = get_backend(module.backend)
-                    if not isinstance(backend, InductorBackend):
-                        raise BundleUnsupportedError(f"backend {module.backend!r} is not an Inductor backend")
+                    assert isinstance(backend, InductorBackend)  # bundle_format gives AOTI to Inductor backends only
                     rows, any_layout = backend.heuristics(module.backend_options or {})
                     formats.write_aoti(ep, tmp, rows, any_layout=any_layout)
                 else:

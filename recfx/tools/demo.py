@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     parser = argparse.ArgumentParser(prog="recfx bench")
     bench.add_arguments(parser)
     summaries: list[str] = []
+    fp8_compiles: list[str] = []
 
     def summarise(requested: str, compiled: Any) -> None:  # the FP8 module the bench compiled, not a second compile
         if not BACKENDS.get(compiled.backend).fp8:
@@ -101,7 +102,6 @@ def run(args: argparse.Namespace) -> int:
         except Exception as err:  # noqa: BLE001  (a summary that cannot be made must not stop the benchmark)
             summaries.append(f"FP8 ({compiled.backend}): no summary ({type(err).__name__}: {err})")
 
-    fp8_compiles: list[str] = []
     status = bench.run(parser.parse_args(argv), on_compiled=summarise)
     asked = [b for b in args.backends.split(",") if b == "auto-fp8" or (b in BACKENDS and BACKENDS.get(b).fp8)]
     if asked and not fp8_compiles:

@@ -44,8 +44,8 @@ def test_inductor_default_is_kept_with_zero_and_outside_the_context() -> None:
     from torch._inductor.virtualized import V
 
     with inductor_heuristics(PERSISTENT_ROWS):
-        assert V.choices is _wide_row_choices(PERSISTENT_ROWS)
-    assert V.choices is not _wide_row_choices(PERSISTENT_ROWS) and isinstance(V.choices, InductorChoices)
+        assert V.choices is _wide_row_choices(PERSISTENT_ROWS, False)
+    assert V.choices is not _wide_row_choices(PERSISTENT_ROWS, False) and isinstance(V.choices, InductorChoices)
 
 
 def test_a_compiled_call_runs_under_the_heuristics() -> None:
@@ -53,8 +53,8 @@ def test_a_compiled_call_runs_under_the_heuristics() -> None:
     from torch._inductor.virtualized import V
 
     seen = WithHeuristics(lambda: V.choices, 2048)()
-    assert seen is _wide_row_choices(2048)
-    assert WithHeuristics(lambda: V.choices, 0)() is not _wide_row_choices(2048)
+    assert seen is _wide_row_choices(2048, False)
+    assert WithHeuristics(lambda: V.choices, 0)() is not _wide_row_choices(2048, False)
 
 
 def test_only_contiguous_rows_are_widened() -> None:
@@ -67,7 +67,7 @@ def test_any_layout_widens_rows_without_a_hint_too_but_never_columns() -> None:
     assert not _decide(PERSISTENT_ROWS, 2048, "OUTER", any_layout=True)
     # a row length known only within wide bounds keeps Inductor's rule for rows without a hint (looped)
     assert not _decide(PERSISTENT_ROWS, sympy.Symbol("r0", positive=True, integer=True), "DEFAULT", any_layout=True)
-    assert _wide_row_choices(PERSISTENT_ROWS, True) is not _wide_row_choices(PERSISTENT_ROWS)
+    assert _wide_row_choices(PERSISTENT_ROWS, True) is not _wide_row_choices(PERSISTENT_ROWS, False)
     # Inductor's caches key on the setting: a graph compiled under one is not served under the other
     keys = {keyed_options(None, PERSISTENT_ROWS, any_layout=a)["post_grad_custom_post_pass"].uuid() for a in (0, 1)}
     assert len(keys) == 2
@@ -128,7 +128,7 @@ def test_aoti_bundles_compile_under_the_same_heuristics(tmp_path, monkeypatch) -
     monkeypatch.setattr(torch._inductor, "aoti_compile_and_package", fake_package)
     ep = torch.export.export(torch.nn.Linear(4, 4), (torch.randn(2, 4),))
     bundle_formats.write_aoti(ep, tmp_path, 4096)
-    assert seen["choices"] is _wide_row_choices(4096)
+    assert seen["choices"] is _wide_row_choices(4096, False)
     assert seen["configs"]["post_grad_custom_post_pass"].uuid() == "recfx-persistent-rows-4096"
     bundle_formats.write_aoti(ep, tmp_path, 4096, any_layout=True)
     assert seen["choices"] is _wide_row_choices(4096, True)
