@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,70 @@ class CompiledModule(torch.nn.Module):
                     raise ValueError(f"input {spec.name!r} dim {d} must be {want} (compiled static), got shape "
                                      f"{tuple(x.shape)}; expected {spec}. Recompile with that dim dynamic "
                                      "(CompileConfig.dynamic_dims) to vary it.")
+
+    def warm_up(self, batches: Sequence[int] = (1, 2, 4, 8),
+                inputs: tuple[torch.Tensor, ...] | None = None) -> dict[int, float]:
+        """Call the module once at each batch size before serving, so that no request pays the lazy work.
+
+        The first call at a new batch size can cost far more than the next ones: torch specialises a batch of 1, so
+        a dynamic-batch Inductor module compiles a second graph the first time a batch of 1 arrives (over a minute
+        for a 1B model), and a backend with CUDA graphs (``cuda-fp8``) captures one per batch bucket on its first
+        call there. A server calls this once after loading.
+
+        The inputs of each batch size are rows of ``inputs`` (default: the example inputs the module was compiled
+        with) taken along the batch dim, repeated where the batch is larger, so every value is one the model has
+        already accepted. That needs a plain dynamic batch: dim 0 of the batch-major inputs, and no other dynamic
+        dim (derived sizes such as jagged offsets cannot be made up from rows): call such a module on inputs of
+        each size yourself.
+
+        Args:
+            batches: the batch sizes to call (e.g. the CUDA-graph buckets, or every size a server may batch).
+            inputs: inputs at any batch size, for a module that has no example inputs (one loaded from a bundle).
+
+        Returns:
+            Seconds taken by the call at each batch size (the GPU synchronised), in the order given.
+
+        Raises:
+            ValueError: a batch size below 1, a module without a dynamic batch or with other dynamic dims, or no
+                inputs to take rows from.
+
+        Example:
+            >>> import torch, recfx
+            >>> fast = recfx.compile(torch.nn.Linear(4, 2).eval(), (torch.randn(3, 4),), backend="eager")
+            >>> sorted(fast.warm_up(batches=(1, 5)))
+            [1, 5]
+        """
+        bad = [b for b in batches if isinstance(b, bool) or not isinstance(b, int) or b < 1]
+        if bad:
+            raise ValueError(f"warm_up batches must be integers >= 1, got {bad}")
+        batch_major = [any(d == "batch" for d in spec.shape[:1]) for spec in self.input_specs]
+        other = [f"{spec.name} dim {d} ({sym!r})" for spec in self.input_specs
+                 for d, sym in enumerate(spec.shape) if isinstance(sym, str) and (d, sym) != (0, "batch")]
+        if not any(batch_major):
+            raise ValueError(f"this module has no dynamic batch (inputs {', '.join(map(str, self.input_specs))}): "
+                             "it runs at the compiled shapes only, which its first call warms up")
+        if other:
+            raise ValueError(f"warm_up makes inputs from rows of a batch, and cannot make up the other dynamic dims "
+                             f"({', '.join(other)}); call the module on inputs of each size instead")
+        source = self.example_inputs if inputs is None else tuple(inputs)
+        if source is None:
+            raise ValueError("this module has no example inputs (it was loaded from a bundle): pass inputs=(...) "
+                             "at any batch size, e.g. one real request")
+        self.check_inputs(source)
+        sizes = {x.shape[0] for x, major in zip(source, batch_major) if major}
+        if len(sizes) != 1 or 0 in sizes:
+            raise ValueError(f"the batch-major inputs must share one batch size >= 1, got sizes {sorted(sizes)}")
+        seconds: dict[int, float] = {}
+        for b in batches:
+            rows = [torch.arange(b, device=x.device) % x.shape[0] if major else None
+                    for x, major in zip(source, batch_major)]
+            args = tuple(x.index_select(0, r) if r is not None else x for x, r in zip(source, rows))
+            t0 = time.perf_counter()
+            self(*args)
+            for device in {x.device for x in args if x.device.type == "cuda"}:
+                torch.cuda.synchronize(device)
+            seconds[b] = time.perf_counter() - t0
+        return seconds
 
     def save(self, path: str | os.PathLike[str], *, overwrite: bool = False,
              meta: dict[str, Any] | None = None) -> Path:

@@ -123,3 +123,54 @@ def test_non_contiguous_input_after_a_contiguous_example(backend, tmp_path, monk
     fast = recfx.compile(Flatten().eval(), (torch.randn(2, 4, 5),), backend=backend)
     x = torch.randn(3, 5, 4).transpose(1, 2)  # (3, 4, 5), not contiguous
     assert torch.equal(fast(x), x.reshape(3, -1))
+
+
+def test_warm_up_calls_each_batch_from_example_rows(compiled, monkeypatch):
+    seen = []
+    runner = compiled._runner
+    monkeypatch.setattr(compiled, "_runner", lambda *a: seen.append(tuple(x.tolist() for x in a[1:])) or runner(*a))
+    seconds = compiled.warm_up(batches=(1, 5))
+    assert list(seconds) == [1, 5] and all(s >= 0 for s in seconds.values())
+    assert seen == [([0],), ([0, 1, 2, 0, 1],)]  # rows of the example ids (0, 1, 2), repeated past the batch of 3
+    compiled.warm_up(batches=(2,), inputs=(torch.randn(4, 4), torch.tensor([7, 8, 9, 10])))
+    assert seen[-1] == ([7, 8],)
+
+
+def test_warm_up_compiles_the_batch_of_one_ahead():
+    """torch specialises a batch of 1: without a warm-up the first batch-1 call compiles a second graph."""
+    from torch._dynamo.utils import counters
+
+    def graphs(fast, batch):
+        before = counters["stats"]["unique_graphs"]
+        fast(torch.randn(batch, 4))
+        return counters["stats"]["unique_graphs"] - before
+
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU()).eval()
+    cold = recfx.compile(model, (torch.randn(3, 4),), backend="inductor")
+    assert graphs(cold, 1) == 1  # the recompile a first request of 1 would pay
+    warm = recfx.compile(model, (torch.randn(3, 4),), backend="inductor",
+                         config=recfx.CompileConfig(check_numerics=False))
+    warm.warm_up(batches=(1, 2))
+    assert graphs(warm, 1) == 0 and graphs(warm, 2) == 0
+
+
+@pytest.mark.parametrize("batches, match", [((0,), "integers >= 1"), ((True,), "integers >= 1")])
+def test_warm_up_rejects_bad_batches(compiled, batches, match):
+    with pytest.raises(ValueError, match=match):
+        compiled.warm_up(batches=batches)
+
+
+def test_warm_up_says_what_it_cannot_make_up():
+    seq = recfx.compile(nn.Linear(4, 2).eval(), (torch.randn(3, 5, 4),), backend="eager",
+                        config=recfx.CompileConfig(dynamic_dims={"input": {1: "seq"}}))
+    with pytest.raises(ValueError, match=r"other dynamic dims \(input dim 1 \('seq'\)\)"):
+        seq.warm_up()
+    static = recfx.compile(nn.Linear(4, 2).eval(), (torch.randn(3, 4),), backend="eager",
+                           config=recfx.CompileConfig(dynamic_batch=False))
+    with pytest.raises(ValueError, match="no dynamic batch"):
+        static.warm_up()
+    loaded = recfx.compile(nn.Linear(4, 2).eval(), (torch.randn(3, 4),), backend="eager")
+    loaded.example_inputs = None  # as a module loaded from a bundle
+    with pytest.raises(ValueError, match=r"no example inputs .* pass inputs="):
+        loaded.warm_up()
+    assert list(loaded.warm_up(batches=(1,), inputs=(torch.randn(2, 4),))) == [1]
