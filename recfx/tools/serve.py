@@ -70,6 +70,20 @@ def load_models(refs: list[str], backend: str) -> dict[str, CompiledModule]:
     return modules
 
 
+def warm_up_line(name: str, module: CompiledModule, max_batch: int) -> str:
+    """Call ``module`` at every batch size the server may send (1 to ``max_batch``) before it serves, so that no
+    request pays a batch-1 recompile or a CUDA-graph capture (:meth:`CompiledModule.warm_up`); one line saying
+    what happened."""
+    if module.example_inputs is None:
+        return (f"model {name}: loaded from a bundle, which keeps no example inputs to warm it up with; the first "
+                "request at each batch size pays its lazy work (a CUDA-graph capture where the backend uses them)")
+    try:
+        seconds = module.warm_up(batches=range(1, max_batch + 1))
+    except ValueError as err:
+        return f"model {name}: not warmed up: {err}"
+    return f"model {name}: warmed up at batches 1-{max_batch} in {sum(seconds.values()):.1f} s"
+
+
 @command("serve", help="serve models or bundles on NVIDIA Triton Inference Server (dynamic batching, instances)")
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_serving_arguments(parser)
@@ -88,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
     address = ServerAddress(args.host, args.http_port, args.grpc_port, args.metrics_port)
     serving = serving_options(args)
     modules = load_models(args.models, args.backend)
+    for name, module in modules.items():
+        print(warm_up_line(name, module, serving.max_batch), flush=True)
     server = serve(modules, serving, address)
     for name, m in server.models.items():
         sig = m.signature

@@ -174,3 +174,15 @@ def test_warm_up_says_what_it_cannot_make_up():
     with pytest.raises(ValueError, match=r"no example inputs .* pass inputs="):
         loaded.warm_up()
     assert list(loaded.warm_up(batches=(1,), inputs=(torch.randn(2, 4),))) == [1]
+
+
+def test_serve_warms_up_what_it_can():
+    from recfx.tools.serve import warm_up_line
+
+    fast = recfx.compile(nn.Linear(4, 2).eval(), (torch.randn(3, 4),), backend="eager")
+    assert warm_up_line("lin", fast, 3).startswith("model lin: warmed up at batches 1-3 in ")
+    seq = recfx.compile(nn.Linear(4, 2).eval(), (torch.randn(3, 5, 4),), backend="eager",
+                        config=recfx.CompileConfig(dynamic_dims={"input": {1: "seq"}}))
+    assert "not warmed up: warm_up makes inputs from rows" in warm_up_line("seq", seq, 3)
+    fast.example_inputs = None
+    assert "loaded from a bundle" in warm_up_line("lin", fast, 3)
