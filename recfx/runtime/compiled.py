@@ -118,24 +118,28 @@ class CompiledModule(torch.nn.Module):
         The first call at a new batch size can cost far more than the next ones: torch specialises a batch of 1, so
         a dynamic-batch Inductor module compiles a second graph the first time a batch of 1 arrives (over a minute
         for a 1B model), and a backend with CUDA graphs (``cuda-fp8``) captures one per batch bucket on its first
-        call there. A server calls this once after loading.
+        call there. Call this once after compiling or loading (``recfx serve`` does, for the models it compiles).
 
         The inputs of each batch size are rows of ``inputs`` (default: the example inputs the module was compiled
         with) taken along the batch dim, repeated where the batch is larger, so every value is one the model has
-        already accepted. That needs a plain dynamic batch: dim 0 of the batch-major inputs, and no other dynamic
-        dim (derived sizes such as jagged offsets cannot be made up from rows): call such a module on inputs of
-        each size yourself.
+        already accepted. That needs a plain dynamic batch: one symbol at dim 0 of the batch-major inputs and no
+        other dynamic dim (derived sizes such as jagged offsets cannot be made up from rows): call such a module
+        on inputs of each size yourself. Inputs without the batch dim are passed unchanged, so their values must
+        not depend on the batch size.
 
         Args:
             batches: the batch sizes to call (e.g. the CUDA-graph buckets, or every size a server may batch).
-            inputs: inputs at any batch size, for a module that has no example inputs (one loaded from a bundle).
+            inputs: a tuple of inputs at any batch size, for a module that has no example inputs (one loaded from
+                a bundle).
 
         Returns:
             Seconds taken by the call at each batch size (the GPU synchronised), in the order given.
 
         Raises:
-            ValueError: a batch size below 1, a module without a dynamic batch or with other dynamic dims, or no
-                inputs to take rows from.
+            TypeError: ``batches`` or ``inputs`` of the wrong kind, or inputs that do not fit (``check_inputs``).
+            ValueError: a batch size below 1, a module without a plain dynamic batch or with other dynamic dims,
+                or no inputs to take rows from.
+            Exception: what the module's call raised, with a note naming the batch size.
 
         Example:
             >>> import torch, recfx
@@ -143,15 +147,23 @@ class CompiledModule(torch.nn.Module):
             >>> sorted(fast.warm_up(batches=(1, 5)))
             [1, 5]
         """
+        if isinstance(batches, int) or not isinstance(batches, Sequence):
+            raise TypeError(f"warm_up batches must be a sequence of batch sizes such as (1, 2, 4, 8), got "
+                            f"{batches!r}")
+        if isinstance(inputs, torch.Tensor):
+            raise TypeError("warm_up inputs must be a tuple of tensors, one per input, e.g. inputs=(x,)")
         bad = [b for b in batches if isinstance(b, bool) or not isinstance(b, int) or b < 1]
         if bad:
             raise ValueError(f"warm_up batches must be integers >= 1, got {bad}")
-        batch_major = [any(d == "batch" for d in spec.shape[:1]) for spec in self.input_specs]
-        other = [f"{spec.name} dim {d} ({sym!r})" for spec in self.input_specs
-                 for d, sym in enumerate(spec.shape) if isinstance(sym, str) and (d, sym) != (0, "batch")]
-        if not any(batch_major):
-            raise ValueError(f"this module has no dynamic batch (inputs {', '.join(map(str, self.input_specs))}): "
-                             "it runs at the compiled shapes only, which its first call warms up")
+        dynamic = [(spec.name, d, sym) for spec in self.input_specs for d, sym in enumerate(spec.shape)
+                   if isinstance(sym, str)]
+        firsts = {sym for _, d, sym in dynamic if d == 0 and sym.isidentifier()}
+        if len(firsts) != 1:
+            dims = ", ".join(f"{name} dim {d} ({sym!r})" for name, d, sym in dynamic) or "none"
+            raise ValueError(f"warm_up varies the batch, one dynamic dim 0 shared by the batch-major inputs; this "
+                             f"module's dynamic dims: {dims}. Call it on inputs of each shape you will serve instead")
+        batch = firsts.pop()
+        other = [f"{name} dim {d} ({sym!r})" for name, d, sym in dynamic if (d, sym) != (0, batch)]
         if other:
             raise ValueError(f"warm_up makes inputs from rows of a batch, and cannot make up the other dynamic dims "
                              f"({', '.join(other)}); call the module on inputs of each size instead")
@@ -160,18 +172,23 @@ class CompiledModule(torch.nn.Module):
             raise ValueError("this module has no example inputs (it was loaded from a bundle): pass inputs=(...) "
                              "at any batch size, e.g. one real request")
         self.check_inputs(source)
+        batch_major = [bool(spec.shape) and spec.shape[0] == batch for spec in self.input_specs]
         sizes = {x.shape[0] for x, major in zip(source, batch_major) if major}
         if len(sizes) != 1 or 0 in sizes:
             raise ValueError(f"the batch-major inputs must share one batch size >= 1, got sizes {sorted(sizes)}")
         seconds: dict[int, float] = {}
         for b in batches:
-            rows = [torch.arange(b, device=x.device) % x.shape[0] if major else None
-                    for x, major in zip(source, batch_major)]
-            args = tuple(x.index_select(0, r) if r is not None else x for x, r in zip(source, rows))
+            args = tuple(x.index_select(0, torch.arange(b, device=x.device) % x.shape[0]) if major else x
+                         for x, major in zip(source, batch_major))
             t0 = time.perf_counter()
-            self(*args)
-            for device in {x.device for x in args if x.device.type == "cuda"}:
-                torch.cuda.synchronize(device)
+            try:
+                self(*args)
+                for device in {x.device for x in args if x.device.type == "cuda"}:
+                    torch.cuda.synchronize(device)
+            except Exception as err:
+                err.add_note(f"(recfx warm_up: the call at batch {b}, on rows of the "
+                             f"{'example inputs' if inputs is None else 'inputs given'})")
+                raise
             seconds[b] = time.perf_counter() - t0
         return seconds
 

@@ -17,6 +17,7 @@ from recfx.tools.commands import command
 if TYPE_CHECKING:
     from recfx.runtime.compiled import CompiledModule
     from recfx.serving import ModelServing
+    from recfx.serving.server import ServedModel
 
 
 def add_serving_arguments(parser: argparse.ArgumentParser) -> None:
@@ -70,18 +71,22 @@ def load_models(refs: list[str], backend: str) -> dict[str, CompiledModule]:
     return modules
 
 
-def warm_up_line(name: str, module: CompiledModule, max_batch: int) -> str:
-    """Call ``module`` at every batch size the server may send (1 to ``max_batch``) before it serves, so that no
-    request pays a batch-1 recompile or a CUDA-graph capture (:meth:`CompiledModule.warm_up`); one line saying
-    what happened."""
+def warm_up_line(served: ServedModel) -> str:
+    """Call a served module at every batch size Triton may send it (1 to ``--max-batch``) before the server starts,
+    so that no request pays a batch-1 recompile or a CUDA-graph capture (:meth:`CompiledModule.warm_up`); one line
+    saying what happened. A module that fails there is reported, not raised: its first requests will say why."""
+    name, module = served.name, served.module
+    if not served.signature.batched:
+        return f"model {name}: not warmed up (served unbatched: one request per call, at its own shapes)"
     if module.example_inputs is None:
         return (f"model {name}: loaded from a bundle, which keeps no example inputs to warm it up with; the first "
                 "request at each batch size pays its lazy work (a CUDA-graph capture where the backend uses them)")
     try:
-        seconds = module.warm_up(batches=range(1, max_batch + 1))
-    except ValueError as err:
-        return f"model {name}: not warmed up: {err}"
-    return f"model {name}: warmed up at batches 1-{max_batch} in {sum(seconds.values()):.1f} s"
+        seconds = module.warm_up(batches=range(1, served.max_batch_size + 1))
+    except Exception as err:  # reported: the server still starts, as it did before warm-ups
+        notes = " ".join(getattr(err, "__notes__", []))
+        return f"model {name}: not warmed up: {type(err).__name__}: {err} {notes}".rstrip()
+    return f"model {name}: warmed up at batches 1-{served.max_batch_size} in {sum(seconds.values()):.1f} s"
 
 
 @command("serve", help="serve models or bundles on NVIDIA Triton Inference Server (dynamic batching, instances)")
@@ -95,16 +100,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from recfx.serving import ServerAddress, serve
-    from recfx.serving.server import require_pytriton
+    from recfx.serving import ServerAddress
+    from recfx.serving.server import Server, require_pytriton
 
     require_pytriton()  # before compiling anything
     address = ServerAddress(args.host, args.http_port, args.grpc_port, args.metrics_port)
     serving = serving_options(args)
     modules = load_models(args.models, args.backend)
-    for name, module in modules.items():
-        print(warm_up_line(name, module, serving.max_batch), flush=True)
-    server = serve(modules, serving, address)
+    server = Server(modules, serving, address)  # checks what Triton can carry before the warm-up's time is spent
+    for served in server.models.values():
+        print(warm_up_line(served), flush=True)
+    server.start()
     for name, m in server.models.items():
         sig = m.signature
         ins = ", ".join(f"{t.name}: {t.triton_dtype}{list(t.dims)}" for t in sig.inputs)

@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 import torch
 from torch import nn
@@ -132,13 +134,15 @@ def test_warm_up_calls_each_batch_from_example_rows(compiled, monkeypatch):
     seconds = compiled.warm_up(batches=(1, 5))
     assert list(seconds) == [1, 5] and all(s >= 0 for s in seconds.values())
     assert seen == [([0],), ([0, 1, 2, 0, 1],)]  # rows of the example ids (0, 1, 2), repeated past the batch of 3
-    compiled.warm_up(batches=(2,), inputs=(torch.randn(4, 4), torch.tensor([7, 8, 9, 10])))
+    compiled.warm_up(batches=range(2, 3), inputs=(torch.randn(4, 4), torch.tensor([7, 8, 9, 10])))
     assert seen[-1] == ([7, 8],)
 
 
-def test_warm_up_compiles_the_batch_of_one_ahead():
+def test_warm_up_compiles_the_batch_of_one_ahead(monkeypatch):
     """torch specialises a batch of 1: without a warm-up the first batch-1 call compiles a second graph."""
     from torch._dynamo.utils import counters
+
+    monkeypatch.delenv("RECFX_COMPILE_CACHE", raising=False)  # compiled here, not served from a cache as a bundle
 
     def graphs(fast, batch):
         before = counters["stats"]["unique_graphs"]
@@ -148,27 +152,48 @@ def test_warm_up_compiles_the_batch_of_one_ahead():
     model = nn.Sequential(nn.Linear(4, 4), nn.ReLU()).eval()
     cold = recfx.compile(model, (torch.randn(3, 4),), backend="inductor")
     assert graphs(cold, 1) == 1  # the recompile a first request of 1 would pay
-    warm = recfx.compile(model, (torch.randn(3, 4),), backend="inductor",
-                         config=recfx.CompileConfig(check_numerics=False))
+    warm = recfx.compile(model, (torch.randn(3, 4),), backend="inductor")
     warm.warm_up(batches=(1, 2))
     assert graphs(warm, 1) == 0 and graphs(warm, 2) == 0
 
 
-@pytest.mark.parametrize("batches, match", [((0,), "integers >= 1"), ((True,), "integers >= 1")])
-def test_warm_up_rejects_bad_batches(compiled, batches, match):
+@pytest.mark.parametrize("kwargs, exc, match", [
+    ({"batches": (0,)}, ValueError, "integers >= 1"),
+    ({"batches": (True,)}, ValueError, "integers >= 1"),
+    ({"batches": 4}, TypeError, "a sequence of batch sizes"),
+    ({"batches": (b for b in (1, 2))}, TypeError, "a sequence of batch sizes"),  # would be used up by the check
+    ({"inputs": torch.randn(2, 4)}, TypeError, "a tuple of tensors"),
+    ({"inputs": (torch.randn(2, 4), torch.arange(3))}, ValueError, r"share one batch size .* \[2, 3\]"),
+])
+def test_warm_up_rejects_bad_arguments(compiled, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        compiled.warm_up(**kwargs)
+
+
+@pytest.mark.parametrize("config, example, match", [
+    ({"dynamic_dims": {"input": {1: "seq"}}}, (3, 5, 4), r"other dynamic dims \(input dim 1 \('seq'\)\)"),
+    ({"dynamic_batch": False}, (3, 4), r"one dynamic dim 0 .* dynamic dims: none"),
+    ({"dynamic_batch": False, "dynamic_dims": {"input": {1: "seq"}}}, (3, 5, 4), r"dynamic dims: input dim 1"),
+])
+def test_warm_up_says_what_it_cannot_make_up(config, example, match):
+    fast = recfx.compile(nn.Linear(4, 2).eval(), (torch.randn(*example),), backend="eager",
+                         config=recfx.CompileConfig(**config))
     with pytest.raises(ValueError, match=match):
-        compiled.warm_up(batches=batches)
+        fast.warm_up()
 
 
-def test_warm_up_says_what_it_cannot_make_up():
-    seq = recfx.compile(nn.Linear(4, 2).eval(), (torch.randn(3, 5, 4),), backend="eager",
-                        config=recfx.CompileConfig(dynamic_dims={"input": {1: "seq"}}))
-    with pytest.raises(ValueError, match=r"other dynamic dims \(input dim 1 \('seq'\)\)"):
-        seq.warm_up()
-    static = recfx.compile(nn.Linear(4, 2).eval(), (torch.randn(3, 4),), backend="eager",
-                           config=recfx.CompileConfig(dynamic_batch=False))
-    with pytest.raises(ValueError, match="no dynamic batch"):
-        static.warm_up()
+def test_warm_up_of_a_named_batch_a_derived_dim_a_scalar_and_a_bundle():
+    class Jagged(nn.Module):
+        def forward(self, x, offsets, k):
+            return x.sum(-1) * k + offsets[:-1].float().sum()
+
+    jag = recfx.compile(Jagged().eval(), (torch.randn(3, 4), torch.arange(4), torch.tensor(2.0)), backend="eager",
+                        config=recfx.CompileConfig(dynamic_dims={"offsets": {0: "batch+1"}}))
+    with pytest.raises(ValueError, match=r"other dynamic dims \(offsets dim 0 \('batch \+ 1'\)|batch\+1"):
+        jag.warm_up()
+    named = recfx.compile(nn.Linear(4, 2).eval(), (torch.randn(3, 4),), backend="eager",
+                          config=recfx.CompileConfig(dynamic_batch=False, dynamic_dims={"input": {0: "B"}}))
+    assert list(named.warm_up(batches=(1, 2))) == [1, 2]
     loaded = recfx.compile(nn.Linear(4, 2).eval(), (torch.randn(3, 4),), backend="eager")
     loaded.example_inputs = None  # as a module loaded from a bundle
     with pytest.raises(ValueError, match=r"no example inputs .* pass inputs="):
@@ -176,13 +201,27 @@ def test_warm_up_says_what_it_cannot_make_up():
     assert list(loaded.warm_up(batches=(1,), inputs=(torch.randn(2, 4),))) == [1]
 
 
+def test_a_failing_warm_up_call_names_its_batch():
+    fast = recfx.compile(nn.Linear(4, 2).eval(), (torch.randn(3, 4),), backend="eager")
+    fast._runner = lambda x: (_ for _ in ()).throw(IndexError("index out of range")) if x.shape[0] == 1 else x
+    with pytest.raises(IndexError) as info:
+        fast.warm_up(batches=(2, 1))
+    assert "the call at batch 1, on rows of the example inputs" in " ".join(info.value.__notes__)
+
+
 def test_serve_warms_up_what_it_can():
+    from recfx.serving.config import ModelServing
+    from recfx.serving.server import ServedModel
     from recfx.tools.serve import warm_up_line
 
+    serving = ModelServing(max_batch=3)
     fast = recfx.compile(nn.Linear(4, 2).eval(), (torch.randn(3, 4),), backend="eager")
-    assert warm_up_line("lin", fast, 3).startswith("model lin: warmed up at batches 1-3 in ")
-    seq = recfx.compile(nn.Linear(4, 2).eval(), (torch.randn(3, 5, 4),), backend="eager",
-                        config=recfx.CompileConfig(dynamic_dims={"input": {1: "seq"}}))
-    assert "not warmed up: warm_up makes inputs from rows" in warm_up_line("seq", seq, 3)
+    assert warm_up_line(ServedModel("lin", fast, serving)).startswith("model lin: warmed up at batches 1-3 in ")
+    unbatched = ServedModel("lin", fast, ModelServing(max_batch=3, dynamic_batching=False))
+    unbatched.signature = dataclasses.replace(unbatched.signature, batched=False)
+    assert "served unbatched" in warm_up_line(unbatched)
+    fast._runner = lambda x: (_ for _ in ()).throw(IndexError("index out of range"))
+    assert warm_up_line(ServedModel("lin", fast, serving)).startswith(
+        "model lin: not warmed up: IndexError: index out of range (recfx warm_up: the call at batch 1")
     fast.example_inputs = None
-    assert "loaded from a bundle" in warm_up_line("lin", fast, 3)
+    assert "loaded from a bundle" in warm_up_line(ServedModel("lin", fast, serving))
