@@ -41,12 +41,15 @@ def main(argv: list[str] | None = None) -> int:
                         "256, 4 heads of 64, d_ff 704, d_expert <= 176, vocab 1,024, beam 64; the same kernels, "
                         "smaller numbers) so that the passes' calibration stays short: for compile-time A/Bs at full "
                         "depth (--layers 16)")
+    parser.add_argument("--gpu", action="store_true", help="compile and call on the CUDA GPU instead (no stand-ins): "
+                        "the kernels Inductor writes there, to compare with this probe's CPU view")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
     import os
 
-    os.environ["TRITON_INTERPRET"] = "1"
+    if not args.gpu:
+        os.environ["TRITON_INTERPRET"] = "1"
     cache = Path(tempfile.mkdtemp(prefix="recfx-kernels-"))
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(cache)
     import torch
@@ -59,15 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     from recfx.backends.fp8 import CudaFp8Backend
     from recfx.models import get_model
 
-    inductor_config.cpu_backend = "triton"
-    triton_utils.triton_hash_with_backend = lambda: "cpu-probe"  # no Triton driver to hash
-    triton_utils.triton_backend = lambda: None
+    if not args.gpu:
+        inductor_config.cpu_backend = "triton"
+        triton_utils.triton_hash_with_backend = lambda: "cpu-probe"  # no Triton driver to hash
+        triton_utils.triton_backend = lambda: None
 
-    def online_softmax_everywhere(match):  # type: ignore[no-untyped-def]
-        return config.online_softmax  # noqa: F821  (post_grad's global, once this code runs as its function)
+        def online_softmax_everywhere(match):  # type: ignore[no-untyped-def]
+            return config.online_softmax  # noqa: F821  (post_grad's global, once this code runs as its function)
 
-    post_grad.prepare_softmax_extra_check.__code__ = online_softmax_everywhere.__code__
-    CudaFp8Backend.availability = lambda self: Availability(True, "")  # type: ignore[method-assign]
+        post_grad.prepare_softmax_extra_check.__code__ = online_softmax_everywhere.__code__
+        CudaFp8Backend.availability = lambda self: Availability(True, "")  # type: ignore[method-assign]
 
     spec = get_model(args.model)
     cfg = spec.config
@@ -83,8 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataclasses.replace(cfg, **changes)
     spec = dataclasses.replace(spec, config=cfg)
     torch.manual_seed(0)
-    model = spec.build().eval().to(torch.bfloat16)
-    inputs = spec.example_inputs(args.batch, dtype=torch.bfloat16)
+    device = "cuda" if args.gpu else "cpu"
+    model = spec.build().eval().to(device, torch.bfloat16)
+    inputs = tuple(x.to(device) for x in spec.example_inputs(args.batch, dtype=torch.bfloat16))
     import time
 
     import recfx.backends.inductor as inductor_backend
