@@ -83,7 +83,7 @@ def warm_up_line(served: ServedModel) -> str:
                 "request at each batch size pays its lazy work (a CUDA-graph capture where the backend uses them)")
     try:
         seconds = module.warm_up(batches=range(1, served.max_batch_size + 1))
-    except Exception as err:  # reported: the server still starts, as it did before warm-ups
+    except Exception as err:  # noqa: BLE001 (reported, not raised: the server starts as it did before warm-ups)
         notes = " ".join(getattr(err, "__notes__", []))
         return f"model {name}: not warmed up: {type(err).__name__}: {err} {notes}".rstrip()
     return f"model {name}: warmed up at batches 1-{served.max_batch_size} in {sum(seconds.values()):.1f} s"
