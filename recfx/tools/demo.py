@@ -51,7 +51,7 @@ def fp8_summary(compiled: Any) -> str:
     tensor cores with ``cuda-fp8``, none where FP8 is emulated)."""
     backend = compiled.backend
     report = compiled.report.sections["fp8"]
-    if compiled.graph_module is None or not hasattr(report, "quantized"):  # served from a bundle (compile cache)
+    if not compiled.has_graph_module or not hasattr(report, "quantized"):  # served from a bundle (compile cache)
         return f"FP8 ({backend}, loaded from {compiled.bundle_path}): its compile report says\n{report.render()}"
     buffers = dict(compiled.graph_module.named_buffers())
     fp8 = [b for name, b in buffers.items() if name.startswith("_fp8_")]

@@ -285,3 +285,18 @@ def test_demo_explains_what_fp8_did_and_where_its_speed_comes_from():
     if not torch.cuda.is_available():  # no FP8 units: the demo must not sell emulated FP8 as the fast path
         assert "emulates FP8" in text and "cuda-fp8" in text
         assert "in float32" in text
+
+
+def test_demo_summarises_a_cached_module_without_an_fx_graph(tmp_path):
+    """A compile-cache hit of an Inductor FP8 backend is an AOTInductor bundle: no FX graph (``graph_module``
+    raises); the summary is its stored report."""
+    import recfx
+    from recfx.models import get_model
+    from recfx.tools.demo import fp8_summary
+
+    spec = get_model("dlrm-small")
+    loaded = recfx.load(recfx.compile(spec.build(), spec.example_inputs(2), backend="eager-fp8").save(tmp_path / "b"))
+    loaded._modules["graph_module"] = None  # as AOTInductor's compiled code holds none
+    assert not loaded.has_graph_module
+    text = fp8_summary(loaded)
+    assert text.startswith("FP8 (eager-fp8, loaded from") and "its compile report says" in text
