@@ -141,6 +141,19 @@ class CudaFp8Attention(CudaFp8Backend):
         return super().passes(ctx)
 
 
+@register_backend("cuda-fp8-realize")
+class CudaFp8Realize(CudaFp8Backend):
+    """``cuda-fp8`` with ``backend_options={"realize_permuted": True}``: attention outputs written contiguous before
+    their quantization (one whole-row kernel instead of Inductor's split reduction and recomputation)."""
+
+    priority = -100
+    description = "benchmark only: cuda-fp8 with backend_options realize_permuted=True"
+
+    def passes(self, ctx: Any) -> list[str]:
+        ctx.backend_options = {"realize_permuted": True, **ctx.backend_options}
+        return super().passes(ctx)
+
+
 @register_backend("cuda-fp8-v2")
 class CudaFp8OneRecV2(CudaFp8Backend):
     """``cuda-fp8`` with ``QuantConfig.onerec_v2()`` (MoE experts in 1 x 128 / 128 x 128 blocks, on the grouped

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import re
 import shutil
 import sys
@@ -43,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
                         "depth (--layers 16)")
     parser.add_argument("--gpu", action="store_true", help="compile and call on the CUDA GPU instead (no stand-ins): "
                         "the kernels Inductor writes there, to compare with this probe's CPU view")
+    parser.add_argument("--sms", type=int, default=0, help="the streaming multiprocessors Inductor's heuristics see "
+                        "on the CPU (132: an H100's or H200's; its split-reduction decisions depend on them)")
+    parser.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
+                        help="one more backend option, its value as JSON (e.g. realize_permuted=true)")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
 
@@ -72,6 +77,12 @@ def main(argv: list[str] | None = None) -> int:
 
         post_grad.prepare_softmax_extra_check.__code__ = online_softmax_everywhere.__code__
         CudaFp8Backend.availability = lambda self: Availability(True, "")  # type: ignore[method-assign]
+        if args.sms:
+            from torch._inductor.runtime import hints
+
+            create = hints.DeviceProperties.create.__func__  # type: ignore[attr-defined]
+            hints.DeviceProperties.create = classmethod(  # type: ignore[method-assign]
+                lambda cls, device: create(cls, device)._replace(multi_processor_count=args.sms))
 
     spec = get_model(args.model)
     cfg = spec.config
@@ -105,6 +116,9 @@ def main(argv: list[str] | None = None) -> int:
     options: dict[str, object] = {"regions": args.regions}
     if args.layout:
         options["persistent_layout"] = args.layout
+    for option in args.option:
+        key, _, value = option.partition("=")
+        options[key] = json.loads(value)
     compile_config = recfx.CompileConfig(check_numerics=False, backend_options=options)
     start = time.perf_counter()
     try:

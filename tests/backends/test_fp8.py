@@ -109,13 +109,15 @@ def test_cuda_fp8_without_a_gpu_is_a_clear_error(block) -> None:  # type: ignore
     assert BACKENDS.get("cuda-fp8").priority > BACKENDS.get("inductor-fp8").priority  # first choice on a GPU
 
 
-@pytest.mark.parametrize("recipe", ["default", "onerec_v2"])
-def test_cuda_fp8_pipeline_routes_an_fp8_moe(monkeypatch, recipe: str) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize(("recipe", "realize"), [("default", False), ("onerec_v2", False), ("default", True)])
+def test_cuda_fp8_pipeline_routes_an_fp8_moe(monkeypatch, recipe: str,  # type: ignore[no-untyped-def]
+                                            realize: bool) -> None:
     """cuda-fp8's whole pipeline on a small OneRec MoE, run by Inductor on the CPU (the GPU-only pieces stood in:
     availability, routing's CUDA check, a float32 emulation of ``aten._scaled_grouped_mm``): every MoE layer is
     routed onto grouped FP8 GEMMs (row-wise, or ``recfx::fp8_block_mm`` for the OneRec-V2 recipe's 128-blocks) and
     the scores match eager-fp8's. The FP8 MoE path has not completed a GPU run; this keeps it from failing there on
-    something a CPU can catch."""
+    something a CPU can catch. With ``realize_permuted`` the attention outputs are written contiguous (an Inductor
+    prim) before the o_proj quantizations, and the scores do not change beyond the FP8 tolerance."""
     import dataclasses
 
     from recfx.backends.base import Availability
@@ -145,7 +147,10 @@ def test_cuda_fp8_pipeline_routes_an_fp8_moe(monkeypatch, recipe: str) -> None: 
         model = OneRecModel(cfg).eval().to(torch.bfloat16)
         inputs = onerec_inputs(cfg, 2, torch.Generator().manual_seed(0), torch.bfloat16)
         quant = recfx.QuantConfig.onerec_v2() if recipe == "onerec_v2" else None
-        fast = recfx.compile(model, inputs, backend="cuda-fp8", quant=quant)
+        config = recfx.CompileConfig(backend_options={"realize_permuted": realize})
+        fast = recfx.compile(model, inputs, backend="cuda-fp8", quant=quant, config=config)
+        realized = fast.report.sections["fp8_gemm"].realized
+        assert (realized > 0) == realize, realized
         routed = {r.name: r.detail for r in fast.report.passes}["route_moe_experts_fp8"]
         assert routed.startswith(f"{cfg.n_moe_layers * cfg.levels} MoE layer(s)")
         targets = [n.target for n in fast.graph_module.graph.nodes]

@@ -24,6 +24,15 @@ eager and Inductor-CPU code, at ~4x the ops (Inductor's compile time grows with 
 default here, as in torchao's inference recipe) lets Hopper's FP8 tensor cores accumulate without periodic promotion
 to float32; ``backend_options={"fast_accum": False}`` turns it off.
 
+An activation read through a permute (an attention's output, ``out.transpose(1, 2).reshape(B, N, H * D)``) is the one
+case where fusing its quantization into the producer goes wrong on the GPU: Inductor recomputes the attention math
+inside the amax, reading rows through the head permute, and splits that reduction to fill the SMs (three kernels for
+what should be one). ``backend_options={"realize_permuted": True}`` writes such an activation contiguous in the
+model's dtype first (``prims.inductor_force_stride_order``: a no-op where it is already stored that way, e.g. a
+flash-attention output), so its quantization is one whole-row reduction over contiguous rows (Inductor may still fuse
+the producer into that kernel: it then computes each row once, in registers). Off by default until a GPU A/B
+measures it.
+
 Block-scaled GEMMs (``fp8_linear_blocks``, whose descriptor says ``lowering="block_mm"``) become the activation's
 1 x B group quantization in the same aten ops (each group a row of ``x.reshape(-1, B)``) and
 ``recfx::fp8_block_mm``, the Triton GEMM that applies both scales per K block (``recfx.ops.fp8_block_mm``); a bias
@@ -63,7 +72,11 @@ ROWWISE_OUT_DTYPES = (torch.bfloat16,)
 #: Activation dtypes whose GEMMs are lowered (float64 keeps the reference op: its quantization is float64 too).
 LIFTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 #: ``CompileConfig.backend_options`` keys this pass reads.
-OPTIONS = ("fast_accum", "exact_quant")
+OPTIONS = ("fast_accum", "exact_quant", "realize_permuted")
+#: Ops a ``realize_permuted`` walk looks through back from a GEMM's input, and the ones that make it "permuted".
+_VIEWS = (aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.clone.default,
+          aten.alias.default, aten.contiguous.default, aten.unsqueeze.default, aten.squeeze.dim)
+_PERMUTES = (aten.permute.default, aten.transpose.int, aten.t.default)
 
 
 @dataclasses.dataclass
@@ -76,6 +89,8 @@ class ScaledMmLowering:
         quantizations: activation quantizations emitted (fewer than ``lowered`` when GEMMs share an input).
         kept: ``(layer, reason)`` for the GEMMs left as reference ops.
         fast_accum: whether the GEMMs use Hopper's fast FP8 accumulation.
+        realized: quantized activations read through a permute that are written contiguous first
+            (``realize_permuted``).
     """
 
     lowered: int = 0
@@ -84,12 +99,16 @@ class ScaledMmLowering:
     fast_accum: bool = True
     exact_quant: bool = False
     epilogue: str = ""
+    realized: int = 0
 
     def render(self) -> str:
         lines = [f"FP8 GEMMs lowered: {self.lowered} ({self.epilogue or 'none'}), "
                  f"{self.quantizations} activation quantizations (fused into their producers by Inductor), "
                  f"fast accumulation {'on' if self.fast_accum else 'off'}, "
                  f"{'round-to-odd (bit-equal to eager-fp8)' if self.exact_quant else 'float32'} quantization"]
+        if self.realized:
+            lines.append(f"activations read through a permute written contiguous before their quantization: "
+                         f"{self.realized}")
         if self.kept:
             lines.append(f"left as reference ops (slow): {len(self.kept)}")
             lines += [f"  {name}: {why}" for name, why in self.kept]
@@ -145,8 +164,11 @@ def _why_not(node: Node) -> str | None:
 class _Emitter:
     """Emits the aten form of one graph's FP8 GEMMs; shares quantizations and weight operands between GEMMs."""
 
-    def __init__(self, gm: GraphModule, fast_accum: bool, exact_quant: bool = False) -> None:
+    def __init__(self, gm: GraphModule, fast_accum: bool, exact_quant: bool = False,
+                 realize_permuted: bool = False) -> None:
         self.gm = gm
+        self.realize_permuted = realize_permuted
+        self.realized = 0
         self.mutated = mutated_values(gm)  # a tensor written in place is quantized anew before each GEMM reading it
         self.exact_quant = exact_quant
         self.graph: Graph = gm.graph
@@ -161,12 +183,23 @@ class _Emitter:
     def _float32(self, x: Node) -> Node:
         return self.call(aten._to_copy.default, x, dtype=torch.float32)
 
+    def rows(self, x: Node, k: int) -> Node:
+        """``x`` as (M, K) rows: written contiguous first where ``realize_permuted`` asks and ``x`` is read through a
+        permute (see the module's docstring)."""
+        x2 = self.call(aten.reshape.default, x, [-1, k])
+        if not (self.realize_permuted and _through_permute(x)):
+            return x2
+        from torch._inductor import inductor_prims  # noqa: F401  (registers prims.inductor_force_stride_order)
+
+        self.realized += 1
+        return self.call(torch.ops.prims.inductor_force_stride_order.default, x2, [k, 1])
+
     def quantize(self, x: Node, k: int, x_scale: Node | None, gemm: Node) -> tuple[Node, Node]:
         """(q (M, K) fp8, s (M, 1) float32) of the rows of ``x``; one per (tensor, scale), shared by its GEMMs unless
         ``x`` is written in place somewhere (then each GEMM quantizes the values it reads, right before it)."""
         key = (x, gemm if x in self.mutated else None, x_scale)
         if key not in self.quantized:
-            x2 = self.call(aten.reshape.default, x, [-1, k])  # (M, K)
+            x2 = self.rows(x, k)  # (M, K)
             if x_scale is None:  # dynamic per token
                 q, s = quantize_per_token(self.call, x2, exact=self.exact_quant)
                 self.quantized[key] = (self._row_major(q), s)
@@ -182,7 +215,7 @@ class _Emitter:
         """(q (M, K) fp8, s (M, K / B) float32) of ``x`` in 1 x B groups; shared like :meth:`quantize`."""
         key = (x, gemm if x in self.mutated else None, ("groups", block))
         if key not in self.quantized:
-            x2 = self.call(aten.reshape.default, x, [-1, k])
+            x2 = self.rows(x, k)
             q, s = quantize_groups(self.call, x2, k, block, exact=self.exact_quant)
             self.quantized[key] = (self._row_major(q), s)
         return self.quantized[key]
@@ -250,6 +283,17 @@ class _Emitter:
         return self.one
 
 
+def _through_permute(x: Node) -> bool:
+    """Whether ``x`` is a permute of a computed tensor, seen through views, reshapes and copies."""
+    while isinstance(x, Node) and x.op == "call_function":
+        if x.target in _PERMUTES:
+            return True
+        if x.target not in _VIEWS or not x.args:
+            return False
+        x = x.args[0]  # type: ignore[assignment]
+    return False
+
+
 def _dtype(node: Node) -> torch.dtype | None:
     val = tensor_meta(node)
     return None if val is None else val.dtype
@@ -269,9 +313,13 @@ class Fp8LowerScaledMm:
         options = ctx.backend_options
         self.fast_accum = bool(options.get("fast_accum", True))
         self.exact_quant = bool(options.get("exact_quant", False))
+        realize = options.get("realize_permuted", False)
+        if not isinstance(realize, bool):
+            raise ValueError(f"backend_options['realize_permuted'] must be True or False, got {realize!r}")
+        self.realize_permuted = realize
 
     def __call__(self, gm: GraphModule) -> PassResult:
-        emitter = _Emitter(gm, self.fast_accum, self.exact_quant)
+        emitter = _Emitter(gm, self.fast_accum, self.exact_quant, self.realize_permuted)
         summary = ScaledMmLowering(fast_accum=self.fast_accum, exact_quant=self.exact_quant)
         epilogues: set[str] = set()
         for node in list(gm.graph.nodes):
@@ -292,6 +340,7 @@ class Fp8LowerScaledMm:
             gm.graph.erase_node(node)
             summary.lowered += 1
         summary.quantizations = len(emitter.quantized)
+        summary.realized = emitter.realized
         summary.epilogue = ", ".join(sorted(epilogues))
         gm.graph.eliminate_dead_code(is_impure_node=is_impure)
         fill_meta(gm)

@@ -223,3 +223,46 @@ def test_quantized_operand_is_row_major_and_unit_scale_follows_the_weights(fp8, 
     unit = [n for n in gm.graph.nodes if n.op == "get_attr" and "unit_scale" in str(n.target)]
     assert len(unit) == 1 and getattr(gm, str(unit[0].target)).device == gm.get_buffer(
         str(fp8.nodes(gm, aten._scaled_mm.default)[0].args[1].args[0].target)).device
+
+
+class _Heads(nn.Module):
+    """Multi-head attention written the usual way: the o_proj reads the attention output through a transpose."""
+
+    def __init__(self, d: int = 64, heads: int = 4) -> None:
+        super().__init__()
+        self.heads = heads
+        self.qkv, self.o_proj = nn.Linear(d, 3 * d, bias=False), nn.Linear(d, d, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = (z.view(b, t, self.heads, -1).transpose(1, 2) for z in self.qkv(x).chunk(3, dim=-1))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.o_proj(out.transpose(1, 2).reshape(b, t, d))
+
+
+def test_realize_permuted_writes_an_attention_output_contiguous_before_its_quantization(fp8) -> None:
+    torch.manual_seed(0)
+    force = torch.ops.prims.inductor_force_stride_order.default
+    model = _Heads().eval()
+    x = torch.randn(2, 8, 64)
+    quant = QuantConfig(rules=(QuantRule("include", path="qkv"), QuantRule("include", path="o_proj")))
+    gms = []
+    for realize in (False, True):
+        gm, _ = fp8.run(model, (x,), list(fp8_passes()), quant=quant)
+        _, summary = _lower(gm, PassContext(backend_options={"realize_permuted": realize}))
+        gms.append(gm)
+        if realize:  # the o_proj's input only: qkv reads the block's input, not a permute
+            assert summary.realized == 1 and "written contiguous before their quantization: 1" in summary.render()
+            (node,) = fp8.nodes(gm, force)
+            assert node.args[1] == [64, 1] and node.args[0].target is aten.reshape.default
+        else:
+            assert summary.realized == 0 and not fp8.nodes(gm, force)
+    with torch.inference_mode():
+        want, got = (gm(x) for gm in gms)
+    assert torch.equal(got, want)  # a copy in another layout: the same values
+
+
+def test_realize_permuted_takes_a_bool(fp8, toy) -> None:
+    gm, _ = fp8.run(*toy, list(fp8_passes()))
+    with pytest.raises(ValueError, match="realize_permuted"):
+        _lower(gm, PassContext(backend_options={"realize_permuted": "yes"}))
