@@ -7,8 +7,10 @@ and ``torch._scaled_mm`` (``fp8_lower_scaled_mm``), so that Inductor fuses each 
 into the kernel that produces it and cuBLASLt applies the scales in the GEMM's epilogue; calls at small batch sizes
 replay CUDA graphs (``recfx.backends.cuda_graphs``).
 
-``cuda-fp8``'s ``backend_options``: Inductor's (``mode``, ``options``, ``dynamic``, ``fullgraph``), ``fast_accum``
-(default True) and ``cuda_graph_batches`` (default ``(1, 2, 4, 8)``; ``()`` turns CUDA graphs off).
+``cuda-fp8``'s ``backend_options``: Inductor's (``mode``, ``options``, ``dynamic``, ``fullgraph``), recfx's Inductor
+heuristics (``persistent_rows``, ``persistent_layout``, ``regions``), the lowering's (``fast_accum``, default True;
+``exact_quant`` and ``realize_permuted``, default False: ``recfx.passes.quant.lower_scaled_mm``), ``fp8_attention``
+and ``cuda_graph_batches`` (default ``(1, 2, 4, 8)``; ``()`` turns CUDA graphs off).
 """
 
 from __future__ import annotations
