@@ -3,15 +3,18 @@
 A GPU profile names kernels; what they compute, and why a reduction is looped or split, is in their source. This
 probe compiles a model through a GPU backend's whole pipeline (``cuda-fp8`` by default, its GPU-only availability
 check stood in) with Inductor's *Triton* CPU backend, so the scheduling and fusion decisions are Inductor's Triton
-ones (and recfx's persistent-row heuristics), with the online softmax turned on as on CUDA. The kernels cannot run
-(no Triton driver here: the warm-up call fails after code generation, which is expected); their source is written::
+ones (and recfx's persistent-row heuristics), with the online softmax turned on as on CUDA and the GPU's SM count
+(``--sms``, 132 by default: Inductor splits a reduction with few rows to fill the SMs, which a CPU's 2 never ask
+for). The kernels cannot run (no Triton driver here: the warm-up call fails after code generation, which is
+expected); their source is written::
 
     PYTHONPATH=$PWD python3 bench/probes/inductor_kernels_cpu.py --out /tmp/kernels [--layers 1 --batch 8]
 
 Output: ``output_code.py`` (the whole generated module, kernels with the FX nodes each one fuses) and
 ``kernels.txt`` (one line per kernel: name, looped/persistent/pointwise, reduction hint, size hints). It monkeypatches
 private Inductor functions (the Triton backend hash, the online-softmax device check): torch version dependent, and
-the size hints follow the example batch given. What it shows matched the kernel names of H100 profiles (run 4).
+the size hints follow the example batch given. What it shows matched the kernel names of H100 profiles (run 4), and
+with 132 SMs the o_proj input's split quantization of the H100 probe (BENCHMARKS.md, 2026-12-07).
 """
 
 from __future__ import annotations
@@ -44,8 +47,9 @@ def main(argv: list[str] | None = None) -> int:
                         "depth (--layers 16)")
     parser.add_argument("--gpu", action="store_true", help="compile and call on the CUDA GPU instead (no stand-ins): "
                         "the kernels Inductor writes there, to compare with this probe's CPU view")
-    parser.add_argument("--sms", type=int, default=0, help="the streaming multiprocessors Inductor's heuristics see "
-                        "on the CPU (132: an H100's or H200's; its split-reduction decisions depend on them)")
+    parser.add_argument("--sms", type=int, default=132, help="the streaming multiprocessors Inductor's heuristics see "
+                        "on the CPU (default 132, an H100's or H200's: its split-reduction decisions depend on them; "
+                        "0: the CPU's own count)")
     parser.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
                         help="one more backend option, its value as JSON (e.g. realize_permuted=true)")
     parser.add_argument("--out", required=True)
