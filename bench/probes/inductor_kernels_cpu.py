@@ -121,9 +121,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.layout:
         options["persistent_layout"] = args.layout
     for option in args.option:
-        key, _, value = option.partition("=")
-        options[key] = json.loads(value)
+        key, eq, value = option.partition("=")
+        try:
+            options[key] = json.loads(value) if eq else None
+        except json.JSONDecodeError:
+            options[key] = None
+        if options[key] is None:
+            parser.error(f"--option {option!r}: give KEY=VALUE with a JSON value (true, 8192, \"any\")")
     compile_config = recfx.CompileConfig(check_numerics=False, backend_options=options)
+    print(f"torch {torch.__version__}, triton {__import__('triton').__version__}, "
+          f"{'on the GPU' if args.gpu else f'{args.sms or os.cpu_count()} SMs seen'}, args {vars(args)}",
+          file=sys.stderr)
     start = time.perf_counter()
     try:
         recfx.compile(model, inputs, backend=args.backend, config=compile_config)

@@ -8,7 +8,8 @@ into the kernel that produces it and cuBLASLt applies the scales in the GEMM's e
 replay CUDA graphs (``recfx.backends.cuda_graphs``).
 
 ``cuda-fp8``'s ``backend_options``: Inductor's (``mode``, ``options``, ``dynamic``, ``fullgraph``), recfx's Inductor
-heuristics (``persistent_rows``, ``persistent_layout``, ``regions``), the lowering's (``fast_accum``, default True;
+heuristics (``persistent_rows``, ``persistent_layout``, ``regions``), the lowerings that can be switched off
+(``fold_gqa``, ``tiny_attention``, ``route_moe``), the FP8 GEMM lowering's (``fast_accum``, default True;
 ``exact_quant`` and ``realize_permuted``, default False: ``recfx.passes.quant.lower_scaled_mm``), ``fp8_attention``
 and ``cuda_graph_batches`` (default ``(1, 2, 4, 8)``; ``()`` turns CUDA graphs off).
 """

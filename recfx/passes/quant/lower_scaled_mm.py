@@ -27,11 +27,12 @@ to float32; ``backend_options={"fast_accum": False}`` turns it off.
 An activation read through a permute (an attention's output, ``out.transpose(1, 2).reshape(B, N, H * D)``) is the one
 case where fusing its quantization into the producer goes wrong on the GPU: Inductor recomputes the attention math
 inside the amax, reading rows through the head permute, and splits that reduction to fill the SMs (three kernels for
-what should be one). ``backend_options={"realize_permuted": True}`` writes such an activation contiguous in the
-model's dtype first (``prims.inductor_force_stride_order``: a no-op where it is already stored that way, e.g. a
-flash-attention output), so its quantization is one whole-row reduction over contiguous rows (Inductor may still fuse
-the producer into that kernel: it then computes each row once, in registers). Off by default until a GPU A/B
-measures it.
+what should be one). ``backend_options={"realize_permuted": True}`` asks Inductor for the activation as contiguous
+(M, K) rows before the quantization (``prims.inductor_force_stride_order``; nothing changes where it is already
+stored that way, e.g. a flash-attention output). Inductor then sees a reduction over contiguous rows and makes it one
+whole-row kernel; where that kernel is the rows' only reader, it computes each row in registers and writes nothing
+else (the values are then not rounded to the model's dtype before the quantization, as without the option). Off by
+default until a GPU A/B measures it.
 
 Block-scaled GEMMs (``fp8_linear_blocks``, whose descriptor says ``lowering="block_mm"``) become the activation's
 1 x B group quantization in the same aten ops (each group a row of ``x.reshape(-1, B)``) and
@@ -73,9 +74,11 @@ ROWWISE_OUT_DTYPES = (torch.bfloat16,)
 LIFTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 #: ``CompileConfig.backend_options`` keys this pass reads.
 OPTIONS = ("fast_accum", "exact_quant", "realize_permuted")
-#: Ops a ``realize_permuted`` walk looks through back from a GEMM's input, and the ones that make it "permuted".
+#: Ops a ``realize_permuted`` walk looks through back from a GEMM's input (views, copies, slices: the element order
+#: they read follows their input's), and the ones that make it "permuted".
 _VIEWS = (aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.clone.default,
-          aten.alias.default, aten.contiguous.default, aten.unsqueeze.default, aten.squeeze.dim)
+          aten.alias.default, aten.unsqueeze.default, aten.squeeze.dim, aten.squeeze.dims, aten.squeeze.default,
+          aten.slice.Tensor, aten.select.int, aten.expand.default, aten._to_copy.default)
 _PERMUTES = (aten.permute.default, aten.transpose.int, aten.t.default)
 
 
@@ -284,7 +287,7 @@ class _Emitter:
 
 
 def _through_permute(x: Node) -> bool:
-    """Whether ``x`` is a permute of a computed tensor, seen through views, reshapes and copies."""
+    """Whether ``x`` reads a permute (of any tensor), seen through views, reshapes, slices and copies."""
     while isinstance(x, Node) and x.op == "call_function":
         if x.target in _PERMUTES:
             return True

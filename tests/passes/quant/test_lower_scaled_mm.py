@@ -241,6 +241,8 @@ class _Heads(nn.Module):
 
 
 def test_realize_permuted_writes_an_attention_output_contiguous_before_its_quantization(fp8) -> None:
+    from torch._inductor import inductor_prims  # noqa: F401  (registers the prim, as the pass does)
+
     torch.manual_seed(0)
     force = torch.ops.prims.inductor_force_stride_order.default
     model = _Heads().eval()
