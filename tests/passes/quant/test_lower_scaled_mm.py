@@ -228,24 +228,26 @@ def test_quantized_operand_is_row_major_and_unit_scale_follows_the_weights(fp8, 
 class _Heads(nn.Module):
     """Multi-head attention written the usual way: the o_proj reads the attention output through a transpose."""
 
-    def __init__(self, d: int = 64, heads: int = 4) -> None:
+    def __init__(self, d: int = 64, heads: int = 4, last: bool = False) -> None:
         super().__init__()
-        self.heads = heads
+        self.heads, self.last = heads, last
         self.qkv, self.o_proj = nn.Linear(d, 3 * d, bias=False), nn.Linear(d, d, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v = (z.view(b, t, self.heads, -1).transpose(1, 2) for z in self.qkv(x).chunk(3, dim=-1))
-        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.o_proj(out.transpose(1, 2).reshape(b, t, d))
+        out = torch.nn.functional.scaled_dot_product_attention(q, k, v, is_causal=True).transpose(1, 2)
+        out = out[:, -1] if self.last else out.reshape(b, t, d)  # decoding reads the last token only
+        return self.o_proj(out.reshape(b, -1, d))
 
 
-def test_realize_permuted_writes_an_attention_output_contiguous_before_its_quantization(fp8) -> None:
+@pytest.mark.parametrize("last", [False, True])
+def test_realize_permuted_writes_an_attention_output_contiguous_before_its_quantization(fp8, last: bool) -> None:
     from torch._inductor import inductor_prims  # noqa: F401  (registers the prim, as the pass does)
 
     torch.manual_seed(0)
     force = torch.ops.prims.inductor_force_stride_order.default
-    model = _Heads().eval()
+    model = _Heads(last=last).eval()
     x = torch.randn(2, 8, 64)
     quant = QuantConfig(rules=(QuantRule("include", path="qkv"), QuantRule("include", path="o_proj")))
     gms = []
