@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch.fx import GraphModule, Node
 
-from recfx.passes.base import PassResult, register_pass
+from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.fold_gqa import same_layout, sdpa_args
 from recfx.passes.quant.convert import fresh_buffer
 from recfx.passes.utils import fill_meta, finish, is_impure, substitute, tensor_meta
@@ -60,9 +60,36 @@ def _tiny(node: Node) -> tuple[int, int, float] | None:
     return n, s, float(scale) if scale is not None else 1.0 / math.sqrt(d)
 
 
+def _contiguous_strides(shape: Any) -> list[int] | None:
+    """Row-major strides of ``shape`` when every size but the first is static (the first may be a symbolic batch)."""
+    sizes = list(shape)[1:]
+    if not all(isinstance(x, int) for x in sizes):
+        return None
+    strides = [1]
+    for size in reversed(sizes):
+        strides.insert(0, strides[0] * size)
+    return strides
+
+
 @register_pass("lower_tiny_attention", stage="lower")
-def lower_tiny_attention(gm: GraphModule) -> PassResult:
-    """No SDPA over at most MAX_TOKENS query and key tokens is left to a flash-attention kernel."""
+class LowerTinyAttention:
+    """No SDPA over at most MAX_TOKENS query and key tokens is left to a flash-attention kernel (the probabilities
+    realized once where ``backend_options["realize_permuted"]`` is True)."""
+
+    def __init__(self, ctx: PassContext) -> None:
+        self.realize_probs = ctx.backend_options.get("realize_permuted", False) is True
+
+    def __call__(self, gm: GraphModule) -> PassResult:
+        return lower_tiny_attention(gm, realize_probs=self.realize_probs)
+
+
+def lower_tiny_attention(gm: GraphModule, *, realize_probs: bool = False) -> PassResult:
+    """No SDPA over at most MAX_TOKENS query and key tokens is left to a flash-attention kernel.
+
+    ``realize_probs``: the softmax probabilities (a small (..., n, s) tensor) are computed once, as their own
+    tensor (``prims.inductor_force_stride_order``), instead of being recomputed inside whatever kernel reads them:
+    the attention output is then a few loads and multiply-adds per element, small enough for Inductor to fuse into
+    the kernel that quantizes it (``cuda-fp8``'s ``realize_permuted``)."""
     graph = gm.graph
     done = 0
     for node in list(graph.nodes):
@@ -101,6 +128,12 @@ def lower_tiny_attention(gm: GraphModule) -> PassResult:
             elif mask is not None:
                 scores = call(aten.add.Tensor, scores, call(aten._to_copy.default, mask, dtype=acc))
             probs = call(aten._softmax.default, scores, -1, False)
+            q_val = tensor_meta(args["query"])
+            strides = _contiguous_strides((*q_val.shape[:-1], s)) if realize_probs and q_val is not None else None
+            if strides is not None:
+                from torch._inductor import inductor_prims  # noqa: F401  (registers the prim)
+
+                probs = call(torch.ops.prims.inductor_force_stride_order.default, probs, strides)
             weighted = call(aten.mul.Tensor, call(aten.unsqueeze.default, probs, -1),
                             call(aten.unsqueeze.default, v, -3))  # (..., n, s, dv)
             out = call(aten._to_copy.default, call(aten.sum.dim_IntList, weighted, [-2]), dtype=dtype)
