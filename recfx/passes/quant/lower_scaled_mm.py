@@ -31,8 +31,9 @@ what should be one). ``backend_options={"realize_permuted": True}`` asks Inducto
 (M, K) rows before the quantization (``prims.inductor_force_stride_order``; nothing changes where it is already
 stored that way, e.g. a flash-attention output). Inductor then sees a reduction over contiguous rows and makes it one
 whole-row kernel; where that kernel is the rows' only reader, it computes each row in registers and writes nothing
-else (the values are then not rounded to the model's dtype before the quantization, as without the option). Off by
-default until a GPU A/B measures it.
+else (the values are then not rounded to the model's dtype before the quantization, as without the option). The
+same option has ``lower_tiny_attention`` compute its softmax probabilities once, so that the attention output is cheap
+enough to be formed inside that kernel. Off by default until a GPU A/B measures it.
 
 Block-scaled GEMMs (``fp8_linear_blocks``, whose descriptor says ``lowering="block_mm"``) become the activation's
 1 x B group quantization in the same aten ops (each group a row of ``x.reshape(-1, B)``) and
