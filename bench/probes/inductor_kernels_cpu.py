@@ -5,9 +5,9 @@ probe compiles a model through a GPU backend's whole pipeline (``cuda-fp8`` by d
 check stood in) with Inductor's *Triton* CPU backend, so the scheduling and fusion decisions are Inductor's Triton
 ones (and recfx's persistent-row heuristics), with the online softmax turned on as on CUDA and the GPU's SM count
 (``--sms``, 132 by default: Inductor splits a reduction with few rows to fill the SMs, which a CPU's 2 never ask
-for) and without Inductor's CPU-only rule that realizes a reused tensor computed with ``exp`` (the tiny attention's
-probabilities). The kernels cannot run (no Triton driver here: the warm-up call fails after code generation, which is
-expected); their source is written::
+for) and without Inductor's CPU-only fusion rules in ``ir.py`` (torch 2.11: a reused tensor computed with ``exp``,
+the tiny attention's probabilities, is realized on a CPU only). The kernels cannot run (no Triton driver here: the
+warm-up call fails after code generation, which is expected); their source is written::
 
     PYTHONPATH=$PWD python3 bench/probes/inductor_kernels_cpu.py --out /tmp/kernels [--layers 1 --batch 8]
 
@@ -84,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         CudaFp8Backend.availability = lambda self: Availability(True, "")  # type: ignore[method-assign]
         import torch._inductor.ir as inductor_ir
 
-        # Inductor realizes a reused tensor computed with exp or sigmoid on the CPU only (its one use of is_cpu in
-        # ir.py): as on the GPU, leave such a tensor to be recomputed by each reader
+        # ir.py's CPU-only fusion thresholds, as on the GPU: torch 2.11 realizes a reused tensor computed with exp
+        # or sigmoid on the CPU only (its one use of is_cpu there); torch 2.13 also lowers the opcount and read
+        # limits for CPU nodes. The probe wants the GPU's decisions in every case
         inductor_ir.is_cpu = lambda x: False  # type: ignore[assignment]
         if args.sms:
             from torch._inductor.runtime import hints

@@ -71,10 +71,23 @@ def _contiguous_strides(shape: Any) -> list[int] | None:
     return strides
 
 
+def _probs_strides(args: dict[str, Any], s: int) -> list[int] | None:
+    """Row-major strides of the probabilities ``(..., n, s)``: where q's and k's sizes agree past the batch dim (the
+    scores then have q's leading sizes; SDPA refuses a mask that would widen them), else None."""
+    q, k = tensor_meta(args["query"]), tensor_meta(args["key"])
+    if q is None or k is None:
+        return None
+    lead_q, lead_k = tuple(q.shape[1:-2]), tuple(k.shape[1:-2])
+    if not all(isinstance(x, int) for x in lead_q + lead_k) or lead_q != lead_k:
+        return None
+    return _contiguous_strides((*q.shape[:-1], s))
+
+
 @register_pass("lower_tiny_attention", stage="lower")
 class LowerTinyAttention:
-    """No SDPA over at most MAX_TOKENS query and key tokens is left to a flash-attention kernel (the probabilities
-    realized once where ``backend_options["realize_permuted"]`` is True)."""
+    """No SDPA over at most MAX_TOKENS query and key tokens is left to a flash-attention kernel.
+
+    Where ``backend_options["realize_permuted"]`` is True the probabilities are also realized once."""
 
     def __init__(self, ctx: PassContext) -> None:
         self.realize_probs = ctx.backend_options.get("realize_permuted", False) is True
@@ -128,8 +141,7 @@ def lower_tiny_attention(gm: GraphModule, *, realize_probs: bool = False) -> Pas
             elif mask is not None:
                 scores = call(aten.add.Tensor, scores, call(aten._to_copy.default, mask, dtype=acc))
             probs = call(aten._softmax.default, scores, -1, False)
-            q_val = tensor_meta(args["query"])
-            strides = _contiguous_strides((*q_val.shape[:-1], s)) if realize_probs and q_val is not None else None
+            strides = _probs_strides(args, s) if realize_probs else None
             if strides is not None:
                 from torch._inductor import inductor_prims  # noqa: F401  (registers the prim)
 

@@ -73,6 +73,24 @@ def test_realized_probabilities_are_the_same_function(graph_of, count, causal, m
     torch.testing.assert_close(gm(*inputs), want, rtol=1e-12, atol=1e-12)
 
 
+class Broadcast(nn.Module):
+    """Review find: a 5-D q whose heads dim broadcasts against k's; the scores are wider than q's leading sizes."""
+
+    def forward(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v)
+
+
+def test_probabilities_wider_than_the_query_are_not_realized(graph_of, count):
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 1, 4, 3, 16, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(2, 3, 4, 3, 16, generator=g, dtype=torch.float64) for _ in range(2))
+    gm = graph_of(Broadcast(), q, k, v)
+    want = gm(q, k, v)
+    assert lower_tiny_attention(gm, realize_probs=True).modified  # rewritten, but without the prim: strides from
+    assert not [n for n in gm.graph.nodes if "inductor_force_stride_order" in str(n.target)]  # q's would overlap
+    torch.testing.assert_close(gm(q, k, v), want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("case", ["long", "dropout"])
 def test_leaves_alone(graph_of, case):
     n = MAX_TOKENS + 1 if case == "long" else 3
