@@ -27,7 +27,7 @@ from torch.fx import GraphModule, Node
 from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.fold_gqa import same_layout, sdpa_args
 from recfx.passes.quant.convert import fresh_buffer
-from recfx.passes.utils import fill_meta, finish, is_impure, substitute, tensor_meta
+from recfx.passes.utils import fill_meta, finish, force_strides_op, is_impure, substitute, tensor_meta
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -143,9 +143,7 @@ def lower_tiny_attention(gm: GraphModule, *, realize_probs: bool = False) -> Pas
             probs = call(aten._softmax.default, scores, -1, False)
             strides = _probs_strides(args, s) if realize_probs else None
             if strides is not None:
-                from torch._inductor import inductor_prims  # noqa: F401  (registers the prim)
-
-                probs = call(torch.ops.prims.inductor_force_stride_order.default, probs, strides)
+                probs = call(force_strides_op(), probs, strides)
             weighted = call(aten.mul.Tensor, call(aten.unsqueeze.default, probs, -1),
                             call(aten.unsqueeze.default, v, -3))  # (..., n, s, dv)
             out = call(aten._to_copy.default, call(aten.sum.dim_IntList, weighted, [-2]), dtype=dtype)

@@ -163,6 +163,15 @@ def fetch_attr(gm: torch.nn.Module, target: str) -> Any:
     return obj
 
 
+def force_strides_op() -> Any:
+    """Inductor's ``prims.inductor_force_stride_order(x, strides)``: the values of ``x`` with those strides (an
+    identity for the math). Inductor realizes its input in that layout, and then reads it as stored; the prim is
+    registered when ``torch._inductor.inductor_prims`` is imported, which this does."""
+    from torch._inductor import inductor_prims  # noqa: F401  (registers the prim)
+
+    return torch.ops.prims.inductor_force_stride_order.default
+
+
 def tensor_meta(node: Any) -> torch.Tensor | None:
     """The fake tensor of a node (None for non-nodes and nodes without tensor metadata)."""
     if isinstance(node, Node):

@@ -193,7 +193,9 @@ def test_cuda_fp8_realize_permuted_through_inductor(monkeypatch) -> None:  # typ
     config = recfx.CompileConfig(backend_options={"realize_permuted": True})
     fast = recfx.compile(model, (x,), backend="cuda-fp8", quant=quant, config=config)
     assert fast.report.sections["fp8_gemm"].realized == 1
-    force = torch.ops.prims.inductor_force_stride_order.default  # registered by the pass's import
+    from recfx.passes.utils import force_strides_op
+
+    force = force_strides_op()
     # the o_proj's input, and the probabilities of the attention (8 tokens: lowered to math by tiny_attention)
     assert [n.target for n in fast.graph_module.graph.nodes].count(force) == 2
     reference = recfx.compile(model, (x,), backend="eager-fp8", quant=quant)

@@ -62,13 +62,13 @@ def test_bf16_is_at_least_as_accurate_as_sdpa(graph_of):
 def test_realized_probabilities_are_the_same_function(graph_of, count, causal, mask):
     """``realize_probs`` (cuda-fp8's realize_permuted): the (B, H, n, s) probabilities go through Inductor's stride
     prim, contiguous, once per attention; the values do not change."""
-    from torch._inductor import inductor_prims  # noqa: F401  (registers the prim, as the pass does)
+    from recfx.passes.utils import force_strides_op
 
     gm = graph_of(Attn(causal=causal, mask=mask is not None), *_inputs(2, 3, 3, mask or "bool"))
     inputs = _inputs(3, 3, 3, mask or "bool")
     want = gm(*inputs)
     assert lower_tiny_attention(gm, realize_probs=True).changed_nodes == 1
-    (node,) = [n for n in gm.graph.nodes if n.target is torch.ops.prims.inductor_force_stride_order.default]
+    (node,) = [n for n in gm.graph.nodes if n.target is force_strides_op()]
     assert node.args[0].target is torch.ops.aten._softmax.default and node.args[1] == [36, 9, 3, 1]
     torch.testing.assert_close(gm(*inputs), want, rtol=1e-12, atol=1e-12)
 

@@ -61,7 +61,7 @@ from recfx.ops.fp8_terms import BLOCK_SIZES, fp8_gemm
 from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.quant.convert import fresh_buffer
 from recfx.passes.quant.state import PLAN
-from recfx.passes.utils import fetch_attr, fill_meta, finish, is_impure, mutated_values, tensor_meta
+from recfx.passes.utils import fetch_attr, fill_meta, finish, force_strides_op, is_impure, mutated_values, tensor_meta
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -93,8 +93,8 @@ class ScaledMmLowering:
         quantizations: activation quantizations emitted (fewer than ``lowered`` when GEMMs share an input).
         kept: ``(layer, reason)`` for the GEMMs left as reference ops.
         fast_accum: whether the GEMMs use Hopper's fast FP8 accumulation.
-        realized: quantized activations read through a permute that are written contiguous first
-            (``realize_permuted``).
+        realized: quantized activations read through a permute that Inductor is asked for as contiguous rows
+            first (``realize_permuted``).
     """
 
     lowered: int = 0
@@ -111,8 +111,8 @@ class ScaledMmLowering:
                  f"fast accumulation {'on' if self.fast_accum else 'off'}, "
                  f"{'round-to-odd (bit-equal to eager-fp8)' if self.exact_quant else 'float32'} quantization"]
         if self.realized:
-            lines.append(f"activations read through a permute written contiguous before their quantization: "
-                         f"{self.realized}")
+            lines.append(f"activations read through a permute, taken as contiguous rows before their "
+                         f"quantization: {self.realized}")
         if self.kept:
             lines.append(f"left as reference ops (slow): {len(self.kept)}")
             lines += [f"  {name}: {why}" for name, why in self.kept]
@@ -188,15 +188,13 @@ class _Emitter:
         return self.call(aten._to_copy.default, x, dtype=torch.float32)
 
     def rows(self, x: Node, k: int) -> Node:
-        """``x`` as (M, K) rows: written contiguous first where ``realize_permuted`` asks and ``x`` is read through a
-        permute (see the module's docstring)."""
+        """``x`` as (M, K) rows, asked for as contiguous rows where ``realize_permuted`` is on and ``x`` is read
+        through a permute (see the module's docstring)."""
         x2 = self.call(aten.reshape.default, x, [-1, k])
         if not (self.realize_permuted and _through_permute(x)):
             return x2
-        from torch._inductor import inductor_prims  # noqa: F401  (registers prims.inductor_force_stride_order)
-
         self.realized += 1
-        return self.call(torch.ops.prims.inductor_force_stride_order.default, x2, [k, 1])
+        return self.call(force_strides_op(), x2, [k, 1])
 
     def quantize(self, x: Node, k: int, x_scale: Node | None, gemm: Node) -> tuple[Node, Node]:
         """(q (M, K) fp8, s (M, 1) float32) of the rows of ``x``; one per (tensor, scale), shared by its GEMMs unless

@@ -243,10 +243,10 @@ class _Heads(nn.Module):
 
 @pytest.mark.parametrize("last", [False, True])
 def test_realize_permuted_writes_an_attention_output_contiguous_before_its_quantization(fp8, last: bool) -> None:
-    from torch._inductor import inductor_prims  # noqa: F401  (registers the prim, as the pass does)
+    from recfx.passes.utils import force_strides_op
 
     torch.manual_seed(0)
-    force = torch.ops.prims.inductor_force_stride_order.default
+    force = force_strides_op()
     model = _Heads(last=last).eval()
     x = torch.randn(2, 8, 64)
     quant = QuantConfig(rules=(QuantRule("include", path="qkv"), QuantRule("include", path="o_proj")))
@@ -256,7 +256,7 @@ def test_realize_permuted_writes_an_attention_output_contiguous_before_its_quant
         _, summary = _lower(gm, PassContext(backend_options={"realize_permuted": realize}))
         gms.append(gm)
         if realize:  # the o_proj's input only: qkv reads the block's input, not a permute
-            assert summary.realized == 1 and "written contiguous before their quantization: 1" in summary.render()
+            assert summary.realized == 1 and "contiguous rows before their quantization: 1" in summary.render()
             (node,) = fp8.nodes(gm, force)
             assert node.args[1] == [64, 1] and node.args[0].target is aten.reshape.default
         else:
