@@ -41,6 +41,10 @@
 #                   1.1 GB bundles, with and without recfx ops, with and without mmapped weights; ~4-5 minutes)
 #       demo     what `make demo` runs (`recfx demo`: onerec-1b on eager, auto and auto-fp8 at batch 8, then the FP8
 #                summary), without make's CPU venv set-up (~5-6 minutes cold; extra options do not apply)
+#       layers   onerec-1b cut to 2 decoder layers (real widths, context, beam) at batch 32: inductor bf16 and cuda-fp8
+#                with each candidate option (realize_permuted, persistent_rows 4096, both, coordinate-descent
+#                tuning; bench/probes/layer_ab.py's DEFAULT_VARIANTS), compiled one after the other in one process,
+#                each profiled with its heaviest kernels' sources (~20-60 s a variant cold; rows written as they end)
 #       block    the block-scaled FP8 GEMM kernel (recfx::fp8_block_mm) vs row-wise _scaled_mm and bf16 (~1-2 min)
 # COMMIT: the commit whose working tree runs (the device copy's git HEAD may be stale).
 set -u
@@ -94,6 +98,7 @@ case $step in
         done ;;
     aoti-diag) python3 bench/probes/aoti_load.py --out "$out/aoti" > "$out/aoti.log" 2>&1 ;;
     demo) python3 -m recfx.tools.cli demo > "$out/demo.log" 2>&1 ;;
+    layers) python3 bench/probes/layer_ab.py --out "$out/layers" ${extra[@]+"${extra[@]}"} > "$out/layers.log" 2>&1 ;;
     block) python3 bench/probes/block_gemm.py "$out/block_gemm.json" > "$out/block_gemm.log" 2>&1 ;;
     deploy-1b|deploy-ksa)
         case $step in deploy-1b) job="onerec-1b cuda-fp8 8" ;; *) job="ksa-1b inductor 1" ;; esac
