@@ -45,6 +45,8 @@
 #                with each candidate option (realize_permuted, persistent_rows 4096, both, coordinate-descent
 #                tuning; bench/probes/layer_ab.py's DEFAULT_VARIANTS), compiled one after the other in one process,
 #                each profiled with its heaviest kernels' sources (~20-60 s a variant cold; rows written as they end)
+#       siluq    SiLU(gate) x up quantized per row at onerec-1b's shapes: Inductor's kernel (recfx's and Inductor's own
+#                persistent limit), bf16 SiLU x up, and hand-written Triton kernels (bench/probes/silu_quant.py; ~1 min)
 #       block    the block-scaled FP8 GEMM kernel (recfx::fp8_block_mm) vs row-wise _scaled_mm and bf16 (~1-2 min)
 # COMMIT: the commit whose working tree runs (the device copy's git HEAD may be stale).
 set -u
@@ -99,6 +101,7 @@ case $step in
     aoti-diag) python3 bench/probes/aoti_load.py --out "$out/aoti" > "$out/aoti.log" 2>&1 ;;
     demo) python3 -m recfx.tools.cli demo > "$out/demo.log" 2>&1 ;;
     layers) python3 bench/probes/layer_ab.py --out "$out/layers" ${extra[@]+"${extra[@]}"} > "$out/layers.log" 2>&1 ;;
+    siluq) python3 bench/probes/silu_quant.py "$out/silu_quant.json" > "$out/silu_quant.log" 2>&1 ;;
     block) python3 bench/probes/block_gemm.py "$out/block_gemm.json" > "$out/block_gemm.log" 2>&1 ;;
     deploy-1b|deploy-ksa)
         case $step in deploy-1b) job="onerec-1b cuda-fp8 8" ;; *) job="ksa-1b inductor 1" ;; esac
