@@ -42,8 +42,8 @@
 #       demo     what `make demo` runs (`recfx demo`: onerec-1b on eager, auto and auto-fp8 at batch 8, then the FP8
 #                summary), without make's CPU venv set-up (~5-6 minutes cold; extra options do not apply)
 #       layers   onerec-1b cut to 2 decoder layers (real widths, context, beam) at batch 32: inductor bf16 and cuda-fp8
-#                with each candidate option (realize_permuted, persistent_rows 4096, both, coordinate-descent
-#                tuning; bench/probes/layer_ab.py's DEFAULT_VARIANTS), compiled one after the other in one process,
+#                with each candidate option (realize_permuted, silu_quant_kernel, both, persistent_rows 4096,
+#                coordinate-descent tuning; bench/probes/layer_ab.py's DEFAULT_VARIANTS), compiled one after the other in one process,
 #                each profiled with its heaviest kernels' sources (~20-60 s a variant cold; rows written as they end)
 #       siluq    SiLU(gate) x up quantized per row at onerec-1b's shapes: Inductor's kernel (recfx's and Inductor's own
 #                persistent limit), bf16 SiLU x up, and hand-written Triton kernels (bench/probes/silu_quant.py; ~1 min)

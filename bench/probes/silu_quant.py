@@ -8,9 +8,9 @@ half the bytes. This probe times, at the real shapes, with ``triton.testing.do_b
 - ``bf16``: Inductor's ``silu(g) * u`` in bf16 (what the bf16 path runs);
 - ``inductor``: Inductor's fused quantization (``recfx.ops.fp8.quantize_per_token`` under ``torch.compile``, as
   ``cuda-fp8`` compiles it), with recfx's persistent-row heuristics in force and with Inductor's own;
-- ``triton-*``: hand-written kernels: one padded block (as Inductor), the row in chunks kept in registers (less
-  padding: 3 x 2,048 for 5,632), and two passes over chunks (the second re-reads the row, from L2), each at several
-  warp counts;
+- ``triton-*``: ``recfx.kernels.fp8_silu_quant``'s kernels (``recfx::silu_mul_fp8``): the row in one padded block
+  (Inductor's layout), in chunks kept in registers (less padding: 3 x 2,048 for 5,632), and two passes over chunks
+  (the second re-reads the row, from L2), each at several warp counts; ``op`` is the op as ``cuda-fp8`` calls it;
 
 and counts each one's FP8 bytes and scales that differ from ``per_token_quantize`` (the reference recipe) applied to
 the product computed in float32::
@@ -26,94 +26,16 @@ import sys
 
 import torch
 import triton
-import triton.language as tl
 
-FP8_MAX = 448.0
-
-
-@triton.jit
-def _silu_mul(g_ptr, u_ptr, offs, mask):
-    g = tl.load(g_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    u = tl.load(u_ptr + offs, mask=mask, other=0.0).to(tl.float32)
-    return (g / (1.0 + tl.exp(-g))) * u
-
-
-@triton.jit
-def _scale(amax):
-    return (tl.maximum(amax, 1e-12).to(tl.float64) / 448.0).to(tl.float32)  # as scale_from_amax (and Inductor)
-
-
-@triton.jit
-def _store_q(q_ptr, h, scale, offs, mask):
-    q = tl.minimum(tl.maximum(h / scale, -448.0), 448.0)
-    tl.store(q_ptr + offs, q.to(tl.float8e4nv), mask=mask)
-
-
-@triton.jit
-def silu_quant_block(g_ptr, u_ptr, q_ptr, s_ptr, N, BLOCK: tl.constexpr):
-    """One row per program, the whole row in one (padded) block."""
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.arange(0, BLOCK)
-    mask = cols < N
-    offs = row * N + cols
-    h = _silu_mul(g_ptr, u_ptr, offs, mask)
-    amax = tl.max(tl.where(mask, tl.abs(h), 0.0), axis=0)
-    scale = _scale(amax)
-    _store_q(q_ptr, h, scale, offs, mask)
-    tl.store(s_ptr + row, scale)
-
-
-@triton.jit
-def silu_quant_chunks(g_ptr, u_ptr, q_ptr, s_ptr, N, CHUNK: tl.constexpr, CHUNKS: tl.constexpr):
-    """One row per program, up to 4 chunks of CHUNK held in registers (padding only in the last chunk)."""
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.arange(0, CHUNK)
-    base = row * N
-    h0 = _silu_mul(g_ptr, u_ptr, base + cols, cols < N)
-    amax = tl.max(tl.abs(h0), axis=0)
-    if CHUNKS > 1:
-        h1 = _silu_mul(g_ptr, u_ptr, base + CHUNK + cols, CHUNK + cols < N)
-        amax = tl.maximum(amax, tl.max(tl.abs(h1), axis=0))
-    if CHUNKS > 2:
-        h2 = _silu_mul(g_ptr, u_ptr, base + 2 * CHUNK + cols, 2 * CHUNK + cols < N)
-        amax = tl.maximum(amax, tl.max(tl.abs(h2), axis=0))
-    if CHUNKS > 3:
-        h3 = _silu_mul(g_ptr, u_ptr, base + 3 * CHUNK + cols, 3 * CHUNK + cols < N)
-        amax = tl.maximum(amax, tl.max(tl.abs(h3), axis=0))
-    scale = _scale(amax)
-    _store_q(q_ptr, h0, scale, base + cols, cols < N)
-    if CHUNKS > 1:
-        _store_q(q_ptr, h1, scale, base + CHUNK + cols, CHUNK + cols < N)
-    if CHUNKS > 2:
-        _store_q(q_ptr, h2, scale, base + 2 * CHUNK + cols, 2 * CHUNK + cols < N)
-    if CHUNKS > 3:
-        _store_q(q_ptr, h3, scale, base + 3 * CHUNK + cols, 3 * CHUNK + cols < N)
-    tl.store(s_ptr + row, scale)
-
-
-@triton.jit
-def silu_quant_two_pass(g_ptr, u_ptr, q_ptr, s_ptr, N, CHUNK: tl.constexpr):
-    """One row per program: a loop for the amax, a second loop recomputing and storing (the row read twice)."""
-    row = tl.program_id(0).to(tl.int64)
-    cols = tl.arange(0, CHUNK)
-    base = row * N
-    acc = tl.zeros([CHUNK], dtype=tl.float32)
-    for start in range(0, N, CHUNK):
-        mask = start + cols < N
-        acc = tl.maximum(acc, tl.abs(_silu_mul(g_ptr, u_ptr, base + start + cols, mask)))
-    scale = _scale(tl.max(acc, axis=0))
-    for start in range(0, N, CHUNK):
-        mask = start + cols < N
-        _store_q(q_ptr, _silu_mul(g_ptr, u_ptr, base + start + cols, mask), scale, base + start + cols, mask)
-    tl.store(s_ptr + row, scale)
+from recfx.kernels.fp8_silu_quant import silu_quant_chunks, silu_quant_two_pass
 
 
 def candidates(width: int) -> dict[str, tuple[object, dict[str, int], int]]:
     """name -> (kernel, constexprs, num_warps)."""
     found: dict[str, tuple[object, dict[str, int], int]] = {}
     block = triton.next_power_of_2(width)
-    for warps in (4, 8, 16):
-        found[f"triton-block{block}-w{warps}"] = (silu_quant_block, {"BLOCK": block}, warps)
+    for warps in (4, 8, 16):  # Inductor's layout: the row in one padded block
+        found[f"triton-block{block}-w{warps}"] = (silu_quant_chunks, {"CHUNK": block, "CHUNKS": 1}, warps)
     for chunk in (1024, 2048):
         chunks = triton.cdiv(width, chunk)
         if chunks <= 4:
@@ -135,6 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from triton.testing import do_bench
 
+    import recfx.ops  # noqa: F401  (defines recfx::silu_mul_fp8)
     from recfx.backends.inductor import inductor_heuristics
     from recfx.ops.fp8 import per_token_quantize
     from recfx.ops.fp8_rows import EAGER, quantize_per_token
@@ -177,6 +100,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as exc:  # noqa: BLE001  (one kernel failing to build must not lose the rest)
                 row[name] = {"error": f"{type(exc).__name__}: {str(exc)[:300]}"}
             print(m, name, row[name], file=sys.stderr, flush=True)
+        row["op_ms"] = do_bench(lambda: torch.ops.recfx.silu_mul_fp8(g, u))
         results["rows"].append(row)  # type: ignore[union-attr]
         print(json.dumps(row, indent=1), flush=True)
         with open(args.out, "w") as f:

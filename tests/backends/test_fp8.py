@@ -204,3 +204,36 @@ def test_cuda_fp8_realize_permuted_through_inductor(monkeypatch) -> None:  # typ
         got, want = fast(fresh).float(), reference(fresh).float()
     # 0.99977 with and without the option (torch 2.13, CPU): Inductor's float32 intermediates vs eager's bf16 ones
     assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.9995
+
+
+class _SwiGLU(torch.nn.Module):
+    def __init__(self, d: int = 64, ff: int = 176) -> None:
+        super().__init__()
+        self.gate, self.up = torch.nn.Linear(d, ff, bias=False), torch.nn.Linear(d, ff, bias=False)
+        self.down = torch.nn.Linear(ff, d, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down(torch.nn.functional.silu(self.gate(x)) * self.up(x))
+
+
+def test_cuda_fp8_silu_quant_kernel_through_inductor(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """``silu_quant_kernel``: the down projection's input is quantized by ``recfx::silu_mul_fp8``, which Inductor (on
+    the CPU, the GPU check stood in) calls as an extern op between the GEMMs; the output matches eager-fp8's."""
+    from recfx.backends.base import Availability
+    from recfx.backends.fp8 import CudaFp8Backend
+
+    monkeypatch.setattr(CudaFp8Backend, "availability", lambda self: Availability(True, ""))
+    torch.manual_seed(0)
+    model = _SwiGLU().eval().to(torch.bfloat16)
+    x = torch.randn(2, 8, 64, dtype=torch.bfloat16)
+    quant = recfx.QuantConfig(rules=tuple(recfx.QuantRule("include", path=p) for p in ("gate", "up", "down")))
+    config = recfx.CompileConfig(backend_options={"silu_quant_kernel": True})
+    fast = recfx.compile(model, (x,), backend="cuda-fp8", quant=quant, config=config)
+    assert fast.report.sections["fp8_gemm"].silu_kernels == 1
+    targets = [n.target for n in fast.graph_module.graph.nodes]
+    assert targets.count(torch.ops.recfx.silu_mul_fp8.default) == 1
+    reference = recfx.compile(model, (x,), backend="eager-fp8", quant=quant)
+    fresh = torch.randn(3, 8, 64, dtype=torch.bfloat16)
+    with torch.inference_mode():
+        got, want = fast(fresh).float(), reference(fresh).float()
+    assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.9995

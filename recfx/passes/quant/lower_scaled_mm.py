@@ -35,6 +35,13 @@ else (the values are then not rounded to the model's dtype before the quantizati
 same option has ``lower_tiny_attention`` compute its softmax probabilities once, so that the attention output is cheap
 enough to be formed inside that kernel. Off by default until a GPU A/B measures it.
 
+A SwiGLU product ``SiLU(gate) * up`` feeding an FP8 GEMM is the other case: Inductor fuses its quantization into
+one whole-row kernel padded to a power of two, which ran at about half the memory bandwidth of the bf16 path's plain
+product on an H100. ``backend_options={"silu_quant_kernel": True}`` quantizes it with ``recfx::silu_mul_fp8`` (a
+hand-written Triton kernel on CUDA, ``recfx.kernels.fp8_silu_quant``) instead: the same float32 recipe, rounded the
+same way. Only the float32 recipe (not ``exact_quant``), and only where gate and up have the product's shape and
+dtype and neither is written in place. Off by default until a GPU A/B measures it.
+
 Block-scaled GEMMs (``fp8_linear_blocks``, whose descriptor says ``lowering="block_mm"``) become the activation's
 1 x B group quantization in the same aten ops (each group a row of ``x.reshape(-1, B)``) and
 ``recfx::fp8_block_mm``, the Triton GEMM that applies both scales per K block (``recfx.ops.fp8_block_mm``); a bias
@@ -49,6 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import operator
 from typing import Any
 
 import torch
@@ -61,7 +69,16 @@ from recfx.ops.fp8_terms import BLOCK_SIZES, fp8_gemm
 from recfx.passes.base import PassContext, PassResult, register_pass
 from recfx.passes.quant.convert import fresh_buffer
 from recfx.passes.quant.state import PLAN
-from recfx.passes.utils import fetch_attr, fill_meta, finish, force_strides_op, is_impure, mutated_values, tensor_meta
+from recfx.passes.utils import (
+    fetch_attr,
+    fill_meta,
+    finish,
+    force_strides_op,
+    is_impure,
+    mutated_values,
+    same_shape,
+    tensor_meta,
+)
 
 log = logging.getLogger(__name__)
 aten = torch.ops.aten
@@ -74,7 +91,7 @@ ROWWISE_OUT_DTYPES = (torch.bfloat16,)
 #: Activation dtypes whose GEMMs are lowered (float64 keeps the reference op: its quantization is float64 too).
 LIFTED_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 #: ``CompileConfig.backend_options`` keys this pass reads.
-OPTIONS = ("fast_accum", "exact_quant", "realize_permuted")
+OPTIONS = ("fast_accum", "exact_quant", "realize_permuted", "silu_quant_kernel")
 #: Ops a ``realize_permuted`` walk looks through back from a GEMM's input (views, copies, slices: the element order
 #: they read follows their input's), and the ones that make it "permuted".
 _VIEWS = (aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.clone.default,
@@ -95,6 +112,8 @@ class ScaledMmLowering:
         fast_accum: whether the GEMMs use Hopper's fast FP8 accumulation.
         realized: quantized activations read through a permute that Inductor is asked for as contiguous rows
             first (``realize_permuted``).
+        silu_kernels: SwiGLU products ``SiLU(gate) * up`` quantized by ``recfx::silu_mul_fp8`` instead of Inductor
+            (``silu_quant_kernel``).
     """
 
     lowered: int = 0
@@ -104,6 +123,7 @@ class ScaledMmLowering:
     exact_quant: bool = False
     epilogue: str = ""
     realized: int = 0
+    silu_kernels: int = 0
 
     def render(self) -> str:
         lines = [f"FP8 GEMMs lowered: {self.lowered} ({self.epilogue or 'none'}), "
@@ -113,6 +133,8 @@ class ScaledMmLowering:
         if self.realized:
             lines.append(f"activations read through a permute, taken as contiguous rows before their "
                          f"quantization: {self.realized}")
+        if self.silu_kernels:
+            lines.append(f"SiLU(gate) * up products quantized by recfx::silu_mul_fp8: {self.silu_kernels}")
         if self.kept:
             lines.append(f"left as reference ops (slow): {len(self.kept)}")
             lines += [f"  {name}: {why}" for name, why in self.kept]
@@ -169,11 +191,14 @@ class _Emitter:
     """Emits the aten form of one graph's FP8 GEMMs; shares quantizations and weight operands between GEMMs."""
 
     def __init__(self, gm: GraphModule, fast_accum: bool, exact_quant: bool = False,
-                 realize_permuted: bool = False) -> None:
+                 realize_permuted: bool = False, silu_quant_kernel: bool = False) -> None:
         self.gm = gm
         self.realize_permuted = realize_permuted
         self.realized = 0
         self.mutated = mutated_values(gm)  # a tensor written in place is quantized anew before each GEMM reading it
+        self.silu_kernels = 0
+        # the float32 recipe only: exact_quant's round-to-odd stays in aten ops
+        self.swiglu = _swiglu_products(gm, self.mutated) if silu_quant_kernel and not exact_quant else set()
         self.exact_quant = exact_quant
         self.graph: Graph = gm.graph
         self.fast_accum = fast_accum
@@ -201,6 +226,13 @@ class _Emitter:
         ``x`` is written in place somewhere (then each GEMM quantizes the values it reads, right before it)."""
         key = (x, gemm if x in self.mutated else None, x_scale)
         if key not in self.quantized:
+            swiglu = self._swiglu(x) if x_scale is None else None
+            if swiglu is not None:  # recfx::silu_mul_fp8 on rows of gate and up
+                gate, up = (self.call(aten.reshape.default, t, [-1, k]) for t in swiglu)
+                pair = self.call(ops.silu_mul_fp8.default, gate, up)
+                self.quantized[key] = (self.call(operator.getitem, pair, 0), self.call(operator.getitem, pair, 1))
+                self.silu_kernels += 1
+                return self.quantized[key]
             x2 = self.rows(x, k)  # (M, K)
             if x_scale is None:  # dynamic per token
                 q, s = quantize_per_token(self.call, x2, exact=self.exact_quant)
@@ -212,6 +244,14 @@ class _Emitter:
                 scale = self.call(aten.expand.default, self.call(aten.reshape.default, x_scale, [1, 1]), [rows, 1])
                 self.quantized[key] = (q, self.call(aten.clone.default, scale, memory_format=torch.contiguous_format))
         return self.quantized[key]
+
+    def _swiglu(self, x: Node) -> tuple[Node, Node] | None:
+        """(gate, up) where ``x`` is a product :func:`_swiglu_products` found (its operands as they are now: a GEMM
+        lowered before this one has replaced its node), else None."""
+        if x not in self.swiglu:
+            return None
+        silu, up = x.args if _is_silu(x.args[0]) else reversed(x.args)
+        return silu.args[0], up  # type: ignore[union-attr, return-value]
 
     def groups(self, x: Node, k: int, block: int, gemm: Node) -> tuple[Node, Node]:
         """(q (M, K) fp8, s (M, K / B) float32) of ``x`` in 1 x B groups; shared like :meth:`quantize`."""
@@ -285,6 +325,30 @@ class _Emitter:
         return self.one
 
 
+def _is_silu(node: Any) -> bool:
+    return (isinstance(node, Node) and node.op == "call_function" and node.target == aten.silu.default
+            and isinstance(node.args[0], Node))
+
+
+def _swiglu_products(gm: GraphModule, mutated: set[Node]) -> set[Node]:
+    """The products ``SiLU(gate) * up`` (either order) that ``recfx::silu_mul_fp8`` can quantize: gate, up and the
+    product of one shape (no broadcast) and float dtype, neither operand written in place (the op reads them at the
+    GEMM, not where the product was). Found before any GEMM is lowered, while every node has its metadata."""
+    found = set()
+    for x in gm.graph.nodes:
+        if x.op != "call_function" or x.target != aten.mul.Tensor or len(x.args) != 2:
+            continue
+        for silu, up in (x.args, x.args[::-1]):
+            if not (_is_silu(silu) and isinstance(up, Node)):
+                continue
+            gate = silu.args[0]
+            dtypes = {v.dtype if v is not None else None for v in map(tensor_meta, (gate, up, x))}
+            if (len(dtypes) == 1 and dtypes <= set(LIFTED_DTYPES) and same_shape(gate, up) and same_shape(up, x)
+                    and not {gate, up} & mutated):
+                found.add(x)
+    return found
+
+
 def _through_permute(x: Node) -> bool:
     """Whether ``x`` reads a permute (of any tensor), seen through views, reshapes, slices and copies."""
     while isinstance(x, Node) and x.op == "call_function":
@@ -315,13 +379,14 @@ class Fp8LowerScaledMm:
         options = ctx.backend_options
         self.fast_accum = bool(options.get("fast_accum", True))
         self.exact_quant = bool(options.get("exact_quant", False))
-        realize = options.get("realize_permuted", False)
-        if not isinstance(realize, bool):
-            raise ValueError(f"backend_options['realize_permuted'] must be True or False, got {realize!r}")
-        self.realize_permuted = realize
+        for key in ("realize_permuted", "silu_quant_kernel"):
+            if not isinstance(options.get(key, False), bool):
+                raise ValueError(f"backend_options[{key!r}] must be True or False, got {options[key]!r}")
+        self.realize_permuted = options.get("realize_permuted", False)
+        self.silu_quant_kernel = options.get("silu_quant_kernel", False)
 
     def __call__(self, gm: GraphModule) -> PassResult:
-        emitter = _Emitter(gm, self.fast_accum, self.exact_quant, self.realize_permuted)
+        emitter = _Emitter(gm, self.fast_accum, self.exact_quant, self.realize_permuted, self.silu_quant_kernel)
         summary = ScaledMmLowering(fast_accum=self.fast_accum, exact_quant=self.exact_quant)
         epilogues: set[str] = set()
         for node in list(gm.graph.nodes):
@@ -343,6 +408,7 @@ class Fp8LowerScaledMm:
             summary.lowered += 1
         summary.quantizations = len(emitter.quantized)
         summary.realized = emitter.realized
+        summary.silu_kernels = emitter.silu_kernels
         summary.epilogue = ", ".join(sorted(epilogues))
         gm.graph.eliminate_dead_code(is_impure_node=is_impure)
         fill_meta(gm)

@@ -270,3 +270,62 @@ def test_realize_permuted_takes_a_bool(fp8, toy) -> None:
     gm, _ = fp8.run(*toy, list(fp8_passes()))
     with pytest.raises(ValueError, match="realize_permuted"):
         _lower(gm, PassContext(backend_options={"realize_permuted": "yes"}))
+
+
+class _SwiGLU(nn.Module):
+    """A LLaMA-style MLP: ``down(SiLU(gate(x)) * up(x))`` (``swap``: ``up(x) * SiLU(gate(x))``; ``broadcast``: up
+    is one row, broadcast over the tokens)."""
+
+    def __init__(self, d: int = 32, ff: int = 48, swap: bool = False, broadcast: bool = False) -> None:
+        super().__init__()
+        self.swap, self.broadcast = swap, broadcast
+        self.gate, self.up, self.down = (nn.Linear(d, ff, bias=False), nn.Linear(d, ff, bias=False),
+                                         nn.Linear(ff, d, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g, u = torch.nn.functional.silu(self.gate(x)), self.up(x[:, :1] if self.broadcast else x)
+        return self.down(u * g if self.swap else g * u)
+
+
+_MLP_QUANT = QuantConfig(rules=tuple(QuantRule("include", path=p) for p in ("gate", "up", "down")))
+
+
+@pytest.mark.parametrize("swap", [False, True])
+def test_silu_quant_kernel_quantizes_a_swiglu_product_with_the_op(fp8, swap: bool) -> None:
+    torch.manual_seed(0)
+    model = _SwiGLU(swap=swap).eval()
+    x = torch.randn(2, 5, 32)
+    gms = []
+    for on in (False, True):
+        gm, _ = fp8.run(model, (x,), list(fp8_passes()), quant=_MLP_QUANT)
+        _, summary = _lower(gm, PassContext(backend_options={"silu_quant_kernel": on}))
+        gms.append(gm)
+        assert fp8.count(gm, ops.silu_mul_fp8.default) == summary.silu_kernels == int(on)
+        assert fp8.count(gm, aten._scaled_mm.default) == 3
+    assert "quantized by recfx::silu_mul_fp8: 1" in summary.render()
+    with torch.inference_mode():
+        want, got = (gm(x) for gm in gms)
+        exact = model.double()(x.double())
+    # the op quantizes the float32 product as the float32 recipe does: at most a rare E4M3 step apart, and as close
+    # to the float64 model (three FP8 GEMMs at K = 32-48: cosine ~0.998)
+    def cos(a: torch.Tensor, b: torch.Tensor) -> float:
+        return float(torch.nn.functional.cosine_similarity(a.double().flatten(), b.double().flatten(), dim=0))
+
+    assert cos(got, want) > 0.99999
+    assert cos(got, exact) > max(0.995, cos(want, exact) - 1e-4)
+
+
+@pytest.mark.parametrize("case", ["broadcast", "exact_quant"])
+def test_silu_quant_kernel_leaves_other_products_to_inductor(fp8, case: str) -> None:
+    """A broadcast ``up`` (the op takes rows of one shape) and the round-to-odd recipe keep the aten quantization."""
+    model = _SwiGLU(broadcast=case == "broadcast").eval()
+    gm, _ = fp8.run(model, (torch.randn(2, 5, 32),), list(fp8_passes()), quant=_MLP_QUANT)
+    options = {"silu_quant_kernel": True, "exact_quant": case == "exact_quant"}
+    _, summary = _lower(gm, PassContext(backend_options=options))
+    assert summary.silu_kernels == 0 and fp8.count(gm, ops.silu_mul_fp8.default) == 0
+
+
+def test_silu_quant_kernel_takes_a_bool(fp8, toy) -> None:
+    gm, _ = fp8.run(*toy, list(fp8_passes()))
+    with pytest.raises(ValueError, match="silu_quant_kernel"):
+        _lower(gm, PassContext(backend_options={"silu_quant_kernel": 1}))

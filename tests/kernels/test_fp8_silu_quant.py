@@ -1,0 +1,66 @@
+"""The SiLU x up FP8 kernel (TRITON_INTERPRET=1 on the CPU) against ``recfx::silu_mul_fp8``'s formula: every layout
+(one chunk, several chunks held in registers, two passes), its chunk choice and its argument errors."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+triton = pytest.importorskip("triton")
+from recfx.kernels.fp8_silu_quant import MAX_CHUNKS, layout, silu_mul_quant  # noqa: E402  (after the Triton check)
+
+pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
+                                reason="needs a GPU or TRITON_INTERPRET=1")
+ops = torch.ops.recfx
+INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
+
+
+def test_layout_holds_up_to_four_chunks_then_loops() -> None:
+    assert layout(40) == ("chunks", 64, 1)
+    assert layout(2048) == ("chunks", 2048, 1)
+    assert layout(5632) == ("chunks", 2048, 3)  # onerec-1b's d_ff: 6,144 lanes, not 8,192
+    assert layout(2048 * MAX_CHUNKS) == ("chunks", 2048, MAX_CHUNKS)
+    assert layout(2048 * MAX_CHUNKS + 1) == ("two_pass", 2048, 0)
+
+
+@pytest.mark.parametrize(("m", "k", "dtype"), [
+    (3, 40, torch.float32),  # one chunk, masked lanes
+    (4, 700, torch.bfloat16),
+    (2, 5632, torch.bfloat16),  # three chunks of 2,048
+    (2, 9000, torch.float16),  # wider than four chunks: two passes
+])
+def test_kernel_matches_the_op(m: int, k: int, dtype: torch.dtype) -> None:
+    torch.manual_seed(0)
+    device = "cpu" if INTERPRETING else "cuda"
+    gate = (torch.randn(m, k) * 3).to(device, dtype)
+    up = (torch.randn(m, k) * torch.logspace(-2, 2, m)[:, None]).to(device, dtype)
+    q = torch.empty(m, k, dtype=torch.float8_e4m3fn, device=device)
+    s = torch.full((m, 1), float("nan"), device=device)
+    silu_mul_quant(gate, up, q, s)
+    want_q, want_s = (t.to(device) for t in ops.silu_mul_fp8(gate.cpu(), up.cpu()))
+    assert torch.equal(s, want_s)  # the scale is the reference's bit for bit
+    got, want = q.float(), want_q.float()
+    differ = got != want
+    if INTERPRETING:
+        # the interpreter's float32 -> E4M3 cast drops the carry when rounding up reaches a power of two (7.83 ->
+        # 4.0 where the GPU writes 8.0) and truncates subnormals (below 2^-6: 0.0111 -> 0.0098, not 0.0117); any
+        # other difference is the kernel's
+        power_of_two = want.abs() == torch.exp2(torch.log2(want.abs()).round())
+        carry = power_of_two & (got.abs() < want.abs()) & (got * want >= 0)
+        truncated = (want.abs() <= 2**-6) & (want.abs() - got.abs() > 0) & (want.abs() - got.abs() <= 2**-9)
+        differ &= ~(carry | truncated)
+    # a float32 SiLU computed another way may move a value one E4M3 step on rare ties
+    assert differ.float().mean() < 2e-3, int(differ.sum())
+
+
+def test_argument_errors_say_what_to_do() -> None:
+    x = torch.randn(2, 8)
+    q = torch.empty(2, 8, dtype=torch.float8_e4m3fn)
+    s = torch.empty(2, 1)
+    with pytest.raises(ValueError, match="contiguous"):
+        silu_mul_quant(x.t().contiguous().t(), x, q, s)
+    if not INTERPRETING:
+        with pytest.raises(ValueError, match="runs on CUDA tensors"):
+            silu_mul_quant(x, x, q, s)
