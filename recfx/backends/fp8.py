@@ -11,7 +11,8 @@ replay CUDA graphs (``recfx.backends.cuda_graphs``).
 heuristics (``persistent_rows``, ``persistent_layout``, ``regions``), the lowerings that can be switched off
 (``fold_gqa``, ``tiny_attention``, ``route_moe``), the FP8 GEMM lowering's (``fast_accum``, default True;
 ``exact_quant``, ``realize_permuted`` and ``silu_quant_kernel``, default False:
-``recfx.passes.quant.lower_scaled_mm``), ``fp8_attention`` and ``cuda_graph_batches`` (default ``(1, 2, 4, 8)``; ``()`` turns CUDA graphs off).
+``recfx.passes.quant.lower_scaled_mm``), ``fp8_attention`` and ``cuda_graph_batches`` (default ``(1, 2, 4, 8)``;
+``()`` turns CUDA graphs off).
 """
 
 from __future__ import annotations
