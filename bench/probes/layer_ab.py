@@ -165,8 +165,9 @@ def main(argv: list[str] | None = None) -> int:
             sources = new_kernel_sources(root, before)
             folder = out / "sources" / name
             folder.mkdir(parents=True, exist_ok=True)
-            kept = [k["name"] for k in row.get("top_kernels", []) if k["name"] in sources][: args.sources]
-            for kernel in kept:
+            # profile names are cut at 160 characters: match a longer kernel by its prefix
+            kept = [name for k in row.get("top_kernels", []) for name in sources if name.startswith(k["name"])]
+            for kernel in kept[: args.sources]:
                 shutil.copyfile(sources[kernel], folder / f"{kernel[:120]}.py")
             row["sources_copied"] = len(kept)
             del compiled

@@ -6,8 +6,9 @@ kernel took 12.0 + 7.8 ms against 8.5 + 5.6 ms for the bf16 path's plain ``SiLU 
 half the bytes. This probe times, at the real shapes, with ``triton.testing.do_bench``:
 
 - ``bf16``: Inductor's ``silu(g) * u`` in bf16 (what the bf16 path runs);
-- ``inductor``: Inductor's fused quantization (``recfx.ops.fp8.quantize_per_token`` under ``torch.compile``, as
-  ``cuda-fp8`` compiles it), with recfx's persistent-row heuristics in force and with Inductor's own;
+- ``inductor``: Inductor's fused quantization (``recfx.ops.fp8_rows.quantize_per_token``'s float32 recipe under
+  ``torch.compile``, as ``cuda-fp8`` compiles it), with recfx's persistent-row limit and with Inductor's own (each
+  keyed into Inductor's cache as the backends key it);
 - ``triton-*``: ``recfx.kernels.fp8_silu_quant``'s kernels (``recfx::silu_mul_fp8``): the row in one padded block
   (Inductor's layout), in chunks kept in registers (less padding: 3 x 2,048 for 5,632), and two passes over chunks
   (the second re-reads the row, from L2), each at several warp counts; ``op`` is the op as ``cuda-fp8`` calls it;
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from triton.testing import do_bench
 
     import recfx.ops  # noqa: F401  (defines recfx::silu_mul_fp8)
-    from recfx.backends.inductor import inductor_heuristics
+    from recfx.backends.inductor import inductor_heuristics, keyed_options
     from recfx.ops.fp8 import per_token_quantize
     from recfx.ops.fp8_rows import EAGER, quantize_per_token
 
@@ -66,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
         return torch.nn.functional.silu(g) * u
 
     def silu_fp8(g: torch.Tensor, u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return quantize_per_token(EAGER, torch.nn.functional.silu(g) * u)
+        return quantize_per_token(EAGER, torch.nn.functional.silu(g) * u, exact=False)
 
     results: dict[str, object] = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
                                   "triton": triton.__version__, "width": args.width, "rows": []}
@@ -82,11 +83,11 @@ def main(argv: list[str] | None = None) -> int:
         row["bf16_inductor_ms"] = do_bench(lambda: bf16(g, u))
         for label, rows in (("inductor_recfx_rows", 8192), ("inductor_own_rows", 0)):
             torch._dynamo.reset()
-            with inductor_heuristics(rows):
-                fn = torch.compile(silu_fp8)
+            with inductor_heuristics(rows):  # the limit keyed into the FX graph cache, as the backends do
+                fn = torch.compile(silu_fp8, options=keyed_options(None, rows))
                 q, s = fn(g, u)
             row[f"{label}_ms"] = do_bench(lambda f=fn: f(g, u))
-            row[f"{label}_exact"] = bool(torch.equal(q.view(torch.uint8), ref_q.view(torch.uint8)))
+            row[f"{label}_fp8_mismatches"] = int((q.view(torch.uint8) != ref_q.view(torch.uint8)).sum())
         q = torch.empty(m, args.width, device="cuda", dtype=torch.float8_e4m3fn)
         s = torch.empty(m, device="cuda", dtype=torch.float32)
         for name, (kernel, constexprs, warps) in candidates(args.width).items():

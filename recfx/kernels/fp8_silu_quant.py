@@ -3,7 +3,7 @@
 A SwiGLU MLP's down projection reads ``SiLU(gate) * up``; ``cuda-fp8`` quantizes it per token. Inductor fuses the
 product and the quantization into one persistent reduction over a block of the row's width rounded up to a power of
 two (5,632 -> 8,192: 45% more lanes than elements) and computes SiLU with an accurate ``exp`` and a division. On an
-H100 at onerec-1b's batch 32 that kernel ran at ~55% of the memory bandwidth the bf16 path's plain ``SiLU * up``
+H100 at onerec-1b's batch 32 that kernel ran at about 60% of the memory bandwidth the bf16 path's plain ``SiLU * up``
 reached (BENCHMARKS.md run 10), although it writes half the bytes.
 
 One program owns one row. Rows up to ``CHUNKS x CHUNK`` elements (4 x 2,048) are held in registers as up to four
@@ -13,9 +13,12 @@ loop twice over their chunks (the second pass re-reads the row, from L2). Per el
     h = gate / (1 + exp(-gate)) * up;    scale = max(amax_row |h|, 1e-12) / 448 (in float64, rounded to float32)
     q = e4m3(clamp(h / scale, -448, 448))
 
-The scale is the reference's bit for bit; ``q`` is rounded twice (the float32 quotient, then E4M3), as
-``cuda-fp8``'s default recipe (``quantize_rows_float32``): about one value in a thousand lands one E4M3 step from
-the exact quotient's rounding.
+The scale is computed from the kernel's product exactly as the reference computes it from a product (``row_scales``);
+the product itself uses the GPU's fast ``exp`` and division, so it may differ from torch's SiLU in the last bits.
+``q`` is rounded twice (the float32 quotient, then E4M3), as ``cuda-fp8``'s default recipe
+(``quantize_rows_float32``): about one value in a thousand lands one E4M3 step from the exact quotient's rounding.
+NaN propagates as in that recipe: a row holding a NaN gets a NaN scale and NaN values; an infinite value gives an
+infinite scale.
 """
 
 from __future__ import annotations
@@ -26,10 +29,14 @@ import torch
 import triton
 import triton.language as tl
 
+from recfx.ops.fp8 import AMAX_FLOOR, E4M3_MAX
+
 #: the register-held path's chunk width and most chunks (rows up to 8,192 elements)
 CHUNK, MAX_CHUNKS = 2048, 4
 #: warps per program (one row): 8 unless measured otherwise (``bench/probes/silu_quant.py``)
 NUM_WARPS = 8
+_E4M3_MAX = tl.constexpr(E4M3_MAX)
+_AMAX_FLOOR = tl.constexpr(AMAX_FLOOR)
 
 
 @triton.jit
@@ -40,13 +47,27 @@ def _silu_mul(g_ptr, u_ptr, offs, mask):
 
 
 @triton.jit
+def _max_nan(a, b):
+    return tl.maximum(a, b, propagate_nan=tl.PropagateNan.ALL)
+
+
+@triton.jit
+def _amax(h):
+    """max |h| of a chunk, NaN if it holds one (``tl.max`` would skip it)."""
+    return tl.reduce(tl.abs(h), 0, _max_nan)
+
+
+@triton.jit
 def _scale(amax):
-    return (tl.maximum(amax, 1e-12).to(tl.float64) / 448.0).to(tl.float32)
+    """``max(amax, 1e-12) / 448`` in float64, rounded to float32 (``recfx.ops.fp8_rows.row_scales``)."""
+    return (_max_nan(amax, _AMAX_FLOOR).to(tl.float64) / _E4M3_MAX).to(tl.float32)
 
 
 @triton.jit
 def _store_q(q_ptr, h, scale, offs, mask):
-    q = tl.minimum(tl.maximum(h / scale, -448.0), 448.0)
+    r = h / scale
+    q = tl.minimum(tl.maximum(r, -_E4M3_MAX, propagate_nan=tl.PropagateNan.ALL), _E4M3_MAX,
+                   propagate_nan=tl.PropagateNan.ALL)
     tl.store(q_ptr + offs, q.to(tl.float8e4nv), mask=mask)
 
 
@@ -57,16 +78,16 @@ def silu_quant_chunks(g_ptr, u_ptr, q_ptr, s_ptr, N, CHUNK: tl.constexpr, CHUNKS
     cols = tl.arange(0, CHUNK)
     base = row * N
     h0 = _silu_mul(g_ptr, u_ptr, base + cols, cols < N)
-    amax = tl.max(tl.abs(h0), axis=0)  # masked lanes hold SiLU(0) * 0 = 0
+    amax = _amax(h0)  # masked lanes hold SiLU(0) * 0 = 0
     if CHUNKS > 1:
         h1 = _silu_mul(g_ptr, u_ptr, base + CHUNK + cols, CHUNK + cols < N)
-        amax = tl.maximum(amax, tl.max(tl.abs(h1), axis=0))
+        amax = _max_nan(amax, _amax(h1))
     if CHUNKS > 2:
         h2 = _silu_mul(g_ptr, u_ptr, base + 2 * CHUNK + cols, 2 * CHUNK + cols < N)
-        amax = tl.maximum(amax, tl.max(tl.abs(h2), axis=0))
+        amax = _max_nan(amax, _amax(h2))
     if CHUNKS > 3:
         h3 = _silu_mul(g_ptr, u_ptr, base + 3 * CHUNK + cols, 3 * CHUNK + cols < N)
-        amax = tl.maximum(amax, tl.max(tl.abs(h3), axis=0))
+        amax = _max_nan(amax, _amax(h3))
     scale = _scale(amax)
     _store_q(q_ptr, h0, scale, base + cols, cols < N)
     if CHUNKS > 1:
@@ -86,8 +107,8 @@ def silu_quant_two_pass(g_ptr, u_ptr, q_ptr, s_ptr, N, CHUNK: tl.constexpr):
     base = row * N
     acc = tl.zeros([CHUNK], dtype=tl.float32)
     for start in range(0, N, CHUNK):
-        acc = tl.maximum(acc, tl.abs(_silu_mul(g_ptr, u_ptr, base + start + cols, start + cols < N)))
-    scale = _scale(tl.max(acc, axis=0))
+        acc = _max_nan(acc, tl.abs(_silu_mul(g_ptr, u_ptr, base + start + cols, start + cols < N)))
+    scale = _scale(_amax(acc))
     for start in range(0, N, CHUNK):
         mask = start + cols < N
         _store_q(q_ptr, _silu_mul(g_ptr, u_ptr, base + start + cols, mask), scale, base + start + cols, mask)

@@ -40,7 +40,11 @@ def silu_mul_fp8(gate: Tensor, up: Tensor) -> tuple[Tensor, Tensor]:
         gate, up: (M, K), one float dtype.
 
     Returns:
-        ``q`` (M, K) float8_e4m3fn and ``scale`` (M, 1) float32, ``q * scale ~ SiLU(gate) * up``.
+        ``q`` (M, K) float8_e4m3fn and ``scale`` (M, 1) float32, ``q * scale ~ SiLU(gate) * up`` (a row holding
+        NaN: NaN scale and values).
+
+    Raises:
+        ValueError: gate and up differ in shape, dtype or device, are not (M, K), or not a float dtype the op takes.
 
     Example:
         >>> import torch, recfx
@@ -69,9 +73,10 @@ def _silu_mul_fp8_cuda(gate: Tensor, up: Tensor) -> tuple[Tensor, Tensor]:
         raise RuntimeError("recfx::silu_mul_fp8 on CUDA runs a Triton kernel, but Triton could not be imported "
                            f"({err}); install it with pip install 'recfx[gpu]'") from err
     gate, up = gate.contiguous(), up.contiguous()
-    q = torch.empty_like(gate, dtype=FP8_DTYPE)
+    q = torch.empty(gate.shape, dtype=FP8_DTYPE, device=gate.device)  # row-major, as the fake says
     scale = gate.new_empty((gate.shape[0], 1), dtype=torch.float32)
-    silu_mul_quant(gate, up, q, scale)
+    with torch.cuda.device(gate.device):  # the kernel launches on the current device
+        silu_mul_quant(gate, up, q, scale)
     return q, scale
 
 

@@ -40,7 +40,8 @@ one whole-row kernel padded to a power of two, which ran at about half the memor
 product on an H100. ``backend_options={"silu_quant_kernel": True}`` quantizes it with ``recfx::silu_mul_fp8`` (a
 hand-written Triton kernel on CUDA, ``recfx.kernels.fp8_silu_quant``) instead: the same float32 recipe, rounded the
 same way. Only the float32 recipe (not ``exact_quant``), and only where gate and up have the product's shape and
-dtype and neither is written in place. Off by default until a GPU A/B measures it.
+dtype and none of gate, up, the SiLU and the product is written in place. Off by default until a GPU A/B measures
+it.
 
 Block-scaled GEMMs (``fp8_linear_blocks``, whose descriptor says ``lowering="block_mm"``) become the activation's
 1 x B group quantization in the same aten ops (each group a row of ``x.reshape(-1, B)``) and
@@ -198,7 +199,7 @@ class _Emitter:
         self.mutated = mutated_values(gm)  # a tensor written in place is quantized anew before each GEMM reading it
         self.silu_kernels = 0
         # the float32 recipe only: exact_quant's round-to-odd stays in aten ops
-        self.swiglu = _swiglu_products(gm, self.mutated) if silu_quant_kernel and not exact_quant else set()
+        self.swiglu = _swiglu_products(gm, self.mutated) if silu_quant_kernel and not exact_quant else {}
         self.exact_quant = exact_quant
         self.graph: Graph = gm.graph
         self.fast_accum = fast_accum
@@ -250,7 +251,8 @@ class _Emitter:
         lowered before this one has replaced its node), else None."""
         if x not in self.swiglu:
             return None
-        silu, up = x.args if _is_silu(x.args[0]) else reversed(x.args)
+        i = self.swiglu[x]  # which argument is the SiLU
+        silu, up = x.args[i], x.args[1 - i]
         return silu.args[0], up  # type: ignore[union-attr, return-value]
 
     def groups(self, x: Node, k: int, block: int, gemm: Node) -> tuple[Node, Node]:
@@ -330,22 +332,25 @@ def _is_silu(node: Any) -> bool:
             and isinstance(node.args[0], Node))
 
 
-def _swiglu_products(gm: GraphModule, mutated: set[Node]) -> set[Node]:
-    """The products ``SiLU(gate) * up`` (either order) that ``recfx::silu_mul_fp8`` can quantize: gate, up and the
-    product of one shape (no broadcast) and float dtype, neither operand written in place (the op reads them at the
-    GEMM, not where the product was). Found before any GEMM is lowered, while every node has its metadata."""
-    found = set()
+def _swiglu_products(gm: GraphModule, mutated: set[Node]) -> dict[Node, int]:
+    """The products ``SiLU(gate) * up`` (either order) that ``recfx::silu_mul_fp8`` can quantize, each with the index
+    of its SiLU argument: gate, up and the product of one shape (no broadcast) and float dtype, and none of gate, up,
+    the SiLU or the product written in place (the op recomputes the product from gate and up at the GEMM, so a write
+    in between would be lost). Found before any GEMM is lowered, while every node has its metadata."""
+    found: dict[Node, int] = {}
     for x in gm.graph.nodes:
-        if x.op != "call_function" or x.target != aten.mul.Tensor or len(x.args) != 2:
+        if x.op != "call_function" or x.target != aten.mul.Tensor or len(x.args) != 2 or x.kwargs:
             continue
-        for silu, up in (x.args, x.args[::-1]):
+        for i in (0, 1):
+            silu, up = x.args[i], x.args[1 - i]
             if not (_is_silu(silu) and isinstance(up, Node)):
                 continue
             gate = silu.args[0]
             dtypes = {v.dtype if v is not None else None for v in map(tensor_meta, (gate, up, x))}
             if (len(dtypes) == 1 and dtypes <= set(LIFTED_DTYPES) and same_shape(gate, up) and same_shape(up, x)
-                    and not {gate, up} & mutated):
-                found.add(x)
+                    and not {gate, up, silu, x} & mutated):
+                found[x] = i
+                break
     return found
 
 

@@ -325,6 +325,52 @@ def test_silu_quant_kernel_leaves_other_products_to_inductor(fp8, case: str) -> 
     assert summary.silu_kernels == 0 and fp8.count(gm, ops.silu_mul_fp8.default) == 0
 
 
+class _Written(nn.Module):
+    """SwiGLU products whose value is changed after the op would have read gate and up: a write into the product,
+    into the SiLU, or (``both``: ``SiLU(a) * SiLU(b)``) into ``a`` after the product."""
+
+    def __init__(self, case: str, d: int = 32, ff: int = 48) -> None:
+        super().__init__()
+        self.case = case
+        self.gate, self.up, self.down = (nn.Linear(d, ff, bias=False), nn.Linear(d, ff, bias=False),
+                                         nn.Linear(ff, d, bias=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, u = self.gate(x), self.up(x)
+        if self.case == "product":
+            h = torch.nn.functional.silu(a) * u
+            h[..., :8] = 0
+            return self.down(h)
+        if self.case == "silu":
+            s = torch.nn.functional.silu(a)
+            s[..., :8] = 0
+            return self.down(s * u)
+        h = torch.nn.functional.silu(a) * torch.nn.functional.silu(u)
+        a.mul_(-4.0)
+        return self.down(h) + a[..., :32]
+
+
+@pytest.mark.parametrize("case", ["product", "silu", "both"])
+def test_silu_quant_kernel_keeps_the_values_a_write_changed(fp8, case: str) -> None:
+    """The op recomputes the product at the GEMM, so a product whose SiLU or product is written in place is left to
+    the aten quantization. SiLU(a) * SiLU(b) with ``a`` written after the product is taken in the one order that
+    reads no written tensor (gate ``b``, up ``SiLU(a)``, a value computed before the write): the same function."""
+    torch.manual_seed(0)
+    model = _Written(case).eval()
+    x = torch.randn(2, 5, 32)
+    outs = []
+    for on in (False, True):
+        gm, _ = fp8.run(model, (x,), list(fp8_passes()), quant=_MLP_QUANT)
+        _, summary = _lower(gm, PassContext(backend_options={"silu_quant_kernel": on}))
+        with torch.inference_mode():
+            outs.append(gm(x))
+    if case == "both":
+        assert summary.silu_kernels == 1
+        assert float(torch.nn.functional.cosine_similarity(outs[0].flatten(), outs[1].flatten(), dim=0)) > 0.99999
+    else:
+        assert summary.silu_kernels == 0 and torch.equal(outs[0], outs[1])
+
+
 def test_silu_quant_kernel_takes_a_bool(fp8, toy) -> None:
     gm, _ = fp8.run(*toy, list(fp8_passes()))
     with pytest.raises(ValueError, match="silu_quant_kernel"):
