@@ -16,6 +16,8 @@
 #       regions  onerec-1b: inductor bf16 flat (first: it pays the process's warm-up), cuda-fp8 flat and cuda-fp8
 #                with repeated blocks compiled once (backend option regions), at batches 8 and 32 in one process:
 #                compile time and speed (not run yet; estimated 7-9 minutes cold)
+#       issue    onerec-1b: inductor bf16 and cuda-fp8 (its defaults) at batches 8 and 32, profiled: issue 15's
+#                batch-8 and batch-32 ratios (~5-6 minutes cold)
 #       realize  onerec-1b: inductor bf16 and cuda-fp8 with realize_permuted=True (attention outputs written contiguous
 #                before their quantization: one whole-row kernel per o_proj input instead of three) at 8 and 32,
 #                profiled: issue 15's ratio with the fix (~5-6 minutes cold)
@@ -75,6 +77,7 @@ case $step in
     rows) fp8 --model onerec-1b --backends cuda-fp8,cuda-fp8-rows1024 --batches 32 --out "$out" ;;
     regions) fp8 --model onerec-1b --backends inductor-flat,cuda-fp8-flat,cuda-fp8-regions --batches 8,32 \
         --out "$out" ;;
+    issue) fp8 --model onerec-1b --backends inductor,cuda-fp8 --batches 8,32 --out "$out" ;;
     realize) fp8 --model onerec-1b --backends inductor,cuda-fp8-realize --batches 8,32 --out "$out" ;;
     realize-ab) fp8 --model onerec-1b --backends cuda-fp8,cuda-fp8-realize --batches 8,32 --out "$out" ;;
     anyrows) fp8 --model onerec-1b --backends inductor,inductor-anyrows --batches 8,32 --out "$out" ;;

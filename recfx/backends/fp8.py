@@ -10,9 +10,9 @@ replay CUDA graphs (``recfx.backends.cuda_graphs``).
 ``cuda-fp8``'s ``backend_options``: Inductor's (``mode``, ``options``, ``dynamic``, ``fullgraph``), recfx's Inductor
 heuristics (``persistent_rows``, ``persistent_layout``, ``regions``), the lowerings that can be switched off
 (``fold_gqa``, ``tiny_attention``, ``route_moe``), the FP8 GEMM lowering's (``fast_accum``, default True;
-``exact_quant``, ``realize_permuted`` and ``silu_quant_kernel``, default False:
-``recfx.passes.quant.lower_scaled_mm``), ``fp8_attention`` and ``cuda_graph_batches`` (default ``(1, 2, 4, 8)``;
-``()`` turns CUDA graphs off).
+``exact_quant``, default False; ``realize_permuted`` and ``silu_quant_kernel``, default True, see
+:attr:`CudaFp8Backend.pass_defaults`: ``recfx.passes.quant.lower_scaled_mm``), ``fp8_attention`` and
+``cuda_graph_batches`` (default ``(1, 2, 4, 8)``; ``()`` turns CUDA graphs off).
 """
 
 from __future__ import annotations
@@ -76,9 +76,17 @@ class CudaFp8Backend(InductorBackend):
     #: whole-row reductions also through permutes (the o_proj input's quantization, tiny attention's scores):
     #: 1.03-1.04x on onerec-1b at batches 8 and 32 (H100, BENCHMARKS.md run 10)
     persistent_layout = "any"
+    #: pass options this backend turns on unless the user says otherwise: attention outputs realized as contiguous
+    #: rows before their quantization, SwiGLU products quantized by recfx::silu_mul_fp8. On onerec-1b cut to two
+    #: layers at batch 32 (H100, BENCHMARKS.md run 11) GPU time 32.8 -> 30.8 ms with both (p50 36.3 -> 35.5 ms)
+    pass_defaults: dict[str, Any] = {"realize_permuted": True, "silu_quant_kernel": True}
 
     def availability(self) -> Availability:
         return fp8_gpu_availability()
+
+    def passes(self, ctx: PassContext) -> list[str]:
+        ctx.backend_options = {**self.pass_defaults, **ctx.backend_options}
+        return super().passes(ctx)
 
     def inductor_options(self, ctx: PassContext) -> dict[str, Any]:
         extra = (*HEURISTIC_OPTIONS, *LOWERING_CHOICES, *LOWERING_OPTIONS, *ATTENTION_OPTIONS, *GRAPH_OPTIONS)

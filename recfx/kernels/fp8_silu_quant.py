@@ -6,12 +6,19 @@ two (5,632 -> 8,192: 45% more lanes than elements) and computes SiLU with an acc
 H100 at onerec-1b's batch 32 that kernel ran at about 60% of the memory bandwidth the bf16 path's plain ``SiLU * up``
 reached (BENCHMARKS.md run 10), although it writes half the bytes.
 
-One program owns one row. Rows up to ``CHUNKS x CHUNK`` elements (4 x 2,048) are held in registers as up to four
-chunks of ``CHUNK`` (padding only in the last one: 3 x 2,048 for 5,632), so each element is loaded once; wider rows
-loop twice over their chunks (the second pass re-reads the row, from L2). Per element, in float32::
+One program owns one row. Rows up to ``MAX_BLOCK`` (8,192) elements are held in registers as one block of the width
+rounded up to a power of two, on 8 warps, so each element is loaded once; wider rows loop twice over chunks of
+2,048 (the second pass re-reads the row, from L2). Per element, in float32::
 
     h = gate / (1 + exp(-gate)) * up;    scale = max(amax_row |h|, 1e-12) / 448 (in float64, rounded to float32)
     q = e4m3(clamp(h / scale, -448, 448))
+
+Measured on an H100 (``bench/probes/silu_quant.py``, BENCHMARKS.md run 11), rows of 5,632 at M = 49,152: one padded
+block on 8 warps 0.450 ms, 3 chunks of 2,048 in registers 0.466-0.490 ms, two passes 0.558-0.792 ms, Inductor's
+fused kernel 0.630 ms, the bf16 path's plain ``SiLU * up`` 0.541 ms (the bytes moved at 3.35 TB/s: 0.413 ms). The
+padding costs less than the chunking's extra reductions. Inductor's kernel has the same layout (one padded block, 8
+warps); it differs in its arithmetic (libdevice's accurate ``exp`` where this kernel uses the fast one), the likely
+cause (not isolated).
 
 The scale is computed from the kernel's product exactly as the reference computes it from a product (``row_scales``);
 the product itself uses the GPU's fast ``exp`` and division, so it may differ from torch's SiLU in the last bits.
@@ -31,9 +38,9 @@ import triton.language as tl
 
 from recfx.ops.fp8 import AMAX_FLOOR, E4M3_MAX
 
-#: the register-held path's chunk width and most chunks (rows up to 8,192 elements)
-CHUNK, MAX_CHUNKS = 2048, 4
-#: warps per program (one row): 8 unless measured otherwise (``bench/probes/silu_quant.py``)
+#: widest row held in registers as one block; wider rows take two passes over chunks of ``CHUNK``
+MAX_BLOCK, CHUNK = 8192, 2048
+#: warps per program (one row): measured best of 4, 8 and 16 for one 8,192 block (``bench/probes/silu_quant.py``)
 NUM_WARPS = 8
 _E4M3_MAX = tl.constexpr(E4M3_MAX)
 _AMAX_FLOOR = tl.constexpr(AMAX_FLOOR)
@@ -73,7 +80,8 @@ def _store_q(q_ptr, h, scale, offs, mask):
 
 @triton.jit
 def silu_quant_chunks(g_ptr, u_ptr, q_ptr, s_ptr, N, CHUNK: tl.constexpr, CHUNKS: tl.constexpr):
-    """One row per program, held in registers as ``CHUNKS`` (1-4) chunks of ``CHUNK``."""
+    """One row per program, held in registers as ``CHUNKS`` (1-4) chunks of ``CHUNK`` (recfx runs ``CHUNKS=1``; the
+    probe times more)."""
     row = tl.program_id(0).to(tl.int64)
     cols = tl.arange(0, CHUNK)
     base = row * N
@@ -116,11 +124,10 @@ def silu_quant_two_pass(g_ptr, u_ptr, q_ptr, s_ptr, N, CHUNK: tl.constexpr):
 
 
 def layout(k: int) -> tuple[str, int, int]:
-    """(kernel, chunk, chunks) for rows of ``k`` elements: ``("chunks", C, n)`` holds ``n <= 4`` chunks of ``C`` in
-    registers; ``("two_pass", C, 0)`` loops over the row twice."""
-    chunk = min(CHUNK, triton.next_power_of_2(max(k, 16)))
-    chunks = triton.cdiv(k, chunk)
-    return ("chunks", chunk, chunks) if chunks <= MAX_CHUNKS else ("two_pass", chunk, 0)
+    """(kernel, chunk, chunks) for rows of ``k`` elements: ``("chunks", B, 1)`` holds the row in one block of ``B``
+    (``k`` rounded up to a power of two, at most ``MAX_BLOCK``); ``("two_pass", CHUNK, 0)`` loops over it twice."""
+    block = triton.next_power_of_2(max(k, 16))
+    return ("chunks", block, 1) if block <= MAX_BLOCK else ("two_pass", CHUNK, 0)
 
 
 def silu_mul_quant(gate: torch.Tensor, up: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
@@ -148,5 +155,5 @@ def silu_mul_quant(gate: torch.Tensor, up: torch.Tensor, q: torch.Tensor, scale:
         silu_quant_two_pass[(m,)](gate, up, q, scale, k, CHUNK=chunk, num_warps=warps)
 
 
-__all__ = ["CHUNK", "MAX_CHUNKS", "NUM_WARPS", "layout", "silu_mul_quant", "silu_quant_chunks",
+__all__ = ["CHUNK", "MAX_BLOCK", "NUM_WARPS", "layout", "silu_mul_quant", "silu_quant_chunks",
            "silu_quant_two_pass"]

@@ -2,9 +2,10 @@
 
 ``cuda-fp8`` leaves the per-token quantization of a GEMM input to Inductor, fused into the kernel producing it. For
 the SwiGLU product Inductor's fused kernel is slow (``recfx.kernels.fp8_silu_quant`` says why), so with
-``backend_options={"silu_quant_kernel": True}`` the lowering (``fp8_lower_scaled_mm``) calls this op instead,
-which runs a hand-written Triton kernel on CUDA. Elsewhere it computes the same formula with torch ops: the product
-in float32, then ``recfx.ops.fp8_rows.quantize_per_token`` (float32 division, one E4M3 cast), as the fused kernel.
+``backend_options={"silu_quant_kernel": True}`` (``cuda-fp8``'s default) the lowering (``fp8_lower_scaled_mm``)
+calls this op instead, which runs a hand-written Triton kernel on CUDA. Elsewhere it computes the same formula with
+torch ops: the product in float32, then ``recfx.ops.fp8_rows.quantize_per_token`` (float32 division, one E4M3
+cast), as the fused kernel.
 """
 
 from __future__ import annotations

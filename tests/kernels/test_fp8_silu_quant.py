@@ -9,7 +9,7 @@ import pytest
 import torch
 
 triton = pytest.importorskip("triton")
-from recfx.kernels.fp8_silu_quant import MAX_CHUNKS, layout, silu_mul_quant  # noqa: E402  (after the Triton check)
+from recfx.kernels.fp8_silu_quant import MAX_BLOCK, layout, silu_mul_quant, silu_quant_chunks  # noqa: E402  (after the Triton check)
 
 pytestmark = pytest.mark.skipif(os.environ.get("TRITON_INTERPRET") != "1" and not torch.cuda.is_available(),
                                 reason="needs a GPU or TRITON_INTERPRET=1")
@@ -17,12 +17,12 @@ ops = torch.ops.recfx
 INTERPRETING = os.environ.get("TRITON_INTERPRET") == "1"
 
 
-def test_layout_holds_up_to_four_chunks_then_loops() -> None:
+def test_layout_holds_a_row_in_one_block_then_loops() -> None:
     assert layout(40) == ("chunks", 64, 1)
     assert layout(2048) == ("chunks", 2048, 1)
-    assert layout(5632) == ("chunks", 2048, 3)  # onerec-1b's d_ff: 6,144 lanes, not 8,192
-    assert layout(2048 * MAX_CHUNKS) == ("chunks", 2048, MAX_CHUNKS)
-    assert layout(2048 * MAX_CHUNKS + 1) == ("two_pass", 2048, 0)
+    assert layout(5632) == ("chunks", 8192, 1)  # onerec-1b's d_ff: fastest on an H100 (BENCHMARKS.md run 11)
+    assert layout(MAX_BLOCK) == ("chunks", MAX_BLOCK, 1)
+    assert layout(MAX_BLOCK + 1) == ("two_pass", 2048, 0)
 
 
 @pytest.mark.parametrize(("m", "k", "dtype"), [
@@ -60,6 +60,22 @@ def test_kernel_matches_the_op(m: int, k: int, dtype: torch.dtype) -> None:
         differ &= ~(carry | truncated)
     # a float32 SiLU computed another way may move a value one E4M3 step on rare ties
     assert differ.float().mean() < 2e-3, int(differ.sum())
+
+
+@pytest.mark.parametrize("chunks", [2, 3, 4])
+def test_chunked_rows_match_one_block(chunks: int) -> None:
+    """The chunked layout (the probe times it) writes what one block does."""
+    torch.manual_seed(0)
+    device = "cpu" if INTERPRETING else "cuda"
+    k = 64 * chunks - 5
+    gate, up = (torch.randn(3, k, device=device) for _ in range(2))
+    outs = []
+    for chunk, n in ((64, chunks), (triton.next_power_of_2(k), 1)):
+        q = torch.empty(3, k, dtype=torch.float8_e4m3fn, device=device)
+        s = torch.empty(3, 1, device=device)
+        silu_quant_chunks[(3,)](gate, up, q, s, k, CHUNK=chunk, CHUNKS=n, num_warps=1)
+        outs.append((q.view(torch.uint8), s))
+    assert torch.equal(outs[0][0], outs[1][0]) and torch.equal(outs[0][1], outs[1][1])
 
 
 def test_nan_and_inf_propagate_as_in_the_aten_recipe() -> None:

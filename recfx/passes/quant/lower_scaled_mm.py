@@ -33,15 +33,16 @@ stored that way, e.g. a flash-attention output). Inductor then sees a reduction 
 whole-row kernel; where that kernel is the rows' only reader, it computes each row in registers and writes nothing
 else (the values are then not rounded to the model's dtype before the quantization, as without the option). The
 same option has ``lower_tiny_attention`` compute its softmax probabilities once, so that the attention output is cheap
-enough to be formed inside that kernel. Off by default until a GPU A/B measures it.
+enough to be formed inside that kernel. ``cuda-fp8`` turns it on by default (``CudaFp8Backend.pass_defaults``,
+measured in BENCHMARKS.md run 11); the pass's own default is off.
 
 A SwiGLU product ``SiLU(gate) * up`` feeding an FP8 GEMM is the other case: Inductor fuses its quantization into
 one whole-row kernel padded to a power of two, which ran at about half the memory bandwidth of the bf16 path's plain
 product on an H100. ``backend_options={"silu_quant_kernel": True}`` quantizes it with ``recfx::silu_mul_fp8`` (a
 hand-written Triton kernel on CUDA, ``recfx.kernels.fp8_silu_quant``) instead: the same float32 recipe, rounded the
 same way. Only the float32 recipe (not ``exact_quant``), and only where gate and up have the product's shape and
-dtype and none of gate, up, the SiLU and the product is written in place. Off by default until a GPU A/B measures
-it.
+dtype and none of gate, up, the SiLU and the product is written in place. ``cuda-fp8`` turns it on by default, as
+``realize_permuted``.
 
 Block-scaled GEMMs (``fp8_linear_blocks``, whose descriptor says ``lowering="block_mm"``) become the activation's
 1 x B group quantization in the same aten ops (each group a row of ``x.reshape(-1, B)``) and
