@@ -91,9 +91,10 @@ def new_kernel_sources(root: Path, before: set[Path]) -> dict[str, Path]:
             text = path.read_text(errors="replace")
         except OSError:
             continue
+        if "async_compile.triton(" in text:  # a whole graph's output code, not one kernel's module
+            continue
         for kernel in re.findall(r"^def (triton_\w+)\(", text, re.M):
-            if kernel not in found or path.stat().st_size < found[kernel].stat().st_size:
-                found[kernel] = path  # the kernel's own module rather than the whole output code
+            found.setdefault(kernel, path)
     return found
 
 
