@@ -36,7 +36,7 @@ import torch
 import triton
 import triton.language as tl
 
-from recfx.ops.fp8 import AMAX_FLOOR, E4M3_MAX
+from recfx.ops.fp8_terms import AMAX_FLOOR, E4M3_MAX
 
 #: widest row held in registers as one block; wider rows take two passes over chunks of ``CHUNK``
 MAX_BLOCK, CHUNK = 8192, 2048

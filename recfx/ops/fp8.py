@@ -35,16 +35,12 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from recfx.ops.fp8_terms import weight_granularity
+from recfx.ops.fp8_terms import AMAX_FLOOR, E4M3_MAX, weight_granularity
 
 FP8_DTYPE = torch.float8_e4m3fn
-#: Largest finite E4M3 value.
-E4M3_MAX = 448.0
 #: Mantissa bits of E4M3 and the exponent of its smallest normal number (2**-6).
 _MANTISSA_BITS = 3
 _MIN_NORMAL_EXP = -6
-#: amax is floored here before dividing by 448, so that an all-zero tensor gets a positive scale (torchao's choice).
-AMAX_FLOOR = 1e-12
 #: Input dtypes the ops accept for high-precision tensors.
 FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 

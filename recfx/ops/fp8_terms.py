@@ -25,6 +25,11 @@ from torch import Tensor
 
 from recfx.registry import Registry
 
+#: Largest finite E4M3 value.
+E4M3_MAX = 448.0
+#: amax is floored here before dividing by 448, so that an all-zero tensor gets a positive scale (torchao's choice).
+AMAX_FLOOR = 1e-12
+
 #: ``call(op, *args, **kwargs)``: runs one op (:func:`EAGER`) or records it as a graph node (the passes); the
 #: granularities and ``recfx.ops.fp8_rows`` emit through it, so the code that runs and the graph are one.
 Call = Callable[..., Any]
@@ -309,7 +314,8 @@ def is_fp8_op(target: Any) -> bool:
     return namespace == "recfx" and (op in FP8_QDQ_OP_NAMES or op in FP8_GEMMS)
 
 
-__all__ = ["ACTIVATION_MODES", "BLOCK_SIZES", "EAGER", "FP8_GEMMS", "FP8_LINEAR", "FP8_LINEAR_BLOCKS", "FP8_OP_NAMES",
-           "FP8_QDQ_OP_NAMES", "FP8_STORAGE_DTYPES", "ActivationMode", "Call", "Fp8Gemm", "Granularity",
-           "WeightGranularity", "activation_mode", "dequantize", "fp8_gemm", "granularity_table", "is_fp8_op",
-           "register_gemm", "register_granularity", "unregister_granularity", "weight_granularity"]
+__all__ = ["ACTIVATION_MODES", "AMAX_FLOOR", "BLOCK_SIZES", "E4M3_MAX", "EAGER", "FP8_GEMMS", "FP8_LINEAR",
+           "FP8_LINEAR_BLOCKS", "FP8_OP_NAMES", "FP8_QDQ_OP_NAMES", "FP8_STORAGE_DTYPES", "ActivationMode", "Call",
+           "Fp8Gemm", "Granularity", "WeightGranularity", "activation_mode", "dequantize", "fp8_gemm",
+           "granularity_table", "is_fp8_op", "register_gemm", "register_granularity", "unregister_granularity",
+           "weight_granularity"]
