@@ -141,17 +141,14 @@ class CudaFp8Attention(CudaFp8Backend):
         return super().passes(ctx)
 
 
-@register_backend("cuda-fp8-realize")
-class CudaFp8Realize(CudaFp8Backend):
-    """``cuda-fp8`` with ``backend_options={"realize_permuted": True}``: attention outputs written contiguous before
-    their quantization (one whole-row kernel instead of Inductor's split reduction and recomputation)."""
+@register_backend("cuda-fp8-off")
+class CudaFp8Off(CudaFp8Backend):
+    """``cuda-fp8`` without the pass options it turns on by default (``realize_permuted``, ``silu_quant_kernel``):
+    the other side of their A/B (what ``cuda-fp8`` ran before BENCHMARKS.md run 11)."""
 
     priority = -100
-    description = "benchmark only: cuda-fp8 with backend_options realize_permuted=True"
-
-    def passes(self, ctx: Any) -> list[str]:
-        ctx.backend_options = {"realize_permuted": True, **ctx.backend_options}
-        return super().passes(ctx)
+    description = "benchmark only: cuda-fp8 with realize_permuted=False and silu_quant_kernel=False"
+    pass_defaults = {"realize_permuted": False, "silu_quant_kernel": False}
 
 
 @register_backend("cuda-fp8-v2")

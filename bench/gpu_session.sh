@@ -18,11 +18,8 @@
 #                compile time and speed (not run yet; estimated 7-9 minutes cold)
 #       issue    onerec-1b: inductor bf16 and cuda-fp8 (its defaults) at batches 8 and 32, profiled: issue 15's
 #                batch-8 and batch-32 ratios (~5-6 minutes cold)
-#       realize  onerec-1b: inductor bf16 and cuda-fp8 with realize_permuted=True (attention outputs written contiguous
-#                before their quantization: one whole-row kernel per o_proj input instead of three) at 8 and 32,
-#                profiled: issue 15's ratio with the fix (~5-6 minutes cold)
-#       realize-ab  cuda-fp8 without and with realize_permuted in one process (run after realize, on the same
-#                machine: the option's compile is then cached; cuda-fp8 goes first and pays the process's warm-up)
+#       defaults-ab  onerec-1b: cuda-fp8 without (cuda-fp8-off) and with its run-11 defaults (realize_permuted,
+#                silu_quant_kernel) at batches 8 and 32, in one process (~6-7 minutes cold)
 #       anyrows  onerec-1b: inductor bf16 with its default persistent_layout='contiguous' and with 'any' (whole-row
 #                reductions also for rows read through permutes or recomputed, e.g. tiny attention's scores) at 8
 #                and 32: whether the bf16 backend should default to 'any' as cuda-fp8 does (~5 minutes cold)
@@ -44,9 +41,10 @@
 #       demo     what `make demo` runs (`recfx demo`: onerec-1b on eager, auto and auto-fp8 at batch 8, then the FP8
 #                summary), without make's CPU venv set-up (~5-6 minutes cold; extra options do not apply)
 #       layers   onerec-1b cut to 2 decoder layers (real widths, context, beam) at batch 32: inductor bf16 and cuda-fp8
-#                with each candidate option (realize_permuted, silu_quant_kernel, both, persistent_rows 4096,
-#                coordinate-descent tuning; bench/probes/layer_ab.py's DEFAULT_VARIANTS), compiled one after the other in one process,
-#                each profiled with its heaviest kernels' sources (~20-60 s a variant cold; rows written as they end)
+#                variants (bench/probes/layer_ab.py's DEFAULT_VARIANTS: cuda-fp8 with and without run 11's defaults,
+#                bf16 with persistent_layout "any", coordinate-descent tuning), compiled one after the other in one
+#                process, each profiled with its heaviest kernels' sources (~30-50 s a variant cold; rows written as
+#                they end; extra options go to layer_ab.py, e.g. --layers 4 --variant NAME=BACKEND:{json})
 #       siluq    SiLU(gate) x up quantized per row at onerec-1b's shapes: Inductor's kernel (recfx's and Inductor's own
 #                persistent limit), bf16 SiLU x up, and hand-written Triton kernels (bench/probes/silu_quant.py; ~1 min)
 #       block    the block-scaled FP8 GEMM kernel (recfx::fp8_block_mm) vs row-wise _scaled_mm and bf16 (~1-2 min)
@@ -78,8 +76,7 @@ case $step in
     regions) fp8 --model onerec-1b --backends inductor-flat,cuda-fp8-flat,cuda-fp8-regions --batches 8,32 \
         --out "$out" ;;
     issue) fp8 --model onerec-1b --backends inductor,cuda-fp8 --batches 8,32 --out "$out" ;;
-    realize) fp8 --model onerec-1b --backends inductor,cuda-fp8-realize --batches 8,32 --out "$out" ;;
-    realize-ab) fp8 --model onerec-1b --backends cuda-fp8,cuda-fp8-realize --batches 8,32 --out "$out" ;;
+    defaults-ab) fp8 --model onerec-1b --backends cuda-fp8-off,cuda-fp8 --batches 8,32 --out "$out" ;;
     anyrows) fp8 --model onerec-1b --backends inductor,inductor-anyrows --batches 8,32 --out "$out" ;;
     anyrows-fp8) fp8 --model onerec-1b --backends cuda-fp8-contigrows,cuda-fp8 --batches 8,32 --out "$out" ;;
     autotune) fp8 --model onerec-1b --backends cuda-fp8,cuda-fp8-autotune --batches 8,32 --out "$out" ;;
