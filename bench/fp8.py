@@ -29,6 +29,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import torch
@@ -148,7 +149,7 @@ class CudaFp8Off(CudaFp8Backend):
 
     priority = -100
     description = "benchmark only: cuda-fp8 with realize_permuted=False and silu_quant_kernel=False"
-    pass_defaults = {"realize_permuted": False, "silu_quant_kernel": False}
+    pass_defaults = MappingProxyType(dict.fromkeys(CudaFp8Backend.pass_defaults, False))
 
 
 @register_backend("cuda-fp8-v2")

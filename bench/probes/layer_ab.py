@@ -33,7 +33,7 @@ from typing import Any
 DEFAULT_VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {  # the tuned ones last: their compiles are the longest
     "bf16": ("inductor", {}),
     "fp8": ("cuda-fp8", {}),
-    "fp8-off": ("cuda-fp8", {"realize_permuted": False, "silu_quant_kernel": False}),  # before run 11's defaults
+    "fp8-off": ("cuda-fp8", {"realize_permuted": False, "silu_quant_kernel": False}),  # cuda-fp8-off's options
     "bf16-anyrows": ("inductor", {"persistent_layout": "any"}),
     "fp8-cdt": ("cuda-fp8", {"options": {"coordinate_descent_tuning": True}}),
     "bf16-cdt": ("inductor", {"options": {"coordinate_descent_tuning": True}}),

@@ -17,8 +17,10 @@ heuristics (``persistent_rows``, ``persistent_layout``, ``regions``), the loweri
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import dataclasses
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any, ClassVar
 
 import torch
 from torch.fx import GraphModule
@@ -53,6 +55,20 @@ class InductorFp8Backend(InductorBackend):
     description = "FP8 (E4M3) post-training quantization, then torch.compile (FP8 GEMMs stay recfx:: ops)"
 
 
+@dataclasses.dataclass
+class BackendDefaults:
+    """The pass options a backend set for this compile where the user gave none (report section
+    ``backend_defaults``): what ran, beside the options the user passed."""
+
+    options: dict[str, Any]
+
+    def render(self) -> str:
+        return "pass options in force: " + ", ".join(f"{k}={v!r}" for k, v in self.options.items())
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.options)
+
+
 def fp8_gpu_availability() -> Availability:
     """A CUDA GPU with FP8 tensor cores (compute capability >= 8.9) and triton."""
     if not torch.cuda.is_available():
@@ -78,14 +94,23 @@ class CudaFp8Backend(InductorBackend):
     persistent_layout = "any"
     #: pass options this backend turns on unless the user says otherwise: attention outputs realized as contiguous
     #: rows before their quantization, SwiGLU products quantized by recfx::silu_mul_fp8. On onerec-1b cut to two
-    #: layers at batch 32 (H100, BENCHMARKS.md run 11) GPU time 32.8 -> 30.8 ms with both (p50 36.3 -> 35.5 ms)
-    pass_defaults: dict[str, Any] = {"realize_permuted": True, "silu_quant_kernel": True}
+    #: layers at batch 32 (H100, BENCHMARKS.md run 11, the op's kernel then in 3 x 2,048 chunks; the padded block it
+    #: uses now was timed only alone): GPU time 32.8 -> 30.8 ms with both, 1.4-1.6 ms of it beyond the attention
+    #: kernel's run-to-run variation; p50 (uncaptured, host included) 36.3 -> 35.5 ms, where realize_permuted alone
+    #: gave 35.2 ms. The full model has not run with them.
+    pass_defaults: ClassVar[Mapping[str, Any]] = MappingProxyType(
+        {"realize_permuted": True, "silu_quant_kernel": True})
 
     def availability(self) -> Availability:
         return fp8_gpu_availability()
 
     def passes(self, ctx: PassContext) -> list[str]:
-        ctx.backend_options = {**self.pass_defaults, **ctx.backend_options}
+        defaults = dict(self.pass_defaults)
+        if ctx.backend_options.get("exact_quant"):  # the op has the float32 recipe only: exact_quant keeps aten ops
+            defaults["silu_quant_kernel"] = False
+        ctx.backend_options = {**defaults, **ctx.backend_options}
+        ctx.report_sections["backend_defaults"] = BackendDefaults(
+            {k: ctx.backend_options[k] for k in defaults})
         return super().passes(ctx)
 
     def inductor_options(self, ctx: PassContext) -> dict[str, Any]:

@@ -14,9 +14,10 @@ rounded up to a power of two, on 8 warps, so each element is loaded once; wider 
     q = e4m3(clamp(h / scale, -448, 448))
 
 Measured on an H100 (``bench/probes/silu_quant.py``, BENCHMARKS.md run 11), rows of 5,632 at M = 49,152: one padded
-block on 8 warps 0.450 ms, 3 chunks of 2,048 in registers 0.466-0.490 ms, two passes 0.558-0.792 ms, Inductor's
+block on 8 warps 0.450 ms, 3 chunks of 2,048 in registers 0.466-0.567 ms, two passes 0.558-0.792 ms, Inductor's
 fused kernel 0.630 ms, the bf16 path's plain ``SiLU * up`` 0.541 ms (the bytes moved at 3.35 TB/s: 0.413 ms). The
-padding costs less than the chunking's extra reductions. Inductor's kernel has the same layout (one padded block, 8
+padding cost less than the chunking's extra reductions at this width (the only one measured; at 6,144 the block
+idles a quarter of its lanes where 3 x 2,048 fit exactly). Inductor's kernel has the same layout (one padded block, 8
 warps); it differs in its arithmetic (libdevice's accurate ``exp`` where this kernel uses the fast one), the likely
 cause (not isolated).
 

@@ -237,3 +237,39 @@ def test_cuda_fp8_silu_quant_kernel_through_inductor(monkeypatch) -> None:  # ty
     with torch.inference_mode():
         got, want = fast(fresh).float(), reference(fresh).float()
     assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.9995
+
+
+class _AttentionMlp(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn, self.mlp = _Attention(), _SwiGLU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(x)
+        return x + self.mlp(x)
+
+
+@pytest.mark.parametrize(("options", "realized", "silu"), [
+    ({}, 1, 1),  # cuda-fp8's defaults: both on
+    ({"silu_quant_kernel": False, "realize_permuted": False}, 0, 0),
+    ({"exact_quant": True}, 1, 0),  # the op has no round-to-odd recipe: off unless asked for (then an error)
+])
+def test_cuda_fp8_pass_defaults_apply_unless_overridden(monkeypatch, options, realized, silu) -> None:  # type: ignore[no-untyped-def]
+    """``CudaFp8Backend.pass_defaults`` turn on ``realize_permuted`` and ``silu_quant_kernel`` where the user gives
+    no value; the report's ``backend_defaults`` section says what was in force."""
+    from recfx.backends.base import Availability
+    from recfx.backends.fp8 import CudaFp8Backend
+
+    monkeypatch.setattr(CudaFp8Backend, "availability", lambda self: Availability(True, ""))
+    torch.manual_seed(0)
+    model = _AttentionMlp().eval().to(torch.bfloat16)
+    x = torch.randn(2, 8, 64, dtype=torch.bfloat16)
+    quant = recfx.QuantConfig(rules=tuple(recfx.QuantRule("include", path=p)
+                                          for p in ("attn.qkv", "attn.o_proj", "mlp.gate", "mlp.up", "mlp.down")))
+    fast = recfx.compile(model, (x,), backend="cuda-fp8", quant=quant,
+                         config=recfx.CompileConfig(backend_options=options))
+    summary = fast.report.sections["fp8_gemm"]
+    assert (summary.realized, summary.silu_kernels) == (realized, silu)
+    in_force = fast.report.sections["backend_defaults"].to_dict()
+    assert in_force == {"realize_permuted": bool(realized), "silu_quant_kernel": bool(silu)}
+    assert "pass options in force" in fast.report.sections["backend_defaults"].render()

@@ -1,5 +1,6 @@
-"""The SiLU x up FP8 kernel (TRITON_INTERPRET=1 on the CPU) against ``recfx::silu_mul_fp8``'s formula: every layout
-(one chunk, several chunks held in registers, two passes), its chunk choice and its argument errors."""
+"""The SiLU x up FP8 kernel (TRITON_INTERPRET=1 on the CPU) against ``recfx::silu_mul_fp8``'s formula: the layouts
+the launcher picks (one padded block, two passes), the chunked one the probe times, the launcher's choice, NaN and
+infinity, and its argument errors."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ def test_layout_holds_a_row_in_one_block_then_loops() -> None:
 @pytest.mark.parametrize(("m", "k", "dtype"), [
     (3, 40, torch.float32),  # one chunk, masked lanes
     (4, 700, torch.bfloat16),
-    (2, 5632, torch.bfloat16),  # three chunks of 2,048
-    (2, 9000, torch.float16),  # wider than four chunks: two passes
+    (2, 5632, torch.bfloat16),  # onerec-1b's d_ff: one padded block of 8,192
+    (2, 9000, torch.float16),  # wider than 8,192: two passes
 ])
 def test_kernel_matches_the_op(m: int, k: int, dtype: torch.dtype) -> None:
     torch.manual_seed(0)

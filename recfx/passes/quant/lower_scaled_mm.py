@@ -37,11 +37,12 @@ enough to be formed inside that kernel. ``cuda-fp8`` turns it on by default (``C
 measured in BENCHMARKS.md run 11); the pass's own default is off.
 
 A SwiGLU product ``SiLU(gate) * up`` feeding an FP8 GEMM is the other case: Inductor fuses its quantization into
-one whole-row kernel padded to a power of two, which ran at about half the memory bandwidth of the bf16 path's plain
-product on an H100. ``backend_options={"silu_quant_kernel": True}`` quantizes it with ``recfx::silu_mul_fp8`` (a
-hand-written Triton kernel on CUDA, ``recfx.kernels.fp8_silu_quant``) instead: the same float32 recipe, rounded the
-same way. Only the float32 recipe (not ``exact_quant``), and only where gate and up have the product's shape and
-dtype and none of gate, up, the SiLU and the product is written in place. ``cuda-fp8`` turns it on by default, as
+one whole-row kernel padded to a power of two, which reached about 60% of the memory bandwidth of the bf16 path's
+plain product on an H100 (run 10). ``backend_options={"silu_quant_kernel": True}`` quantizes it with
+``recfx::silu_mul_fp8`` (a hand-written Triton kernel on CUDA, ``recfx.kernels.fp8_silu_quant``) instead: the same
+float32 recipe, rounded the same way. Only where gate and up have the product's shape and dtype and none of gate,
+up, the SiLU and the product is written in place; with ``exact_quant=True`` it is an error (the op has no
+round-to-odd recipe). ``cuda-fp8`` turns it on by default, as
 ``realize_permuted``.
 
 Block-scaled GEMMs (``fp8_linear_blocks``, whose descriptor says ``lowering="block_mm"``) become the activation's
@@ -199,8 +200,7 @@ class _Emitter:
         self.realized = 0
         self.mutated = mutated_values(gm)  # a tensor written in place is quantized anew before each GEMM reading it
         self.silu_kernels = 0
-        # the float32 recipe only: exact_quant's round-to-odd stays in aten ops
-        self.swiglu = _swiglu_products(gm, self.mutated) if silu_quant_kernel and not exact_quant else {}
+        self.swiglu = _swiglu_products(gm, self.mutated) if silu_quant_kernel else {}
         self.exact_quant = exact_quant
         self.graph: Graph = gm.graph
         self.fast_accum = fast_accum
@@ -390,6 +390,10 @@ class Fp8LowerScaledMm:
                 raise ValueError(f"backend_options[{key!r}] must be True or False, got {options[key]!r}")
         self.realize_permuted = options.get("realize_permuted", False)
         self.silu_quant_kernel = options.get("silu_quant_kernel", False)
+        if self.silu_quant_kernel and self.exact_quant:
+            raise ValueError("backend_options: silu_quant_kernel=True quantizes with the float32 recipe and "
+                             "exact_quant=True asks for the round-to-odd one; give one of them (cuda-fp8 turns "
+                             "silu_quant_kernel off by itself when only exact_quant is given)")
 
     def __call__(self, gm: GraphModule) -> PassResult:
         emitter = _Emitter(gm, self.fast_accum, self.exact_quant, self.realize_permuted, self.silu_quant_kernel)

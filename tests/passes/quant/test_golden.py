@@ -123,14 +123,14 @@ def test_ksa_auto_exclude_reaches_a_tighter_target(ksa) -> None:  # type: ignore
     assert set(report.auto_excluded) == most_sensitive
 
 
-def _lowered(compiled: recfx.CompiledModule):  # type: ignore[no-untyped-def]
+def _lowered(compiled: recfx.CompiledModule, options: dict | None = None):  # type: ignore[no-untyped-def, type-arg]
     """The eager-fp8 graph through ``fp8_lower_scaled_mm`` (what ``cuda-fp8`` hands to Inductor), and its summary."""
     import copy
 
     from recfx.passes import PASSES, PassContext
 
     gm = copy.deepcopy(compiled.graph_module)
-    ctx = PassContext(backend_options={"exact_quant": True})  # bit-equal quantization
+    ctx = PassContext(backend_options=options or {"exact_quant": True})  # default: bit-equal quantization
     PASSES.get("fp8_lower_scaled_mm").instantiate(ctx)(gm)
     return gm, ctx.report_sections["fp8_gemm"]
 
@@ -152,6 +152,24 @@ def test_onerec_scaled_mm_golden_counts(onerec) -> None:  # type: ignore[no-unty
         want, got = compiled(*fresh), gm(*fresh)
     for a, b in zip(want, got):  # float32: the lowered graph computes the very same numbers
         assert torch.equal(a, b)
+
+
+def test_swiglu_products_golden_counts(onerec, ksa) -> None:  # type: ignore[no-untyped-def]
+    """``silu_quant_kernel`` (a ``cuda-fp8`` default) takes every SwiGLU down projection's input: onerec-tiny's dense
+    layers and each routed and shared expert of its MoE layers, per decoding level; ksa-tiny's w2 inputs."""
+    spec, _, compiled = onerec
+    cfg = spec.config
+    gm, summary = _lowered(compiled, {"silu_quant_kernel": True})
+    dense, moe = cfg.n_layers - cfg.n_moe_layers, cfg.n_moe_layers
+    assert summary.silu_kernels == op_histogram(gm).get("recfx.silu_mul_fp8.default") == (
+        dense + moe * (cfg.n_experts + cfg.n_shared_experts)) * cfg.levels
+    spec, _, compiled = ksa
+    gm, summary = _lowered(compiled, {"silu_quant_kernel": True})
+    assert summary.silu_kernels == op_histogram(gm).get("recfx.silu_mul_fp8.default") == spec.config.n_layers
+    fresh = spec.example_inputs(3, seed=5)
+    with torch.inference_mode():
+        want, got = compiled(*fresh), gm(*fresh)
+    assert torch.nn.functional.cosine_similarity(want.flatten(), got.flatten(), dim=0) > 0.9999
 
 
 def test_ksa_scaled_mm_golden_counts(ksa) -> None:  # type: ignore[no-untyped-def]

@@ -315,14 +315,19 @@ def test_silu_quant_kernel_quantizes_a_swiglu_product_with_the_op(fp8, swap: boo
     assert cos(got, exact) > max(0.995, cos(want, exact) - 1e-4)
 
 
-@pytest.mark.parametrize("case", ["broadcast", "exact_quant"])
-def test_silu_quant_kernel_leaves_other_products_to_inductor(fp8, case: str) -> None:
-    """A broadcast ``up`` (the op takes rows of one shape) and the round-to-odd recipe keep the aten quantization."""
-    model = _SwiGLU(broadcast=case == "broadcast").eval()
+def test_silu_quant_kernel_leaves_a_broadcast_product_to_inductor(fp8) -> None:
+    """A broadcast ``up`` (the op takes rows of one shape) keeps the aten quantization."""
+    model = _SwiGLU(broadcast=True).eval()
     gm, _ = fp8.run(model, (torch.randn(2, 5, 32),), list(fp8_passes()), quant=_MLP_QUANT)
-    options = {"silu_quant_kernel": True, "exact_quant": case == "exact_quant"}
-    _, summary = _lower(gm, PassContext(backend_options=options))
+    _, summary = _lower(gm, PassContext(backend_options={"silu_quant_kernel": True}))
     assert summary.silu_kernels == 0 and fp8.count(gm, ops.silu_mul_fp8.default) == 0
+
+
+def test_silu_quant_kernel_with_exact_quant_is_an_error(fp8) -> None:
+    """The op has the float32 recipe only: asking for it and for the round-to-odd one says to give one."""
+    gm, _ = fp8.run(_SwiGLU().eval(), (torch.randn(2, 5, 32),), list(fp8_passes()), quant=_MLP_QUANT)
+    with pytest.raises(ValueError, match="give one of them"):
+        _lower(gm, PassContext(backend_options={"silu_quant_kernel": True, "exact_quant": True}))
 
 
 class _Written(nn.Module):
