@@ -10,6 +10,7 @@ import recfx
 from recfx.analysis.numerics import sqnr_db
 from recfx.backends import BACKENDS, resolve_backend
 from recfx.errors import BackendUnavailableError, PassError
+from recfx.models.common import SwiGLU
 
 ops = torch.ops.recfx
 
@@ -206,16 +207,6 @@ def test_cuda_fp8_realize_permuted_through_inductor(monkeypatch) -> None:  # typ
     assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.9995
 
 
-class _SwiGLU(torch.nn.Module):
-    def __init__(self, d: int = 64, ff: int = 176) -> None:
-        super().__init__()
-        self.gate, self.up = torch.nn.Linear(d, ff, bias=False), torch.nn.Linear(d, ff, bias=False)
-        self.down = torch.nn.Linear(ff, d, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.down(torch.nn.functional.silu(self.gate(x)) * self.up(x))
-
-
 def test_cuda_fp8_silu_quant_kernel_through_inductor(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     """``silu_quant_kernel``: the down projection's input is quantized by ``recfx::silu_mul_fp8``, which Inductor (on
     the CPU, the GPU check stood in) calls as an extern op between the GEMMs; the output matches eager-fp8's."""
@@ -224,9 +215,9 @@ def test_cuda_fp8_silu_quant_kernel_through_inductor(monkeypatch) -> None:  # ty
 
     monkeypatch.setattr(CudaFp8Backend, "availability", lambda self: Availability(True, ""))
     torch.manual_seed(0)
-    model = _SwiGLU().eval().to(torch.bfloat16)
+    model = SwiGLU(64, 176).eval().to(torch.bfloat16)
     x = torch.randn(2, 8, 64, dtype=torch.bfloat16)
-    quant = recfx.QuantConfig(rules=tuple(recfx.QuantRule("include", path=p) for p in ("gate", "up", "down")))
+    quant = recfx.QuantConfig(rules=tuple(recfx.QuantRule("include", path=p) for p in ("w1", "w3", "w2")))
     config = recfx.CompileConfig(backend_options={"silu_quant_kernel": True})
     fast = recfx.compile(model, (x,), backend="cuda-fp8", quant=quant, config=config)
     assert fast.report.sections["fp8_gemm"].silu_kernels == 1
@@ -242,7 +233,7 @@ def test_cuda_fp8_silu_quant_kernel_through_inductor(monkeypatch) -> None:  # ty
 class _AttentionMlp(torch.nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.attn, self.mlp = _Attention(), _SwiGLU()
+        self.attn, self.mlp = _Attention(), SwiGLU(64, 176)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(x)
@@ -265,7 +256,7 @@ def test_cuda_fp8_pass_defaults_apply_unless_overridden(monkeypatch, options, re
     model = _AttentionMlp().eval().to(torch.bfloat16)
     x = torch.randn(2, 8, 64, dtype=torch.bfloat16)
     quant = recfx.QuantConfig(rules=tuple(recfx.QuantRule("include", path=p)
-                                          for p in ("attn.qkv", "attn.o_proj", "mlp.gate", "mlp.up", "mlp.down")))
+                                          for p in ("attn.qkv", "attn.o_proj", "mlp.w1", "mlp.w3", "mlp.w2")))
     fast = recfx.compile(model, (x,), backend="cuda-fp8", quant=quant,
                          config=recfx.CompileConfig(backend_options=options))
     summary = fast.report.sections["fp8_gemm"]

@@ -14,6 +14,7 @@ from torch.utils._pytree import tree_flatten
 
 import recfx
 from recfx.models import get_model
+from recfx.models.common import SwiGLU
 from recfx.runtime import bundle, bundle_formats
 
 
@@ -585,16 +586,6 @@ def test_ort_runs_a_squeeze_without_dims_which_onnx_decides_at_run_time():
     assert len(bundle_formats.size_one_hazards(ep)) == 1
 
 
-class _SwiGLU(nn.Module):
-    def __init__(self, d: int = 64, ff: int = 176) -> None:
-        super().__init__()
-        self.gate, self.up = nn.Linear(d, ff, bias=False), nn.Linear(d, ff, bias=False)
-        self.down = nn.Linear(ff, d, bias=False)
-
-    def forward(self, x):
-        return self.down(torch.nn.functional.silu(self.gate(x)) * self.up(x))
-
-
 def test_cuda_fp8_bundle_calls_the_silu_op_through_the_package(monkeypatch, tmp_path):
     """A ``cuda-fp8`` bundle of a SwiGLU MLP holds ``recfx::silu_mul_fp8`` (a default since run 11) as a call through
     AOTInductor's proxy executor; on the CPU (the GPU check stood in) it loads and gives the same numbers."""
@@ -604,9 +595,9 @@ def test_cuda_fp8_bundle_calls_the_silu_op_through_the_package(monkeypatch, tmp_
     monkeypatch.setattr(CudaFp8Backend, "availability", lambda self: Availability(True, ""))
     torch.manual_seed(0)
     x = torch.randn(2, 8, 64)
-    quant = recfx.QuantConfig(rules=tuple(recfx.QuantRule("include", path=p) for p in ("gate", "up", "down")))
+    quant = recfx.QuantConfig(rules=tuple(recfx.QuantRule("include", path=p) for p in ("w1", "w3", "w2")))
     config = recfx.CompileConfig(backend_options={"cuda_graph_batches": ()})
-    compiled = recfx.compile(_SwiGLU().eval(), (x,), backend="cuda-fp8", quant=quant, config=config)
+    compiled = recfx.compile(SwiGLU(64, 176).eval(), (x,), backend="cuda-fp8", quant=quant, config=config)
     assert compiled.report.sections["fp8_gemm"].silu_kernels == 1
     compiled.save(tmp_path / "b")
     loaded = recfx.load(tmp_path / "b")
