@@ -3,10 +3,10 @@
 A whole onerec-1b compile takes 2-3 minutes per backend variant, so one 10-minute device call holds three at most.
 The kernels this project tunes (quantizations fused into their producers, the tiny attention) are the same in every
 layer, so a model cut to ``--layers`` decoder layers (widths, context and beam unchanged) shows each variant's
-kernels at their real shapes in ~20-40 s of compile. Per variant: compile time, the call's p50 (wall clock,
-synchronized), the output's cosine against the eager bf16 model, GPU time by kernel class and the heaviest kernels
-(``torch.profiler``), and the Triton source of those kernels (copied from the files the variant's compile added
-to Inductor's cache). Results are written after each variant, so a call cut short keeps what ran::
+kernels at their real shapes in ~30-50 s of compile (H100, 2 layers, run 11). Per variant: compile time, the call's
+p50 (wall clock, synchronized), the output's cosine against the eager bf16 model, GPU time by kernel class and the
+heaviest kernels (``torch.profiler``), and the Triton source of those kernels (copied from the files the variant's
+compile added to Inductor's cache). Results are written after each variant, so a call cut short keeps what ran::
 
     PYTHONPATH=$PWD python3 bench/probes/layer_ab.py --out OUT [--layers 2 --batch 32] \\
         [--variant 'NAME=BACKEND' --variant 'NAME=BACKEND:{"option": value}' ...]
