@@ -366,6 +366,15 @@ def _through_permute(x: Node) -> bool:
     return False
 
 
+def _between(first: Node, last: Node) -> list[Node]:
+    """The nodes strictly between ``first`` and ``last`` in graph order."""
+    nodes, node = [], first.next
+    while node is not last:
+        nodes.append(node)
+        node = node.next
+    return nodes
+
+
 def _dtype(node: Node) -> torch.dtype | None:
     val = tensor_meta(node)
     return None if val is None else val.dtype
@@ -407,8 +416,12 @@ class Fp8LowerScaledMm:
                 summary.kept.append((_layer(node), why))
                 continue
             block = fp8_gemm(node.target).lowering == "block_mm"  # type: ignore[union-attr]
+            anchor = node.prev
             with gm.graph.inserting_before(node):
                 new = emitter.block_gemm(node) if block else emitter.gemm(node)
+            # the emitted nodes get their metadata now: a GEMM reading this one's output (linear -> linear) is
+            # judged and lowered by its input's shape and dtype further down this loop
+            fill_meta(gm, _between(anchor, node))
             epilogues.add("block scales, recfx::fp8_block_mm" if block
                           else "row-wise scales, bf16 out" if _dtype(node.args[0]) in ROWWISE_OUT_DTYPES
                           else "unit scales, float32 epilogue")
