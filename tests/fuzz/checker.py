@@ -73,33 +73,12 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 import recfx
-from recfx.backends import register_backend
-from recfx.backends.base import Availability
-from recfx.backends.eager import EagerBackend
-from recfx.backends.fp8 import CudaFp8Backend
 from recfx.errors import PassError, RecfxError
-from recfx.passes import PassContext
+from tests.cuda_fp8_cpu import NAME as CUDA_FP8_PASSES
 from tests.fuzz.generator import FuzzModel
 
-
-@register_backend("cuda-fp8-passes-fp8")
-class CudaFp8PassesOnCpu(CudaFp8Backend):
-    """The fuzzer's view of ``cuda-fp8`` on a machine without a GPU: its whole pass pipeline with its defaults (FP8
-    quantization, the ``_scaled_mm`` lowering with ``realize_permuted`` and ``silu_quant_kernel``, tiny attention,
-    GQA folding), then the lowered graph run op by op (``torch._scaled_mm`` and the recfx ops' CPU paths) instead of
-    by Inductor on the GPU: what the passes rewrite is checked against float64 on any graph the generator writes."""
-
-    priority = -100
-    description = "fuzzer only: cuda-fp8's passes, the lowered graph run op by op (CPU)"
-
-    def availability(self) -> Availability:
-        return Availability(True, "")
-
-    def compile(self, gm: torch.fx.GraphModule, ctx: PassContext) -> Callable[..., Any]:
-        return EagerBackend().compile(gm, ctx)
-
-
-BACKENDS = ("eager", "eager-fp8", "ort", "ort-fp8", "inductor", "cuda-fp8-passes-fp8")
+#: the last runs cuda-fp8's passes on the CPU (tests/cuda_fp8_cpu.py)
+BACKENDS = ("eager", "eager-fp8", "ort", "ort-fp8", "inductor", CUDA_FP8_PASSES)
 OUTCOMES = ("match", "ill-conditioned", "refused", "known", "mismatch", "crash")
 FAILURES = ("mismatch", "crash")
 RTOL = 1e-4

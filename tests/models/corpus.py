@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from tests.cuda_fp8_cpu import NAME as CUDA_FP8_PASSES
+
 HAS_TRANSFORMERS = importlib.util.find_spec("transformers") is not None
 
 
@@ -255,7 +257,8 @@ CORPUS: dict[str, Entry] = {e.name: e for e in (
 
 
 # --------------------------------------------------------------------------------------------------- the driver
-BACKENDS = ("eager", "inductor", "eager-fp8", "ort", "ort-fp8", "onnx")
+#: the last runs cuda-fp8's passes on the CPU (tests/cuda_fp8_cpu.py)
+BACKENDS = ("eager", "inductor", "eager-fp8", "ort", "ort-fp8", "onnx", CUDA_FP8_PASSES)
 
 
 @dataclasses.dataclass

@@ -36,10 +36,11 @@ BACKENDS, CORPUS, Entry, evaluate, ksa_allowed = (corpus.BACKENDS, corpus.CORPUS
 FULL = os.environ.get("RECFX_CORPUS") == "all"
 #: what CI runs: (model, backend)
 CI_SLICE = {("ksa-sdpa", "eager"), ("ksa-sdpa", "eager-fp8"), ("jagged-rec", "ort"), ("jagged-rec", "eager-fp8"),
-            ("dlrm-bag", "eager-fp8"), ("llama-sdpa", "eager-fp8"), ("gpt2-eager", "eager-fp8")}
+            ("dlrm-bag", "eager-fp8"), ("llama-sdpa", "eager-fp8"), ("gpt2-eager", "eager-fp8"),
+            ("llama-sdpa", "cuda-fp8-passes-fp8"), ("gpt2-eager", "cuda-fp8-passes-fp8")}
 #: the least cosine each backend must reach against the float model (FP8: E4M3 weights and per-token activations)
 MIN_COSINE = {"eager": 0.99999, "inductor": 0.99999, "ort": 0.99999, "onnx": 0.99999, "eager-fp8": 0.999,
-              "ort-fp8": 0.999}
+              "ort-fp8": 0.999, "cuda-fp8-passes-fp8": 0.999}
 
 
 def _params(variants: dict[str, Any], ci_slice: set[tuple[str, Any]]) -> list[object]:
