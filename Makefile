@@ -19,7 +19,7 @@ TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 TRT_TYPES := tensorrt-stubs==10.13.0.35.1 $(if $(filter Darwin,$(shell uname -s)),,torch-tensorrt==$(TORCH_VERSION))
 PYTEST_ARGS ?=
 N ?= 50
-BACKENDS ?= eager,eager-fp8,ort,ort-fp8,inductor
+BACKENDS ?= eager,eager-fp8,ort,ort-fp8,inductor,cuda-fp8-passes-fp8
 FUZZ_ARGS ?=
 
 .PHONY: demo test test-serve serve-venv bench-serve corpus fuzz install typecheck typecheck-trt lint lint-trt-large clean \
