@@ -529,9 +529,38 @@ class _Writer:
         self.ops.append("reduce")
         return True
 
+    def op_gated(self) -> bool:
+        """A gated MLP as LLaMA-style models write it: SiLU(gate) * up (either order), maybe a down projection; the
+        product is what cuda-fp8's ``silu_quant_kernel`` quantizes in one op (gate and up of one shape)."""
+        # K and N multiples of 16 (d = n = 16), as cuBLASLt's FP8 GEMMs need, so that cuda-fp8 lowers the down
+        # projection and quantizes its input with the op; any other width exercises the product left to aten ops
+        v = self.pick(lambda v: v.ndim >= 2 and v.shape[-1] == 16) or self.pick(lambda v: v.ndim >= 2)
+        if v is None:
+            return False
+        if v.shape[-1] != 16:
+            proj = self.param_name("ffn_in")
+            self.init.append(f"self.{proj} = nn.Linear({v.shape[-1]}, 16)")
+            v = self.add(f"self.{proj}({v.name})", (*v.shape[:-1], 16))
+        d, n = 16, self.rng.choice((16, 32, 16, 8))
+        gate, up = self.param_name("gate_proj"), self.param_name("up_proj")
+        self.init.append(f"self.{gate} = nn.Linear({d}, {n}, bias=False)")
+        self.init.append(f"self.{up} = nn.Linear({d}, {n}, bias={self.rng.random() < 0.3})")
+        g = self.add(f"self.{gate}({v.name})", (*v.shape[:-1], n))
+        u = self.add(f"self.{up}({v.name})", (*v.shape[:-1], n))
+        form = self.rng.choice(("F.silu({g}) * {u}", "{u} * F.silu({g})", "F.silu({g}) * {u}",
+                                "torch.nn.functional.silu({g}) * {g}"))
+        h = self.add(form.format(g=g.name, u=u.name), g.shape)
+        r = self.rng.random()
+        if r < 0.8:  # a down projection, mostly added to the block's input as in a transformer
+            down = self.param_name("down_proj")
+            self.init.append(f"self.{down} = nn.Linear({n}, {d}, bias={self.rng.random() < 0.3})")
+            self.add(f"{v.name} + self.{down}({h.name})" if r < 0.6 else f"self.{down}({h.name})", v.shape)
+        self.ops.append("gated")
+        return True
+
     OPS = ("linear", "linear", "linear", "matmul", "residual", "norm", "softmax", "activation", "heads", "reshape",
            "cat_split", "embedding", "slice", "inplace", "inplace", "constant", "repeat", "dead", "masked_fill",
-           "where", "sdpa", "reduce")
+           "where", "sdpa", "reduce", "gated")
 
     # -- the model ---------------------------------------------------------------------------------------------
     def outputs(self) -> list[str]:

@@ -56,7 +56,7 @@ def test_generator_covers_the_op_list() -> None:
     seen = collections.Counter(op.split(".")[0] for seed in range(150) for op in set(generate(seed).ops))
     wanted = {"linear", "matmul", "bmm", "residual", "norm", "softmax", "activation", "heads", "permute", "reshape",
               "contiguous", "transpose", "cat", "split", "chunk", "embedding", "slice", "inplace", "constant",
-              "repeat", "dead", "masked_fill", "where", "sdpa", "reduce", "out"}
+              "repeat", "dead", "masked_fill", "where", "sdpa", "reduce", "out", "gated"}
     assert wanted <= set(seen), f"never generated: {sorted(wanted - set(seen))}"
 
 
