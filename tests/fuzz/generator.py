@@ -530,7 +530,8 @@ class _Writer:
         return True
 
     def op_gated(self) -> bool:
-        """A gated MLP as LLaMA-style models write it: SiLU(gate) * up (either order), maybe a down projection; the
+        """A gated MLP as LLaMA-style models write it: SiLU(gate) * up (either order; or SiLU(gate) * gate, up then
+        unused), maybe a down projection; the
         product is what cuda-fp8's ``silu_quant_kernel`` quantizes in one op (gate and up of one shape)."""
         # K and N multiples of 16 (d = n = 16), as cuBLASLt's FP8 GEMMs need, so that cuda-fp8 lowers the down
         # projection and quantizes its input with the op; any other width exercises the product left to aten ops

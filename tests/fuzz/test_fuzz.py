@@ -23,7 +23,7 @@ SLICE = {
     "ort": range(80, 88),
     "ort-fp8": range(88, 96),
     "inductor": range(96, 99),
-    "cuda-fp8-passes-fp8": range(0, 60),  # ~0.4 s a model; seeds 48 and 76 chain two quantized linears
+    "cuda-fp8-passes-fp8": range(0, 60),  # ~0.4 s a model; seeds 4 and 48 chain two quantized linears
 }
 
 

@@ -330,7 +330,7 @@ def evaluate(entry: Entry, backend: str, batches: tuple[int, int] = (2, 3)) -> R
 
 
 def main(argv: list[str]) -> int:
-    """``python tests/models/corpus.py [model ...] [--backends a,b]``: print the corpus table (markdown)."""
+    """``PYTHONPATH=. python tests/models/corpus.py [model ...] [--backends a,b]``: the corpus table (markdown)."""
     import warnings
 
     warnings.simplefilter("ignore")

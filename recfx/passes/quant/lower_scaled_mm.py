@@ -426,6 +426,8 @@ class Fp8LowerScaledMm:
                           else "row-wise scales, bf16 out" if _dtype(node.args[0]) in ROWWISE_OUT_DTYPES
                           else "unit scales, float32 epilogue")
             new.meta.update({k: v for k, v in node.meta.items() if k not in ("val", "tensor_meta")})
+            if node in emitter.mutated:  # a GEMM output written in place: its readers quantize it anew, each
+                emitter.mutated.add(new)
             node.replace_all_uses_with(new)
             gm.graph.erase_node(node)
             summary.lowered += 1
