@@ -23,13 +23,13 @@ Tolerances (``got`` the backend, ``ref`` the float64 model, ``own`` the float32 
   element is off by O(scale)). ``OWN_FACTOR * own`` admits ill-conditioned programs (cancellation, a norm of a
   near-constant row) where float32 itself is far from float64: a backend may be a few times worse than float32
   eager, not more. Non-finite elements (``-inf`` from masked_fill) must be the same; int outputs exact.
-- eager-fp8 / ort-fp8: the same elementwise check, else SQNR >= ``FP8_SQNR_DB`` (14 dB) and cosine >=
-  ``FP8_COSINE`` (0.98) over the whole output. E4M3 has 3 mantissa bits: rounding one tensor costs ~31 dB
-  (relative rms error ~2.7%), a GEMM with both operands quantized ~28 dB, and a chain of up to ~10 quantized
-  GEMMs loses up to ~10 dB more (errors add), so ~18 dB is the worst a correct lowering should give here; 14 dB
-  leaves margin for softmax/norm amplification while a wrong scale, layout or transposed weight gives < 5 dB.
-  Cosine 0.98 is the same bound (cos ~ 1 - 1 / (2 * SNR)). Masks come from the inputs only, so FP8 error never
-  flips a condition.
+- eager-fp8, ort-fp8, cuda-fp8-passes-fp8 (every ``-fp8`` backend): the same elementwise check, else SQNR >=
+  ``FP8_SQNR_DB`` (14 dB) and cosine >= ``FP8_COSINE`` (0.98) over the whole output. E4M3 has 3 mantissa bits:
+  rounding one tensor costs ~31 dB (relative rms error ~2.7%), a GEMM with both operands quantized ~28 dB, and a
+  chain of up to ~10 quantized GEMMs loses up to ~10 dB more (errors add), so ~18 dB is the worst a correct lowering
+  should give here; 14 dB leaves margin for softmax/norm amplification while a wrong scale, layout or transposed
+  weight gives < 5 dB. Cosine 0.98 is the same bound (cos ~ 1 - 1 / (2 * SNR)). Masks come from the inputs only, so
+  FP8 error never flips a condition.
 
 The FP8 thresholds rest on two premises, and the checker makes sure both hold before it calls a miss a mismatch:
 

@@ -530,11 +530,11 @@ class _Writer:
         return True
 
     def op_gated(self) -> bool:
-        """A gated MLP as LLaMA-style models write it: SiLU(gate) * up (either order; or SiLU(gate) * gate, up then
-        unused), maybe a down projection; the
-        product is what cuda-fp8's ``silu_quant_kernel`` quantizes in one op (gate and up of one shape)."""
-        # K and N multiples of 16 (d = n = 16), as cuBLASLt's FP8 GEMMs need, so that cuda-fp8 lowers the down
-        # projection and quantizes its input with the op; any other width exercises the product left to aten ops
+        """A gated MLP as LLaMA-style models write it: SiLU(gate) * up in either order (or SiLU(gate) * gate, up
+        then unused), mostly with a down projection: the product is what cuda-fp8's ``silu_quant_kernel`` quantizes
+        in one op (gate and up of one shape)."""
+        # the block's width d = 16 and mostly n = 16 or 32: multiples of 16, as cuBLASLt's FP8 GEMMs need, so that
+        # cuda-fp8 lowers the down projection and quantizes its input with the op; n = 8 leaves the product to aten
         v = self.pick(lambda v: v.ndim >= 2 and v.shape[-1] == 16) or self.pick(lambda v: v.ndim >= 2)
         if v is None:
             return False
